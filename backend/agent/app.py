@@ -1,0 +1,74 @@
+"""create_app: wires settings, store, routes, error handlers and guards. No I/O here."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..gitrepo import GitError
+from ..mirrors import MirrorWriter
+from ..store import InvalidTransitionError, StoreBusyError, StoreCorruptError, TaskNotFoundError, TaskStore
+from ..web.errors import error_response, install_error_handlers
+from ..web.security import SecurityMiddleware
+from .routes import git, health, tasks
+from .settings import AgentSettings
+
+HEALTH_PATH = "/agent/health"
+
+
+def build_store(settings: AgentSettings) -> TaskStore:
+    return TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir))
+
+
+def create_app(settings: AgentSettings, store: TaskStore | None = None) -> FastAPI:
+    app = FastAPI(
+        title=f"baton-agent: {settings.project_name}",
+        version=__version__,
+        description="Per-project Baton agent: tasks, git views and (soon) the dispatcher.",
+    )
+    app.state.settings = settings
+    app.state.store = store if store is not None else build_store(settings)
+    app.state.started_monotonic = time.monotonic()
+
+    install_error_handlers(app)
+    _install_store_errors(app)
+    for module in (health, tasks, git):
+        app.include_router(module.router)
+
+    allowed = list(settings.config.allowed_hosts)
+    if settings.host not in ("0.0.0.0", "::", ""):
+        allowed.append(settings.host)
+    app.add_middleware(
+        SecurityMiddleware,
+        token=settings.token,
+        allowed_hosts=allowed,
+        public_paths={HEALTH_PATH},
+        max_body_bytes=settings.config.max_body_bytes,
+    )
+    return app
+
+
+def _install_store_errors(app: FastAPI) -> None:
+    async def not_found(request: Request, exc: TaskNotFoundError) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    async def conflict(request: Request, exc: InvalidTransitionError) -> JSONResponse:
+        return error_response(409, "invalid_transition", str(exc))
+
+    async def corrupt(request: Request, exc: StoreCorruptError) -> JSONResponse:
+        return error_response(503, "store_corrupt", f"task store refused: {exc}")
+
+    async def busy(request: Request, exc: StoreBusyError) -> JSONResponse:
+        return error_response(503, "store_busy", str(exc))
+
+    async def git_failed(request: Request, exc: GitError) -> JSONResponse:
+        return error_response(500, "git_error", str(exc))
+
+    app.add_exception_handler(TaskNotFoundError, not_found)
+    app.add_exception_handler(InvalidTransitionError, conflict)
+    app.add_exception_handler(StoreCorruptError, corrupt)
+    app.add_exception_handler(StoreBusyError, busy)
+    app.add_exception_handler(GitError, git_failed)

@@ -1,0 +1,98 @@
+"""/agent/tasks: list, detail, create, bulk create, rerun, cancel."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Response
+
+from ...mirrors import render_markdown
+from ...models import STATUSES, NewTask, Task, is_valid_task_id
+from ...store import Snapshot
+from ...web.errors import ERROR_RESPONSES, ApiError
+from ..deps import StoreDep
+from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
+
+router = APIRouter(prefix="/agent/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
+
+_FILENAME_RE = re.compile(r"^([a-z0-9]{1,32})(\.md)?$")
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(content=body, status_code=status, media_type="application/json")
+
+
+def _array(snap: Snapshot, ids: list[str]) -> bytes:
+    # The store keeps each task's JSON; joining it avoids re-serialising thousands of tasks.
+    return b"[" + b",".join(snap.task_json(i) for i in ids) + b"]"
+
+
+def _ids_by_status(snap: Snapshot) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {status: [] for status in STATUSES}
+    for task in snap.tasks.values():
+        groups[task.status.value].append(task.id)
+    return groups
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ApiError(404, "not_found", f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+
+
+def _check_id(task_id: str) -> None:
+    if not is_valid_task_id(task_id):
+        raise ApiError(400, "invalid_id", "task ids are 1-32 characters of a-z and 0-9")
+
+
+@router.get("", response_model=None, responses={200: {"model": TasksByStatus}})
+def list_tasks(store: StoreDep) -> Response:
+    """All tasks grouped by status; every status key is present."""
+    snap = store.snapshot()
+    groups = _ids_by_status(snap)
+    parts = [b'"%s":%s' % (status.encode(), _array(snap, ids)) for status, ids in groups.items()]
+    return _json(b"{" + b",".join(parts) + b"}")
+
+
+@router.get("/{status}", response_model=None, responses={200: {"model": list[Task]}})
+def list_status(status: str, store: StoreDep) -> Response:
+    _check_status(status)
+    snap = store.snapshot()
+    return _json(_array(snap, _ids_by_status(snap)[status]))
+
+
+@router.get("/{status}/{filename}", response_model=TaskDetail)
+def task_detail(status: str, filename: str, store: StoreDep) -> TaskDetail:
+    """One task by `<id>.md` (its mirror's name) or `<id>`; served from the store, never from disk."""
+    _check_status(status)
+    match = _FILENAME_RE.match(filename)
+    if not match:
+        raise ApiError(400, "invalid_filename", "expected <id>.md or <id>, with an id of a-z and 0-9")
+    task = store.snapshot().tasks.get(match.group(1))
+    if task is None or task.status.value != status:
+        raise ApiError(404, "not_found", f"no {status} task with id {match.group(1)!r}")
+    return TaskDetail(**task.model_dump(), filename=f"{task.id}.md", markdown=render_markdown(task))
+
+
+@router.post("", status_code=201, response_model=Task)
+def create_task(body: NewTask, store: StoreDep) -> Task:
+    return store.create(body)
+
+
+@router.post("/bulk", status_code=201, response_model=TaskList)
+def create_bulk(body: BulkCreate, store: StoreDep) -> TaskList:
+    """Creates every task or none."""
+    return TaskList(tasks=store.create_many(body.tasks))
+
+
+@router.post("/{task_id}/rerun", response_model=Task)
+def rerun_task(task_id: str, store: StoreDep) -> Task:
+    """A failed or cancelled task goes back to pending."""
+    _check_id(task_id)
+    return store.rerun(task_id)
+
+
+@router.post("/{task_id}/cancel", response_model=Task)
+def cancel_task(task_id: str, store: StoreDep) -> Task:
+    """A pending task (or one waiting for plan review) is cancelled."""
+    _check_id(task_id)
+    return store.cancel(task_id)

@@ -1,0 +1,67 @@
+"""Request and response shapes of the agent API that are not store records themselves."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import NewTask, Task
+
+BULK_MAX = 100
+
+
+class BulkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[NewTask] = Field(min_length=1, max_length=BULK_MAX)
+
+
+class TaskList(BaseModel):
+    tasks: list[Task]
+
+
+class TasksByStatus(BaseModel):
+    """Every status key is always present."""
+
+    pending: list[Task]
+    plan_review: list[Task]
+    in_progress: list[Task]
+    completed: list[Task]
+    failed: list[Task]
+    cancelled: list[Task]
+
+
+class TaskDetail(Task):
+    filename: str
+    markdown: str
+
+
+class Health(BaseModel):
+    status: str
+    project: str
+    version: str
+    uptime_seconds: float
+
+
+class WorktreeOut(BaseModel):
+    path: str
+    head: str | None
+    branch: str | None
+    bare: bool
+    detached: bool
+    locked: bool
+    prunable: bool
+
+
+class WorktreeList(BaseModel):
+    worktrees: list[WorktreeOut]
+
+
+class CommitOut(BaseModel):
+    sha: str
+    message: str
+    author: str
+    date: str
+
+
+class CommitList(BaseModel):
+    commits: list[CommitOut]

@@ -1,0 +1,36 @@
+"""Everything the agent process needs to know, decided once at start and injected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import AgentConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9100
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    project_dir: Path
+    config: AgentConfig
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = None
+
+    @property
+    def project_name(self) -> str:
+        return self.project_dir.name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.project_dir / "data"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "dev-tasks.json"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.project_dir / "tasks"

@@ -1,0 +1,170 @@
+"""agent.yaml -> validated AgentConfig.
+
+Every problem is reported as one line naming the file, the key path and what is wrong, so a
+person can fix it without reading code. A missing file means the documented defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() is the complete message for the person."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ClaudeCodeConfig(_Strict):
+    command: str = Field(default="claude", min_length=1)
+    skip_permissions: bool = True
+    # Used when skip_permissions is false.
+    permission_mode: str = "acceptEdits"
+    allowed_tools: list[str] = Field(default_factory=list)
+    output_format: str = "stream-json"
+    verbose: bool = True
+    model: str | None = None
+    max_turns: int | None = Field(default=None, gt=0)
+    append_system_prompt: str | None = None
+    timeout: int = Field(default=600, gt=0)
+    stall_timeout: int = Field(default=300, gt=0)
+
+    @field_validator("output_format")
+    @classmethod
+    def _stream_json_only(cls, value: str) -> str:
+        if value != "stream-json":
+            raise ValueError("must be 'stream-json' (Baton parses the streamed events)")
+        return value
+
+    @field_validator("permission_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        modes = ("acceptEdits", "bypassPermissions", "default", "dontAsk", "plan")
+        if value not in modes:
+            raise ValueError(f"must be one of {', '.join(modes)}")
+        return value
+
+
+class AgentConfig(_Strict):
+    max_parallel_workers: int = Field(default=5, gt=0, le=64)
+    poll_interval_seconds: float = Field(default=10, gt=0)
+    claude_code: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
+    port_range_start: int = Field(default=9200, ge=1, le=65535)
+    port_range_end: int = Field(default=9299, ge=1, le=65535)
+    test_command: str = "pytest"
+    test_timeout: int = Field(default=900, gt=0)
+    push_to_remote: bool = True
+    symlink_files: list[str] = Field(default_factory=lambda: ["data/dev-tasks.json"])
+    copy_files: list[str] = Field(default_factory=lambda: ["CLAUDE.md", "PROGRESS.md"])
+    max_merge_retries: int = Field(default=3, ge=0)
+    base_branch: str = Field(default="main", min_length=1)
+    remote: str = Field(default="origin", min_length=1)
+    dispatcher_autostart: bool = True
+    lease_seconds: int = Field(default=120, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    secret_env_vars: list[str] = Field(
+        default_factory=lambda: ["BATON_TOKEN", "LINEAR_API_KEY", "JIRA_API_TOKEN", "GITHUB_TOKEN"]
+    )
+    # API
+    token: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+
+    @field_validator("poll_interval_seconds", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        # strict mode refuses 10 for a float field; YAML authors write integers.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    @field_validator("test_command")
+    @classmethod
+    def _test_command(cls, value: str) -> str:
+        # "" means: run no tests before landing. Anything else must split like a shell line.
+        if value.strip():
+            try:
+                shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot be split into arguments: {exc}") from None
+        return value
+
+    @field_validator("symlink_files", "copy_files")
+    @classmethod
+    def _relative_paths(cls, value: list[str]) -> list[str]:
+        for item in value:
+            path = Path(item)
+            if not item or path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"{item!r} must be a relative path inside the project")
+        return value
+
+    @field_validator("base_branch", "remote")
+    @classmethod
+    def _git_name(cls, value: str) -> str:
+        if value.startswith("-") or any(c.isspace() or c in "~^:?*[\\" for c in value) or ".." in value:
+            raise ValueError(f"{value!r} is not a valid git name")
+        return value
+
+    @model_validator(mode="after")
+    def _ports(self) -> AgentConfig:
+        if self.port_range_start > self.port_range_end:
+            raise ValueError(
+                f"port_range_start ({self.port_range_start}) is above port_range_end ({self.port_range_end})"
+            )
+        return self
+
+
+def resolve_secret(value: str | None) -> str | None:
+    """`$NAME` means the environment variable NAME (so secrets need not sit in YAML)."""
+    if value and value.startswith("$"):
+        return os.environ.get(value[1:]) or None
+    return value or None
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"].endswith("_type") or err["type"] == "model_type":
+                message += f" (got {type(err['input']).__name__} {err['input']!r})"
+        if not key and "port_range_start" in message:
+            key = "port_range_start"
+        problems.append(f"{path}: {key or '(top level)'}: {message}")
+    return "\n".join(problems)
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate agent.yaml. Missing file: defaults. Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return AgentConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    if data is None:
+        return AgentConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(path, exc)) from None

@@ -1,0 +1,47 @@
+"""Small filesystem helpers: atomic file replacement."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
+    """Replace `path` with `data` so readers see the old file or the new one, never a mix.
+
+    `data` may be a sequence of chunks, written in order (saves joining a large file in memory).
+
+    The temporary file lives in the same folder (os.replace is atomic only within one
+    filesystem). With `durable`, the data and then the folder entry are fsynced so the new
+    content survives a power cut, not just a process crash.
+    """
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,116 @@
+"""Request guards shared by Baton's HTTP servers, as one ASGI middleware.
+
+In order: the Host header must name this machine's loopback or a configured host (stops DNS
+rebinding); state-changing requests with a foreign Origin are refused (stops cross-site
+requests from a browser); with a token, every path except the public ones needs
+`Authorization: Bearer <token>` (compared in constant time); request bodies are bounded.
+No CORS headers are ever added.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from fastapi.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_from_header(value: str) -> str:
+    """'example.com:8080' -> 'example.com'; '[::1]:9100' -> '::1'."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else ""
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+class BodyTooLarge(HTTPException):
+    # An HTTPException so FastAPI's body parsing re-raises it unchanged (-> our error shape).
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body is larger than {limit} bytes")
+
+
+class SecurityMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        allowed_hosts: Iterable[str] = (),
+        public_paths: Iterable[str] = (),
+        max_body_bytes: int,
+    ) -> None:
+        self.app = app
+        self._token = token.encode() if token else None
+        self._hosts = {host_from_header(h) for h in allowed_hosts if h}
+        self._public = set(public_paths)
+        self._max_body = max_body_bytes
+
+    def host_allowed(self, host: str) -> bool:
+        return bool(host) and (is_loopback(host) or host in self._hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            status, code, message, extra = refusal
+            await error_response(status, code, message, headers=extra)(scope, receive, send)
+            return
+        await self.app(scope, self._bounded(receive), send)
+
+    def _refusal(self, scope: Scope, headers: dict[str, str]):
+        host = host_from_header(headers.get("host", ""))
+        if not self.host_allowed(host):
+            return 403, "forbidden_host", "Host header not allowed (add the name to allowed_hosts)", {}
+        if scope["method"] not in _SAFE_METHODS and "origin" in headers:
+            origin_host = urlsplit(headers["origin"]).hostname or ""
+            if not self.host_allowed(origin_host):
+                return 403, "forbidden_origin", "cross-origin request refused", {}
+        if self._token is not None and scope["path"] not in self._public:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+                return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, "bad_request", "invalid Content-Length", {}
+            if int(length) > self._max_body:
+                return 413, "payload_too_large", f"request body is larger than {self._max_body} bytes", {}
+        return None
+
+    def _bounded(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self._max_body
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return wrapped

@@ -1,0 +1,94 @@
+"""Test helpers: real git repositories, real servers on free loopback ports, bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Baton Test",
+    "GIT_AUTHOR_EMAIL": "test@baton.invalid",
+    "GIT_COMMITTER_NAME": "Baton Test",
+    "GIT_COMMITTER_EMAIL": "test@baton.invalid",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
+def make_repo(root: Path, name: str = "project") -> Path:
+    """A bare origin plus a clone with one commit on main, like a real project."""
+    origin = root / f"{name}-origin.git"
+    clone = root / name
+    subprocess.run(["git", "init", "--bare", "-b", "main", str(origin)], check=True, capture_output=True)
+    subprocess.run(["git", "clone", str(origin), str(clone)], check=True, capture_output=True)
+    git(clone, "checkout", "-b", "main")
+    (clone / "README.md").write_text("# demo\n")
+    git(clone, "add", "README.md")
+    git(clone, "commit", "-m", "initial commit")
+    git(clone, "push", "-u", "origin", "main")
+    return clone
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `condition` until it returns something truthy; fail loudly at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serve(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run `app` under a real uvicorn server in a thread; yield its base URL."""
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
+    if not server.started:
+        raise AssertionError("uvicorn did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> httpx.Response:
+    """Wait for a started process to answer `url`; if it dies first, show what it printed."""
+
+    def probe():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process exited with {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}")
+        try:
+            return httpx.get(url, timeout=1.0)
+        except httpx.TransportError:
+            return None
+
+    return wait_for(probe, timeout=timeout, interval=0.05, what=url)

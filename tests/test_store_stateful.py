@@ -1,0 +1,148 @@
+"""Hypothesis drives random sequences of store operations and checks the lifecycle invariants."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from backend.mirrors import MirrorWriter
+from backend.models import PRIORITY_RANK, STATUSES, TRANSITIONS, NewTask, Owner, TaskStatus
+from backend.store import InvalidTransitionError, TaskStore
+
+OWNER = Owner(pid=os.getpid(), host="hypothesis", instance="h")
+FINISHED = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
+priorities = st.sampled_from(sorted(PRIORITY_RANK))
+
+
+class StoreLifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="baton-hyp-"))
+        self.store_path = self.root / "data" / "dev-tasks.json"
+        self.tasks_dir = self.root / "tasks"
+        self.store = self._open()
+        self.store.initialize()
+        self.model: dict[str, TaskStatus] = {}
+
+    def _open(self) -> TaskStore:
+        return TaskStore(self.store_path, mirrors=MirrorWriter(self.tasks_dir))
+
+    def _pick(self, data) -> str:
+        # An index, not an id: ids are random, and hypothesis needs repeatable draws.
+        ids = list(self.model)
+        return ids[data.draw(st.integers(min_value=0, max_value=len(ids) - 1))]
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ----- rules ---------------------------------------------------------------------------
+
+    @rule(priority=priorities, count=st.integers(min_value=1, max_value=3))
+    def create(self, priority: str, count: int) -> None:
+        tasks = self.store.create_many([NewTask(title="t", priority=priority) for _ in range(count)])
+        for task in tasks:
+            assert task.id not in self.model
+            self.model[task.id] = TaskStatus.pending
+
+    @rule()
+    def claim(self) -> None:
+        pending = [t for t in self.store.list_tasks() if self.model[t.id] is TaskStatus.pending]
+        claimed = self.store.claim(OWNER, 60)
+        if not pending:
+            assert claimed is None
+            return
+        assert claimed is not None and self.model[claimed.id] is TaskStatus.pending
+        # Most urgent first; among equals the oldest (the model's dict keeps creation order).
+        age = {task_id: index for index, task_id in enumerate(self.model)}
+        key = lambda t: (-PRIORITY_RANK[t.priority], age[t.id])  # noqa: E731
+        assert key(claimed) == min(key(t) for t in pending), "claim must take the most urgent, oldest task"
+        self.model[claimed.id] = TaskStatus.in_progress
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), to=st.sampled_from(list(TaskStatus)))
+    def transition(self, data, to: TaskStatus) -> None:
+        task_id = self._pick(data)
+        current = self.model[task_id]
+        revision = self.store.snapshot().revision
+        try:
+            self.store.transition(task_id, to)
+        except InvalidTransitionError:
+            assert to not in TRANSITIONS[current] or to is TaskStatus.in_progress
+            assert self.store.snapshot().revision == revision
+        else:
+            assert to in TRANSITIONS[current] and to is not TaskStatus.in_progress
+            self.model[task_id] = to
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def rerun(self, data) -> None:
+        task_id = self._pick(data)
+        try:
+            self.store.rerun(task_id)
+        except InvalidTransitionError:
+            assert self.model[task_id] not in (TaskStatus.failed, TaskStatus.cancelled)
+        else:
+            assert self.model[task_id] in (TaskStatus.failed, TaskStatus.cancelled)
+            self.model[task_id] = TaskStatus.pending
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def cancel(self, data) -> None:
+        task_id = self._pick(data)
+        try:
+            self.store.cancel(task_id)
+        except InvalidTransitionError:
+            assert self.model[task_id] not in (TaskStatus.pending, TaskStatus.plan_review)
+        else:
+            self.model[task_id] = TaskStatus.cancelled
+
+    @rule()
+    def reopen(self) -> None:
+        # A new process' view: no cache, mirrors rebuilt.
+        self.store = self._open()
+        self.store.initialize()
+
+    # ----- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def statuses_match_model(self) -> None:
+        assert {t.id: t.status for t in self.store.list_tasks()} == self.model
+
+    @invariant()
+    def file_is_valid_json_with_every_task(self) -> None:
+        doc = json.loads(self.store_path.read_bytes())
+        assert doc["schema_version"] == 1
+        assert sorted(t["id"] for t in doc["tasks"]) == sorted(self.model)
+
+    @invariant()
+    def ownership_and_timestamps_follow_status(self) -> None:
+        for task in self.store.list_tasks():
+            assert (task.owner is not None) == (task.status is TaskStatus.in_progress)
+            assert (task.finished_at is not None) == (task.status in FINISHED)
+            assert task.updated_at >= task.created_at
+
+    @invariant()
+    def one_mirror_per_task_in_its_status_folder(self) -> None:
+        found = {}
+        for status in STATUSES:
+            folder = self.tasks_dir / status
+            for path in folder.glob("*.md") if folder.is_dir() else []:
+                assert path.stem not in found, f"{path.stem} mirrored twice"
+                found[path.stem] = status
+        assert found == {task_id: status.value for task_id, status in self.model.items()}
+
+
+StoreLifecycle.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestStoreLifecycle = StoreLifecycle.TestCase
