@@ -76,7 +76,8 @@ class AgentConfig(_Strict):
     # API
     token: str | None = None
     allowed_hosts: list[str] = Field(default_factory=list)
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # 100 tasks of 256 KiB, even when a JSON encoder's escaping doubles their size.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
     @field_validator("poll_interval_seconds", mode="before")
     @classmethod
@@ -137,7 +138,8 @@ def _format_error(path: Path, exc: ValidationError) -> str:
             message = "unknown key"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            if err["type"].endswith("_type") or err["type"] == "model_type":
+            secret = err["loc"][-1:] == ("token",)
+            if (err["type"].endswith("_type") or err["type"] == "model_type") and not secret:
                 message += f" (got {type(err['input']).__name__} {err['input']!r})"
         if not key and "port_range_start" in message:
             key = "port_range_start"

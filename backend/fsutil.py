@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = True) -> None:
@@ -20,6 +23,12 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = T
     folder = path.parent
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600 files; keep the mode the file had (other local readers, such as
+        # a dashboard running as another user, must still be able to read it).
+        try:
+            os.fchmod(fd, os.stat(path).st_mode & 0o777)
+        except FileNotFoundError:
+            os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
             if isinstance(data, bytes):
                 handle.write(data)
@@ -36,7 +45,12 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], *, durable: bool = T
             pass
         raise
     if durable:
-        fsync_dir(folder)
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            # The new content is in place; failing the caller now would report a change that
+            # happened as one that did not.
+            log.warning("fsync of folder %s failed after replacing %s: %s", folder, path.name, exc)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -84,6 +84,11 @@ class MirrorWriter:
         except OSError as exc:
             log.warning("could not update task mirrors in %s: %s", self.tasks_dir, exc)
 
+    def remove(self, tasks: list[Task]) -> None:
+        """Drop the mirrors of tasks that are no longer in the store."""
+        for task in tasks:
+            self._path(task.status.value, task.id).unlink(missing_ok=True)
+
     def _write(self, task: Task) -> None:
         folder = self.tasks_dir / task.status.value
         folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 TASK_ID_RE = re.compile(r"^[a-z0-9]{1,32}$")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -84,18 +84,19 @@ class Task(BaseModel):
     needs_plan_review: bool = False
     priority: Priority = "medium"
     status: TaskStatus = TaskStatus.pending
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    # How many times the task was started (claimed); a rerun starts counting again.
     attempts: int = Field(default=0, ge=0)
     # Filled by the dispatcher.
     branch: str | None = None
     worktree: str | None = None
     port: int | None = None
     owner: Owner | None = None
-    heartbeat_at: datetime | None = None
-    lease_expires_at: datetime | None = None
+    heartbeat_at: AwareDatetime | None = None
+    lease_expires_at: AwareDatetime | None = None
     error_reason: ErrorReason | None = None
     error_message: str | None = None
     log_path: str | None = None
@@ -107,10 +108,18 @@ class Task(BaseModel):
     cache_read_tokens: int | None = None
     cache_creation_tokens: int | None = None
     num_turns: int | None = None
-    last_activity_at: datetime | None = None
+    last_activity_at: AwareDatetime | None = None
     result_text: str | None = None
     commit_sha: str | None = None
     no_changes: bool = False
+
+    @field_validator(
+        "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",
+        "last_activity_at",
+    )
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.astimezone(timezone.utc) if value is not None else None
 
 
 def _check_title(value: str) -> str:
@@ -119,8 +128,8 @@ def _check_title(value: str) -> str:
         raise ValueError("must not be blank")
     if len(value) > TITLE_MAX_CHARS:
         raise ValueError(f"must be at most {TITLE_MAX_CHARS} characters")
-    if any(ch in value for ch in "\r\n") or any(ord(ch) < 32 for ch in value):
-        raise ValueError("must be a single line without control characters")
+    if not value.isprintable():  # also refuses line and paragraph separators
+        raise ValueError("must be a single line of printable characters")
     return value
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Iterable
@@ -70,6 +71,10 @@ class StoreBusyError(StoreError):
     pass
 
 
+class StoreUnreadableError(StoreError):
+    """The store exists but cannot be read (permissions, a folder in its place, I/O error)."""
+
+
 class TaskNotFoundError(StoreError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}")
@@ -90,8 +95,10 @@ class Snapshot:
 
     revision: int
     tasks: dict[str, Task] = field(default_factory=dict)  # in file order
-    lines: dict[str, bytes] = field(default_factory=dict)  # id -> exact JSON of that task
+    lines: dict[str, bytes] = field(default_factory=dict)  # id -> canonical JSON of that task
     header: bytes = b""
+    # (inode, size, mtime_ns) of the file this snapshot was read from or written to.
+    signature: tuple[int, int, int] | None = None
 
     def task_json(self, task_id: str) -> bytes:
         return self.lines[task_id]
@@ -201,6 +208,7 @@ class TaskStore:
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 finished_at=None,
                 updated_at=now,
+                attempts=candidate.attempts + 1,
             )
             changes.append((candidate, claimed))
         return claimed
@@ -264,6 +272,7 @@ class TaskStore:
             error_message=None,
             result_text=None,
             no_changes=False,
+            attempts=0,
         )
 
     def cancel(self, task_id: str) -> Task:
@@ -291,19 +300,32 @@ class TaskStore:
                 log.warning("%s disappeared; starting from an empty store", self.path)
             self._cache = Snapshot(revision=0)
             return self._cache
-        with handle:
-            header = handle.readline(_MAX_HEADER)
-            if self._cache is not None and header and header == self._cache.header:
-                return self._cache
-            data = header + handle.read()
-        snap = self._parse_canonical(data) or self._parse_any(data)
+        except OSError as exc:
+            raise StoreUnreadableError(f"{self.path}: cannot be read: {exc}") from None
+        try:
+            with handle:
+                signature = _signature(os.fstat(handle.fileno()))
+                header = handle.readline(_MAX_HEADER)
+                cache = self._cache
+                # Both must match: the header names our last write; the signature catches
+                # anyone who edited the file in place below an unchanged first line.
+                if cache is not None and header and header == cache.header and signature == cache.signature:
+                    return cache
+                data = header + handle.read()
+        except OSError as exc:
+            raise StoreUnreadableError(f"{self.path}: cannot be read: {exc}") from None
+        snap = self._parse_canonical(data, signature) or self._parse_any(data, signature)
+        if self._cache is not None and self._mirrors is not None:
+            # Another writer changed the store: bring the mirrors along.
+            self._mirrors.apply(_changes_between(self._cache, snap))
+            self._mirrors.remove([t for i, t in self._cache.tasks.items() if i not in snap.tasks])
         self._cache = snap
         return snap
 
     def _corrupt(self, problem: str) -> StoreCorruptError:
         return StoreCorruptError(self.path, problem)
 
-    def _parse_canonical(self, data: bytes) -> Snapshot | None:
+    def _parse_canonical(self, data: bytes, signature: tuple[int, int, int]) -> Snapshot | None:
         """Fast path for files in canonical form: reuse cached tasks whose line is unchanged.
         Returns None whenever the file is not exactly canonical; _parse_any then decides."""
         lines = data.split(b"\n")
@@ -333,13 +355,18 @@ class TaskStore:
                     task = Task.model_validate_json(line)
                 except ValidationError:
                     return None
+                # Keep our own encoding, not the line as found: what we serve and write back is
+                # always the complete, normalised task.
+                line = _encode(task)
             if task.id in tasks:
                 return None
             tasks[task.id] = task
             encoded[task.id] = line
-        return Snapshot(revision=meta["revision"], tasks=tasks, lines=encoded, header=header + b"\n")
+        return Snapshot(
+            revision=meta["revision"], tasks=tasks, lines=encoded, header=header + b"\n", signature=signature
+        )
 
-    def _parse_any(self, data: bytes) -> Snapshot:
+    def _parse_any(self, data: bytes, signature: tuple[int, int, int]) -> Snapshot:
         """Authoritative parse of any JSON; raises StoreCorruptError naming the problem."""
         if not data.strip():
             raise self._corrupt("file is empty (expected a JSON object with schema_version and tasks)")
@@ -385,6 +412,7 @@ class TaskStore:
             revision=revision,
             tasks=tasks,
             lines={task_id: _encode(task) for task_id, task in tasks.items()},
+            signature=signature,
         )
 
     def _write(self, snap: Snapshot, changed: dict[str, Task]) -> Snapshot:
@@ -400,7 +428,9 @@ class TaskStore:
         )
         body = b",\n".join(lines.values())
         atomic_write(self.path, [header, b"\n", body, b"\n" if body else b"", b"]}\n"])
-        new = Snapshot(revision=revision, tasks=tasks, lines=lines, header=header + b"\n")
+        # Safe to stat after the replace: we still hold the lock, so the file is ours.
+        signature = _signature(os.stat(self.path))
+        new = Snapshot(revision=revision, tasks=tasks, lines=lines, header=header + b"\n", signature=signature)
         self._cache = new
         return new
 
@@ -455,11 +485,26 @@ class _Transaction:
         return False
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _changes_between(old: Snapshot, new: Snapshot) -> list[tuple[Task | None, Task]]:
+    return [
+        (old.tasks.get(task_id), new.tasks[task_id])
+        for task_id, line in new.lines.items()
+        if old.lines.get(task_id) != line
+    ]
+
+
 def _meta_ok(meta: object) -> bool:
+    revision = meta.get("revision") if isinstance(meta, dict) else None
     return (
         isinstance(meta, dict)
         and meta.get("schema_version") == SCHEMA_VERSION
-        and isinstance(meta.get("revision"), int)
+        and isinstance(revision, int)
+        and not isinstance(revision, bool)
+        and revision >= 0
         and isinstance(meta.get("write_id"), str)
         and meta.get("tasks") == []
         and set(meta) == {"schema_version", "revision", "write_id", "tasks"}

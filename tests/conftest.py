@@ -6,8 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from backend.agent.app import build_store, create_app
+from backend.agent.app import create_app
+from backend.mirrors import MirrorWriter
 from backend.agent.settings import AgentSettings
 from backend.config import AgentConfig
 from backend.store import TaskStore
@@ -25,6 +27,7 @@ class RunningAgent:
     client: httpx.Client
     store: TaskStore
     settings: AgentSettings
+    app: FastAPI
 
 
 @pytest.fixture
@@ -32,16 +35,22 @@ def agent_factory(tmp_path: Path):
     """Start the real agent app under uvicorn on a free port, against a real git repo."""
     started: list[tuple] = []
 
-    def start(token: str | None = None, config: AgentConfig | None = None, project: Path | None = None) -> RunningAgent:
+    def start(
+        token: str | None = None,
+        config: AgentConfig | None = None,
+        project: Path | None = None,
+        lock_timeout: float = 30.0,
+    ) -> RunningAgent:
         project_dir = project or make_repo(tmp_path, f"project{len(started)}")
         settings = AgentSettings(project_dir=project_dir, config=config or AgentConfig(), token=token)
-        store = build_store(settings)
+        store = TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir), lock_timeout=lock_timeout)
         store.initialize()
-        ctx = serve(create_app(settings, store))
+        app = create_app(settings, store)
+        ctx = serve(app)
         url = ctx.__enter__()
         client = httpx.Client(base_url=url, timeout=10)
         started.append((ctx, client))
-        return RunningAgent(url=url, client=client, store=store, settings=settings)
+        return RunningAgent(url=url, client=client, store=store, settings=settings, app=app)
 
     yield start
     for ctx, client in reversed(started):

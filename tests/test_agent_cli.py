@@ -181,9 +181,9 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("baton-agent ")
 
 
-def test_missing_agent_yaml_means_defaults(tmp_path):
+def test_missing_agent_yaml_means_defaults(tmp_path, started):
     repo = make_repo(tmp_path, "nocfg")
     assert not (repo / "agent.yaml").exists()
-    result = run_agent(["--port", "99999"], repo)  # fails on the port, after the config was accepted
-    assert result.returncode == 2
-    assert "--port 99999" in result.stderr
+    agent, url = started(repo)
+    assert httpx.get(f"{url}/agent/health").json()["status"] == "ok"
+    assert agent.stop() == 0

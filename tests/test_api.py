@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import httpx
 import pytest
+from filelock import FileLock
 
 from backend.config import AgentConfig
 from backend.models import CONTENT_MAX_BYTES, STATUSES, Owner, TaskStatus
@@ -294,12 +296,18 @@ def test_configured_host_is_allowed(agent_factory):
     assert agent.client.get("/agent/tasks", headers={"Host": "baton.internal:9100"}).status_code == 200
 
 
-def test_state_change_from_foreign_origin_is_refused(agent):
-    resp = agent.client.post("/agent/tasks", json={"title": "x"}, headers={"Origin": "https://evil.example"})
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://localhost:8888", "http://127.0.0.1:1", "https://127.0.0.1", "null"]
+)
+def test_state_change_from_another_origin_is_refused(agent, origin):
+    resp = agent.client.post("/agent/tasks", json={"title": "x"}, headers={"Origin": origin})
     assert_error(resp, 403, "forbidden_origin")
     assert agent.store.list_tasks() == []
-    local = agent.client.post("/agent/tasks", json={"title": "x"}, headers={"Origin": "http://localhost:8888"})
-    assert local.status_code == 201
+
+
+def test_state_change_from_the_same_origin_is_allowed(agent):
+    resp = agent.client.post("/agent/tasks", json={"title": "x"}, headers={"Origin": agent.url})
+    assert resp.status_code == 201
 
 
 def test_no_cors_headers(agent):
@@ -318,3 +326,52 @@ def test_corrupt_store_at_runtime_answers_503_and_keeps_the_file(agent):
     assert_error(agent.client.get("/agent/tasks"), 503, "store_corrupt")
     assert_error(agent.client.post("/agent/tasks", json={"title": "x"}), 503, "store_corrupt")
     assert agent.store.path.read_bytes() == garbage
+
+
+def test_store_lock_held_too_long_answers_503_busy(agent_factory):
+    agent = agent_factory(lock_timeout=0.2)
+    other = FileLock(str(agent.store.lock_path), thread_local=False)
+    with other:
+        assert_error(agent.client.post("/agent/tasks", json={"title": "x"}), 503, "store_busy")
+    assert agent.client.post("/agent/tasks", json={"title": "x"}).status_code == 201
+
+
+def test_unreadable_store_answers_503(agent):
+    agent.store.path.unlink()
+    agent.store.path.mkdir()
+    assert_error(agent.client.get("/agent/tasks"), 503, "store_unreadable")
+
+
+def test_git_failure_answers_500_git_error(agent):
+    shutil.rmtree(agent.settings.project_dir / ".git")
+    error = assert_error(agent.client.get("/agent/worktrees"), 500, "git_error")
+    assert "git worktree list" in error["message"]
+
+
+def test_unexpected_exception_answers_500_internal_error(agent):
+    def explode():
+        raise RuntimeError("secret internals")
+
+    agent.app.add_api_route("/agent/test-explode", explode)
+    error = assert_error(agent.client.get("/agent/test-explode"), 500, "internal_error")
+    assert "secret internals" not in error["message"]
+
+
+def test_error_shape_is_exactly_pinned(agent):
+    resp = agent.client.post("/agent/tasks", json={"title": ""})
+    assert resp.json() == {
+        "error": {
+            "status": 422,
+            "code": "validation_error",
+            "message": "body.title: must not be blank",
+            "details": [{"loc": "body.title", "message": "must not be blank"}],
+        }
+    }
+    assert agent.client.get("/agent/tasks/sleeping").json() == {
+        "error": {
+            "status": 404,
+            "code": "not_found",
+            "message": "unknown status 'sleeping'; expected one of pending, plan_review, in_progress, completed, "
+            "failed, cancelled",
+        }
+    }

@@ -86,3 +86,10 @@ def test_resolve_secret(monkeypatch):
     assert resolve_secret("$NOT_SET_ANYWHERE") is None
     assert resolve_secret("literal") == "literal"
     assert resolve_secret(None) is None
+
+
+def test_a_token_value_is_never_echoed(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, "token: 982734987234\n")
+    assert "token: Input should be a valid string" in str(info.value)
+    assert "982734987234" not in str(info.value)

@@ -17,6 +17,7 @@ from backend.store import (
     SCHEMA_VERSION,
     InvalidTransitionError,
     StoreCorruptError,
+    StoreUnreadableError,
     TaskNotFoundError,
     TaskStore,
 )
@@ -345,3 +346,83 @@ def test_only_claim_can_start_a_task(store: TaskStore):
     with pytest.raises(InvalidTransitionError, match="only claim"):
         store.transition(task.id, TaskStatus.in_progress)
     assert store.get(task.id).status is TaskStatus.pending
+
+
+def test_in_place_edit_below_an_unchanged_header_is_seen_not_overwritten(store: TaskStore):
+    task = store.create(new("original"))
+    store.get(task.id)  # cache is warm
+    data = store.path.read_bytes()
+    store.path.write_bytes(data.replace(b'"title":"original"', b'"title":"edited by hand"'))  # same first line
+    assert store.get(task.id).title == "edited by hand"
+    store.create(new("another"))
+    assert {t["title"] for t in read_doc(store)["tasks"]} == {"edited by hand", "another"}
+
+
+def test_corrupt_body_below_an_unchanged_header_is_refused(store: TaskStore):
+    store.create(new())
+    header = store.path.read_bytes().split(b"\n")[0]
+    garbage = header + b"\nGARBAGE not json\n"
+    store.path.write_bytes(garbage)
+    with pytest.raises(StoreCorruptError):
+        store.list_tasks()
+    with pytest.raises(StoreCorruptError):
+        store.create(new("more"))
+    assert store.path.read_bytes() == garbage
+
+
+def test_non_canonical_task_line_is_normalised_when_read(store: TaskStore, paths):
+    task = store.create(new())
+    lines = store.path.read_bytes().split(b"\n")
+    lines[1] = (b'{"id":"%s","title":"short","created_at":"2026-01-01T01:00:00+01:00",'
+                b'"updated_at":"2026-01-01T00:00:00Z"}' % task.id.encode())
+    store.path.write_bytes(b"\n".join(lines))
+    fresh = TaskStore(paths[0])
+    got = fresh.get(task.id)
+    assert got.created_at.isoformat() == "2026-01-01T00:00:00+00:00"
+    served = json.loads(fresh.snapshot().task_json(task.id))
+    assert served["content"] == "" and served["attempts"] == 0 and served["created_at"] == "2026-01-01T00:00:00Z"
+
+
+def test_timestamps_without_a_time_zone_are_refused(store: TaskStore, paths):
+    store.path.write_bytes(
+        b'{"schema_version":1,"tasks":[{"id":"abc","title":"x","created_at":"2026-01-01T00:00:00",'
+        b'"updated_at":"2026-01-01T00:00:00Z"}]}'
+    )
+    with pytest.raises(StoreCorruptError, match="created_at"):
+        TaskStore(paths[0]).check()
+
+
+def test_negative_revision_refused_in_any_formatting(store: TaskStore, paths):
+    store.path.write_bytes(b'{"schema_version":1,"revision":-1,"write_id":"x","tasks":[\n]}\n')
+    with pytest.raises(StoreCorruptError, match="revision"):
+        TaskStore(paths[0]).check()
+
+
+def test_mirrors_follow_changes_made_by_another_writer(store: TaskStore, paths):
+    task = store.create(new())
+    other = TaskStore(paths[0])  # e.g. another process: no mirrors of its own
+    other.cancel(task.id)
+    store.list_tasks()  # the mirrored store notices the new revision
+    assert (paths[1] / "cancelled" / f"{task.id}.md").exists()
+    assert not (paths[1] / "pending" / f"{task.id}.md").exists()
+
+
+def test_claim_counts_attempts_and_rerun_starts_again(store: TaskStore):
+    task = store.create(new())
+    assert store.claim(OWNER, 60).attempts == 1
+    store.transition(task.id, TaskStatus.pending)  # recovery after a crash
+    assert store.claim(OWNER, 60).attempts == 2
+    store.transition(task.id, TaskStatus.failed)
+    assert store.rerun(task.id).attempts == 0
+
+
+def test_store_file_stays_readable_by_others(store: TaskStore):
+    store.create(new())
+    assert store.path.stat().st_mode & 0o777 == 0o644
+
+
+def test_unreadable_store_is_a_clear_error(paths):
+    paths[0].parent.mkdir(parents=True)
+    paths[0].mkdir()  # a folder where the file should be
+    with pytest.raises(StoreUnreadableError, match="cannot be read"):
+        TaskStore(paths[0]).initialize()

@@ -19,7 +19,8 @@ ROOT = Path(__file__).parent.parent
 def _python(script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, str(HELPERS / script), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(HELPERS / script), *args],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -32,6 +33,9 @@ def test_four_processes_claim_each_of_400_tasks_exactly_once(tmp_path: Path):
     stop = tmp_path / "stop"
     reader = _python("reader.py", str(store_path), str(stop))
     workers = [_python("claim_worker.py", str(store_path), f"w{i}") for i in range(4)]
+    for proc in workers:  # release the start barrier
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     results = []
     for proc in workers:
         out, err = proc.communicate(timeout=300)

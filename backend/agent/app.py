@@ -10,7 +10,14 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..gitrepo import GitError
 from ..mirrors import MirrorWriter
-from ..store import InvalidTransitionError, StoreBusyError, StoreCorruptError, TaskNotFoundError, TaskStore
+from ..store import (
+    InvalidTransitionError,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreUnreadableError,
+    TaskNotFoundError,
+    TaskStore,
+)
 from ..web.errors import error_response, install_error_handlers
 from ..web.security import SecurityMiddleware
 from .routes import git, health, tasks
@@ -64,6 +71,9 @@ def _install_store_errors(app: FastAPI) -> None:
     async def busy(request: Request, exc: StoreBusyError) -> JSONResponse:
         return error_response(503, "store_busy", str(exc))
 
+    async def unreadable(request: Request, exc: StoreUnreadableError) -> JSONResponse:
+        return error_response(503, "store_unreadable", str(exc))
+
     async def git_failed(request: Request, exc: GitError) -> JSONResponse:
         return error_response(500, "git_error", str(exc))
 
@@ -71,4 +81,5 @@ def _install_store_errors(app: FastAPI) -> None:
     app.add_exception_handler(InvalidTransitionError, conflict)
     app.add_exception_handler(StoreCorruptError, corrupt)
     app.add_exception_handler(StoreBusyError, busy)
+    app.add_exception_handler(StoreUnreadableError, unreadable)
     app.add_exception_handler(GitError, git_failed)

@@ -1,8 +1,8 @@
 """Request guards shared by Baton's HTTP servers, as one ASGI middleware.
 
 In order: the Host header must name this machine's loopback or a configured host (stops DNS
-rebinding); state-changing requests with a foreign Origin are refused (stops cross-site
-requests from a browser); with a token, every path except the public ones needs
+rebinding); state-changing requests whose Origin is not this very origin (scheme, host and
+port) are refused, so no other local page or port can drive the API from a browser; with a token, every path except the public ones needs
 `Authorization: Bearer <token>` (compared in constant time); request bodies are bounded.
 No CORS headers are ever added.
 """
@@ -33,14 +33,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def host_from_header(value: str) -> str:
-    """'example.com:8080' -> 'example.com'; '[::1]:9100' -> '::1'."""
+def split_host_port(value: str) -> tuple[str, int | None]:
+    """'example.com:8080' -> ('example.com', 8080); '[::1]' -> ('::1', None)."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else ""
-    if value.count(":") == 1:
-        return value.split(":", 1)[0]
-    return value
+        end = value.find("]")
+        if end < 0:
+            return "", None
+        host, rest = value[1:end], value[end + 1 :]
+    elif value.count(":") == 1:
+        host, rest = value.split(":", 1)
+        rest = ":" + rest
+    else:
+        host, rest = value, ""
+    port = rest[1:] if rest.startswith(":") else ""
+    return host, int(port) if port.isdigit() else None
+
+
+def host_from_header(value: str) -> str:
+    return split_host_port(value)[0]
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _same_origin(origin: str, host_header: str, scheme: str) -> bool:
+    parts = urlsplit(origin)
+    if parts.scheme != scheme or not parts.hostname:
+        return False
+    try:
+        origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return False
+    host, port = split_host_port(host_header)
+    return parts.hostname == host and origin_port == (port or _DEFAULT_PORTS.get(scheme))
 
 
 class BodyTooLarge(HTTPException):
@@ -85,19 +111,16 @@ class SecurityMiddleware:
         if not self.host_allowed(host):
             return 403, "forbidden_host", "Host header not allowed (add the name to allowed_hosts)", {}
         if scope["method"] not in _SAFE_METHODS and "origin" in headers:
-            origin_host = urlsplit(headers["origin"]).hostname or ""
-            if not self.host_allowed(origin_host):
+            if not _same_origin(headers["origin"], headers.get("host", ""), scope.get("scheme", "http")):
                 return 403, "forbidden_origin", "cross-origin request refused", {}
         if self._token is not None and scope["path"] not in self._public:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
                 return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return 400, "bad_request", "invalid Content-Length", {}
-            if int(length) > self._max_body:
-                return 413, "payload_too_large", f"request body is larger than {self._max_body} bytes", {}
+        length = headers.get("content-length", "")
+        # (A malformed Content-Length never gets here: the HTTP server rejects it.)
+        if length.isdigit() and int(length) > self._max_body:
+            return 413, "payload_too_large", f"request body is larger than {self._max_body} bytes", {}
         return None
 
     def _bounded(self, receive: Receive) -> Receive:

@@ -18,6 +18,8 @@ def main() -> None:
     store = TaskStore(store_path, lock_timeout=120)
     owner = Owner(pid=os.getpid(), host="race", instance=name)
     claimed = []
+    store.snapshot()
+    sys.stdin.readline()  # start barrier: every worker is loaded before any claims
     while (task := store.claim(owner, 60)) is not None:
         claimed.append(task.id)
         json.loads(store_path.read_bytes())
