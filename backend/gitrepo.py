@@ -18,8 +18,10 @@ class GitError(Exception):
         self.stderr = stderr
 
 
-def run_git(args: list[str], cwd: Path, *, timeout: float = DEFAULT_TIMEOUT) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+def run_git(
+    args: list[str], cwd: Path, *, timeout: float = DEFAULT_TIMEOUT, env: dict[str, str] | None = None
+) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
     try:
         proc = subprocess.run(
             ["git", *args],
@@ -37,6 +39,17 @@ def run_git(args: list[str], cwd: Path, *, timeout: float = DEFAULT_TIMEOUT) -> 
     if proc.returncode != 0:
         raise GitError(args, proc.returncode, proc.stderr)
     return proc.stdout
+
+
+def git_ok(args: list[str], cwd: Path, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """True when the git command exits 0 (for questions such as "is X an ancestor of Y")."""
+    try:
+        run_git(args, cwd, timeout=timeout)
+    except GitError as exc:
+        if exc.returncode is None:
+            raise
+        return False
+    return True
 
 
 def toplevel(path: Path) -> Path:
@@ -108,11 +121,7 @@ _RECORD = "\x1e"
 
 
 def has_commits(repo: Path) -> bool:
-    try:
-        run_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
-    except GitError:
-        return False
-    return True
+    return git_ok(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], repo)
 
 
 def recent_commits(repo: Path, count: int, ref: str = "HEAD") -> list[Commit]:
@@ -134,8 +143,4 @@ def recent_commits(repo: Path, count: int, ref: str = "HEAD") -> list[Commit]:
 
 
 def ref_exists(repo: Path, ref: str) -> bool:
-    try:
-        run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], repo)
-    except GitError:
-        return False
-    return True
+    return git_ok(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], repo)

@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -124,6 +124,11 @@ class TaskStore:
         self._mutex = threading.RLock()
         self._mirrors = mirrors
         self._cache: Snapshot | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (quickly, without arguments) after every write by this store object."""
+        self._listeners.append(listener)
 
     # ----- reading ------------------------------------------------------------------------
 
@@ -482,6 +487,9 @@ class _Transaction:
         finally:
             self._release.__exit__(None, None, None)
             store._mutex.release()
+        if exc_type is None and self._changes:
+            for listener in store._listeners:
+                listener()
         return False
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from fastapi import FastAPI
 from backend.agent.app import create_app
 from backend.mirrors import MirrorWriter
 from backend.agent.settings import AgentSettings
-from backend.config import AgentConfig
+from backend.config import AgentConfig, ClaudeCodeConfig
 from backend.store import TaskStore
 from support import make_repo, serve
 
@@ -40,9 +42,11 @@ def agent_factory(tmp_path: Path):
         config: AgentConfig | None = None,
         project: Path | None = None,
         lock_timeout: float = 30.0,
+        dispatch: bool = False,
     ) -> RunningAgent:
         project_dir = project or make_repo(tmp_path, f"project{len(started)}")
-        settings = AgentSettings(project_dir=project_dir, config=config or AgentConfig(), token=token)
+        config = (config or AgentConfig()).model_copy(update={"dispatcher_autostart": dispatch})
+        settings = AgentSettings(project_dir=project_dir, config=config, token=token)
         store = TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir), lock_timeout=lock_timeout)
         store.initialize()
         app = create_app(settings, store)
@@ -61,3 +65,42 @@ def agent_factory(tmp_path: Path):
 @pytest.fixture
 def agent(agent_factory) -> Iterator[RunningAgent]:
     yield agent_factory()
+
+
+FAKE_CLAUDE = Path(__file__).parent / "fakes" / "fake_claude.py"
+
+
+@dataclass
+class FakeCli:
+    command: str
+    log: Path
+    state: Path
+
+    def calls(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def config(self, **overrides) -> AgentConfig:
+        """An AgentConfig that runs this fake; keyword arguments override (claude_code too)."""
+        claude = {"command": self.command, "timeout": 60, "stall_timeout": 30, **overrides.pop("claude_code", {})}
+        base = {"test_command": "", "poll_interval_seconds": 0.5, "max_parallel_workers": 2, **overrides}
+        return AgentConfig(claude_code=ClaudeCodeConfig(**claude), **base)
+
+
+@pytest.fixture
+def fake_cli(tmp_path: Path, monkeypatch) -> FakeCli:
+    """An executable `claude` that is the fake CLI; its state and call log live in tmp_path."""
+    wrapper = tmp_path / "bin" / "claude"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_CLAUDE} \"$@\"\n")
+    wrapper.chmod(0o755)
+    log, state = tmp_path / "fake-calls.jsonl", tmp_path / "fake-state"
+    monkeypatch.setenv("FAKE_CLAUDE_LOG", str(log))
+    monkeypatch.setenv("FAKE_CLAUDE_STATE", str(state))
+    return FakeCli(command=str(wrapper), log=log, state=state)
+
+
+def fake_task(title: str, scenario: dict, **fields) -> dict:
+    """A task body whose content tells the fake CLI what to do."""
+    return {"title": title, "content": "FAKE: " + json.dumps(scenario), **fields}

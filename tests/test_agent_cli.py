@@ -66,6 +66,7 @@ def started(tmp_path):
 
 
 def test_start_serve_and_stop_cleanly(repo, started):
+    (repo / "agent.yaml").write_text("dispatcher_autostart: false\n")  # the task must stay pending
     agent, url = started(repo)
     health = httpx.get(f"{url}/agent/health").json()
     assert health["project"] == repo.name and health["status"] == "ok"

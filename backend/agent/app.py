@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..dispatcher.dispatcher import Dispatcher
 from ..gitrepo import GitError
 from ..mirrors import MirrorWriter
 from ..store import (
@@ -20,7 +23,8 @@ from ..store import (
 )
 from ..web.errors import error_response, install_error_handlers
 from ..web.security import SecurityMiddleware
-from .routes import git, health, tasks
+from .routes import dispatcher as dispatcher_routes
+from .routes import events, git, health, tasks
 from .settings import AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -30,19 +34,35 @@ def build_store(settings: AgentSettings) -> TaskStore:
     return TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir))
 
 
-def create_app(settings: AgentSettings, store: TaskStore | None = None) -> FastAPI:
+def create_app(
+    settings: AgentSettings, store: TaskStore | None = None, dispatcher: Dispatcher | None = None
+) -> FastAPI:
+    store = store if store is not None else build_store(settings)
+    dispatcher = dispatcher if dispatcher is not None else Dispatcher(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.config.dispatcher_autostart:
+            await run_in_threadpool(dispatcher.start)
+        yield
+        # Stop claiming, stop every agent, return their tasks to pending.
+        await run_in_threadpool(dispatcher.shutdown)
+
     app = FastAPI(
         title=f"baton-agent: {settings.project_name}",
         version=__version__,
-        description="Per-project Baton agent: tasks, git views and (soon) the dispatcher.",
+        description="Per-project Baton agent: tasks, dispatcher, live events and git views.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = store if store is not None else build_store(settings)
+    app.state.store = store
+    app.state.dispatcher = dispatcher
     app.state.started_monotonic = time.monotonic()
 
     install_error_handlers(app)
     _install_store_errors(app)
-    for module in (health, tasks, git):
+    # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
+    for module in (health, events, tasks, dispatcher_routes, git):
         app.include_router(module.router)
 
     allowed = list(settings.config.allowed_hosts)

@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         # it found; ours turns that into a normal return so the cleanup below runs.
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+            # A bounded graceful shutdown: open event streams must not keep the agent alive.
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                        timeout_graceful_shutdown=3)
         except _Stopped:
             log.info("stopped by SIGTERM")
         return 0

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..dispatcher.dispatcher import Dispatcher
 from ..store import TaskStore
 from .settings import AgentSettings
 
@@ -18,5 +19,10 @@ def _settings(request: Request) -> AgentSettings:
     return request.app.state.settings
 
 
+def _dispatcher(request: Request) -> Dispatcher:
+    return request.app.state.dispatcher
+
+
 StoreDep = Annotated[TaskStore, Depends(_store)]
 SettingsDep = Annotated[AgentSettings, Depends(_settings)]
+DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]

@@ -65,3 +65,31 @@ class CommitOut(BaseModel):
 
 class CommitList(BaseModel):
     commits: list[CommitOut]
+
+
+class EventPage(BaseModel):
+    task_id: str
+    events: list[dict]
+    next_after: int
+
+
+class RunningTask(BaseModel):
+    task_id: str
+    title: str
+    phase: str
+    port: int
+    started_at: str | None
+
+
+class WorkerCounts(BaseModel):
+    max: int
+    busy: int
+
+
+class DispatcherStatus(BaseModel):
+    state: str
+    workers: WorkerCounts
+    running: list[RunningTask]
+    queue_length: int
+    ports_in_use: dict[str, str]
+    owner: dict

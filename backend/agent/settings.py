@@ -34,3 +34,7 @@ class AgentSettings:
     @property
     def tasks_dir(self) -> Path:
         return self.project_dir / "tasks"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.project_dir / "logs"

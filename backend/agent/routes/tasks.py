@@ -7,10 +7,10 @@ import re
 from fastapi import APIRouter, Response
 
 from ...mirrors import render_markdown
-from ...models import STATUSES, NewTask, Task, is_valid_task_id
+from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
 from ...store import Snapshot
 from ...web.errors import ERROR_RESPONSES, ApiError
-from ..deps import StoreDep
+from ..deps import DispatcherDep, StoreDep
 from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
 
 router = APIRouter(prefix="/agent/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
@@ -39,7 +39,7 @@ def _check_status(status: str) -> None:
         raise ApiError(404, "not_found", f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
 
 
-def _check_id(task_id: str) -> None:
+def check_id(task_id: str) -> None:
     if not is_valid_task_id(task_id):
         raise ApiError(400, "invalid_id", "task ids are 1-32 characters of a-z and 0-9")
 
@@ -87,12 +87,16 @@ def create_bulk(body: BulkCreate, store: StoreDep) -> TaskList:
 @router.post("/{task_id}/rerun", response_model=Task)
 def rerun_task(task_id: str, store: StoreDep) -> Task:
     """A failed or cancelled task goes back to pending."""
-    _check_id(task_id)
+    check_id(task_id)
     return store.rerun(task_id)
 
 
 @router.post("/{task_id}/cancel", response_model=Task)
-def cancel_task(task_id: str, store: StoreDep) -> Task:
-    """A pending task (or one waiting for plan review) is cancelled."""
-    _check_id(task_id)
+def cancel_task(task_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Task:
+    """A pending task is cancelled; a running one is stopped (its branch kept) and cancelled."""
+    check_id(task_id)
+    if store.get(task_id).status is TaskStatus.in_progress:
+        if not dispatcher.cancel(task_id):
+            raise ApiError(409, "invalid_transition", f"task {task_id} is running, but not in this agent's dispatcher")
+        return store.get(task_id)
     return store.cancel(task_id)

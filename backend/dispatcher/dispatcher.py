@@ -1,0 +1,206 @@
+"""The dispatcher: claims pending tasks and runs each in its own worker thread.
+
+`tick()` does one round of work and is what tests drive; the loop thread only calls it when
+woken (any write to the store by this process, e.g. a new task) or when the poll interval
+passes (a safety net for writes by other processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from ..agent.settings import AgentSettings
+from ..models import Owner, TaskStatus, utcnow
+from ..runtimes.base import Runtime
+from ..runtimes.claude_code import ClaudeCodeRuntime
+from ..store import StoreError, TaskStore
+from .ports import PortPool
+from .recovery import reconcile
+from .run import RunContext, TaskRun
+from .workspace import ProjectGit
+
+log = logging.getLogger(__name__)
+
+CANCEL_WAIT = 5.0
+SHUTDOWN_WAIT = 30.0
+
+
+class Dispatcher:
+    def __init__(self, settings: AgentSettings, store: TaskStore, runtime: Runtime | None = None) -> None:
+        config = settings.config
+        self.config = config
+        self.store = store
+        self.owner = Owner(pid=os.getpid(), host=socket.gethostname(), instance=uuid.uuid4().hex[:12])
+        self.ports = PortPool(config.port_range_start, config.port_range_end)
+        self.ctx = RunContext(
+            store=store,
+            config=config,
+            git=ProjectGit(settings.project_dir, config),
+            runtime=runtime or ClaudeCodeRuntime(config.claude_code),
+            logs_dir=settings.project_dir / "logs",
+            landing_lock=threading.Lock(),
+        )
+        self._runs: dict[str, TaskRun] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+        self._reconciled = False
+        store.subscribe(self.wake)
+
+    # ----- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._loop_thread is not None and self._loop_thread.is_alive()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            if not self._reconciled:
+                for line in reconcile(self.store, self.ctx.git, self.config, self.owner):
+                    log.info("recovery: %s", line)
+                self._reconciled = True
+            self._halt.clear()
+            self._loop_thread = threading.Thread(target=self._loop, name="baton-dispatcher", daemon=True)
+            self._loop_thread.start()
+
+    def stop(self, force: bool = False) -> None:
+        """No new claims. Running tasks finish, unless `force`: then they go back to pending."""
+        with self._lock:
+            self._halt.set()
+            self._wake.set()
+            thread = self._loop_thread
+        if thread is not None:
+            thread.join(timeout=10)
+        if force:
+            self._interrupt_all("interrupted")
+
+    def restart(self, force: bool = False) -> None:
+        self.stop(force=force)
+        self.start()
+
+    def shutdown(self) -> None:
+        """Process exit: stop claiming, stop every agent, return their tasks to pending."""
+        self.stop(force=False)
+        self._interrupt_all("shutdown")
+
+    def _interrupt_all(self, reason: str) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop.set(reason)
+        for run in runs:
+            run.finished.wait(SHUTDOWN_WAIT)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.tick()
+            except StoreError as exc:
+                log.error("dispatcher: task store problem: %s", exc)
+            except Exception:  # noqa: BLE001 - the loop must survive; the error is logged
+                log.exception("dispatcher: tick failed")
+            self._wake.wait(self.config.poll_interval_seconds)
+            self._wake.clear()
+
+    # ----- one round ----------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Renew leases; claim and start tasks while workers and ports are free. Returns how
+        many tasks were started."""
+        self._renew_leases()
+        started = 0
+        while not self._halt.is_set() and self.busy() < self.config.max_parallel_workers and self.ports.has_free():
+            port = self.ports.acquire("claiming")
+            if port is None:
+                break  # every free-looking port is in use by something else on this machine
+            task = self.store.claim(self.owner, self.config.lease_seconds)
+            if task is None:
+                self.ports.release(port)
+                break
+            self._launch(TaskRun(self.ctx, task, port))
+            started += 1
+        return started
+
+    def _launch(self, run: TaskRun) -> None:
+        self.ports.assign(run.port, run.task.id)
+        thread = threading.Thread(target=self._work, args=(run,), name=f"task-{run.task.id}", daemon=True)
+        with self._lock:
+            self._runs[run.task.id] = run
+            self._threads[run.task.id] = thread
+        thread.start()
+
+    def _work(self, run: TaskRun) -> None:
+        try:
+            run.execute()
+        finally:
+            with self._lock:
+                self._runs.pop(run.task.id, None)
+                self._threads.pop(run.task.id, None)
+            self.ports.release(run.port)
+            self.wake()  # a worker is free: look for more work now
+
+    def _renew_leases(self) -> None:
+        now = utcnow()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            lease = run.task.lease_expires_at
+            if lease is None or (lease - now).total_seconds() < self.config.lease_seconds * 2 / 3:
+                try:
+                    run.task = self.store.update(
+                        run.task.id, expect={TaskStatus.in_progress},
+                        heartbeat_at=now, lease_expires_at=now + timedelta(seconds=self.config.lease_seconds),
+                    )
+                except StoreError as exc:
+                    log.warning("task %s: lease not renewed: %s", run.task.id, exc)
+
+    # ----- requests -----------------------------------------------------------------------
+
+    def cancel(self, task_id: str) -> bool:
+        """Stop a running task and wait (briefly) until it is recorded cancelled. Returns False
+        when this dispatcher is not running that task."""
+        with self._lock:
+            run = self._runs.get(task_id)
+        if run is None:
+            return False
+        run.stop.set("cancelled")
+        run.finished.wait(CANCEL_WAIT)
+        return True
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def status(self) -> dict:
+        with self._lock:
+            runs = list(self._runs.values())
+        pending = sum(1 for t in self.store.snapshot().tasks.values() if t.status is TaskStatus.pending)
+        return {
+            "state": "running" if self.running else "stopped",
+            "workers": {"max": self.config.max_parallel_workers, "busy": len(runs)},
+            "running": [
+                {"task_id": r.task.id, "title": r.task.title, "phase": r.phase, "port": r.port,
+                 "started_at": r.task.started_at.isoformat() if r.task.started_at else None}
+                for r in runs
+            ],
+            "queue_length": pending,
+            "ports_in_use": {str(port): owner for port, owner in sorted(self.ports.in_use().items())},
+            "owner": self.owner.model_dump(),
+        }
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.ctx.logs_dir

@@ -1,0 +1,102 @@
+"""Landing one task branch: rebase onto the newest base, test, fast-forward the base, push.
+
+The caller holds the project's landing lock, so landings happen one at a time while agents
+keep working in parallel. The base moves only by fast-forward (a plain push is a
+compare-and-swap) and only to the exact commit whose tests just passed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import AgentConfig
+from ..models import ErrorReason
+from .process import ProcessOutcome
+from .prompts import conflict_prompt, tests_prompt
+from .workspace import ProjectGit, Workspace
+
+
+@dataclass
+class LandResult:
+    landed: bool
+    sha: str | None = None
+    reason: ErrorReason | None = None
+    message: str = ""
+    feedback: str | None = None  # what to tell the agent in a feedback turn
+    note: str | None = None  # e.g. why the local base branch was left alone
+
+
+TestRunner = Callable[[list[str]], tuple[ProcessOutcome, str]]  # -> (outcome, output tail)
+
+
+class Lander:
+    def __init__(
+        self,
+        git: ProjectGit,
+        config: AgentConfig,
+        run_tests: TestRunner,
+        say: Callable[[str], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.git = git
+        self.config = config
+        self.run_tests = run_tests
+        self.say = say
+        self.stopping = stopping
+
+    def land(self, ws: Workspace, before_publish: Callable[[str], None]) -> LandResult:
+        rejected_pushes = 0
+        while True:
+            self.git.fetch_base()
+            base_sha = self.git.rev(self.git.base_ref)
+            conflicts = ws.rebase(base_sha)
+            if conflicts is not None:
+                self.say(f"rebase onto {self.git.base_ref} conflicts in: {', '.join(conflicts)}")
+                return LandResult(
+                    False, reason="conflict",
+                    message=f"rebase onto {self.git.base_ref} conflicts in: {', '.join(conflicts)}",
+                    feedback=conflict_prompt(self.git.base_ref, conflicts),
+                )
+            tip = ws.head()
+            failed = self._test()
+            if failed is not None:
+                return failed
+            if self.stopping():
+                return LandResult(False, reason="internal", message="stopped before publishing")
+            before_publish(tip)
+            if self.git.has_remote:
+                push = self.git.push_base(ws.path, tip)
+                if not push.ok:
+                    if push.rejected and rejected_pushes < self.config.max_merge_retries:
+                        rejected_pushes += 1
+                        self.say(f"push rejected (the base moved); fetching and trying again ({rejected_pushes})")
+                        continue
+                    return LandResult(False, reason="push_failed", message=f"push failed: {push.message}")
+                note = self.git.advance_local_base(tip)
+            else:
+                note = self.git.advance_local_base(tip)
+                if note is not None:
+                    # Without a remote the local branch is the only base there is.
+                    return LandResult(False, reason="push_failed", message=note)
+            self.say(f"landed {tip[:12]} on {self.config.base_branch}" + (f" ({note})" if note else ""))
+            return LandResult(True, sha=tip, note=note)
+
+    def _test(self) -> LandResult | None:
+        command = self.config.test_command.strip()
+        if not command:
+            return None
+        self.say(f"running tests: {command}")
+        outcome, output = self.run_tests(shlex.split(command))
+        if outcome.stopped == "timeout":
+            message = f"tests timed out after {self.config.test_timeout}s"
+        elif outcome.stopped:
+            return LandResult(False, reason="internal", message=f"tests stopped ({outcome.stopped})")
+        elif outcome.exit_code != 0:
+            message = f"tests failed (exit status {outcome.exit_code})"
+        else:
+            self.say("tests passed")
+            return None
+        self.say(message)
+        return LandResult(False, reason="tests_failed", message=message, feedback=tests_prompt(command, output))

@@ -1,0 +1,51 @@
+"""TASK_PORT allocation: one port per live task, from the configured range."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+def _bindable(port: int) -> bool:
+    # A port something else on the machine already listens on is no use to a task.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class PortPool:
+    def __init__(self, start: int, end: int) -> None:
+        self._ports = range(start, end + 1)
+        self._used: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: str) -> int | None:
+        """A free port for `owner`, or None when every port is taken."""
+        with self._lock:
+            for port in self._ports:
+                if port not in self._used and _bindable(port):
+                    self._used[port] = owner
+                    return port
+        return None
+
+    def assign(self, port: int, owner: str) -> None:
+        """Record who holds an acquired port (e.g. the task claimed for it)."""
+        with self._lock:
+            self._used[port] = owner
+
+    def release(self, port: int | None) -> None:
+        if port is None:
+            return
+        with self._lock:
+            self._used.pop(port, None)
+
+    def in_use(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self._used)
+
+    def has_free(self) -> bool:
+        with self._lock:
+            return len(self._used) < len(self._ports)

@@ -1,0 +1,297 @@
+"""TaskRun: one claimed task, from worktree to landed commit (or a clear failure).
+
+Order matters for "no work is lost": whatever the agent produced is committed to the task
+branch before any worktree is removed; a task is marked completed before its branch is
+deleted; a failed or cancelled task keeps its branch (pushed when push_to_remote).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import AgentConfig
+from ..gitrepo import GitError
+from ..models import ErrorReason, Task, TaskStatus
+from ..runtimes.base import AgentEvent, EventKind, Runtime, RunSummary, event
+from ..store import StoreError, TaskStore
+from .events import EventWriter, TaskLogs
+from .landing import Lander
+from .process import ProcessOutcome, StopRequest, run_streaming, tail
+from .prompts import commit_message, task_prompt
+from .workspace import ProjectGit, Workspace
+
+log = logging.getLogger(__name__)
+
+ACTIVITY_WRITE_INTERVAL = 5.0  # seconds between last_activity_at writes while output flows
+
+
+@dataclass
+class RunContext:
+    """What every TaskRun of one dispatcher shares."""
+
+    store: TaskStore
+    config: AgentConfig
+    git: ProjectGit
+    runtime: Runtime
+    logs_dir: Path
+    landing_lock: threading.Lock
+
+
+class AgentFailed(Exception):
+    def __init__(self, reason: ErrorReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Stopped(Exception):
+    """The run was asked to stop (cancel, forced stop, shutdown)."""
+
+
+class TaskRun:
+    def __init__(self, ctx: RunContext, task: Task, port: int) -> None:
+        self.ctx = ctx
+        self.task = task
+        self.port = port
+        self.stop = StopRequest()
+        self.phase = "starting"
+        self.ws = Workspace(ctx.git, task.id)
+        self.logs = TaskLogs(ctx.logs_dir, task.id)
+        self.events = EventWriter(self.logs.events)
+        self.finished = threading.Event()
+        self._last_activity_write = 0.0
+
+    # ----- entry point --------------------------------------------------------------------
+
+    def execute(self) -> None:
+        try:
+            self._execute()
+        except Stopped:
+            self._end_stopped()
+        except AgentFailed as exc:
+            self._end_failed(exc.reason, exc.message)
+        except Exception as exc:  # noqa: BLE001 - a bug or git failure fails the task, not the dispatcher
+            log.exception("task %s: internal error", self.task.id)
+            self._end_failed("internal", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.finished.set()
+
+    def _execute(self) -> None:
+        task, ctx = self.task, self.ctx
+        self._phase("preparing worktree")
+        ctx.git.fetch_base()
+        continuing = self.ws.create()
+        self.ws.place_files()
+        self._update(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
+                     log_path=str(self.logs.raw), error_reason=None, error_message=None)
+        self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else ""))
+
+        self._agent_turn(task_prompt(task, ctx.config, continuing=continuing), resume=None)
+        self._commit_work(commit_message(task))
+        if not self.ws.has_changes():
+            self._complete(None, no_changes=True)
+            return
+
+        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set)
+        feedback_turns = 0
+        while True:
+            self._phase("waiting to land")
+            with ctx.landing_lock:
+                self._check_stop()
+                self._phase("landing")
+                result = lander.land(self.ws, lambda sha: self._update(commit_sha=sha))
+            if result.landed:
+                self._complete(result.sha, no_changes=False, note=result.note)
+                return
+            self._check_stop()
+            if result.feedback is None or feedback_turns >= ctx.config.max_merge_retries:
+                raise AgentFailed(result.reason or "internal", result.message)
+            feedback_turns += 1
+            self.say(f"feedback turn {feedback_turns} of {ctx.config.max_merge_retries}: {result.message}")
+            self._update(commit_sha=None)
+            self._agent_turn(result.feedback, resume=self._current().session_id)
+            self._commit_work(commit_message(task))
+
+    # ----- the coding agent ---------------------------------------------------------------
+
+    def _agent_turn(self, prompt: str, resume: str | None) -> None:
+        self._phase("agent running")
+        inv = self.ctx.runtime.invocation(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume)
+        summary = RunSummary()
+
+        def on_line(line: str) -> None:
+            for ev in self.ctx.runtime.parse_line(line):
+                self._record(self.events.append(ev), summary)
+
+        outcome = run_streaming(
+            inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin,
+            stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=on_line,
+            wall_timeout=self.ctx.config.claude_code.timeout,
+            stall_timeout=self.ctx.config.claude_code.stall_timeout,
+            stop=self.stop, on_start=lambda pid: self._update(agent_pid=pid),
+        )
+        self._account(summary)
+        self._update(agent_pid=None)
+        self._check_stop()
+        self._judge(outcome, summary)
+
+    def _record(self, ev: AgentEvent, summary: RunSummary) -> None:
+        summary.add(ev)
+        now = time.monotonic()
+        if ev.kind is EventKind.session_started:
+            self._update(session_id=ev.session_id, model=ev.model, last_activity_at=ev.ts)
+            self._last_activity_write = now
+        elif now - self._last_activity_write > ACTIVITY_WRITE_INTERVAL:
+            self._update(last_activity_at=ev.ts)
+            self._last_activity_write = now
+
+    def _account(self, summary: RunSummary) -> None:
+        """Add this run's cost and tokens to the task's totals (feedback turns add up)."""
+        result = summary.result
+        if result is None:
+            return
+        current = self._current()
+
+        def plus(old: Any, new: Any) -> Any:
+            return new if old is None else (old if new is None else old + new)
+
+        self._update(
+            cost_usd=plus(current.cost_usd, result.cost_usd),
+            input_tokens=plus(current.input_tokens, result.input_tokens),
+            output_tokens=plus(current.output_tokens, result.output_tokens),
+            cache_read_tokens=plus(current.cache_read_tokens, result.cache_read_tokens),
+            cache_creation_tokens=plus(current.cache_creation_tokens, result.cache_creation_tokens),
+            num_turns=plus(current.num_turns, result.num_turns),
+            result_text=result.text or ("; ".join(result.errors) if result.errors else current.result_text),
+            last_activity_at=result.ts,
+        )
+
+    def _judge(self, outcome: ProcessOutcome, summary: RunSummary) -> None:
+        limits = self.ctx.config.claude_code
+        if outcome.stopped == "timeout":
+            raise AgentFailed("timeout", f"the agent ran longer than {limits.timeout}s and was stopped")
+        if outcome.stopped == "stalled":
+            raise AgentFailed("stalled", f"the agent printed nothing for {limits.stall_timeout}s and was stopped")
+        result = summary.result
+        if outcome.exit_code == 0 and summary.succeeded:
+            return
+        if result is not None and not result.ok:
+            detail = "; ".join(result.errors or []) or result.text or ""
+            message = f"the agent ended with {result.subtype or 'an error'}" + (f": {detail}" if detail else "")
+        else:
+            stderr = tail(self.logs.stderr, 1000).strip()
+            message = f"the agent exited with status {outcome.exit_code}" + (
+                " without a result" if result is None else "") + (f": {stderr}" if stderr else "")
+        raise AgentFailed("agent_error", message)
+
+    def _env(self) -> dict[str, str]:
+        hidden = set(self.ctx.config.secret_env_vars) | {"BATON_TOKEN"}
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
+        env["TASK_PORT"] = str(self.port)
+        env["TASK_ID"] = self.task.id
+        return env
+
+    # ----- landing helpers ----------------------------------------------------------------
+
+    def _run_tests(self, argv: list[str]) -> tuple[ProcessOutcome, str]:
+        with open(self.logs.tests, "ab") as handle:
+            handle.write(f"\n=== {' '.join(argv)} ===\n".encode())
+        start = self.logs.tests.stat().st_size
+        outcome = run_streaming(
+            argv, cwd=self.ws.path, env=self._env(), stdin_text=None,
+            stdout_log=self.logs.tests, stderr_log=None, on_line=None,
+            wall_timeout=self.ctx.config.test_timeout, stall_timeout=None, stop=self.stop,
+        )
+        size = self.logs.tests.stat().st_size
+        return outcome, tail(self.logs.tests, min(4000, max(0, size - start)))
+
+    def _commit_work(self, message: str) -> None:
+        if self.ws.commit_leftovers(message):
+            self.say("committed the agent's uncommitted changes")
+        if self.ws.strip_placed():
+            self.say("removed Baton's own files from the task's commits")
+
+    # ----- endings ------------------------------------------------------------------------
+
+    def _complete(self, sha: str | None, *, no_changes: bool, note: str | None = None) -> None:
+        self._phase("finishing")
+        self.ctx.store.transition(
+            self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},
+            commit_sha=sha, no_changes=no_changes, error_message=note,
+        )
+        self.say("completed with no changes" if no_changes else f"completed: {sha}")
+        self._cleanup(delete_branch=True)
+
+    def _end_failed(self, reason: ErrorReason, message: str) -> None:
+        self._phase("failing")
+        self.say(f"failed ({reason}): {message}")
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [failed run]")
+        if note:
+            message = f"{message} ({note})"
+        try:
+            self.ctx.store.transition(
+                self.task.id, TaskStatus.failed, expect={TaskStatus.in_progress},
+                error_reason=reason, error_message=message[:4000], log_path=str(self.logs.raw), agent_pid=None,
+            )
+        except StoreError:
+            log.exception("task %s: could not record the failure", self.task.id)
+        self._cleanup(delete_branch=False)
+
+    def _end_stopped(self) -> None:
+        reason = self.stop.reason or "interrupted"
+        self._phase("stopping")
+        self.say(f"stopped: {reason}")
+        self._keep_work(f"wip({self.task.id}): {self.task.title} [{reason}]", push=reason == "cancelled")
+        target = TaskStatus.cancelled if reason == "cancelled" else TaskStatus.pending
+        try:
+            self.ctx.store.transition(self.task.id, target, expect={TaskStatus.in_progress}, agent_pid=None,
+                                      commit_sha=None)
+        except StoreError:
+            log.exception("task %s: could not record the stop", self.task.id)
+        self._cleanup(delete_branch=False)
+
+    def _keep_work(self, message: str, push: bool = True) -> str | None:
+        """Commit what is in the worktree to the task branch (and push it) so nothing is lost."""
+        try:
+            if self.ws.path.exists():
+                self._commit_work(message)
+            if push and self.ctx.config.push_to_remote and self.ctx.git.ref_exists(f"refs/heads/{self.ws.branch}"):
+                error = self.ctx.git.push_branch(self.ws.branch)
+                if error:
+                    return f"branch {self.ws.branch} kept locally; push failed: {error}"
+        except (GitError, OSError) as exc:
+            log.exception("task %s: could not keep the work", self.task.id)
+            return f"could not commit the remaining work: {exc}"
+        return None
+
+    def _cleanup(self, *, delete_branch: bool) -> None:
+        try:
+            self.ws.remove()
+            if delete_branch:
+                self.ctx.git.delete_branch(self.ws.branch)
+        except GitError:
+            log.exception("task %s: cleanup failed", self.task.id)
+
+    # ----- small helpers ------------------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Stopped()
+
+    def _phase(self, phase: str) -> None:
+        self.phase = phase
+
+    def say(self, text: str) -> None:
+        self.events.append(event(EventKind.baton, text=text))
+
+    def _current(self) -> Task:
+        return self.ctx.store.get(self.task.id)
+
+    def _update(self, **fields: Any) -> None:
+        self.task = self.ctx.store.update(self.task.id, expect={TaskStatus.in_progress}, **fields)

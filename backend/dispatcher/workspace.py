@@ -1,0 +1,291 @@
+"""Git work for the dispatcher: the project's base branch, and each task's worktree and branch.
+
+Every command is an argument list run by backend.gitrepo. Baton never checks out, resets or
+merges in the user's own checkout, with one exception the user asked for: when the base branch
+is checked out there and clean, a landed commit fast-forwards it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from ..config import AgentConfig
+from ..gitrepo import GitError, git_ok, run_git, worktree_list
+
+log = logging.getLogger(__name__)
+
+BRANCH_PREFIX = "task/"
+FALLBACK_IDENTITY = {"name": "Baton", "email": "baton@localhost"}
+
+
+@dataclass
+class PushResult:
+    ok: bool
+    rejected: bool = False  # the base moved: fetch, rebase, test and try again
+    message: str = ""
+
+
+class ProjectGit:
+    """The project repository as the dispatcher sees it."""
+
+    def __init__(self, project: Path, config: AgentConfig) -> None:
+        self.project = project
+        self.config = config
+        self.base = config.base_branch
+        self.remote = config.remote
+        self.worktrees_dir = project / "worktrees"
+
+    @cached_property
+    def has_remote(self) -> bool:
+        return self.remote in run_git(["remote"], self.project).split()
+
+    @property
+    def base_ref(self) -> str:
+        if self.has_remote:
+            return f"refs/remotes/{self.remote}/{self.base}"
+        return f"refs/heads/{self.base}"
+
+    @cached_property
+    def identity_env(self) -> dict[str, str]:
+        """Commits Baton makes need an identity; use the project's, else Baton's own."""
+        env: dict[str, str] = {}
+        for key in ("name", "email"):
+            try:
+                run_git(["config", f"user.{key}"], self.project)
+            except GitError:
+                env[f"GIT_AUTHOR_{key.upper()}"] = FALLBACK_IDENTITY[key]
+                env[f"GIT_COMMITTER_{key.upper()}"] = FALLBACK_IDENTITY[key]
+        return env
+
+    def git(self, args: list[str], cwd: Path | None = None, **kw) -> str:
+        return run_git(args, cwd or self.project, env={**self.identity_env, **kw.pop("env", {})}, **kw)
+
+    def fetch_base(self) -> None:
+        if self.has_remote:
+            self.git(["fetch", "--quiet", "--no-tags", self.remote,
+                      f"+refs/heads/{self.base}:refs/remotes/{self.remote}/{self.base}"])
+
+    def rev(self, ref: str) -> str:
+        return self.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip()
+
+    def ref_exists(self, ref: str) -> bool:
+        return git_ok(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], self.project)
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return git_ok(["merge-base", "--is-ancestor", older, newer], self.project)
+
+    def push_base(self, cwd: Path, sha: str) -> PushResult:
+        """Move the remote base to `sha`. A plain push is a compare-and-swap: no force, ever."""
+        try:
+            self.git(["push", "--quiet", self.remote, f"{sha}:refs/heads/{self.base}"], cwd)
+        except GitError as exc:
+            text = exc.stderr
+            rejected = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info"))
+            return PushResult(ok=False, rejected=rejected, message=text.strip()[-2000:])
+        # Keep our view of the remote current without another fetch.
+        self.git(["update-ref", f"refs/remotes/{self.remote}/{self.base}", sha])
+        return PushResult(ok=True)
+
+    def advance_local_base(self, sha: str) -> str | None:
+        """Bring the local base branch to `sha` if that is a fast-forward and touches no one's
+        uncommitted work. Returns why it was left alone, or None."""
+        ref = f"refs/heads/{self.base}"
+        holder = next((Path(w.path) for w in worktree_list(self.project) if w.branch == self.base), None)
+        if holder is not None:
+            dirty = self.git(["status", "--porcelain", "--untracked-files=no"], holder).strip()
+            if dirty:
+                return f"{self.base} is checked out in {holder} with uncommitted changes; left it as it is"
+            try:
+                self.git(["merge", "--ff-only", "--quiet", sha], holder)
+            except GitError as exc:
+                return f"could not fast-forward {self.base} in {holder}: {exc.stderr.strip()[-500:]}"
+            return None
+        old = self.rev(ref) if self.ref_exists(ref) else None
+        if old is not None and not self.is_ancestor(old, sha):
+            return f"local {self.base} has commits that are not in the landed history; left it as it is"
+        try:
+            self.git(["update-ref", ref, sha, *([old] if old else [])])
+        except GitError as exc:
+            return f"could not move local {self.base}: {exc.stderr.strip()[-500:]}"
+        return None
+
+    def delete_branch(self, branch: str) -> None:
+        """Delete a landed task branch, locally and on the remote if it was ever pushed there."""
+        if self.ref_exists(f"refs/heads/{branch}"):
+            self.git(["branch", "-D", "--quiet", branch])
+        tracking = f"refs/remotes/{self.remote}/{branch}"
+        if self.has_remote and self.ref_exists(tracking):
+            try:
+                self.git(["push", "--quiet", self.remote, "--delete", branch])
+            except GitError as exc:
+                log.warning("could not delete remote branch %s: %s", branch, exc)
+            self.git(["update-ref", "-d", tracking])
+
+    def push_branch(self, branch: str) -> str | None:
+        """Publish a kept task branch (its own ref only; force is fine there, never on base)."""
+        if not self.has_remote:
+            return None
+        try:
+            self.git(["push", "--quiet", "--force", self.remote, f"refs/heads/{branch}:refs/heads/{branch}"])
+            self.git(["update-ref", f"refs/remotes/{self.remote}/{branch}", f"refs/heads/{branch}"])
+        except GitError as exc:
+            return str(exc)
+        return None
+
+    def prune_worktrees(self) -> None:
+        self.git(["worktree", "prune"])
+
+
+class Workspace:
+    """One task's worktree `worktrees/<id>` on branch `task/<id>`."""
+
+    def __init__(self, git: ProjectGit, task_id: str) -> None:
+        self.git = git
+        self.task_id = task_id
+        self.path = git.worktrees_dir / task_id
+        self.branch = BRANCH_PREFIX + task_id
+
+    def _g(self, args: list[str], **kw) -> str:
+        return self.git.git(args, self.path, **kw)
+
+    # ----- creation -----------------------------------------------------------------------
+
+    def create(self) -> bool:
+        """Make the worktree. Returns True when it continues a kept branch from an earlier run."""
+        if self.path.exists() or self.registered():
+            self.remove()
+        self.git.worktrees_dir.mkdir(exist_ok=True)
+        local = f"refs/heads/{self.branch}"
+        if not self.git.ref_exists(local) and self.git.has_remote:
+            # A failed run's branch may survive only on the remote.
+            git_ok(["fetch", "--quiet", "--no-tags", self.git.remote, f"+{local}:{local}"], self.git.project)
+        if self.git.ref_exists(local):
+            self.git.git(["worktree", "add", "--quiet", str(self.path), self.branch])
+            return True
+        self.git.git(["worktree", "add", "--quiet", "--no-track", "-b", self.branch, str(self.path),
+                      self.git.base_ref])
+        return False
+
+    def registered(self) -> bool:
+        return any(Path(w.path) == self.path for w in worktree_list(self.git.project))
+
+    def place_files(self) -> None:
+        """Link `symlink_files` and copy `copy_files` from the project into the worktree."""
+        project = self.git.project
+        for rel in self.git.config.symlink_files:
+            source, target = project / rel, self.path / rel
+            if not source.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            target.symlink_to(source)
+        for rel in self.git.config.copy_files:
+            source, target = project / rel, self.path / rel
+            # A tracked file is already there at its committed version; the user's copy may
+            # hold uncommitted edits that must not travel into a task.
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+
+    def placed_paths(self, fork: str | None = None) -> list[str]:
+        """What Baton puts in a worktree: every linked path, and copies of files the task's
+        starting commit does not track. None of it may reach a landed commit."""
+        fork = fork or self.fork_point()
+        tracked = set(self._g(["ls-tree", "-r", "--name-only", fork, "--", *self.git.config.copy_files]).split("\n"))
+        paths = [p for p in self.git.config.symlink_files]
+        paths += [p for p in self.git.config.copy_files if p not in tracked]
+        return paths
+
+    # ----- after the agent ----------------------------------------------------------------
+
+    def fork_point(self) -> str:
+        return self._g(["merge-base", "HEAD", self.git.base_ref]).strip()
+
+    def head(self) -> str:
+        return self._g(["rev-parse", "HEAD"]).strip()
+
+    def commit_leftovers(self, message: str) -> bool:
+        """Commit whatever the agent left uncommitted, minus Baton's own files."""
+        self._g(["add", "-A"])
+        placed = self.placed_paths()
+        at_head = set(self._g(["ls-tree", "-r", "--name-only", "HEAD", "--", *placed]).split("\n")) - {""}
+        if at_head:
+            self._g(["reset", "-q", "HEAD", "--", *sorted(at_head)])
+        others = [p for p in placed if p not in at_head]
+        if others:
+            self._g(["rm", "-r", "--cached", "-q", "--ignore-unmatch", "--", *others])
+        if git_ok(["diff", "--cached", "--quiet"], self.path):
+            return False
+        self._g(["commit", "--quiet", "--no-verify", "-m", message])
+        return True
+
+    def has_changes(self) -> bool:
+        """Does the branch change anything compared with where it started?"""
+        fork = self.fork_point()
+        return self._g(["rev-parse", "HEAD^{tree}"]).strip() != self._g(["rev-parse", f"{fork}^{{tree}}"]).strip()
+
+    def strip_placed(self) -> bool:
+        """Rewrite the task's commits so that no placed path differs from the starting commit,
+        even if the agent committed them itself (`git add -A`, `-f`, or a .gitignore that lets
+        them through). Returns True when history was rewritten."""
+        fork = self.fork_point()
+        placed = self.placed_paths(fork)
+        if not placed or not self._g(["log", "--format=%H", f"{fork}..HEAD", "--", *placed]).strip():
+            return False
+        originals = {}
+        for line in self._g(["ls-tree", "-r", fork, "--", *placed]).splitlines():
+            meta, path = line.split("\t", 1)
+            mode, _kind, blob = meta.split()
+            originals[path] = f"{mode},{blob},{path}"
+        old_head = self.head()
+        commits = self._g(["rev-list", "--reverse", "--topo-order", f"{fork}..HEAD"]).split()
+        parent, parent_tree = fork, self._g(["rev-parse", f"{fork}^{{tree}}"]).strip()
+        with tempfile.TemporaryDirectory(prefix="baton-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            for sha in commits:
+                self._g(["read-tree", sha], env=env)
+                for path in placed:
+                    if path in originals:
+                        self._g(["update-index", "--add", "--cacheinfo", originals[path]], env=env)
+                    else:
+                        self._g(["update-index", "--force-remove", "--", path], env=env)
+                tree = self._g(["write-tree"], env=env).strip()
+                if tree == parent_tree:
+                    continue  # the commit only touched Baton's files
+                name, email, date, message = self._g(
+                    ["log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", sha]).split("\x00", 3)
+                author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+                parent = self._g(["commit-tree", tree, "-p", parent, "-m", message.rstrip("\n") or "(no message)"],
+                                 env=author).strip()
+                parent_tree = tree
+        self._g(["update-ref", f"refs/heads/{self.branch}", parent, old_head])
+        self._g(["reset", "-q"])  # index follows the new HEAD; files in the worktree stay as they are
+        return True
+
+    def rebase(self, onto: str) -> list[str] | None:
+        """Rebase the task branch onto `onto`. Returns None on success, else the conflicting
+        files (the rebase is aborted, leaving the branch as it was)."""
+        try:
+            self._g(["rebase", "--quiet", "--no-autostash", onto])
+            return None
+        except GitError as exc:
+            conflicts = self._g(["diff", "--name-only", "--diff-filter=U"]).split()
+            git_ok(["rebase", "--abort"], self.path)
+            return conflicts or [f"(rebase failed: {exc.stderr.strip()[-300:]})"]
+
+    # ----- cleanup ------------------------------------------------------------------------
+
+    def remove(self) -> None:
+        try:
+            self.git.git(["worktree", "remove", "--force", "--force", str(self.path)])
+        except GitError:
+            if self.path.exists():
+                # rmtree unlinks symlinks, it does not follow them into the project.
+                shutil.rmtree(self.path, ignore_errors=True)
+            self.git.prune_worktrees()

@@ -1,0 +1,167 @@
+"""Claude Code (`claude -p --output-format stream-json --verbose`) as a Baton runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import ClaudeCodeConfig
+from .base import RAW_KEEP, AgentEvent, EventKind, Invocation, event
+
+SUMMARY_CHARS = 200
+# Input fields that say most about a tool call, in order of preference.
+_SUMMARY_KEYS = ("command", "file_path", "path", "pattern", "url", "description", "prompt", "query")
+
+
+def summarize_input(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in _SUMMARY_KEYS:
+            if isinstance(value.get(key), str):
+                return _clip(value[key])
+        return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    return _clip(str(value))
+
+
+def _clip(text: str, limit: int = SUMMARY_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _tool_result_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return _clip(content, 500)
+    if isinstance(content, list):
+        parts = [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text"]
+        return _clip(" ".join(parts), 500) if parts else None
+    return None
+
+
+class ClaudeCodeRuntime:
+    name = "claude_code"
+
+    def __init__(self, config: ClaudeCodeConfig) -> None:
+        self.config = config
+
+    def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None) -> Invocation:
+        cfg = self.config
+        # The prompt goes on stdin: no argument-length limit, and list-taking flags such as
+        # --allowedTools cannot swallow it.
+        argv = [cfg.command, "-p", "--output-format", cfg.output_format]
+        if cfg.verbose:
+            argv.append("--verbose")
+        env = dict(env)
+        if cfg.skip_permissions:
+            argv.append("--dangerously-skip-permissions")
+            if os.geteuid() == 0:
+                # Claude Code refuses this flag as root unless told it runs in a sandbox. Baton
+                # gives every task its own worktree, so root use is treated as that.
+                env["IS_SANDBOX"] = "1"
+        else:
+            argv += ["--permission-mode", cfg.permission_mode]
+            if cfg.allowed_tools:
+                argv += ["--allowedTools", " ".join(cfg.allowed_tools)]
+        if cfg.model:
+            argv += ["--model", cfg.model]
+        if cfg.max_turns:
+            argv += ["--max-turns", str(cfg.max_turns)]
+        if cfg.append_system_prompt:
+            argv += ["--append-system-prompt", cfg.append_system_prompt]
+        if resume:
+            argv += ["--resume", resume]
+        return Invocation(argv=argv, env=env, stdin=prompt, cwd=cwd)
+
+    def parse_line(self, line: str) -> list[AgentEvent]:
+        line = line.strip()
+        if not line:
+            return []
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
+        if not isinstance(data, dict):
+            return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
+        try:
+            return self._parse(data, line)
+        except (AttributeError, TypeError, ValueError):
+            # Right type, unexpected shape: keep it visible, never crash the dispatcher.
+            return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
+
+    def _parse(self, data: dict, line: str) -> list[AgentEvent]:
+        kind = data.get("type")
+        session = data.get("session_id") if isinstance(data.get("session_id"), str) else None
+        if kind == "system":
+            if data.get("subtype") == "init":
+                return [event(EventKind.session_started, session_id=session, model=data.get("model"))]
+            if data.get("subtype") == "permission_denied":
+                return [event(EventKind.system, subtype="permission_denied", text=_clip(line, 500))]
+            return []  # hooks, status and the like: kept in the raw log only
+        if kind == "assistant":
+            return self._assistant(data.get("message") or {}, session)
+        if kind == "user":
+            return self._tool_results(data.get("message") or {}, session)
+        if kind == "result":
+            return [self._result(data, session)]
+        if kind == "stream_event":
+            return []  # partial deltas; the complete message follows as an assistant line
+        return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
+
+    def _assistant(self, message: dict, session: str | None) -> list[AgentEvent]:
+        out = []
+        for block in message.get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and block.get("text"):
+                out.append(event(EventKind.assistant_text, text=block["text"], session_id=session))
+            elif block.get("type") == "tool_use":
+                out.append(
+                    event(
+                        EventKind.tool_use,
+                        tool_name=str(block.get("name")),
+                        tool_use_id=block.get("id"),
+                        tool_input=summarize_input(block.get("input")),
+                        session_id=session,
+                    )
+                )
+        return out
+
+    def _tool_results(self, message: dict, session: str | None) -> list[AgentEvent]:
+        content = message.get("content")
+        if not isinstance(content, list):
+            return []
+        return [
+            event(
+                EventKind.tool_result,
+                tool_use_id=block.get("tool_use_id"),
+                ok=not block.get("is_error", False),
+                text=_tool_result_text(block.get("content")),
+                session_id=session,
+            )
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+    def _result(self, data: dict, session: str | None) -> AgentEvent:
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        errors = data.get("errors")
+        cost = data.get("total_cost_usd")
+        return event(
+            EventKind.result,
+            session_id=session,
+            subtype=data.get("subtype"),
+            ok=data.get("is_error") is False and data.get("subtype") == "success",
+            text=data.get("result") if isinstance(data.get("result"), str) else None,
+            errors=[str(e) for e in errors] if isinstance(errors, list) else None,
+            num_turns=_int(data.get("num_turns")),
+            duration_ms=_int(data.get("duration_ms")),
+            cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+            cache_creation_tokens=_int(usage.get("cache_creation_input_tokens")),
+        )

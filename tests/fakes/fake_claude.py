@@ -1,0 +1,248 @@
+"""A stand-in for the Claude Code CLI that speaks its stream-json protocol exactly.
+
+Invoked as `claude -p --output-format stream-json --verbose [...] [--resume ID]` with the
+prompt on standard input. What it does comes from a line in the prompt:
+
+    FAKE: {"steps": [...], "result": "success", "on_resume": [{"steps": [...]}]}
+
+Steps (each shows up as a Bash or Write tool call with its result):
+    {"write": "path", "text": "..."}       {"append": "path", "text": "..."}
+    {"commit": "message"}                  (git add -A; git commit)
+    {"git": ["add", "-f", "x"]}            {"run": ["cmd", "arg"]}
+    {"sleep": 2.5}                         (silent)
+    {"tick": 10, "every": 0.2}             (prints assistant text while it waits)
+    {"grandchild": "pidfile"}              (starts `sleep 600` in this process group)
+    {"marker": "path"}                     (writes this process's pid there)
+    {"block_once": "path", "seconds": 60}  (first run only: create path and sleep)
+    {"wait_for": "path", "seconds": 20}    (until another process created path)
+    {"rebase_resolve": {"file": "text"}}   (git rebase <ref from the prompt>, resolving
+                                            conflicts with the given contents)
+Results: "success", or an error subtype such as "error_during_execution"; "exit" overrides
+the exit status; "no_result": true exits without a result line; "garbage": true prints a
+non-JSON line and an unknown JSON type first; "fail_once": "path" fails the first run (the one
+that creates path) with error_during_execution and succeeds later. On `--resume`, the next "on_resume" entry runs.
+Every invocation is appended to $FAKE_CLAUDE_LOG (argv, cwd, chosen environment) if set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("FAKE_CLAUDE_STATE", Path.home() / ".fake-claude"))
+MODEL = "claude-fake-1"
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def fail_usage(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.exit(1)
+
+
+def parse_args(argv: list[str]) -> dict:
+    opts = {"print": False, "format": None, "verbose": False, "skip": False, "resume": None, "prompt": None}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-p", "--print"):
+            opts["print"] = True
+        elif arg == "--output-format":
+            i += 1
+            opts["format"] = argv[i]
+        elif arg == "--verbose":
+            opts["verbose"] = True
+        elif arg == "--dangerously-skip-permissions":
+            opts["skip"] = True
+        elif arg == "--resume":
+            i += 1
+            opts["resume"] = argv[i]
+        elif arg in ("--model", "--max-turns", "--append-system-prompt", "--permission-mode", "--allowedTools"):
+            i += 1
+        elif arg.startswith("-"):
+            fail_usage(f"unknown option '{arg}'")
+        else:
+            opts["prompt"] = arg
+        i += 1
+    return opts
+
+
+class Session:
+    def __init__(self, session_id: str, cwd: str) -> None:
+        self.id = session_id
+        self.cwd = cwd
+        self.turns = 0
+        self.tool_n = 0
+
+    def assistant(self, content: list[dict]) -> None:
+        self.turns += 1
+        emit({
+            "type": "assistant",
+            "message": {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": MODEL,
+                        "content": content, "stop_reason": None, "stop_sequence": None,
+                        "usage": {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 0,
+                                  "cache_creation_input_tokens": 0}},
+            "parent_tool_use_id": None, "session_id": self.id,
+        })
+
+    def tool(self, name: str, tool_input: dict, run) -> None:
+        self.tool_n += 1
+        tool_id = f"toolu_{self.tool_n:02d}_{uuid.uuid4().hex[:6]}"
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}])
+        try:
+            output, is_error = run(), False
+        except Exception as exc:  # noqa: BLE001 - reported as a tool error, like the real CLI
+            output, is_error = str(exc), True
+        emit({"type": "user", "message": {"role": "user", "content": [
+            {"tool_use_id": tool_id, "type": "tool_result", "content": output, "is_error": is_error}]},
+            "parent_tool_use_id": None, "session_id": self.id})
+
+    def text(self, text: str) -> None:
+        self.assistant([{"type": "text", "text": text}])
+
+
+def sh(argv: list[str], check: bool = True) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return proc.stdout + proc.stderr
+
+
+def do_step(session: Session, step: dict, prompt: str) -> None:
+    if "write" in step or "append" in step:
+        path = Path(step.get("write") or step["append"])
+        def run():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a" if "append" in step else "w") as handle:
+                handle.write(step["text"])
+            return f"File written: {path}"
+        session.tool("Write", {"file_path": str(Path(session.cwd) / path), "content": step["text"]}, run)
+    elif "commit" in step:
+        session.tool("Bash", {"command": f"git add -A && git commit -m {step['commit']!r}"},
+                     lambda: sh(["git", "add", "-A"]) + sh(["git", "commit", "-q", "-m", step["commit"]]))
+    elif "git" in step:
+        session.tool("Bash", {"command": "git " + " ".join(step["git"])}, lambda: sh(["git", *step["git"]]))
+    elif "run" in step:
+        session.tool("Bash", {"command": " ".join(step["run"])}, lambda: sh(step["run"], check=False))
+    elif "sleep" in step:
+        time.sleep(step["sleep"])
+    elif "tick" in step:
+        for i in range(step["tick"]):
+            session.text(f"still working ({i + 1})")
+            time.sleep(step.get("every", 0.2))
+    elif "grandchild" in step:
+        def run():
+            child = subprocess.Popen(["sleep", "600"])
+            Path(step["grandchild"]).write_text(str(child.pid))
+            return f"started {child.pid}"
+        session.tool("Bash", {"command": "sleep 600 &"}, run)
+    elif "marker" in step:
+        Path(step["marker"]).write_text(str(os.getpid()))
+    elif "block_once" in step:
+        flag = Path(step["block_once"])
+        if not flag.exists():
+            flag.write_text(str(os.getpid()))
+            time.sleep(step.get("seconds", 60))
+    elif "wait_for" in step:
+        deadline = time.monotonic() + step.get("seconds", 20)
+        while not Path(step["wait_for"]).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"fake_claude: {step['wait_for']} never appeared")
+            time.sleep(0.02)
+    elif "rebase_resolve" in step:
+        match = re.search(r"git rebase (\S+?)`", prompt)
+        onto = match.group(1) if match else "origin/main"
+        def run():
+            env = {**os.environ, "GIT_EDITOR": "true"}
+            proc = subprocess.run(["git", "rebase", onto], capture_output=True, text=True, env=env)
+            while proc.returncode != 0:
+                for name, text in step["rebase_resolve"].items():
+                    Path(name).write_text(text)
+                    sh(["git", "add", name])
+                proc = subprocess.run(["git", "rebase", "--continue"], capture_output=True, text=True, env=env)
+            return "rebased and resolved"
+        session.tool("Bash", {"command": f"git rebase {onto}"}, run)
+    else:
+        raise SystemExit(f"fake_claude: unknown step {step}")
+
+
+def main() -> None:
+    opts = parse_args(sys.argv[1:])
+    if not opts["print"]:
+        fail_usage("this fake only supports -p")
+    if opts["format"] == "stream-json" and not opts["verbose"]:
+        fail_usage("When using --print, --output-format=stream-json requires --verbose")
+    if opts["skip"] and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+        fail_usage("--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons")
+    prompt = opts["prompt"] if opts["prompt"] is not None else sys.stdin.read()
+    if log := os.environ.get("FAKE_CLAUDE_LOG"):
+        with open(log, "a") as handle:
+            handle.write(json.dumps({
+                "argv": sys.argv[1:], "cwd": os.getcwd(), "prompt": prompt, "pid": os.getpid(),
+                "env": {k: os.environ.get(k) for k in ("TASK_PORT", "TASK_ID", "IS_SANDBOX", "BATON_TOKEN",
+                                                       "GITHUB_TOKEN", "SECRET_FOR_TEST")},
+            }) + "\n")
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    if opts["resume"]:
+        state_path = STATE_DIR / f"{opts['resume']}.json"
+        if not state_path.exists():
+            fail_usage(f"No conversation found with session ID: {opts['resume']}")
+        state = json.loads(state_path.read_text())
+        session_id = opts["resume"]
+        resumes = state.get("resumes", 0)
+        plans = state["scenario"].get("on_resume", [])
+        scenario = plans[resumes] if resumes < len(plans) else {"steps": [], "result": "success"}
+        state["resumes"] = resumes + 1
+    else:
+        match = re.search(r"^FAKE: (.*)$", prompt, re.MULTILINE)
+        scenario = json.loads(match.group(1)) if match else {"steps": []}
+        session_id = str(uuid.uuid4())
+        state = {"scenario": scenario, "resumes": 0}
+    (STATE_DIR / f"{session_id}.json").write_text(json.dumps(state))
+
+    started = time.monotonic()
+    session = Session(session_id, os.getcwd())
+    emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session_id,
+          "tools": ["Bash", "Edit", "Read", "Write"], "mcp_servers": [], "model": MODEL,
+          "permissionMode": "bypassPermissions" if opts["skip"] else "default",
+          "claude_code_version": "2.1.329-fake", "uuid": str(uuid.uuid4())})
+    if scenario.get("garbage"):
+        sys.stdout.write("this line is not JSON\n")
+        emit({"type": "mystery", "session_id": session_id})
+    for step in scenario.get("steps", []):
+        do_step(session, step, prompt)
+    if scenario.get("no_result"):
+        sys.stderr.write("fake_claude: crashed without a result\n")
+        sys.exit(scenario.get("exit", 3))
+    outcome = scenario.get("result", "success")
+    if "fail_once" in scenario:
+        flag = Path(scenario["fail_once"])
+        outcome = "success" if flag.exists() else "error_during_execution"
+        flag.touch()
+    usage = {"input_tokens": 1200, "output_tokens": 50, "cache_read_input_tokens": 300,
+             "cache_creation_input_tokens": 20}
+    common = {"type": "result", "duration_ms": int((time.monotonic() - started) * 1000),
+              "duration_api_ms": 5, "num_turns": max(1, session.turns), "session_id": session_id,
+              "total_cost_usd": 0.0125, "usage": usage,
+              "modelUsage": {MODEL: {"inputTokens": 1200, "outputTokens": 50, "costUSD": 0.0125}},
+              "permission_denials": [], "uuid": str(uuid.uuid4())}
+    if outcome == "success":
+        session.text("Done.")
+        emit({**common, "subtype": "success", "is_error": False, "result": "Done."})
+        sys.exit(scenario.get("exit", 0))
+    emit({**common, "subtype": outcome, "is_error": True, "errors": [scenario.get("error", "the fake failed")]})
+    sys.exit(scenario.get("exit", 1))
+
+
+if __name__ == "__main__":
+    main()
