@@ -15,7 +15,7 @@ from backend.mirrors import MirrorWriter
 from backend.agent.settings import AgentSettings
 from backend.config import AgentConfig, ClaudeCodeConfig
 from backend.store import TaskStore
-from support import make_repo, serve
+from support import AgentProcess, free_port, make_repo, serve, wait_for_http
 
 
 @pytest.fixture
@@ -104,3 +104,23 @@ def fake_cli(tmp_path: Path, monkeypatch) -> FakeCli:
 def fake_task(title: str, scenario: dict, **fields) -> dict:
     """A task body whose content tells the fake CLI what to do."""
     return {"title": title, "content": "FAKE: " + json.dumps(scenario), **fields}
+
+
+@pytest.fixture
+def started(tmp_path):
+    running: list[AgentProcess] = []
+
+    def start(repo: Path, *extra: str, env=None, cwd: Path | None = None) -> tuple[AgentProcess, str]:
+        port = free_port()
+        agent = AgentProcess(["--port", str(port), "--project-dir", str(repo), *extra], cwd or repo,
+                             tmp_path / f"logs{len(running)}", env)
+        running.append(agent)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/agent/health", agent.proc)
+        return agent, url
+
+    yield start
+    for agent in running:
+        if agent.proc.poll() is None:
+            agent.proc.kill()
+            agent.proc.wait()

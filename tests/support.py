@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 import socket
 import subprocess
 import threading
@@ -92,3 +94,45 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> ht
             return None
 
     return wait_for(probe, timeout=timeout, interval=0.05, what=url)
+
+
+AGENT = [sys.executable, "-m", "backend.agent.cli"]
+ROOT = Path(__file__).parent.parent
+
+
+class AgentProcess:
+    def __init__(self, args: list[str], cwd: Path, log_dir: Path, env: dict[str, str] | None = None):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.out_path, self.err_path = log_dir / "agent.out", log_dir / "agent.err"
+        inherited = {k: v for k, v in os.environ.items() if k != "BATON_PROJECT_DIR"}
+        full_env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(AGENT + args, cwd=cwd, env=full_env, stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL)
+
+    def output(self) -> str:
+        return self.out_path.read_text() + self.err_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def run_agent(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """For invocations expected to exit on their own (refusals)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(AGENT + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; nobody may have reaped it yet
+
+
+def origin_of(project: Path) -> Path:
+    return project.parent / f"{project.name}-origin.git"

@@ -13,57 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import free_port, make_repo, wait_for_http
-
-AGENT = [sys.executable, "-m", "backend.agent.cli"]
-ROOT = Path(__file__).parent.parent
-
-
-class AgentProcess:
-    def __init__(self, args: list[str], cwd: Path, log_dir: Path, env: dict[str, str] | None = None):
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.out_path, self.err_path = log_dir / "agent.out", log_dir / "agent.err"
-        inherited = {k: v for k, v in os.environ.items() if k != "BATON_PROJECT_DIR"}
-        full_env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(AGENT + args, cwd=cwd, env=full_env, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL)
-
-    def output(self) -> str:
-        return self.out_path.read_text() + self.err_path.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-def run_agent(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """For invocations expected to exit on their own (refusals)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(AGENT + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def started(tmp_path):
-    running: list[AgentProcess] = []
-
-    def start(repo: Path, *extra: str, env=None, cwd: Path | None = None) -> tuple[AgentProcess, str]:
-        port = free_port()
-        agent = AgentProcess(["--port", str(port), "--project-dir", str(repo), *extra], cwd or repo,
-                             tmp_path / f"logs{len(running)}", env)
-        running.append(agent)
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/agent/health", agent.proc)
-        return agent, url
-
-    yield start
-    for agent in running:
-        if agent.proc.poll() is None:
-            agent.proc.kill()
-            agent.proc.wait()
-
+from support import AgentProcess, free_port, make_repo, run_agent, wait_for_http
 
 def test_start_serve_and_stop_cleanly(repo, started):
     (repo / "agent.yaml").write_text("dispatcher_autostart: false\n")  # the task must stay pending

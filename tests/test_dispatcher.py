@@ -10,21 +10,9 @@ import pytest
 
 from backend.models import TaskStatus
 from conftest import fake_task
-from support import git, wait_for
+from support import git, origin_of, pid_alive, wait_for
 
 DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"  # a zombie has exited; nobody may have reaped it yet
-
-
-def origin_of(project: Path) -> Path:
-    return project.parent / f"{project.name}-origin.git"
 
 
 def submit(agent, body: dict) -> str:
