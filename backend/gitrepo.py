@@ -11,11 +11,12 @@ DEFAULT_TIMEOUT = 60.0
 
 
 class GitError(Exception):
-    def __init__(self, args: list[str], returncode: int | None, stderr: str) -> None:
+    def __init__(self, args: list[str], returncode: int | None, stderr: str, stdout: str = "") -> None:
         detail = stderr.strip() or f"exit status {returncode}"
         super().__init__(f"git {' '.join(args)}: {detail}")
         self.returncode = returncode
         self.stderr = stderr
+        self.stdout = stdout
 
 
 def run_git(
@@ -37,7 +38,7 @@ def run_git(
     except FileNotFoundError as exc:
         raise GitError(args, None, f"cannot run git: {exc}") from None
     if proc.returncode != 0:
-        raise GitError(args, proc.returncode, proc.stderr)
+        raise GitError(args, proc.returncode, proc.stderr, proc.stdout)
     return proc.stdout
 
 

@@ -50,11 +50,11 @@ def test_success_lands_a_tested_commit_on_origin_main(agent_factory, fake_cli):
     assert git(origin, "rev-parse", "main").strip() == task.commit_sha
     assert git(origin, "show", "main:hello.txt") == "hi\n"
     assert git(origin, "log", "-1", "--format=%s", "main").strip() == "feature: hello"
-    # The user's checkout (clean, on main) was fast-forwarded.
-    assert git(project, "rev-parse", "HEAD").strip() == task.commit_sha
-    # Cleaned up: worktree, local and remote branch.
-    assert not (project / "worktrees" / task_id).exists()
-    assert git(project, "branch", "--list", f"task/{task_id}").strip() == ""
+    # The user's checkout (clean, on main) follows by fast-forward, just after the landing.
+    wait_for(lambda: git(project, "rev-parse", "HEAD").strip() == task.commit_sha, what="local main to follow")
+    # Cleaned up (right after the outcome is recorded): worktree, local and remote branch.
+    wait_for(lambda: not (project / "worktrees" / task_id).exists(), what="worktree removal")
+    wait_for(lambda: git(project, "branch", "--list", f"task/{task_id}").strip() == "", what="branch deletion")
     assert git(origin, "branch", "--list", f"task/{task_id}").strip() == ""
     # What the run reported was recorded.
     assert task.session_id and task.model == "claude-fake-1"
@@ -142,8 +142,8 @@ def test_error_result_fails_and_keeps_the_work_on_a_pushed_branch(agent_factory,
     branch = f"task/{task_id}"
     assert git(project, "show", f"{branch}:partial.txt") == "half done\n"  # nothing lost
     assert git(origin_of(project), "show", f"{branch}:partial.txt") == "half done\n"
-    assert not (project / "worktrees" / task_id).exists()
-    assert agent.client.get("/agent/dispatcher").json()["ports_in_use"] == {}
+    wait_for(lambda: not (project / "worktrees" / task_id).exists(), what="worktree removal")
+    wait_for(lambda: agent.client.get("/agent/dispatcher").json()["ports_in_use"] == {}, what="port release")
 
 
 def test_exit_without_result_is_an_agent_error(agent_factory, fake_cli):
@@ -287,7 +287,7 @@ def test_cancel_a_running_task_keeps_its_branch(agent_factory, fake_cli, tmp_pat
     project = agent.settings.project_dir
     assert git(project, "show", f"task/{task_id}:partial.txt") == "started\n"
     assert git(origin_of(project), "show", f"task/{task_id}:partial.txt") == "started\n"
-    assert not (project / "worktrees" / task_id).exists()
+    wait_for(lambda: not (project / "worktrees" / task_id).exists(), what="worktree removal")
 
 
 def test_forced_stop_returns_running_tasks_to_pending_and_rerun_continues(agent_factory, fake_cli, tmp_path):

@@ -49,7 +49,7 @@ def test_sigkill_mid_run_then_restart_recovers_and_lands(repo, started, fake_cli
     origin = origin_of(repo)
     assert git(origin, "show", "main:before.txt") == "written before the crash\n"  # nothing lost
     assert git(origin, "show", "main:after.txt") == "written after\n"
-    assert not (repo / "worktrees" / task_id).exists()
+    wait_for(lambda: not (repo / "worktrees" / task_id).exists(), what="worktree removal")
     assert second.stop(signal.SIGTERM) == 0
 
 

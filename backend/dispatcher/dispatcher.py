@@ -20,6 +20,7 @@ from ..models import Owner, TaskStatus, utcnow
 from ..runtimes.base import Runtime
 from ..runtimes.claude_code import ClaudeCodeRuntime
 from ..store import StoreError, TaskStore
+from .local_base import LocalBaseFollower
 from .ports import PortPool
 from .recovery import reconcile
 from .run import RunContext, TaskRun
@@ -38,13 +39,16 @@ class Dispatcher:
         self.store = store
         self.owner = Owner(pid=os.getpid(), host=socket.gethostname(), instance=uuid.uuid4().hex[:12])
         self.ports = PortPool(config.port_range_start, config.port_range_end)
+        git = ProjectGit(settings.project_dir, config)
+        self.local_base = LocalBaseFollower(git)
         self.ctx = RunContext(
             store=store,
             config=config,
-            git=ProjectGit(settings.project_dir, config),
+            git=git,
             runtime=runtime or ClaudeCodeRuntime(config.claude_code),
             logs_dir=settings.project_dir / "logs",
             landing_lock=threading.Lock(),
+            follow_base=self.local_base.request,
         )
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -92,6 +96,11 @@ class Dispatcher:
         """Process exit: stop claiming, stop every agent, return their tasks to pending."""
         self.stop(force=False)
         self._interrupt_all("shutdown")
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:  # cleanups still running
+            thread.join(SHUTDOWN_WAIT)
+        self.local_base.flush()
 
     def _interrupt_all(self, reason: str) -> None:
         with self._lock:
@@ -148,9 +157,13 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._runs.pop(run.task.id, None)
-                self._threads.pop(run.task.id, None)
-            self.ports.release(run.port)
-            self.wake()  # a worker is free: look for more work now
+            self.wake()  # the outcome is recorded and the slot is free: look for more work now
+            try:
+                run.cleanup()
+            finally:
+                with self._lock:
+                    self._threads.pop(run.task.id, None)
+                self.ports.release(run.port)
 
     def _renew_leases(self) -> None:
         now = utcnow()

@@ -39,19 +39,20 @@ class Lander:
         run_tests: TestRunner,
         say: Callable[[str], None],
         stopping: Callable[[], bool],
+        follow_base: Callable[[str], None],
     ) -> None:
         self.git = git
         self.config = config
         self.run_tests = run_tests
         self.say = say
         self.stopping = stopping
+        self.follow_base = follow_base
 
     def land(self, ws: Workspace, before_publish: Callable[[str], None]) -> LandResult:
         rejected_pushes = 0
         while True:
             self.git.fetch_base()
-            base_sha = self.git.rev(self.git.base_ref)
-            conflicts = ws.rebase(base_sha)
+            conflicts = ws.rebase(self.git.base_ref)
             if conflicts is not None:
                 self.say(f"rebase onto {self.git.base_ref} conflicts in: {', '.join(conflicts)}")
                 return LandResult(
@@ -74,7 +75,8 @@ class Lander:
                         self.say(f"push rejected (the base moved); fetching and trying again ({rejected_pushes})")
                         continue
                     return LandResult(False, reason="push_failed", message=f"push failed: {push.message}")
-                note = self.git.advance_local_base(tip)
+                self.follow_base(tip)  # the local base catches up off the landing path
+                note = None
             else:
                 note = self.git.advance_local_base(tip)
                 if note is not None:

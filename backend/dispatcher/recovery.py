@@ -48,8 +48,7 @@ def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task)
         return f"task {task.id}: had landed before the crash; marked completed"
     if ws.path.exists():
         try:
-            ws.commit_leftovers(f"wip({task.id}): {task.title} [interrupted]")
-            ws.strip_placed()
+            ws.save_work(f"wip({task.id}): {task.title} [interrupted]")
         except GitError as exc:
             log.warning("task %s: could not commit interrupted work: %s", task.id, exc)
     _remove(ws)
@@ -95,8 +94,7 @@ def _prune_worktrees(store: TaskStore, git: ProjectGit) -> list[str]:
             ws = Workspace(git, path.name)
             if task is not None and task.status is not TaskStatus.completed and (path / ".git").exists():
                 try:
-                    ws.commit_leftovers(f"wip({task.id}): {task.title} [left in a worktree]")
-                    ws.strip_placed()
+                    ws.save_work(f"wip({task.id}): {task.title} [left in a worktree]")
                 except GitError as exc:
                     log.warning("could not commit leftovers in %s: %s", path, exc)
             _remove(ws)

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .workspace import ProjectGit, Workspace
 log = logging.getLogger(__name__)
 
 ACTIVITY_WRITE_INTERVAL = 5.0  # seconds between last_activity_at writes while output flows
+START_FETCH_MAX_AGE = 2.0  # a worktree may start from a base fetched this recently; landing always fetches
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RunContext:
     runtime: Runtime
     logs_dir: Path
     landing_lock: threading.Lock
+    follow_base: Callable[[str], None]
 
 
 class AgentFailed(Exception):
@@ -66,6 +69,9 @@ class TaskRun:
         self.events = EventWriter(self.logs.events)
         self.finished = threading.Event()
         self._last_activity_write = 0.0
+        self._started_fields: dict[str, Any] = {}
+        self._earlier_branch = task.branch is not None
+        self._delete_branch: bool | None = None  # decided by how the run ended; used by cleanup()
 
     # ----- entry point --------------------------------------------------------------------
 
@@ -85,20 +91,20 @@ class TaskRun:
     def _execute(self) -> None:
         task, ctx = self.task, self.ctx
         self._phase("preparing worktree")
-        ctx.git.fetch_base()
-        continuing = self.ws.create()
+        ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
+        continuing = self.ws.create(earlier_branch=self._earlier_branch)
         self.ws.place_files()
-        self._update(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
-                     log_path=str(self.logs.raw), error_reason=None, error_message=None)
+        # Recorded together with the agent's pid, in one write, once it starts.
+        self._started_fields = dict(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
+                                    log_path=str(self.logs.raw), error_reason=None, error_message=None)
         self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else ""))
 
         self._agent_turn(task_prompt(task, ctx.config, continuing=continuing), resume=None)
-        self._commit_work(commit_message(task))
-        if not self.ws.has_changes():
+        if not self._commit_work(commit_message(task)):
             self._complete(None, no_changes=True)
             return
 
-        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set)
+        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set, ctx.follow_base)
         feedback_turns = 0
         while True:
             self._phase("waiting to land")
@@ -134,27 +140,30 @@ class TaskRun:
             stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=on_line,
             wall_timeout=self.ctx.config.claude_code.timeout,
             stall_timeout=self.ctx.config.claude_code.stall_timeout,
-            stop=self.stop, on_start=lambda pid: self._update(agent_pid=pid),
+            stop=self.stop, on_start=self._agent_started,
         )
         self._account(summary)
-        self._update(agent_pid=None)
         self._check_stop()
         self._judge(outcome, summary)
+
+    def _agent_started(self, pid: int) -> None:
+        self._update(agent_pid=pid, **self._started_fields)
+        self._last_activity_write = time.monotonic()
 
     def _record(self, ev: AgentEvent, summary: RunSummary) -> None:
         summary.add(ev)
         now = time.monotonic()
-        if ev.kind is EventKind.session_started:
-            self._update(session_id=ev.session_id, model=ev.model, last_activity_at=ev.ts)
-            self._last_activity_write = now
-        elif now - self._last_activity_write > ACTIVITY_WRITE_INTERVAL:
-            self._update(last_activity_at=ev.ts)
+        # Throttled: the session id and activity time are written at most every few seconds
+        # while the agent runs, and always when it ends (_account).
+        if now - self._last_activity_write > ACTIVITY_WRITE_INTERVAL:
+            self._update(last_activity_at=ev.ts, session_id=summary.session_id, model=summary.model)
             self._last_activity_write = now
 
     def _account(self, summary: RunSummary) -> None:
         """Add this run's cost and tokens to the task's totals (feedback turns add up)."""
         result = summary.result
         if result is None:
+            self._update(agent_pid=None, **self._session_fields(summary))
             return
         current = self._current()
 
@@ -170,7 +179,13 @@ class TaskRun:
             num_turns=plus(current.num_turns, result.num_turns),
             result_text=result.text or ("; ".join(result.errors) if result.errors else current.result_text),
             last_activity_at=result.ts,
+            agent_pid=None,
+            **self._session_fields(summary),
         )
+
+    def _session_fields(self, summary: RunSummary) -> dict[str, Any]:
+        fields = {"session_id": summary.session_id, "model": summary.model}
+        return {k: v for k, v in fields.items() if v is not None}
 
     def _judge(self, outcome: ProcessOutcome, summary: RunSummary) -> None:
         limits = self.ctx.config.claude_code
@@ -211,22 +226,26 @@ class TaskRun:
         size = self.logs.tests.stat().st_size
         return outcome, tail(self.logs.tests, min(4000, max(0, size - start)))
 
-    def _commit_work(self, message: str) -> None:
-        if self.ws.commit_leftovers(message):
+    def _commit_work(self, message: str) -> bool:
+        """Commit leftovers, keep Baton's files out of history; True if the branch changes anything."""
+        committed, stripped, changed = self.ws.save_work(message)
+        if committed:
             self.say("committed the agent's uncommitted changes")
-        if self.ws.strip_placed():
+        if stripped:
             self.say("removed Baton's own files from the task's commits")
+        return changed
 
     # ----- endings ------------------------------------------------------------------------
 
     def _complete(self, sha: str | None, *, no_changes: bool, note: str | None = None) -> None:
         self._phase("finishing")
+        # Said first: a stream that sees the task finished has every event of it.
+        self.say(("completed with no changes" if no_changes else f"completed: {sha}") + (f" ({note})" if note else ""))
         self.ctx.store.transition(
             self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},
             commit_sha=sha, no_changes=no_changes, error_message=note,
         )
-        self.say("completed with no changes" if no_changes else f"completed: {sha}")
-        self._cleanup(delete_branch=True)
+        self._delete_branch = True
 
     def _end_failed(self, reason: ErrorReason, message: str) -> None:
         self._phase("failing")
@@ -241,7 +260,7 @@ class TaskRun:
             )
         except StoreError:
             log.exception("task %s: could not record the failure", self.task.id)
-        self._cleanup(delete_branch=False)
+        self._delete_branch = False
 
     def _end_stopped(self) -> None:
         reason = self.stop.reason or "interrupted"
@@ -254,7 +273,7 @@ class TaskRun:
                                       commit_sha=None)
         except StoreError:
             log.exception("task %s: could not record the stop", self.task.id)
-        self._cleanup(delete_branch=False)
+        self._delete_branch = False
 
     def _keep_work(self, message: str, push: bool = True) -> str | None:
         """Commit what is in the worktree to the task branch (and push it) so nothing is lost."""
@@ -270,11 +289,13 @@ class TaskRun:
             return f"could not commit the remaining work: {exc}"
         return None
 
-    def _cleanup(self, *, delete_branch: bool) -> None:
+    def cleanup(self) -> None:
+        """After the outcome is recorded: remove the worktree; delete the branch if it landed.
+        Runs after the worker's slot is free, so the next task need not wait for it."""
         try:
             self.ws.remove()
-            if delete_branch:
-                self.ctx.git.delete_branch(self.ws.branch)
+            if self._delete_branch:
+                self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=self._earlier_branch)
         except GitError:
             log.exception("task %s: cleanup failed", self.task.id)
 

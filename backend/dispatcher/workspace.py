@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,7 @@ class ProjectGit:
         self.base = config.base_branch
         self.remote = config.remote
         self.worktrees_dir = project / "worktrees"
+        self._fresh_at = float("-inf")  # when our view of the remote base was last refreshed
 
     @cached_property
     def has_remote(self) -> bool:
@@ -65,10 +67,14 @@ class ProjectGit:
     def git(self, args: list[str], cwd: Path | None = None, **kw) -> str:
         return run_git(args, cwd or self.project, env={**self.identity_env, **kw.pop("env", {})}, **kw)
 
-    def fetch_base(self) -> None:
-        if self.has_remote:
-            self.git(["fetch", "--quiet", "--no-tags", self.remote,
-                      f"+refs/heads/{self.base}:refs/remotes/{self.remote}/{self.base}"])
+    def fetch_base(self, max_age: float = 0.0) -> None:
+        """Update our view of the remote base, unless it was refreshed less than `max_age`
+        seconds ago (several tasks starting together share one fetch)."""
+        if not self.has_remote or time.monotonic() - self._fresh_at < max_age:
+            return
+        self.git(["fetch", "--quiet", "--no-tags", self.remote,
+                  f"+refs/heads/{self.base}:refs/remotes/{self.remote}/{self.base}"])
+        self._fresh_at = time.monotonic()
 
     def rev(self, ref: str) -> str:
         return self.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip()
@@ -87,8 +93,8 @@ class ProjectGit:
             text = exc.stderr
             rejected = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info"))
             return PushResult(ok=False, rejected=rejected, message=text.strip()[-2000:])
-        # Keep our view of the remote current without another fetch.
-        self.git(["update-ref", f"refs/remotes/{self.remote}/{self.base}", sha])
+        # git push also moved refs/remotes/<remote>/<base>: our view is current.
+        self._fresh_at = time.monotonic()
         return PushResult(ok=True)
 
     def advance_local_base(self, sha: str) -> str | None:
@@ -114,12 +120,17 @@ class ProjectGit:
             return f"could not move local {self.base}: {exc.stderr.strip()[-500:]}"
         return None
 
-    def delete_branch(self, branch: str) -> None:
-        """Delete a landed task branch, locally and on the remote if it was ever pushed there."""
-        if self.ref_exists(f"refs/heads/{branch}"):
+    def delete_branch(self, branch: str, *, maybe_pushed: bool = True) -> None:
+        """Delete a landed task branch, locally and on the remote if it was ever pushed there.
+        `maybe_pushed=False` (a first run that never failed) skips looking for remote copies."""
+        local, tracking = f"refs/heads/{branch}", f"refs/remotes/{self.remote}/{branch}"
+        if not maybe_pushed:
             self.git(["branch", "-D", "--quiet", branch])
-        tracking = f"refs/remotes/{self.remote}/{branch}"
-        if self.has_remote and self.ref_exists(tracking):
+            return
+        present = set(self.git(["for-each-ref", "--format=%(refname)", local, tracking]).split())
+        if local in present:
+            self.git(["branch", "-D", "--quiet", branch])
+        if self.has_remote and tracking in present:
             try:
                 self.git(["push", "--quiet", self.remote, "--delete", branch])
             except GitError as exc:
@@ -149,17 +160,25 @@ class Workspace:
         self.task_id = task_id
         self.path = git.worktrees_dir / task_id
         self.branch = BRANCH_PREFIX + task_id
+        self.placed: list[str] | None = None  # known once place_files ran in this process
 
     def _g(self, args: list[str], **kw) -> str:
         return self.git.git(args, self.path, **kw)
 
     # ----- creation -----------------------------------------------------------------------
 
-    def create(self) -> bool:
-        """Make the worktree. Returns True when it continues a kept branch from an earlier run."""
+    def create(self, earlier_branch: bool) -> bool:
+        """Make the worktree. `earlier_branch`: an earlier run may have left task/<id> (locally
+        or on the remote) to continue from. Returns True when continuing such a branch."""
+        if not earlier_branch and not self.path.exists():
+            try:
+                self._add_new()
+                return False
+            except GitError:
+                pass  # a stale registration or branch: take the careful path below
         if self.path.exists() or self.registered():
             self.remove()
-        self.git.worktrees_dir.mkdir(exist_ok=True)
+        self.git.prune_worktrees()
         local = f"refs/heads/{self.branch}"
         if not self.git.ref_exists(local) and self.git.has_remote:
             # A failed run's branch may survive only on the remote.
@@ -167,9 +186,13 @@ class Workspace:
         if self.git.ref_exists(local):
             self.git.git(["worktree", "add", "--quiet", str(self.path), self.branch])
             return True
+        self._add_new()
+        return False
+
+    def _add_new(self) -> None:
+        self.git.worktrees_dir.mkdir(exist_ok=True)
         self.git.git(["worktree", "add", "--quiet", "--no-track", "-b", self.branch, str(self.path),
                       self.git.base_ref])
-        return False
 
     def registered(self) -> bool:
         return any(Path(w.path) == self.path for w in worktree_list(self.git.project))
@@ -177,6 +200,7 @@ class Workspace:
     def place_files(self) -> None:
         """Link `symlink_files` and copy `copy_files` from the project into the worktree."""
         project = self.git.project
+        placed = list(self.git.config.symlink_files)
         for rel in self.git.config.symlink_files:
             source, target = project / rel, self.path / rel
             if not source.exists():
@@ -189,18 +213,20 @@ class Workspace:
             source, target = project / rel, self.path / rel
             # A tracked file is already there at its committed version; the user's copy may
             # hold uncommitted edits that must not travel into a task.
-            if source.is_file() and not target.exists():
+            if source.is_file() and not target.exists() and not target.is_symlink():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
+                placed.append(rel)
+        self.placed = placed
 
-    def placed_paths(self, fork: str | None = None) -> list[str]:
-        """What Baton puts in a worktree: every linked path, and copies of files the task's
-        starting commit does not track. None of it may reach a landed commit."""
-        fork = fork or self.fork_point()
-        tracked = set(self._g(["ls-tree", "-r", "--name-only", fork, "--", *self.git.config.copy_files]).split("\n"))
-        paths = [p for p in self.git.config.symlink_files]
-        paths += [p for p in self.git.config.copy_files if p not in tracked]
-        return paths
+    def placed_paths(self, fork: str) -> list[str]:
+        """What Baton puts in a worktree: every linked path, and copies of project files that
+        the task's starting commit does not track. None of it may reach a landed commit.
+        (Recomputed this way after a restart; place_files records the same list.)"""
+        copies = self.git.config.copy_files
+        tracked = set(self._g(["ls-tree", "-r", "--name-only", fork, "--", *copies]).split("\n")) if copies else set()
+        copied = [p for p in copies if p not in tracked and (self.git.project / p).is_file()]
+        return [*self.git.config.symlink_files, *copied]
 
     # ----- after the agent ----------------------------------------------------------------
 
@@ -210,32 +236,35 @@ class Workspace:
     def head(self) -> str:
         return self._g(["rev-parse", "HEAD"]).strip()
 
-    def commit_leftovers(self, message: str) -> bool:
+    def save_work(self, message: str) -> tuple[bool, bool, bool]:
+        """Commit what the worktree holds and keep Baton's files out of the branch's history.
+        Returns (committed leftovers, rewrote history, branch has commits of its own)."""
+        fork = self.fork_point()
+        placed = self.placed if self.placed is not None else self.placed_paths(fork)
+        committed = self.commit_leftovers(message, placed)
+        # One walk over the task's commits answers both questions that follow.
+        touched = self._g(["log", "--format=%x00", "--name-only", f"{fork}..HEAD"])
+        has_commits = "\x00" in touched
+        stripped = bool(set(placed) & set(touched.split("\n"))) and self.strip_placed(fork, placed)
+        if stripped:
+            has_commits = self._g(["rev-list", "--count", f"{fork}..HEAD"]).strip() != "0"
+        return committed, stripped, has_commits
+
+    def commit_leftovers(self, message: str, placed: list[str]) -> bool:
         """Commit whatever the agent left uncommitted, minus Baton's own files."""
-        self._g(["add", "-A"])
-        placed = self.placed_paths()
-        at_head = set(self._g(["ls-tree", "-r", "--name-only", "HEAD", "--", *placed]).split("\n")) - {""}
-        if at_head:
-            self._g(["reset", "-q", "HEAD", "--", *sorted(at_head)])
-        others = [p for p in placed if p not in at_head]
-        if others:
-            self._g(["rm", "-r", "--cached", "-q", "--ignore-unmatch", "--", *others])
-        if git_ok(["diff", "--cached", "--quiet"], self.path):
-            return False
-        self._g(["commit", "--quiet", "--no-verify", "-m", message])
+        self._g(["add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in placed)])
+        try:
+            self._g(["commit", "--quiet", "--no-verify", "-m", message])
+        except GitError as exc:
+            if "nothing to commit" in exc.stdout or "nothing added to commit" in exc.stdout:
+                return False
+            raise
         return True
 
-    def has_changes(self) -> bool:
-        """Does the branch change anything compared with where it started?"""
-        fork = self.fork_point()
-        return self._g(["rev-parse", "HEAD^{tree}"]).strip() != self._g(["rev-parse", f"{fork}^{{tree}}"]).strip()
-
-    def strip_placed(self) -> bool:
+    def strip_placed(self, fork: str, placed: list[str]) -> bool:
         """Rewrite the task's commits so that no placed path differs from the starting commit,
         even if the agent committed them itself (`git add -A`, `-f`, or a .gitignore that lets
         them through). Returns True when history was rewritten."""
-        fork = self.fork_point()
-        placed = self.placed_paths(fork)
         if not placed or not self._g(["log", "--format=%H", f"{fork}..HEAD", "--", *placed]).strip():
             return False
         originals = {}
