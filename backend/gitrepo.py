@@ -145,3 +145,22 @@ def recent_commits(repo: Path, count: int, ref: str = "HEAD") -> list[Commit]:
 
 def ref_exists(repo: Path, ref: str) -> bool:
     return git_ok(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], repo)
+
+
+def ensure_excluded(repo: Path, patterns: list[str], header: str) -> bool:
+    """Make sure `.git/info/exclude` (shared by every worktree) lists `patterns`.
+    Returns True when the file was changed."""
+    git_dir = Path(run_git(["rev-parse", "--git-common-dir"], repo).strip())
+    exclude = (repo / git_dir if not git_dir.is_absolute() else git_dir) / "info" / "exclude"
+    try:
+        current = exclude.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = ""
+    missing = [p for p in patterns if p not in current.splitlines()]
+    if not missing:
+        return False
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    prefix = "" if not current or current.endswith("\n") else "\n"
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write(prefix + f"# {header}\n" + "".join(p + "\n" for p in missing))
+    return True

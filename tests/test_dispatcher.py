@@ -342,3 +342,49 @@ def test_priority_then_age_decides_the_order(agent_factory, fake_cli):
         wait_done(agent, task_id)
     order = [c["env"]["TASK_ID"] for c in fake_cli.calls()]
     assert order == [ids[1], ids[3], ids[2], ids[0]]
+
+
+# ----- the user's own checkout ----------------------------------------------------------------
+
+
+def test_a_dirty_user_checkout_is_left_alone(agent_factory, fake_cli):
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    project = agent.settings.project_dir
+    before = git(project, "rev-parse", "HEAD").strip()
+    (project / "README.md").write_text("# my unsaved edit\n")
+    task = wait_done(agent, submit(agent, fake_task("Elsewhere", {"steps": [{"write": "x.txt", "text": "x\n"}]})))
+    assert task.status is TaskStatus.completed
+    agent.app.state.dispatcher.local_base.flush()  # the follower has done whatever it will do
+    assert git(project, "rev-parse", "HEAD").strip() == before
+    assert (project / "README.md").read_text() == "# my unsaved edit\n"
+    assert git(origin_of(project), "rev-parse", "main").strip() == task.commit_sha
+
+
+def test_project_without_a_remote_lands_on_its_local_main(agent_factory, fake_cli, tmp_path):
+    project = tmp_path / "local-only"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "README.md").write_text("# local\n")
+    git(project, "add", "README.md")
+    git(project, "commit", "-q", "-m", "initial")
+    agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Local", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
+    assert task.status is TaskStatus.completed, task.error_message
+    assert git(project, "rev-parse", "main").strip() == task.commit_sha
+    assert (project / "l.txt").read_text() == "l\n"  # the clean checkout was fast-forwarded
+
+
+def test_project_without_a_remote_and_a_dirty_checkout_fails_clearly(agent_factory, fake_cli, tmp_path):
+    project = tmp_path / "local-dirty"
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "README.md").write_text("# local\n")
+    git(project, "add", "README.md")
+    git(project, "commit", "-q", "-m", "initial")
+    (project / "README.md").write_text("# unsaved\n")
+    agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Blocked", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
+    assert task.status is TaskStatus.failed and task.error_reason == "push_failed"
+    assert "uncommitted changes" in task.error_message
+    assert (project / "README.md").read_text() == "# unsaved\n"
+    assert git(project, "show", f"task/{task.id}:l.txt") == "l\n"

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..dispatcher.dispatcher import Dispatcher
-from ..gitrepo import GitError
+from ..gitrepo import GitError, ensure_excluded
 from ..mirrors import MirrorWriter
 from ..store import (
     InvalidTransitionError,
@@ -25,7 +25,7 @@ from ..web.errors import error_response, install_error_handlers
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
 from .routes import events, git, health, tasks
-from .settings import AgentSettings
+from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
 
@@ -42,6 +42,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await run_in_threadpool(ensure_excluded, settings.project_dir, RUNTIME_PATTERNS, "Baton runtime state")
         if settings.config.dispatcher_autostart:
             await run_in_threadpool(dispatcher.start)
         yield

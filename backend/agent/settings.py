@@ -6,9 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import AgentConfig
+from ..models import STATUSES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9100
+
+# What a running agent writes inside the project; kept out of the project's `git status`.
+RUNTIME_PATTERNS = [
+    "/data/dev-tasks.json",
+    "/data/dev-tasks.json.lock",
+    "/data/baton-agent.lock",
+    "/data/baton-agent.json",
+    "/logs/",
+    "/worktrees/",
+    *(f"/tasks/{status}/" for status in STATUSES),
+]
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,10 @@ class Workspace:
 
     def commit_leftovers(self, message: str, placed: list[str]) -> bool:
         """Commit whatever the agent left uncommitted, minus Baton's own files."""
-        self._g(["add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in placed)])
+        self._g(["add", "-A"])
+        if placed:
+            # Back to their state in HEAD: staged only if the branch already tracks them.
+            self._g(["reset", "-q", "HEAD", "--", *placed])
         try:
             self._g(["commit", "--quiet", "--no-verify", "-m", message])
         except GitError as exc:
