@@ -95,7 +95,7 @@ class Task(BaseModel):
     worktree: str | None = None
     port: int | None = None
     owner: Owner | None = None
-    agent_pid: int | None = None  # the coding agent's process (group) while it runs
+    agent_pid: int | None = None  # process group Baton started for the task (agent or tests), while it runs
     heartbeat_at: AwareDatetime | None = None
     lease_expires_at: AwareDatetime | None = None
     error_reason: ErrorReason | None = None

@@ -214,6 +214,7 @@ class TaskStore:
                 finished_at=None,
                 updated_at=now,
                 attempts=candidate.attempts + 1,
+                commit_sha=None,  # recovery reads it as "this attempt pushed this commit"
             )
             changes.append((candidate, claimed))
         return claimed

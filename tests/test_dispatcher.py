@@ -388,3 +388,118 @@ def test_project_without_a_remote_and_a_dirty_checkout_fails_clearly(agent_facto
     assert "uncommitted changes" in task.error_message
     assert (project / "README.md").read_text() == "# unsaved\n"
     assert git(project, "show", f"task/{task.id}:l.txt") == "l\n"
+
+
+# ----- review findings: each pinned by a test --------------------------------------------------
+
+
+def test_a_failed_task_has_no_worktree_left_once_it_is_failed(agent_factory, fake_cli):
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    task_id = submit(agent, fake_task("Fails", {"steps": [{"write": "w.txt", "text": "w\n"}], "result": "error_x"}))
+    wait_for(lambda: agent.store.get(task_id).status is TaskStatus.failed, what="failure")
+    # No waiting here: a rerun claimed right now must not meet a worktree still being removed.
+    assert not (agent.settings.project_dir / "worktrees" / task_id).exists()
+    assert agent.client.post(f"/agent/tasks/{task_id}/rerun").status_code == 200
+
+
+def test_cancel_while_waiting_for_another_tasks_landing(agent_factory, fake_cli, repo, tmp_path):
+    gate = tmp_path / "tests-may-finish"
+    (repo / "slow_tests.py").write_text(
+        "import os, sys, time\n"
+        f"gate = {str(gate)!r}\n"
+        "while not os.path.exists(gate):\n    time.sleep(0.05)\n")
+    git(repo, "add", "slow_tests.py")
+    git(repo, "commit", "-m", "slow tests")
+    git(repo, "push", "origin", "main")
+    config = fake_cli.config(test_command=f"{sys.executable} slow_tests.py", max_parallel_workers=2)
+    agent = agent_factory(config=config, project=repo, dispatch=True)
+    first = submit(agent, fake_task("Lands slowly", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
+    wait_for(lambda: (agent.settings.logs_dir / f"{first}.test.log").exists(), what="first task's tests to run")
+    second = submit(agent, fake_task("Waits to land", {"steps": [{"write": "b.txt", "text": "b\n"}]}))
+    wait_for(lambda: any(r["task_id"] == second and r["phase"] == "waiting to land"
+                         for r in agent.client.get("/agent/dispatcher").json()["running"]), what="second to wait")
+    resp = agent.client.post(f"/agent/tasks/{second}/cancel")
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
+    assert git(repo, "show", f"task/{second}:b.txt") == "b\n"
+    gate.touch()
+    assert wait_done(agent, first).status is TaskStatus.completed
+
+
+def test_work_is_saved_despite_a_stale_index_lock_left_by_the_agent(agent_factory, fake_cli):
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    task_id = submit(agent, fake_task("Leaves a lock", {"steps": [
+        {"write": "precious.txt", "text": "keep me\n"},
+        {"run": ["sh", "-c", 'touch "$(git rev-parse --git-dir)/index.lock"']}],
+        "result": "error_during_execution"}))
+    task = wait_done(agent, task_id)
+    assert task.status is TaskStatus.failed
+    assert git(agent.settings.project_dir, "show", f"task/{task_id}:precious.txt") == "keep me\n"
+
+
+def test_work_on_a_detached_head_is_kept_on_the_task_branch(agent_factory, fake_cli):
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    task_id = submit(agent, fake_task("Detaches", {"steps": [
+        {"git": ["checkout", "-q", "--detach"]},
+        {"write": "one.txt", "text": "1\n"}, {"commit": "on a detached head"},
+        {"write": "two.txt", "text": "2\n"}]}))
+    task = wait_done(agent, task_id)
+    assert task.status is TaskStatus.completed, task.error_message
+    origin = origin_of(agent.settings.project_dir)
+    assert git(origin, "show", "main:one.txt") == "1\n" and git(origin, "show", "main:two.txt") == "2\n"
+
+
+def test_a_copied_file_that_main_starts_tracking_does_not_block_the_rebase(agent_factory, fake_cli, tmp_path):
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    project = agent.settings.project_dir
+    (project / "CLAUDE.md").write_text("# conventions\n")  # untracked: copied into the worktree
+    go = tmp_path / "go"
+    task_id = submit(agent, fake_task("Meanwhile", {"steps": [
+        {"marker": str(tmp_path / "started")}, {"wait_for": str(go)}, {"write": "m.txt", "text": "m\n"}]}))
+    wait_for((tmp_path / "started").exists, what="the agent to start")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(origin_of(project)), str(other))
+    (other / "CLAUDE.md").write_text("# conventions, now tracked\n")
+    git(other, "add", "CLAUDE.md")
+    git(other, "commit", "-q", "-m", "track CLAUDE.md")
+    git(other, "push", "-q", "origin", "HEAD:main")
+    go.touch()
+    task = wait_done(agent, task_id)
+    assert task.status is TaskStatus.completed, task.error_message
+    assert git(origin_of(project), "show", "main:CLAUDE.md") == "# conventions, now tracked\n"
+    assert len(fake_cli.calls()) == 1  # no pointless feedback turn
+
+
+def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, repo, tmp_path):
+    pidfile = tmp_path / "test-grandchild.pid"
+    (repo / "hang.py").write_text(
+        "import subprocess, sys, time\n"
+        f"open({str(pidfile)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+        "time.sleep(600)\n")
+    git(repo, "add", "hang.py")
+    git(repo, "commit", "-m", "hanging tests")
+    git(repo, "push", "origin", "main")
+    config = fake_cli.config(test_command=f"{sys.executable} hang.py", test_timeout=1, max_merge_retries=0)
+    agent = agent_factory(config=config, project=repo, dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Hangs in tests", {"steps": [{"write": "h.txt", "text": "h"}]})))
+    assert task.status is TaskStatus.failed and task.error_reason == "tests_failed"
+    assert "timed out after 1s" in task.error_message
+    wait_for(lambda: not pid_alive(int(pidfile.read_text())), timeout=10, what="the test's grandchild to die")
+
+
+def test_two_dispatchers_racing_to_push_the_same_origin_both_land(agent_factory, fake_cli, tmp_path):
+    first = agent_factory(config=fake_cli.config(), dispatch=True)
+    origin = origin_of(first.settings.project_dir)
+    clone = tmp_path / "second-clone"
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    second = agent_factory(config=fake_cli.config(), project=clone, dispatch=True)
+    a, b = tmp_path / "a-ready", tmp_path / "b-ready"
+    ids = [
+        submit(first, fake_task("From clone one", {"steps": [
+            {"write": "one.txt", "text": "1\n"}, {"marker": str(a)}, {"wait_for": str(b)}]})),
+        submit(second, fake_task("From clone two", {"steps": [
+            {"write": "two.txt", "text": "2\n"}, {"marker": str(b)}, {"wait_for": str(a)}]})),
+    ]
+    tasks = [wait_done(first, ids[0]), wait_done(second, ids[1])]
+    assert [t.status for t in tasks] == [TaskStatus.completed] * 2, [t.error_message for t in tasks]
+    assert git(origin, "show", "main:one.txt") == "1\n" and git(origin, "show", "main:two.txt") == "2\n"
+    assert git(origin, "rev-list", "--merges", "main").strip() == ""

@@ -143,3 +143,51 @@ def test_runtime_state_stays_out_of_the_projects_git_status(agent_factory):
     assert git(agent.settings.project_dir, "status", "--porcelain").strip() == ""
     exclude = Path(agent.settings.project_dir / ".git" / "info" / "exclude").read_text()
     assert exclude.count("/worktrees/") == 1
+
+
+def test_a_live_index_lock_is_left_alone(setup):
+    settings, store, dispatcher = setup
+    lock = settings.project_dir / ".git" / "index.lock"
+    lock.write_text("")
+    busy_git = subprocess.Popen(["git", "cat-file", "--batch"], cwd=settings.project_dir, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL)
+    try:
+        reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
+        assert lock.exists()
+    finally:
+        busy_git.kill()
+        busy_git.wait()
+
+
+def test_recovery_runs_even_when_the_dispatcher_does_not_start(agent_factory, repo):
+    store = TaskStore(repo / "data" / "dev-tasks.json")
+    store.initialize()
+    task = orphan(store)
+    agent = agent_factory(project=repo, dispatch=False)
+    assert agent.store.get(task.id).status is TaskStatus.pending
+    assert agent.client.get("/agent/dispatcher").json()["state"] == "stopped"
+
+
+def test_one_failing_recovery_step_does_not_stop_the_others(setup, tmp_path):
+    settings, store, dispatcher = setup
+    repo = settings.project_dir
+    done = store.create(NewTask(title="done"))
+    store.claim(DEAD_OWNER, 60, task_id=done.id)
+    store.transition(done.id, TaskStatus.completed)
+    git(repo, "worktree", "add", "-q", "-b", f"task/{done.id}", str(tmp_path / "users-own-worktree"))
+    waiting = orphan(store, "still recoverable")
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    lines = reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
+    assert any("pruning landed branches failed" in line for line in lines)
+    assert store.get(waiting.id).status is TaskStatus.pending
+    assert not lock.exists()
+
+
+def test_a_users_folder_in_worktrees_is_left_alone(setup):
+    settings, store, dispatcher = setup
+    mine = settings.project_dir / "worktrees" / "notes"
+    mine.mkdir(parents=True)
+    (mine / "todo.txt").write_text("mine\n")
+    reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
+    assert (mine / "todo.txt").read_text() == "mine\n"

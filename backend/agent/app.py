@@ -43,6 +43,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(ensure_excluded, settings.project_dir, RUNTIME_PATTERNS, "Baton runtime state")
+        # Crash recovery runs even when the dispatcher is not started automatically.
+        await run_in_threadpool(dispatcher.recover)
         if settings.config.dispatcher_autostart:
             await run_in_threadpool(dispatcher.start)
         yield

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..agent.settings import AgentSettings
-from ..models import Owner, TaskStatus, utcnow
+from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes.base import Runtime
 from ..runtimes.claude_code import ClaudeCodeRuntime
 from ..store import StoreError, TaskStore
@@ -54,37 +54,46 @@ class Dispatcher:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
-        self._halt = threading.Event()
+        self._claiming = threading.Event()
+        self._exit = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._reconciled = False
         store.subscribe(self.wake)
 
     # ----- lifecycle ----------------------------------------------------------------------
+    #
+    # The loop thread lives from the first start() to shutdown(). "Stopped" only means it does
+    # not claim: it keeps renewing the leases of tasks that are still running.
 
     @property
     def running(self) -> bool:
-        return self._loop_thread is not None and self._loop_thread.is_alive()
+        return self._claiming.is_set()
+
+    def recover(self) -> None:
+        """Crash recovery, once per process, before anything is claimed (also when the
+        dispatcher is not started, so no dead owner's task stays in_progress)."""
+        with self._lock:
+            if self._reconciled:
+                return
+            for line in reconcile(self.store, self.ctx.git, self.config, self.owner):
+                log.info("recovery: %s", line)
+            self._reconciled = True
 
     def start(self) -> None:
+        self.recover()
         with self._lock:
-            if self.running:
-                return
-            if not self._reconciled:
-                for line in reconcile(self.store, self.ctx.git, self.config, self.owner):
-                    log.info("recovery: %s", line)
-                self._reconciled = True
-            self._halt.clear()
-            self._loop_thread = threading.Thread(target=self._loop, name="baton-dispatcher", daemon=True)
-            self._loop_thread.start()
+            self._claiming.set()
+            if self._loop_thread is None or not self._loop_thread.is_alive():
+                self._exit.clear()
+                self._loop_thread = threading.Thread(target=self._loop, name="baton-dispatcher", daemon=True)
+                self._loop_thread.start()
+        self.wake()
 
     def stop(self, force: bool = False) -> None:
         """No new claims. Running tasks finish, unless `force`: then they go back to pending."""
+        self._claiming.clear()
         with self._lock:
-            self._halt.set()
-            self._wake.set()
-            thread = self._loop_thread
-        if thread is not None:
-            thread.join(timeout=10)
+            pass  # a tick that is claiming right now finishes its claim before we report
         if force:
             self._interrupt_all("interrupted")
 
@@ -98,8 +107,12 @@ class Dispatcher:
         self._interrupt_all("shutdown")
         with self._lock:
             threads = list(self._threads.values())
-        for thread in threads:  # cleanups still running
+        for thread in threads:  # cleanups of completed tasks still running
             thread.join(SHUTDOWN_WAIT)
+        self._exit.set()
+        self.wake()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=10)
         self.local_base.flush()
 
     def _interrupt_all(self, reason: str) -> None:
@@ -114,56 +127,75 @@ class Dispatcher:
         self._wake.set()
 
     def _loop(self) -> None:
-        while not self._halt.is_set():
+        while not self._exit.is_set():
             try:
                 self.tick()
             except StoreError as exc:
                 log.error("dispatcher: task store problem: %s", exc)
             except Exception:  # noqa: BLE001 - the loop must survive; the error is logged
                 log.exception("dispatcher: tick failed")
-            self._wake.wait(self.config.poll_interval_seconds)
+            self._wake.wait(self._next_wait())
             self._wake.clear()
+
+    def _next_wait(self) -> float:
+        wait = self.config.poll_interval_seconds
+        if self.busy():  # leases are renewed well before they run out
+            wait = min(wait, self.config.lease_seconds / 3)
+        return wait
 
     # ----- one round ----------------------------------------------------------------------
 
     def tick(self) -> int:
-        """Renew leases; claim and start tasks while workers and ports are free. Returns how
-        many tasks were started."""
+        """Renew leases; claim and start tasks while claiming is on and workers and ports are
+        free. Returns how many tasks were started."""
         self._renew_leases()
         started = 0
-        while not self._halt.is_set() and self.busy() < self.config.max_parallel_workers and self.ports.has_free():
-            port = self.ports.acquire("claiming")
-            if port is None:
-                break  # every free-looking port is in use by something else on this machine
-            task = self.store.claim(self.owner, self.config.lease_seconds)
-            if task is None:
-                self.ports.release(port)
-                break
-            self._launch(TaskRun(self.ctx, task, port))
-            started += 1
+        with self._lock:  # one claimer at a time; stop() waits for it
+            while self._claiming.is_set() and self.busy() < self.config.max_parallel_workers:
+                port = self.ports.acquire("claiming")
+                if port is None:
+                    break  # every port of the range is taken (by tasks or by other programs)
+                try:
+                    task = self.store.claim(self.owner, self.config.lease_seconds)
+                except BaseException:
+                    self.ports.release(port)
+                    raise
+                if task is None:
+                    self.ports.release(port)
+                    break
+                self._launch(task, port)
+                started += 1
         return started
 
-    def _launch(self, run: TaskRun) -> None:
-        self.ports.assign(run.port, run.task.id)
-        thread = threading.Thread(target=self._work, args=(run,), name=f"task-{run.task.id}", daemon=True)
-        with self._lock:
-            self._runs[run.task.id] = run
-            self._threads[run.task.id] = thread
+    def _launch(self, task: Task, port: int) -> None:
+        try:
+            run = TaskRun(self.ctx, task, port)
+        except BaseException:
+            # Claimed but cannot run: give it back rather than leave it in_progress.
+            self.ports.release(port)
+            self.store.transition(task.id, TaskStatus.pending)
+            raise
+        self.ports.assign(port, task.id)
+        thread = threading.Thread(target=self._work, args=(run,), name=f"task-{task.id}", daemon=True)
+        self._runs[task.id] = run
+        self._threads[task.id] = thread
         thread.start()
 
     def _work(self, run: TaskRun) -> None:
+        me = threading.current_thread()
         try:
             run.execute()
         finally:
             with self._lock:
                 self._runs.pop(run.task.id, None)
-            self.wake()  # the outcome is recorded and the slot is free: look for more work now
             try:
-                run.cleanup()
+                run.cleanup()  # only a landed task has anything left to clean here
             finally:
                 with self._lock:
-                    self._threads.pop(run.task.id, None)
+                    if self._threads.get(run.task.id) is me:
+                        del self._threads[run.task.id]
                 self.ports.release(run.port)
+                self.wake()  # a worker and its port are free: look for more work now
 
     def _renew_leases(self) -> None:
         now = utcnow()

@@ -115,7 +115,11 @@ def run_streaming(
             return ProcessOutcome(exit_code=127, stopped=None, duration=0.0, pid=0)
         pgid = proc.pid  # start_new_session: the child leads its own group
         if on_start is not None:
-            on_start(proc.pid)
+            try:
+                on_start(proc.pid)
+            except BaseException:
+                kill_group(pgid, proc)  # nobody would be watching it otherwise
+                raise
 
         if stdin_text is not None:
             threading.Thread(target=_feed, args=(proc, stdin_text), daemon=True).start()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..config import AgentConfig
-from ..gitrepo import GitError, run_git
+from ..gitrepo import GitError, run_git, worktree_list
 from ..models import Owner, Task, TaskStatus, is_valid_task_id
 from ..store import TaskStore
 from .process import group_alive, kill_group
@@ -21,37 +21,53 @@ log = logging.getLogger(__name__)
 
 
 def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Owner) -> list[str]:
-    """Bring store, worktrees and branches back in line. Returns what was done, for the log."""
+    """Bring store, worktrees and branches back in line. Returns what was done, for the log.
+    Each step stands alone: one that fails is reported and the others still run."""
     done: list[str] = []
-    try:
-        git.fetch_base()
-    except GitError as exc:
-        done.append(f"could not fetch {git.base_ref}: {exc}")
+
+    def step(what: str, action) -> None:
+        try:
+            result = action()
+        except Exception as exc:  # noqa: BLE001 - recovery must not stop the agent from starting
+            log.exception("recovery: %s failed", what)
+            done.append(f"{what} failed: {exc}")
+            return
+        if isinstance(result, list):
+            done.extend(result)
+        elif result:
+            done.append(result)
+
+    step(f"fetching {git.base_ref}", git.fetch_base)
     for task in store.list_tasks():
         if task.status is TaskStatus.in_progress and (task.owner is None or task.owner.instance != owner.instance):
-            done.append(_recover(store, git, config, task))
-    done += _prune_worktrees(store, git)
-    done += _prune_landed_branches(store, git)
-    done += _remove_stale_index_locks(git.project)
-    return [d for d in done if d]
+            step(f"recovering task {task.id}", lambda task=task: _recover(store, git, config, task))
+    step("pruning worktrees", lambda: _prune_worktrees(store, git))
+    step("pruning landed branches", lambda: _prune_landed_branches(store, git))
+    step("removing stale index locks", lambda: _remove_stale_index_locks(git.project))
+    return done
 
 
 def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task) -> str:
-    if task.agent_pid and _is_our_agent(task.agent_pid, task.id):
-        kill_group(task.agent_pid)
+    for pgid in _leftover_groups(task):
+        kill_group(pgid)
     ws = Workspace(git, task.id)
-    if task.commit_sha and git.ref_exists(task.commit_sha) and git.is_ancestor(task.commit_sha, git.base_ref):
+    saved = _save(ws, f"wip({task.id}): {task.title} [interrupted]")
+    landed = (
+        task.commit_sha is not None
+        and git.ref_exists(task.commit_sha)
+        and git.is_ancestor(task.commit_sha, git.base_ref)
+    )
+    if landed:
         # It was pushed before the crash; only the bookkeeping was lost.
         store.transition(task.id, TaskStatus.completed, commit_sha=task.commit_sha, agent_pid=None)
-        _remove(ws)
-        git.delete_branch(ws.branch)
+        branch = f"refs/heads/{ws.branch}"
+        tip = git.rev(branch) if git.ref_exists(branch) else None
+        if saved and (tip is None or git.is_ancestor(tip, git.base_ref)):
+            _remove(ws)
+            git.delete_branch(ws.branch)
         return f"task {task.id}: had landed before the crash; marked completed"
-    if ws.path.exists():
-        try:
-            ws.save_work(f"wip({task.id}): {task.title} [interrupted]")
-        except GitError as exc:
-            log.warning("task %s: could not commit interrupted work: %s", task.id, exc)
-    _remove(ws)
+    if saved:
+        _remove(ws)
     if task.attempts >= config.max_attempts:
         store.transition(
             task.id, TaskStatus.failed, error_reason="internal", agent_pid=None, commit_sha=None,
@@ -62,15 +78,39 @@ def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task)
     return f"task {task.id}: owner gone; back to pending (attempt {task.attempts} of {config.max_attempts})"
 
 
-def _is_our_agent(pid: int, task_id: str) -> bool:
-    """Is `pid` still the agent process Baton started for this task (not a reused pid)?"""
-    if not group_alive(pid):
-        return False
+def _save(ws: Workspace, message: str) -> bool:
+    """Commit a worktree's work to its branch. False (worktree kept) if that failed."""
+    if not ws.path.exists():
+        return True
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
+        try:
+            ws.save_work(message)
+        except GitError:
+            if not ws.remove_stale_index_lock():  # our processes are gone: a lock is stale
+                raise
+            ws.save_work(message)
+    except (GitError, OSError) as exc:
+        log.warning("task %s: work left in %s, could not commit it: %s", ws.task_id, ws.path, exc)
         return False
-    return f"TASK_ID={task_id}".encode() in environ
+    return True
+
+
+def _leftover_groups(task: Task) -> set[int]:
+    """The task's recorded process group, if it still runs and a member of it carries
+    TASK_ID=<id> in its environment (the leader may be gone; a reused pid is never hit)."""
+    if not task.agent_pid or not group_alive(task.agent_pid):
+        return set()
+    marker = f"TASK_ID={task.id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pgid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            if pgid == task.agent_pid and marker in (entry / "environ").read_bytes().split(b"\0"):
+                return {pgid}
+        except (OSError, ValueError, IndexError):
+            continue
+    return set()
 
 
 def _remove(ws: Workspace) -> None:
@@ -81,24 +121,26 @@ def _remove(ws: Workspace) -> None:
 
 
 def _prune_worktrees(store: TaskStore, git: ProjectGit) -> list[str]:
-    """Worktrees of tasks that are not running are leftovers: keep their work, then remove."""
+    """Task worktrees of tasks that are not running are leftovers: keep their work, then
+    remove them. Only worktrees git knows, on their task's branch: anything else is left."""
     done = []
-    if git.worktrees_dir.is_dir():
-        tasks = store.snapshot().tasks
-        for path in sorted(git.worktrees_dir.iterdir()):
-            task = tasks.get(path.name)
-            if not is_valid_task_id(path.name) or not path.is_dir():
-                continue
-            if task is not None and task.status is TaskStatus.in_progress:
-                continue
-            ws = Workspace(git, path.name)
-            if task is not None and task.status is not TaskStatus.completed and (path / ".git").exists():
-                try:
-                    ws.save_work(f"wip({task.id}): {task.title} [left in a worktree]")
-                except GitError as exc:
-                    log.warning("could not commit leftovers in %s: %s", path, exc)
-            _remove(ws)
-            done.append(f"removed orphaned worktree {path.name}")
+    tasks = store.snapshot().tasks
+    for wt in worktree_list(git.project):
+        path = Path(wt.path)
+        if path.parent != git.worktrees_dir or not is_valid_task_id(path.name):
+            continue
+        task = tasks.get(path.name)
+        if task is not None and task.status is TaskStatus.in_progress:
+            continue
+        if wt.branch != f"{BRANCH_PREFIX}{path.name}" and not wt.detached:
+            done.append(f"left {path} alone: it is on {wt.branch}, not its Baton task branch")
+            continue
+        ws = Workspace(git, path.name)
+        if (task is None or task.status is not TaskStatus.completed) and not _save(ws, f"wip({path.name}): left in a worktree"):
+            done.append(f"kept worktree {path.name}: its work could not be committed")
+            continue
+        _remove(ws)
+        done.append(f"removed orphaned worktree {path.name}")
     git.prune_worktrees()
     return done
 

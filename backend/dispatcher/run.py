@@ -30,6 +30,7 @@ from .workspace import ProjectGit, Workspace
 log = logging.getLogger(__name__)
 
 ACTIVITY_WRITE_INTERVAL = 5.0  # seconds between last_activity_at writes while output flows
+LOCK_POLL_SECONDS = 0.1
 START_FETCH_MAX_AGE = 2.0  # a worktree may start from a base fetched this recently; landing always fetches
 
 
@@ -71,7 +72,7 @@ class TaskRun:
         self._last_activity_write = 0.0
         self._started_fields: dict[str, Any] = {}
         self._earlier_branch = task.branch is not None
-        self._delete_branch: bool | None = None  # decided by how the run ended; used by cleanup()
+        self._landed = False  # completed: cleanup() removes the worktree and the branch
 
     # ----- entry point --------------------------------------------------------------------
 
@@ -108,10 +109,14 @@ class TaskRun:
         feedback_turns = 0
         while True:
             self._phase("waiting to land")
-            with ctx.landing_lock:
+            while not ctx.landing_lock.acquire(timeout=LOCK_POLL_SECONDS):
+                self._check_stop()  # a cancel must not wait for other tasks' landings
+            try:
                 self._check_stop()
                 self._phase("landing")
                 result = lander.land(self.ws, lambda sha: self._update(commit_sha=sha))
+            finally:
+                ctx.landing_lock.release()
             if result.landed:
                 self._complete(result.sha, no_changes=False, note=result.note)
                 return
@@ -222,7 +227,9 @@ class TaskRun:
             argv, cwd=self.ws.path, env=self._env(), stdin_text=None,
             stdout_log=self.logs.tests, stderr_log=None, on_line=None,
             wall_timeout=self.ctx.config.test_timeout, stall_timeout=None, stop=self.stop,
+            on_start=lambda pid: self._update(agent_pid=pid),
         )
+        self._update(agent_pid=None)
         size = self.logs.tests.stat().st_size
         return outcome, tail(self.logs.tests, min(4000, max(0, size - start)))
 
@@ -236,6 +243,11 @@ class TaskRun:
         return changed
 
     # ----- endings ------------------------------------------------------------------------
+    #
+    # A completed task is recorded first and cleaned up afterwards (possibly after the worker's
+    # slot is free): completed is final, so nothing can claim it again meanwhile. Every other
+    # ending saves the work and removes the worktree *before* recording the outcome, so a rerun
+    # or a fresh claim never meets a worktree that is still being cleaned up.
 
     def _complete(self, sha: str | None, *, no_changes: bool, note: str | None = None) -> None:
         self._phase("finishing")
@@ -245,57 +257,69 @@ class TaskRun:
             self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},
             commit_sha=sha, no_changes=no_changes, error_message=note,
         )
-        self._delete_branch = True
+        self._landed = True
 
     def _end_failed(self, reason: ErrorReason, message: str) -> None:
         self._phase("failing")
         self.say(f"failed ({reason}): {message}")
-        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [failed run]")
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [failed run]", push=True)
         if note:
             message = f"{message} ({note})"
-        try:
-            self.ctx.store.transition(
-                self.task.id, TaskStatus.failed, expect={TaskStatus.in_progress},
-                error_reason=reason, error_message=message[:4000], log_path=str(self.logs.raw), agent_pid=None,
-            )
-        except StoreError:
-            log.exception("task %s: could not record the failure", self.task.id)
-        self._delete_branch = False
+        self._record_end(TaskStatus.failed, error_reason=reason, error_message=message[:4000],
+                         log_path=str(self.logs.raw))
 
     def _end_stopped(self) -> None:
         reason = self.stop.reason or "interrupted"
         self._phase("stopping")
         self.say(f"stopped: {reason}")
-        self._keep_work(f"wip({self.task.id}): {self.task.title} [{reason}]", push=reason == "cancelled")
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [{reason}]", push=reason == "cancelled")
         target = TaskStatus.cancelled if reason == "cancelled" else TaskStatus.pending
+        self._record_end(target, error_message=note)
+
+    def _record_end(self, status: TaskStatus, **fields: Any) -> None:
         try:
-            self.ctx.store.transition(self.task.id, target, expect={TaskStatus.in_progress}, agent_pid=None,
-                                      commit_sha=None)
+            self.ctx.store.transition(self.task.id, status, expect={TaskStatus.in_progress}, agent_pid=None,
+                                      commit_sha=None, **fields)
         except StoreError:
-            log.exception("task %s: could not record the stop", self.task.id)
-        self._delete_branch = False
+            log.exception("task %s: could not record the outcome %s", self.task.id, status.value)
 
-    def _keep_work(self, message: str, push: bool = True) -> str | None:
-        """Commit what is in the worktree to the task branch (and push it) so nothing is lost."""
-        try:
-            if self.ws.path.exists():
-                self._commit_work(message)
-            if push and self.ctx.config.push_to_remote and self.ctx.git.ref_exists(f"refs/heads/{self.ws.branch}"):
-                error = self.ctx.git.push_branch(self.ws.branch)
-                if error:
-                    return f"branch {self.ws.branch} kept locally; push failed: {error}"
-        except (GitError, OSError) as exc:
-            log.exception("task %s: could not keep the work", self.task.id)
-            return f"could not commit the remaining work: {exc}"
-        return None
-
-    def cleanup(self) -> None:
-        """After the outcome is recorded: remove the worktree; delete the branch if it landed.
-        Runs after the worker's slot is free, so the next task need not wait for it."""
+    def _keep_work(self, message: str, push: bool) -> str | None:
+        """Commit what the worktree holds to the task branch, push it if asked, and remove the
+        worktree, unless saving failed: then the worktree stays and the note says so."""
+        if self.ws.path.exists():
+            try:
+                self._save_with_retry(message)
+            except (GitError, OSError) as exc:
+                log.exception("task %s: could not save the work", self.task.id)
+                return f"could not commit the remaining work ({exc}); it is left in {self.ws.path}"
+        note = None
+        if push and self.ctx.config.push_to_remote and self.ctx.git.ref_exists(f"refs/heads/{self.ws.branch}"):
+            error = self.ctx.git.push_branch(self.ws.branch)
+            if error:
+                note = f"branch {self.ws.branch} kept locally; push failed: {error}"
         try:
             self.ws.remove()
-            if self._delete_branch:
-                self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=self._earlier_branch)
+        except GitError as exc:
+            log.warning("task %s: worktree not removed: %s", self.task.id, exc)
+        return note
+
+    def _save_with_retry(self, message: str) -> None:
+        try:
+            self._commit_work(message)
+        except GitError:
+            # The agent's group is dead by now, so an index.lock in this worktree is its
+            # leftover, not a live git's: remove it and try once more.
+            if not self.ws.remove_stale_index_lock():
+                raise
+            self._commit_work(message)
+
+    def cleanup(self) -> None:
+        """After a landing is recorded: remove the worktree and delete the landed branch."""
+        if not self._landed:
+            return
+        try:
+            self.ws.remove()
+            self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=self._earlier_branch)
         except GitError:
             log.exception("task %s: cleanup failed", self.task.id)
 

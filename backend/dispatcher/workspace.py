@@ -219,6 +219,11 @@ class Workspace:
                 placed.append(rel)
         self.placed = placed
 
+    def _placed(self, fork: str | None = None) -> list[str]:
+        if self.placed is not None:
+            return self.placed
+        return self.placed_paths(fork or self.fork_point())
+
     def placed_paths(self, fork: str) -> list[str]:
         """What Baton puts in a worktree: every linked path, and copies of project files that
         the task's starting commit does not track. None of it may reach a landed commit.
@@ -236,11 +241,53 @@ class Workspace:
     def head(self) -> str:
         return self._g(["rev-parse", "HEAD"]).strip()
 
+    def git_dir(self) -> Path:
+        return Path(self._g(["rev-parse", "--absolute-git-dir"]).strip())
+
+    def remove_stale_index_lock(self) -> bool:
+        """Remove this worktree's index.lock. Only call when no process of the task runs."""
+        lock = self.git_dir() / "index.lock"
+        if lock.exists():
+            lock.unlink()
+            return True
+        return False
+
+    def _settle_head(self) -> None:
+        """Leave the worktree on task/<id> with no operation half done, keeping every commit.
+
+        An agent stopped in the middle of a rebase or merge has its half-done state aborted
+        (the branch still holds everything from before it). Commits made on a detached HEAD
+        or another branch are brought onto task/<id> when they extend it, and otherwise kept
+        on a branch of their own so nothing is lost."""
+        git_dir = self.git_dir()
+        if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+            self._g(["rebase", "--abort"])
+        for marker, command in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"), ("REVERT_HEAD", "revert")):
+            if (git_dir / marker).exists():
+                self._g([command, "--abort"])
+        ref = f"refs/heads/{self.branch}"
+        try:
+            current = self._g(["symbolic-ref", "-q", "HEAD"]).strip()
+        except GitError:
+            current = ""  # detached
+        if current == ref:
+            return
+        self.commit_leftovers(f"wip({self.task_id}): work left outside {self.branch}", self._placed())
+        head, tip = self.head(), self.git.rev(ref)
+        if self.git.is_ancestor(tip, head):
+            self._g(["update-ref", ref, head, tip])
+        else:
+            aside = f"{self.branch}-saved-{head[:8]}"
+            self._g(["branch", "-f", aside, head])
+            log.warning("task %s: commits outside %s kept on %s", self.task_id, self.branch, aside)
+        self._g(["checkout", "-q", self.branch])
+
     def save_work(self, message: str) -> tuple[bool, bool, bool]:
         """Commit what the worktree holds and keep Baton's files out of the branch's history.
         Returns (committed leftovers, rewrote history, branch has commits of its own)."""
+        self._settle_head()
         fork = self.fork_point()
-        placed = self.placed if self.placed is not None else self.placed_paths(fork)
+        placed = self._placed(fork)
         committed = self.commit_leftovers(message, placed)
         # One walk over the task's commits answers both questions that follow.
         touched = self._g(["log", "--format=%x00", "--name-only", f"{fork}..HEAD"])
@@ -302,14 +349,31 @@ class Workspace:
 
     def rebase(self, onto: str) -> list[str] | None:
         """Rebase the task branch onto `onto`. Returns None on success, else the conflicting
-        files (the rebase is aborted, leaving the branch as it was)."""
+        files (the rebase is aborted, leaving the branch as it was). Any other failure raises."""
+        # Baton's links and copies step aside: the base may have started tracking one of those
+        # paths, and an untracked file in the way stops a rebase.
+        self._unplace()
         try:
-            self._g(["rebase", "--quiet", "--no-autostash", onto])
-            return None
-        except GitError as exc:
-            conflicts = self._g(["diff", "--name-only", "--diff-filter=U"]).split()
-            git_ok(["rebase", "--abort"], self.path)
-            return conflicts or [f"(rebase failed: {exc.stderr.strip()[-300:]})"]
+            try:
+                self._g(["rebase", "--quiet", "--no-autostash", onto])
+                return None
+            except GitError:
+                conflicts = self._g(["diff", "--name-only", "--diff-filter=U"]).split()
+                git_ok(["rebase", "--abort"], self.path)
+                if not conflicts:
+                    raise
+                return conflicts
+        finally:
+            self.place_files()
+
+    def _unplace(self) -> None:
+        for rel in self.placed or []:
+            target = self.path / rel
+            if rel in self.git.config.symlink_files:
+                if target.is_symlink():
+                    target.unlink()
+            elif target.is_file():
+                target.unlink()  # an untracked copy Baton made
 
     # ----- cleanup ------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
 from ...mirrors import render_markdown
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
@@ -91,12 +93,16 @@ def rerun_task(task_id: str, store: StoreDep) -> Task:
     return store.rerun(task_id)
 
 
-@router.post("/{task_id}/cancel", response_model=Task)
-def cancel_task(task_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Task:
-    """A pending task is cancelled; a running one is stopped (its branch kept) and cancelled."""
+@router.post("/{task_id}/cancel", response_model=Task, responses={202: {"model": Task}})
+def cancel_task(task_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Task | JSONResponse:
+    """A pending task is cancelled; a running one is stopped (its branch kept) and cancelled.
+    202 with the task still in_progress if stopping it took longer than 5 seconds."""
     check_id(task_id)
     if store.get(task_id).status is TaskStatus.in_progress:
         if not dispatcher.cancel(task_id):
             raise ApiError(409, "invalid_transition", f"task {task_id} is running, but not in this agent's dispatcher")
-        return store.get(task_id)
+        task = store.get(task_id)
+        if task.status is TaskStatus.in_progress:
+            return JSONResponse(json.loads(task.model_dump_json()), status_code=202)
+        return task
     return store.cancel(task_id)
