@@ -149,6 +149,16 @@ def bulk(agent: Agent, prefix: str, count: int) -> list[str]:
     return ids
 
 
+def run_batch(agent: Agent, prefix: str, count: int) -> float:
+    """Queue `count` tasks with the dispatcher stopped, start it, and time until all landed."""
+    agent.client.post("/agent/dispatcher/stop")
+    ids = bulk(agent, prefix, count)
+    started = time.perf_counter()
+    agent.client.post("/agent/dispatcher/start")
+    agent.wait_all_done(ids)
+    return time.perf_counter() - started
+
+
 def measure_overhead(root: Path, agent_cmd: Path, count: int, rounds: int) -> dict:
     """Alternate Baton and the shell baseline `rounds` times; report the median of each."""
     script = root / "baseline.sh"
@@ -158,12 +168,7 @@ def measure_overhead(root: Path, agent_cmd: Path, count: int, rounds: int) -> di
         project = make_project(root, f"overhead{r}")
         agent = Agent(project, agent_cmd, workers=1, env={})
         try:
-            agent.client.post("/agent/dispatcher/stop")
-            ids = bulk(agent, "noop", count)
-            started = time.perf_counter()
-            agent.client.post("/agent/dispatcher/start")
-            agent.wait_all_done(ids)
-            baton_runs.append((time.perf_counter() - started) / count)
+            baton_runs.append(run_batch(agent, "noop", count) / count)
         finally:
             agent.close()
         shell_project = make_project(root, f"baseline{r}")
@@ -212,12 +217,7 @@ def measure_load(root: Path, agent_cmd: Path, count: int, workers: int) -> dict:
     project = make_project(root, "load")
     agent = Agent(project, agent_cmd, workers=workers, env={"BENCH_AGENT_SECONDS": "1"})
     try:
-        agent.client.post("/agent/dispatcher/stop")
-        ids = bulk(agent, "load", count)
-        started = time.perf_counter()
-        agent.client.post("/agent/dispatcher/start")
-        agent.wait_all_done(ids)
-        elapsed = time.perf_counter() - started
+        elapsed = run_batch(agent, "load", count)
         peak = agent.peak_rss_mb()
     finally:
         agent.close()

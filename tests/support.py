@@ -45,6 +45,26 @@ def make_repo(root: Path, name: str = "project") -> Path:
     return clone
 
 
+def make_local_repo(root: Path, name: str) -> Path:
+    """A repository with one commit on main and no remote at all."""
+    project = root / name
+    project.mkdir()
+    git(project, "init", "-q", "-b", "main")
+    (project / "README.md").write_text("# local\n")
+    git(project, "add", "README.md")
+    git(project, "commit", "-q", "-m", "initial")
+    return project
+
+
+def commit_and_push(repo: Path, files: dict[str, str], message: str) -> None:
+    """Commit files to the clone's main and push them to its origin (project setup in tests)."""
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", *files)
+    git(repo, "commit", "-m", message)
+    git(repo, "push", "origin", "main")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import pytest
 
 from backend.models import TaskStatus
 from conftest import fake_task
-from support import git, origin_of, pid_alive, wait_for
+from support import commit_and_push, git, make_local_repo, origin_of, pid_alive, wait_for
 
 DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
 
@@ -187,13 +187,10 @@ def test_stall_limit(agent_factory, fake_cli):
 
 
 def test_failing_tests_get_a_feedback_turn_then_land(agent_factory, fake_cli, repo):
-    (repo / "check.py").write_text(
-        "import sys\nstatus = open('status.txt').read().strip() if __import__('os').path.exists('status.txt') else ''\n"
-        "print('status is', repr(status))\nsys.exit(0 if status == 'fixed' else 1)\n")
-    (repo / "status.txt").write_text("fixed\n")
-    git(repo, "add", "check.py", "status.txt")
-    git(repo, "commit", "-m", "add check")
-    git(repo, "push", "origin", "main")
+    commit_and_push(repo, {
+        "check.py": "import os, sys\nstatus = open('status.txt').read().strip() if os.path.exists('status.txt') else ''\n"
+                    "print('status is', repr(status))\nsys.exit(0 if status == 'fixed' else 1)\n",
+        "status.txt": "fixed\n"}, "add check")
     agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} check.py"), project=repo,
                           dispatch=True)
     task_id = submit(agent, fake_task("Break then fix", {
@@ -250,16 +247,14 @@ def test_two_parallel_tasks_on_the_same_line_both_land(agent_factory, fake_cli, 
 def test_push_race_is_retried_after_fetch_and_rebase(agent_factory, fake_cli, repo, tmp_path):
     other = tmp_path / "someone-else"
     flag = tmp_path / "raced"
-    (repo / "race.py").write_text(
+    commit_and_push(repo, {"race.py": (
         "import os, subprocess\n"
         f"flag, other = {str(flag)!r}, {str(other)!r}\n"
         "if not os.path.exists(flag):\n"
         "    open(flag, 'w').close()\n"
         "    subprocess.run(['git', '-C', other, 'commit', '-q', '--allow-empty', '-m', 'someone else'], check=True)\n"
-        "    subprocess.run(['git', '-C', other, 'push', '-q', 'origin', 'HEAD:main'], check=True)\n")
-    git(repo, "add", "race.py")
-    git(repo, "commit", "-m", "race helper")
-    git(repo, "push", "origin", "main")
+        "    subprocess.run(['git', '-C', other, 'push', '-q', 'origin', 'HEAD:main'], check=True)\n")},
+        "race helper")
     git(tmp_path, "clone", "-q", str(origin_of(repo)), str(other))
     agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} race.py"), project=repo,
                           dispatch=True)
@@ -361,12 +356,7 @@ def test_a_dirty_user_checkout_is_left_alone(agent_factory, fake_cli):
 
 
 def test_project_without_a_remote_lands_on_its_local_main(agent_factory, fake_cli, tmp_path):
-    project = tmp_path / "local-only"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    (project / "README.md").write_text("# local\n")
-    git(project, "add", "README.md")
-    git(project, "commit", "-q", "-m", "initial")
+    project = make_local_repo(tmp_path, "local-only")
     agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
     task = wait_done(agent, submit(agent, fake_task("Local", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
     assert task.status is TaskStatus.completed, task.error_message
@@ -375,12 +365,7 @@ def test_project_without_a_remote_lands_on_its_local_main(agent_factory, fake_cl
 
 
 def test_project_without_a_remote_and_a_dirty_checkout_fails_clearly(agent_factory, fake_cli, tmp_path):
-    project = tmp_path / "local-dirty"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    (project / "README.md").write_text("# local\n")
-    git(project, "add", "README.md")
-    git(project, "commit", "-q", "-m", "initial")
+    project = make_local_repo(tmp_path, "local-dirty")
     (project / "README.md").write_text("# unsaved\n")
     agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
     task = wait_done(agent, submit(agent, fake_task("Blocked", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
@@ -404,13 +389,10 @@ def test_a_failed_task_has_no_worktree_left_once_it_is_failed(agent_factory, fak
 
 def test_cancel_while_waiting_for_another_tasks_landing(agent_factory, fake_cli, repo, tmp_path):
     gate = tmp_path / "tests-may-finish"
-    (repo / "slow_tests.py").write_text(
+    commit_and_push(repo, {"slow_tests.py": (
         "import os, sys, time\n"
         f"gate = {str(gate)!r}\n"
-        "while not os.path.exists(gate):\n    time.sleep(0.05)\n")
-    git(repo, "add", "slow_tests.py")
-    git(repo, "commit", "-m", "slow tests")
-    git(repo, "push", "origin", "main")
+        "while not os.path.exists(gate):\n    time.sleep(0.05)\n")}, "slow tests")
     config = fake_cli.config(test_command=f"{sys.executable} slow_tests.py", max_parallel_workers=2)
     agent = agent_factory(config=config, project=repo, dispatch=True)
     first = submit(agent, fake_task("Lands slowly", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
@@ -471,13 +453,10 @@ def test_a_copied_file_that_main_starts_tracking_does_not_block_the_rebase(agent
 
 def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, repo, tmp_path):
     pidfile = tmp_path / "test-grandchild.pid"
-    (repo / "hang.py").write_text(
+    commit_and_push(repo, {"hang.py": (
         "import subprocess, sys, time\n"
         f"open({str(pidfile)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
-        "time.sleep(600)\n")
-    git(repo, "add", "hang.py")
-    git(repo, "commit", "-m", "hanging tests")
-    git(repo, "push", "origin", "main")
+        "time.sleep(600)\n")}, "hanging tests")
     config = fake_cli.config(test_command=f"{sys.executable} hang.py", test_timeout=1, max_merge_retries=0)
     agent = agent_factory(config=config, project=repo, dispatch=True)
     task = wait_done(agent, submit(agent, fake_task("Hangs in tests", {"steps": [{"write": "h.txt", "text": "h"}]})))
