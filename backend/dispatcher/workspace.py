@@ -242,7 +242,30 @@ class Workspace:
         return self._g(["rev-parse", "HEAD"]).strip()
 
     def git_dir(self) -> Path:
+        """The worktree's own git folder. A linked worktree's `.git` is a file saying
+        `gitdir: <path>` (gitrepository-layout); read it rather than start a git process."""
+        try:
+            text = (self.path / ".git").read_text(encoding="utf-8").strip()
+            if text.startswith("gitdir: "):
+                return (self.path / text.removeprefix("gitdir: ")).resolve()
+        except (OSError, UnicodeDecodeError):
+            pass
         return Path(self._g(["rev-parse", "--absolute-git-dir"]).strip())
+
+    def _head_ref(self, git_dir: Path) -> str:
+        """What HEAD points at ("" when detached), from the HEAD file when it is plain."""
+        try:
+            text = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+            if text.startswith("ref: "):
+                return text.removeprefix("ref: ")
+            if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
+                return ""
+        except (OSError, UnicodeDecodeError):
+            pass
+        try:
+            return self._g(["symbolic-ref", "-q", "HEAD"]).strip()
+        except GitError:
+            return ""
 
     def remove_stale_index_lock(self) -> bool:
         """Remove this worktree's index.lock. Only call when no process of the task runs."""
@@ -266,11 +289,7 @@ class Workspace:
             if (git_dir / marker).exists():
                 self._g([command, "--abort"])
         ref = f"refs/heads/{self.branch}"
-        try:
-            current = self._g(["symbolic-ref", "-q", "HEAD"]).strip()
-        except GitError:
-            current = ""  # detached
-        if current == ref:
+        if self._head_ref(git_dir) == ref:
             return
         self.commit_leftovers(f"wip({self.task_id}): work left outside {self.branch}", self._placed())
         head, tip = self.head(), self.git.rev(ref)
