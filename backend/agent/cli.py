@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-
-import uvicorn
 
 from .. import __version__
 from ..config import ConfigError, load_agent_config, resolve_secret
 from ..gitrepo import GitError, toplevel
 from ..store import StoreError
 from ..web.security import is_loopback
+from ..web.serve import serve
 from .app import build_store, create_app
 from .instance import AlreadyRunningError, InstanceLock
 from .settings import DEFAULT_HOST, DEFAULT_PORT, AgentSettings
@@ -71,14 +69,6 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
     return AgentSettings(project_dir=project_dir, config=config, host=args.host, port=args.port, token=token)
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived; unwinds to main's cleanup."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Stopped()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -108,16 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             snap.revision,
             "on" if settings.token else "off",
         )
-        app = create_app(settings, store)
-        # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler
-        # it found; ours turns that into a normal return so the cleanup below runs.
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        try:
-            # A bounded graceful shutdown: open event streams must not keep the agent alive.
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                        timeout_graceful_shutdown=3)
-        except _Stopped:
-            log.info("stopped by SIGTERM")
+        serve(create_app(settings, store), host=settings.host, port=settings.port, log_level=args.log_level)
         return 0
     finally:
         instance.release()

@@ -91,5 +91,6 @@ class DispatcherStatus(BaseModel):
     workers: WorkerCounts
     running: list[RunningTask]
     queue_length: int
+    counts: dict[str, int]
     ports_in_use: dict[str, str]
     owner: dict

@@ -15,6 +15,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from .. import taskviews
 from ..agent.settings import AgentSettings
 from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes.base import Runtime
@@ -232,7 +233,7 @@ class Dispatcher:
     def status(self) -> dict:
         with self._lock:
             runs = list(self._runs.values())
-        pending = sum(1 for t in self.store.snapshot().tasks.values() if t.status is TaskStatus.pending)
+        counts = taskviews.counts(self.store.snapshot())
         return {
             "state": "running" if self.running else "stopped",
             "workers": {"max": self.config.max_parallel_workers, "busy": len(runs)},
@@ -241,7 +242,8 @@ class Dispatcher:
                  "started_at": r.task.started_at.isoformat() if r.task.started_at else None}
                 for r in runs
             ],
-            "queue_length": pending,
+            "queue_length": counts["pending"],
+            "counts": counts,
             "ports_in_use": {str(port): owner for port, owner in sorted(self.ports.in_use().items())},
             "owner": self.owner.model_dump(),
         }

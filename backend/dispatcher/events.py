@@ -10,13 +10,21 @@ Readers page through the events file by line; nothing holds a whole log in memor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
+
 from ..models import is_valid_task_id
+from ..models import TaskStatus
 from ..runtimes.base import AgentEvent
+from ..web.sse import sse_event
+
+FOLLOW_POLL_SECONDS = 0.2
+_OPEN = {TaskStatus.pending, TaskStatus.plan_review, TaskStatus.in_progress}
 
 
 class TaskLogs:
@@ -112,3 +120,26 @@ class EventFollower:
                 if self.seq > self._skip:
                     out.append(_decode(line, self.seq))
         return out
+
+
+async def follow_task(
+    path: Path,
+    after: int,
+    status_of: Callable[[], TaskStatus],
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[str]:
+    """Server-Sent Events for one task: its events after `after` as they are written, then an
+    `end` event once the task is no longer pending or running."""
+    follower = EventFollower(path, after=after)
+    while True:
+        # The status is read before the file, so every event written before the task ended
+        # is sent before the end event.
+        status = await run_in_threadpool(status_of)
+        for item in await run_in_threadpool(follower.poll):
+            yield sse_event(item.get("kind", "event"), item, item["seq"])
+        if status not in _OPEN:
+            yield sse_event("end", {"status": status.value})
+            return
+        if await disconnected():
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)

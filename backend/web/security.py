@@ -83,12 +83,17 @@ class SecurityMiddleware:
         token: str | None,
         allowed_hosts: Iterable[str] = (),
         public_paths: Iterable[str] = (),
+        public_prefixes: Iterable[str] = (),
+        session_cookie: tuple[str, str] | None = None,
         max_body_bytes: int,
     ) -> None:
         self.app = app
         self._token = token.encode() if token else None
         self._hosts = {host_from_header(h) for h in allowed_hosts if h}
         self._public = set(public_paths)
+        self._public_prefixes = tuple(public_prefixes)
+        # (name, value): a cookie that stands for the token (the dashboard's browser session).
+        self._cookie = (session_cookie[0], session_cookie[1].encode()) if session_cookie else None
         self._max_body = max_body_bytes
 
     def host_allowed(self, host: str) -> bool:
@@ -113,15 +118,28 @@ class SecurityMiddleware:
         if scope["method"] not in _SAFE_METHODS and "origin" in headers:
             if not _same_origin(headers["origin"], headers.get("host", ""), scope.get("scheme", "http")):
                 return 403, "forbidden_origin", "cross-origin request refused", {}
-        if self._token is not None and scope["path"] not in self._public:
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
-                return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
+        if self._token is not None and not self._is_public(scope["path"]) and not self._authorized(headers):
+            return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
         length = headers.get("content-length", "")
         # (A malformed Content-Length never gets here: the HTTP server rejects it.)
         if length.isdigit() and int(length) > self._max_body:
             return 413, "payload_too_large", f"request body is larger than {self._max_body} bytes", {}
         return None
+
+    def _is_public(self, path: str) -> bool:
+        return path in self._public or path.startswith(self._public_prefixes)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token or b""):
+            return True
+        if self._cookie is not None:
+            name, value = self._cookie
+            for part in headers.get("cookie", "").split(";"):
+                key, _, got = part.strip().partition("=")
+                if key == name and hmac.compare_digest(got.encode(), value):
+                    return True
+        return False
 
     def _bounded(self, receive: Receive) -> Receive:
         seen = 0

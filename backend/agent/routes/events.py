@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...dispatcher.events import EventFollower, TaskLogs, read_events
-from ...models import TaskStatus
+from ...dispatcher.events import TaskLogs, follow_task, read_events
 from ...web.errors import ERROR_RESPONSES
 from ..deps import SettingsDep, StoreDep
 from ..schemas import EventPage
 from .tasks import check_id
 
 router = APIRouter(prefix="/agent/tasks", tags=["events"], responses=ERROR_RESPONSES)
-
-STREAM_POLL_SECONDS = 0.2
-_OPEN = {TaskStatus.pending, TaskStatus.plan_review, TaskStatus.in_progress}
 
 
 @router.get("/{task_id}/events", response_model=EventPage)
@@ -52,21 +46,7 @@ async def stream(
     check_id(task_id)
     await run_in_threadpool(store.get, task_id)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
-    follower = EventFollower(TaskLogs(settings.logs_dir, task_id).events, after=start)
-
-    async def feed():
-        while True:
-            # Look at the status before reading, so every line written before the task
-            # ended is sent before the end event.
-            task = await run_in_threadpool(store.get, task_id)
-            for item in await run_in_threadpool(follower.poll):
-                yield f"id: {item['seq']}\nevent: {item.get('kind', 'event')}\ndata: {json.dumps(item)}\n\n"
-            if task.status not in _OPEN:
-                yield f"event: end\ndata: {json.dumps({'status': task.status.value})}\n\n"
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(STREAM_POLL_SECONDS)
-
-    return StreamingResponse(feed(), media_type="text/event-stream",
+    feed = follow_task(TaskLogs(settings.logs_dir, task_id).events, start,
+                       lambda: store.get(task_id).status, request.is_disconnected)
+    return StreamingResponse(feed, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

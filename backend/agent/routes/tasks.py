@@ -8,9 +8,8 @@ import re
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from ...mirrors import render_markdown
+from ... import taskviews
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
-from ...store import Snapshot
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ..deps import DispatcherDep, StoreDep
 from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
@@ -22,18 +21,6 @@ _FILENAME_RE = re.compile(r"^([a-z0-9]{1,32})(\.md)?$")
 
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(content=body, status_code=status, media_type="application/json")
-
-
-def _array(snap: Snapshot, ids: list[str]) -> bytes:
-    # The store keeps each task's JSON; joining it avoids re-serialising thousands of tasks.
-    return b"[" + b",".join(snap.task_json(i) for i in ids) + b"]"
-
-
-def _ids_by_status(snap: Snapshot) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {status: [] for status in STATUSES}
-    for task in snap.tasks.values():
-        groups[task.status.value].append(task.id)
-    return groups
 
 
 def _check_status(status: str) -> None:
@@ -49,17 +36,13 @@ def check_id(task_id: str) -> None:
 @router.get("", response_model=None, responses={200: {"model": TasksByStatus}})
 def list_tasks(store: StoreDep) -> Response:
     """All tasks grouped by status; every status key is present."""
-    snap = store.snapshot()
-    groups = _ids_by_status(snap)
-    parts = [b'"%s":%s' % (status.encode(), _array(snap, ids)) for status, ids in groups.items()]
-    return _json(b"{" + b",".join(parts) + b"}")
+    return _json(taskviews.grouped_json(store.snapshot()))
 
 
 @router.get("/{status}", response_model=None, responses={200: {"model": list[Task]}})
 def list_status(status: str, store: StoreDep) -> Response:
     _check_status(status)
-    snap = store.snapshot()
-    return _json(_array(snap, _ids_by_status(snap)[status]))
+    return _json(taskviews.status_json(store.snapshot(), status))
 
 
 @router.get("/{status}/{filename}", response_model=TaskDetail)
@@ -69,10 +52,10 @@ def task_detail(status: str, filename: str, store: StoreDep) -> TaskDetail:
     match = _FILENAME_RE.match(filename)
     if not match:
         raise ApiError(400, "invalid_filename", "expected <id>.md or <id>, with an id of a-z and 0-9")
-    task = store.snapshot().tasks.get(match.group(1))
-    if task is None or task.status.value != status:
+    found = taskviews.detail(store.snapshot(), status, match.group(1))
+    if found is None:
         raise ApiError(404, "not_found", f"no {status} task with id {match.group(1)!r}")
-    return TaskDetail(**task.model_dump(), filename=f"{task.id}.md", markdown=render_markdown(task))
+    return TaskDetail.model_validate(found)
 
 
 @router.post("", status_code=201, response_model=Task)

@@ -1,0 +1,81 @@
+"""`baton-dashboard`: validate config/projects.yaml, then serve the board and its API.
+
+Exit status: 0 after a clean stop, 2 for a usage or configuration problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from .. import __version__
+from ..config import ConfigError, resolve_secret
+from ..web.security import is_loopback
+from ..web.serve import serve
+from .app import create_app
+from .config import load_dashboard_config
+from .settings import DashboardSettings
+
+DEFAULT_PORT = 8888
+_ENV_ARGS = "BATON_DASHBOARD_ARGS"  # how --reload hands the arguments to the reloaded process
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="baton-dashboard", description="Serve the Baton board over all projects.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--config", type=Path, default=Path("config/projects.yaml"),
+                        help="projects file (default config/projects.yaml)")
+    parser.add_argument("--reload", action="store_true", help="restart when the code changes (development)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"baton-dashboard {__version__}")
+    return parser.parse_args(argv)
+
+
+def load_settings(args: argparse.Namespace) -> DashboardSettings:
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: must be between 1 and 65535")
+    config = load_dashboard_config(args.config.expanduser().resolve())
+    token = os.environ.get("BATON_DASHBOARD_TOKEN") or resolve_secret(config.token)
+    if config.token and config.token.startswith("$") and not token:
+        raise ConfigError(f"{args.config}: token: environment variable {config.token[1:]} is not set")
+    if not is_loopback(args.host) and not token:
+        raise ConfigError(f"--host {args.host}: refusing to listen on a non-loopback address without a token "
+                          "(set BATON_DASHBOARD_TOKEN or `token` in the projects file)")
+    return DashboardSettings(config=config, host=args.host, port=args.port, token=token)
+
+
+def reload_factory():
+    """Entry point uvicorn's reloader imports (it needs an import string, not an object)."""
+    return create_app(load_settings(_parse_args(os.environ[_ENV_ARGS].split("\0"))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    args = _parse_args(raw)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request is noise
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"baton-dashboard: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("baton.dashboard").info(
+        "%d project(s) from %s; auth %s", len(settings.config.projects), args.config,
+        "on" if settings.token else "off")
+    if args.reload:
+        os.environ[_ENV_ARGS] = "\0".join(raw)
+        uvicorn.run("backend.dashboard.cli:reload_factory", factory=True, reload=True, host=settings.host,
+                    port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=3)
+        return 0
+    serve(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""config/projects.yaml -> validated DashboardConfig.
+
+    agent_timeout_seconds: 2
+    token: $BATON_DASHBOARD_TOKEN      # optional: protects the dashboard's own API
+    allowed_hosts: []
+    projects:
+      - id: baton
+        name: Baton
+        path: /src/baton                # for a project without an agent (read from its store)
+        agent_url: http://127.0.0.1:9100
+        description: The orchestrator itself
+        color: "#4f8cff"
+        token: $BATON_TOKEN             # the agent's token, if it has one
+
+Problems are reported one per line with the file, the entry and the key. A missing file means
+no projects (the page says so).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config import ConfigError
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+PALETTE = ["#4f8cff", "#2bb673", "#f5a623", "#e0567a", "#9b6dff", "#20b8c9", "#d98c3f", "#7fbf3f"]
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str
+    name: str = ""
+    path: str | None = None
+    agent_url: str | None = None
+    description: str = ""
+    color: str | None = None
+    token: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID_RE.match(value):
+            raise ValueError("must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
+        return value
+
+    @field_validator("agent_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        return value.rstrip("/")
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, value: str | None) -> str | None:
+        if value is not None and not _COLOR_RE.match(value):
+            raise ValueError(f"{value!r} is not a colour like #4f8cff or #48f")
+        return value
+
+    @model_validator(mode="after")
+    def _where(self) -> ProjectConfig:
+        if not self.agent_url and not self.path:
+            raise ValueError("needs agent_url (a running baton-agent) or path (read its store directly)")
+        return self
+
+
+class DashboardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    agent_timeout_seconds: float = Field(default=2.0, gt=0)
+    token: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    projects: list[ProjectConfig] = Field(default_factory=list)
+
+    @field_validator("agent_timeout_seconds", mode="before")
+    @classmethod
+    def _number(cls, value):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _unique(self) -> DashboardConfig:
+        seen: set[str] = set()
+        for index, project in enumerate(self.projects):
+            if project.id in seen:
+                raise ValueError(f"projects[{index}] (id {project.id!r}): id: duplicate id")
+            seen.add(project.id)
+        return self
+
+    def with_defaults(self) -> DashboardConfig:
+        """Names default to ids, colours to a palette."""
+        projects = [
+            p.model_copy(update={"name": p.name or p.id, "color": p.color or PALETTE[i % len(PALETTE)]})
+            for i, p in enumerate(self.projects)
+        ]
+        return self.model_copy(update={"projects": projects})
+
+
+def _describe(path: Path, data: dict, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        if message.startswith("projects["):  # already names its entry (duplicate ids)
+            lines.append(f"{path}: {message}")
+            continue
+        where = ""
+        if len(loc) >= 2 and loc[0] == "projects" and isinstance(loc[1], int):
+            entry = (data.get("projects") or [])[loc[1]]
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            where = f"projects[{loc[1]}]" + (f" (id {ident!r})" if ident else "") + ": "
+            loc = loc[2:]
+        key = ".".join(str(p) for p in loc) or "(entry)"
+        if key == "token" or (loc and loc[-1] == "token"):
+            message = message.split(" (got")[0]
+        lines.append(f"{path}: {where}{key}: {message}")
+    return "\n".join(lines)
+
+
+def load_dashboard_config(path: Path) -> DashboardConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DashboardConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return DashboardConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: (top level): must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return DashboardConfig.model_validate(data).with_defaults()
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, data, exc)) from None

@@ -1,0 +1,82 @@
+"""One interface for reaching a project, whether through its agent or its store on disk."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..config import ProjectConfig
+
+
+class Unavailable(Exception):
+    """The project cannot be read right now (agent down, slow, answering garbage, store
+    unreadable). `str()` is the reason shown to the person."""
+
+
+class AgentError(Exception):
+    """The agent (or store) refused a request for a reason of its own (4xx): passed on as is."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(str(body))
+        self.status = status
+        self.body = body
+
+
+class Connector(ABC):
+    mode: str
+
+    def __init__(self, project: ProjectConfig) -> None:
+        self.project = project
+
+    async def overview(self) -> dict[str, Any]:
+        """Health, dispatcher state and counts for the project list. Never raises."""
+        try:
+            health = await self.health()
+            dispatcher = await self.dispatcher()
+        except Unavailable as exc:
+            return {"healthy": False, "reason": str(exc), "health": None, "dispatcher": None, "counts": None}
+        return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
+                "counts": dispatcher.get("counts")}
+
+    @abstractmethod
+    async def health(self) -> dict: ...
+
+    @abstractmethod
+    async def dispatcher(self) -> dict: ...
+
+    @abstractmethod
+    async def dispatcher_action(self, action: str, force: bool) -> dict: ...
+
+    @abstractmethod
+    async def tasks(self) -> Any: ...
+
+    @abstractmethod
+    async def task(self, status: str, filename: str) -> dict: ...
+
+    @abstractmethod
+    async def create(self, body: dict) -> dict: ...
+
+    @abstractmethod
+    async def bulk(self, body: dict) -> dict: ...
+
+    @abstractmethod
+    async def rerun(self, task_id: str) -> dict: ...
+
+    @abstractmethod
+    async def cancel(self, task_id: str) -> dict: ...
+
+    @abstractmethod
+    async def events(self, task_id: str, after: int, limit: int) -> dict: ...
+
+    @abstractmethod
+    def stream(self, task_id: str, after: int) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def worktrees(self) -> dict: ...
+
+    @abstractmethod
+    async def commits(self, count: int) -> dict: ...
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,133 @@
+"""LocalConnector: a project without a running agent, read through its store on disk.
+
+It uses the same TaskStore (and lock) as the agent, so reads and writes are as safe as the
+agent's own. What needs a running dispatcher (starting it, stopping a running task) is
+refused with an explanation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ... import taskviews
+from ...agent.schemas import BulkCreate
+from ...dispatcher.events import TaskLogs, follow_task, read_events
+from ...gitrepo import GitError, recent_commits, worktree_list
+from ...mirrors import MirrorWriter
+from ...models import STATUSES, NewTask, TaskStatus, is_valid_task_id
+from ...store import InvalidTransitionError, StoreError, TaskNotFoundError, TaskStore
+from ..config import ProjectConfig
+from .base import AgentError, Connector, Unavailable
+
+_FILENAME_SUFFIX = ".md"
+
+
+def _refuse(status: int, code: str, message: str) -> AgentError:
+    return AgentError(status, {"error": {"status": status, "code": code, "message": message}})
+
+
+class LocalConnector(Connector):
+    mode = "local"
+
+    def __init__(self, project: ProjectConfig) -> None:
+        super().__init__(project)
+        self.path = Path(project.path or "").expanduser()
+        self.store = TaskStore(self.path / "data" / "dev-tasks.json", mirrors=MirrorWriter(self.path / "tasks"))
+        self.logs_dir = self.path / "logs"
+
+    def _needs_agent(self, what: str) -> AgentError:
+        return _refuse(409, "needs_agent",
+                       f"{what} needs a running agent: start `baton-agent --project-dir {self.path}` and give "
+                       "the project an agent_url")
+
+    async def _run(self, fn, *args):
+        try:
+            return await run_in_threadpool(fn, *args)
+        except TaskNotFoundError as exc:
+            raise _refuse(404, "not_found", str(exc)) from None
+        except InvalidTransitionError as exc:
+            raise _refuse(409, "invalid_transition", str(exc)) from None
+        except StoreError as exc:
+            raise Unavailable(f"task store: {exc}") from None
+        except (GitError, OSError) as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def health(self) -> dict:
+        if not self.path.is_dir():
+            raise Unavailable(f"project folder {self.path} does not exist")
+        await self._run(self.store.snapshot)
+        return {"status": "ok", "project": self.path.name, "version": "local", "uptime_seconds": None}
+
+    async def dispatcher(self) -> dict:
+        snap = await self._run(self.store.snapshot)
+        counts = taskviews.counts(snap)
+        return {"state": "no agent", "workers": {"max": 0, "busy": 0}, "running": [],
+                "queue_length": counts["pending"], "counts": counts, "ports_in_use": {}}
+
+    async def dispatcher_action(self, action: str, force: bool) -> dict:
+        raise self._needs_agent(f"{action.capitalize()}ing the dispatcher")
+
+    async def tasks(self) -> Any:
+        return json.loads(taskviews.grouped_json(await self._run(self.store.snapshot)))
+
+    async def task(self, status: str, filename: str) -> dict:
+        task_id = filename.removesuffix(_FILENAME_SUFFIX)
+        if status not in STATUSES or not is_valid_task_id(task_id):
+            raise _refuse(404, "not_found", f"no {status} task {filename!r}")
+        found = taskviews.detail(await self._run(self.store.snapshot), status, task_id)
+        if found is None:
+            raise _refuse(404, "not_found", f"no {status} task with id {task_id!r}")
+        return found
+
+    async def create(self, body: dict) -> dict:
+        task = await self._run(self.store.create, _validated(NewTask, body))
+        return task.model_dump(mode="json")
+
+    async def bulk(self, body: dict) -> dict:
+        tasks = await self._run(self.store.create_many, _validated(BulkCreate, body).tasks)
+        return {"tasks": [t.model_dump(mode="json") for t in tasks]}
+
+    async def rerun(self, task_id: str) -> dict:
+        return (await self._run(self.store.rerun, task_id)).model_dump(mode="json")
+
+    async def cancel(self, task_id: str) -> dict:
+        task = await self._run(self.store.get, task_id)
+        if task.status is TaskStatus.in_progress:
+            raise self._needs_agent("Stopping a running task")
+        return (await self._run(self.store.cancel, task_id)).model_dump(mode="json")
+
+    async def events(self, task_id: str, after: int, limit: int) -> dict:
+        await self._run(self.store.get, task_id)
+        items = read_events(TaskLogs(self.logs_dir, task_id).events, after, limit)
+        return {"task_id": task_id, "events": items, "next_after": items[-1]["seq"] if items else after}
+
+    async def stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
+        await self._run(self.store.get, task_id)
+
+        async def never() -> bool:
+            return False  # the dashboard's own route notices the browser leaving
+
+        async for text in follow_task(TaskLogs(self.logs_dir, task_id).events, after,
+                                      lambda: self.store.get(task_id).status, never):
+            yield text.encode()
+
+    async def worktrees(self) -> dict:
+        return {"worktrees": [w.to_dict() for w in await self._run(worktree_list, self.path)]}
+
+    async def commits(self, count: int) -> dict:
+        return {"commits": [c.to_dict() for c in await self._run(recent_commits, self.path, count)]}
+
+
+def _validated(model, body: dict):
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _refuse(422, "validation_error",
+                      f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None

@@ -1,0 +1,138 @@
+"""/api/projects/...: the board's data, relayed to each project's connector."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ...agent.schemas import BulkCreate
+from ...models import NewTask
+from ...web.errors import ERROR_RESPONSES, ApiError
+from ..connectors.base import Connector, Unavailable
+
+router = APIRouter(prefix="/api", tags=["projects"], responses=ERROR_RESPONSES)
+
+
+def connector_for(request: Request, project_id: str) -> Connector:
+    connector = request.app.state.connectors.get(project_id)
+    if connector is None:
+        raise ApiError(404, "not_found", f"no project {project_id!r}")
+    return connector
+
+
+def _describe(connector: Connector, overview: dict) -> dict:
+    p = connector.project
+    return {"id": p.id, "name": p.name, "color": p.color, "description": p.description,
+            "mode": connector.mode, **overview}
+
+
+@router.get("/projects")
+async def projects(request: Request) -> dict:
+    """Every project with its health, dispatcher state and task counts, asked concurrently:
+    a slow or dead agent costs at most its timeout and never hides the others."""
+    connectors: dict[str, Connector] = request.app.state.connectors
+    overviews = await asyncio.gather(*(c.overview() for c in connectors.values()))
+    return {"projects": [_describe(c, o) for c, o in zip(connectors.values(), overviews)]}
+
+
+@router.get("/board")
+async def board(request: Request) -> dict:
+    """What the page shows in one answer: every project (as /api/projects) and its tasks
+    grouped by status; `tasks` is null, with `tasks_error`, for a project that cannot be read."""
+    connectors: dict[str, Connector] = request.app.state.connectors
+
+    async def one(connector: Connector) -> dict:
+        overview, tasks = await asyncio.gather(connector.overview(), connector.tasks(), return_exceptions=True)
+        if isinstance(overview, BaseException):
+            raise overview
+        entry = _describe(connector, overview)
+        if isinstance(tasks, Unavailable):
+            entry.update(tasks=None, tasks_error=str(tasks), healthy=False, reason=overview["reason"] or str(tasks))
+        elif isinstance(tasks, BaseException):
+            raise tasks
+        else:
+            entry.update(tasks=tasks, tasks_error=None)
+        return entry
+
+    return {"projects": await asyncio.gather(*(one(c) for c in connectors.values()))}
+
+
+@router.get("/projects/{project_id}/tasks")
+async def tasks(project_id: str, request: Request) -> dict:
+    return await connector_for(request, project_id).tasks()
+
+
+@router.get("/projects/{project_id}/tasks/{task_id}/events")
+async def events(project_id: str, task_id: str, request: Request,
+                 after: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
+    return await connector_for(request, project_id).events(task_id, after, limit)
+
+
+@router.get("/projects/{project_id}/tasks/{task_id}/stream", response_class=StreamingResponse)
+async def stream(project_id: str, task_id: str, request: Request,
+                 after: Annotated[int, Query(ge=0)] = 0,
+                 last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
+    """The task's live events, relayed as Server-Sent Events (resume with Last-Event-ID)."""
+    connector = connector_for(request, project_id)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    upstream = connector.stream(task_id, start)
+
+    async def relay():
+        async for chunk in upstream:
+            yield chunk
+            if await request.is_disconnected():
+                break
+
+    return StreamingResponse(relay(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/projects/{project_id}/tasks/{status}/{filename}")
+async def task(project_id: str, status: str, filename: str, request: Request) -> dict:
+    return await connector_for(request, project_id).task(status, filename)
+
+
+@router.post("/projects/{project_id}/tasks", status_code=201)
+async def create(project_id: str, body: NewTask, request: Request) -> dict:
+    return await connector_for(request, project_id).create(body.model_dump())
+
+
+@router.post("/projects/{project_id}/tasks/bulk", status_code=201)
+async def bulk(project_id: str, body: BulkCreate, request: Request) -> dict:
+    return await connector_for(request, project_id).bulk(body.model_dump())
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/rerun")
+async def rerun(project_id: str, task_id: str, request: Request) -> dict:
+    return await connector_for(request, project_id).rerun(task_id)
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/cancel")
+async def cancel(project_id: str, task_id: str, request: Request) -> dict:
+    return await connector_for(request, project_id).cancel(task_id)
+
+
+@router.get("/projects/{project_id}/dispatcher")
+async def dispatcher(project_id: str, request: Request) -> dict:
+    return await connector_for(request, project_id).dispatcher()
+
+
+@router.post("/projects/{project_id}/dispatcher/{action}")
+async def dispatcher_action(project_id: str, action: str, request: Request, force: bool = False) -> dict:
+    if action not in ("start", "stop", "restart"):
+        raise ApiError(404, "not_found", f"unknown dispatcher action {action!r}; expected start, stop or restart")
+    return await connector_for(request, project_id).dispatcher_action(action, force)
+
+
+@router.get("/projects/{project_id}/worktrees")
+async def worktrees(project_id: str, request: Request) -> dict:
+    return await connector_for(request, project_id).worktrees()
+
+
+@router.get("/projects/{project_id}/commits")
+async def commits(project_id: str, request: Request, count: Annotated[int, Query(ge=1, le=500)] = 10) -> dict:
+    return await connector_for(request, project_id).commits(count)

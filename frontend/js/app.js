@@ -1,0 +1,216 @@
+// Wiring: state, the refresh loop, URL state, forms and keyboard shortcuts.
+
+import { api, projectPath, setUnauthorizedHandler } from "./api.js";
+import { buildColumns, renderBoard, renderProjects } from "./board.js";
+import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
+import { el, toast } from "./dom.js";
+
+const REFRESH_MS = 2000;
+const $ = (id) => document.getElementById(id);
+const state = { projects: [], projectFilter: "", search: "", loaded: false };
+let timer = null;
+let inFlight = false;
+
+// ----- URL state: ?project=<id>&task=<project>/<id>&q=<search> ----------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(location.search);
+  state.projectFilter = params.get("project") || "";
+  state.search = params.get("q") || "";
+  const task = params.get("task");
+  return task && task.includes("/") ? task.split("/", 2) : null;
+}
+
+function writeUrl() {
+  const params = new URLSearchParams();
+  if (state.projectFilter) params.set("project", state.projectFilter);
+  if (state.search) params.set("q", state.search);
+  const open = currentTask();
+  if (open) params.set("task", `${open.projectId}/${open.taskId}`);
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+}
+
+// ----- data ------------------------------------------------------------------------------
+
+function findTask(projectId, taskId) {
+  const project = state.projects.find((p) => p.id === projectId);
+  if (!project || !project.tasks) return null;
+  for (const list of Object.values(project.tasks)) {
+    const task = list.find((t) => t.id === taskId);
+    if (task) return task;
+  }
+  return null;
+}
+
+function render() {
+  renderProjects($("projects"), state.projects, { onDispatcher: dispatcherAction, onDetails: loadDetails });
+  const notices = state.projects.filter((p) => !p.healthy).map((p) =>
+    el("div", { class: "notice", dataset: { project: p.id } },
+      `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`));
+  $("notices").replaceChildren(...notices);
+  const open = currentTask();
+  renderBoard($("board"), state.projects, {
+    projectFilter: state.projectFilter, search: state.search,
+    selectedKey: open ? `${open.projectId}/${open.taskId}` : "", onOpen: showTask,
+  });
+  refreshDrawer(findTask, refreshSoon);
+}
+
+function fillProjectSelects() {
+  const options = state.projects.map((p) => el("option", { value: p.id, text: p.name }));
+  const filter = $("project-filter");
+  filter.replaceChildren(el("option", { value: "", text: "All projects" }), ...options.map((o) => o.cloneNode(true)));
+  filter.value = state.projectFilter;
+  for (const form of ["new-task-form", "bulk-form"]) {
+    const select = $(form).elements.project;
+    const keep = select.value;
+    select.replaceChildren(...options.map((o) => o.cloneNode(true)));
+    if (keep) select.value = keep;
+    else if (state.projectFilter) select.value = state.projectFilter;
+  }
+}
+
+async function refresh() {
+  if (inFlight) return;
+  inFlight = true;
+  clearTimeout(timer);
+  try {
+    const data = await api("/api/board");
+    const known = state.projects.map((p) => p.id).join();
+    state.projects = data.projects;
+    if (state.projects.map((p) => p.id).join() !== known) fillProjectSelects();
+    render();
+    if (!state.loaded) {
+      state.loaded = true;
+      document.body.dataset.boardReady = "1";
+      document.body.dataset.boardReadyMs = String(Math.round(performance.now()));
+    }
+  } catch (err) {
+    if (err.status !== 401) toast(`Refresh failed: ${err.message}`);
+  } finally {
+    inFlight = false;
+    // The next refresh is scheduled only after this one finished: requests never pile up.
+    timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+function refreshSoon() {
+  clearTimeout(timer);
+  timer = setTimeout(refresh, 150);
+}
+
+// ----- actions ---------------------------------------------------------------------------
+
+function showTask(projectId, taskId) {
+  openDrawer(projectId, taskId, findTask, refreshSoon);
+  writeUrl();
+  render();
+}
+
+async function dispatcherAction(projectId, action) {
+  try {
+    const status = await api(projectPath(projectId, `/dispatcher/${action}`), { method: "POST" });
+    toast(`Dispatcher ${status.state}`);
+  } catch (err) {
+    toast(`Could not ${action} the dispatcher: ${err.message}`);
+  }
+  refreshSoon();
+}
+
+async function loadDetails(projectId, details) {
+  const body = details.querySelector(".details-body");
+  try {
+    const [commits, worktrees] = await Promise.all([
+      api(projectPath(projectId, "/commits?count=10")), api(projectPath(projectId, "/worktrees"))]);
+    body.replaceChildren(
+      el("strong", { text: "Recent commits" }),
+      el("ul", {}, ...commits.commits.map((c) => el("li", { title: `${c.author} · ${c.date}` },
+        el("code", { text: c.sha.slice(0, 8) }), " ", c.message))),
+      el("strong", { text: "Worktrees" }),
+      el("ul", {}, ...worktrees.worktrees.map((w) => el("li", { text: `${w.branch || "(detached)"} — ${w.path}` }))));
+  } catch (err) {
+    body.textContent = `Unavailable: ${err.message}`;
+  }
+}
+
+function setupDialog(dialogId, formId, submit) {
+  const dialog = $(dialogId);
+  const form = $(formId);
+  const error = form.querySelector('[data-role="error"]');
+  form.querySelector('[data-role="cancel"]')?.addEventListener("click", () => dialog.close());
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    try {
+      await submit(new FormData(form), form);
+      dialog.close();
+      form.reset();
+      refreshSoon();
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  });
+  return () => {
+    fillProjectSelects();
+    error.hidden = true;
+    dialog.showModal();
+    form.querySelector("input, textarea")?.focus();
+  };
+}
+
+const openNewTask = setupDialog("new-task-dialog", "new-task-form", async (data) => {
+  const task = await api(projectPath(data.get("project"), "/tasks"), { method: "POST", body: {
+    title: data.get("title"), content: data.get("content") || "", task_type: data.get("task_type"),
+    priority: data.get("priority"), needs_plan_review: data.get("needs_plan_review") === "on",
+  } });
+  toast(`Created ${task.id}`);
+});
+
+const openBulk = setupDialog("bulk-dialog", "bulk-form", async (data) => {
+  const titles = String(data.get("lines") || "").split("\n").map((l) => l.trim()).filter(Boolean);
+  if (!titles.length) throw new Error("write one task per line");
+  const result = await api(projectPath(data.get("project"), "/tasks/bulk"), { method: "POST", body: {
+    tasks: titles.map((title) => ({ title, task_type: data.get("task_type") })),
+  } });
+  toast(`Created ${result.tasks.length} tasks`);
+});
+
+// ----- sign-in (only when the dashboard has a token) --------------------------------------
+
+setUnauthorizedHandler(() => { if (!$("login-dialog").open) $("login-dialog").showModal(); });
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = event.target.querySelector('[data-role="error"]');
+  try {
+    await api("/api/session", { method: "POST", body: { token: event.target.elements.token.value } });
+    $("login-dialog").close();
+    refresh();
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+  }
+});
+
+// ----- start -----------------------------------------------------------------------------
+
+buildColumns($("board"));
+const linked = readUrl();
+$("search").value = state.search;
+$("search").addEventListener("input", (event) => { state.search = event.target.value; writeUrl(); render(); });
+$("project-filter").addEventListener("change", (event) => { state.projectFilter = event.target.value; writeUrl(); render(); });
+$("new-task-button").addEventListener("click", openNewTask);
+$("bulk-button").addEventListener("click", openBulk);
+$("drawer-close").addEventListener("click", () => { closeDrawer(); writeUrl(); render(); });
+document.addEventListener("keydown", (event) => {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
+  if (event.key === "Escape" && !$("drawer").hidden && !document.querySelector("dialog[open]")) {
+    closeDrawer(); writeUrl(); render();
+  } else if (!typing && event.key === "/") {
+    event.preventDefault(); $("search").focus();
+  } else if (!typing && event.key === "n" && !document.querySelector("dialog[open]")) {
+    event.preventDefault(); openNewTask();
+  }
+});
+refresh().then(() => { if (linked) showTask(linked[0], linked[1]); });

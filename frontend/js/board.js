@@ -1,0 +1,110 @@
+// The kanban: project cards with health and dispatcher controls, and one column per status.
+// Cards are keyed by project and id and only rebuilt when their task changed.
+
+import { el, age, money } from "./dom.js";
+
+export const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
+const LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
+                 completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+const PRIORITY = { urgent: 3, high: 2, medium: 1, low: 0 };
+
+const cardCache = new Map(); // "project/id" -> { stamp, node }
+
+export function buildColumns(board) {
+  for (const status of STATUSES) {
+    board.append(el("section", { class: "column", dataset: { status }, "aria-label": LABELS[status] },
+      el("h2", {}, el("span", { text: LABELS[status] }), el("span", { class: "count", text: "0" })),
+      el("ul", { class: "cards" })));
+  }
+}
+
+function order(status, a, b) {
+  if (status === "pending") {
+    return (PRIORITY[b.task.priority] - PRIORITY[a.task.priority]) || a.task.created_at.localeCompare(b.task.created_at);
+  }
+  return b.task.updated_at.localeCompare(a.task.updated_at);
+}
+
+function card(project, task, onOpen) {
+  const key = `${project.id}/${task.id}`;
+  const stamp = `${task.updated_at}|${task.status}|${project.color}`;
+  const cached = cardCache.get(key);
+  if (cached && cached.stamp === stamp) return cached.node;
+  const open = () => onOpen(project.id, task.id);
+  const node = el("li", {
+    class: "card", tabindex: 0, role: "button", style: { "--project-color": project.color },
+    dataset: { key, project: project.id, id: task.id, status: task.status },
+    "aria-label": `${task.title} (${project.name}, ${task.status})`,
+    onclick: open,
+    onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } },
+  },
+    el("div", { class: "card-title", text: task.title }),
+    el("div", { class: "card-meta" },
+      el("span", { text: project.name }), el("span", { text: task.task_type }),
+      el("span", { text: age(task.created_at), title: task.created_at }),
+      task.cost_usd !== null && task.cost_usd !== undefined ? el("span", { text: money(task.cost_usd) }) : null),
+    task.status === "failed" && task.error_reason ? el("div", { class: "card-error", text: task.error_reason }) : null);
+  cardCache.set(key, { stamp, node });
+  return node;
+}
+
+export function renderBoard(board, projects, { projectFilter, search, selectedKey, onOpen }) {
+  const needle = search.trim().toLowerCase();
+  const byStatus = Object.fromEntries(STATUSES.map((s) => [s, []]));
+  const live = new Set();
+  for (const project of projects) {
+    if (!project.tasks || (projectFilter && project.id !== projectFilter)) continue;
+    for (const status of STATUSES) {
+      for (const task of project.tasks[status] || []) {
+        if (needle && !`${task.title} ${task.id} ${task.content}`.toLowerCase().includes(needle)) continue;
+        byStatus[status].push({ project, task });
+        live.add(`${project.id}/${task.id}`);
+      }
+    }
+  }
+  for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
+  for (const status of STATUSES) {
+    const column = board.querySelector(`.column[data-status="${status}"]`);
+    const items = byStatus[status].sort((a, b) => order(status, a, b));
+    const nodes = items.map(({ project, task }) => card(project, task, onOpen));
+    for (const node of nodes) node.classList.toggle("selected", node.dataset.key === selectedKey);
+    column.querySelector(".cards").replaceChildren(...nodes);
+    column.querySelector(".count").textContent = String(items.length);
+  }
+}
+
+export function renderProjects(container, projects, handlers) {
+  container.replaceChildren(...projects.map((project) => projectCard(project, handlers)));
+  if (!projects.length) {
+    container.append(el("p", { class: "empty", text: "No projects configured: add them to config/projects.yaml." }));
+  }
+}
+
+function projectCard(project, { onDispatcher, onDetails }) {
+  const d = project.dispatcher;
+  const counts = project.counts || {};
+  const agentless = project.mode === "local";
+  const health = project.healthy
+    ? el("span", { class: "badge ok", text: agentless ? "store only" : "healthy" })
+    : el("span", { class: "badge bad", text: "unavailable" });
+  const button = (action, label) => el("button", {
+    type: "button", text: label, disabled: !project.healthy || agentless,
+    title: agentless ? "needs a running baton-agent" : undefined,
+    onclick: () => onDispatcher(project.id, action),
+  });
+  const details = el("details", { ontoggle: (event) => { if (event.target.open) onDetails(project.id, event.target); } },
+    el("summary", { text: "Commits and worktrees" }), el("div", { class: "details-body", text: "Loading…" }));
+  return el("article", { class: "project", dataset: { project: project.id, healthy: String(project.healthy) },
+                         style: { "--project-color": project.color } },
+    el("div", { class: "project-head" },
+      el("span", { class: "project-name", text: project.name }), health),
+    project.description ? el("div", { class: "counts", text: project.description }) : null,
+    project.healthy ? null : el("p", { class: "project-reason", text: project.reason || "unavailable" }),
+    el("div", { class: "counts" },
+      ...STATUSES.filter((s) => counts[s]).map((s) => el("span", { text: `${LABELS[s]}: ${counts[s]}` }))),
+    el("div", { class: "project-controls" },
+      el("span", { class: "state", dataset: { role: "dispatcher-state" },
+                   text: d ? `dispatcher ${d.state}${d.workers ? ` · ${d.workers.busy}/${d.workers.max} busy` : ""}` : "dispatcher unknown" }),
+      button("start", "Start"), button("stop", "Stop"), button("restart", "Restart")),
+    details);
+}

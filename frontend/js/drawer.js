@@ -1,0 +1,137 @@
+// The task drawer: details, actions and the live transcript (Server-Sent Events).
+
+import { api, projectPath } from "./api.js";
+import { el, money, toast } from "./dom.js";
+
+const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
+               "baton"];
+let stream = null;
+let current = null; // { projectId, taskId }
+
+const $ = (id) => document.getElementById(id);
+
+export function currentTask() { return current; }
+
+export function closeDrawer() {
+  if (stream) stream.close();
+  stream = null;
+  current = null;
+  $("drawer").hidden = true;
+}
+
+function line(event) {
+  const kind = event.kind || "event";
+  let text = "";
+  let failed = false;
+  switch (kind) {
+    case "session_started": text = `session ${event.session_id || ""} · ${event.model || ""}`; break;
+    case "assistant_text": text = event.text || ""; break;
+    case "tool_use": text = `${event.tool_name || "tool"}: ${event.tool_input || ""}`; break;
+    case "tool_result": failed = event.ok === false; text = `${failed ? "error" : "ok"}${event.text ? `: ${event.text}` : ""}`; break;
+    case "result":
+      failed = event.ok === false;
+      text = failed
+        ? `${event.subtype || "error"}: ${(event.errors || []).join("; ")}`
+        : `${event.text || "done"} · ${event.num_turns ?? "?"} turns · ${money(event.cost_usd)}`;
+      break;
+    default: text = event.text || JSON.stringify(event);
+  }
+  return el("li", { class: `${kind}${failed ? " failed" : ""}`, dataset: { seq: event.seq, kind } },
+    el("span", { class: "kind", text: kind.replace("_", " ") }), text);
+}
+
+function duration(task) {
+  if (!task.started_at) return "";
+  const end = task.finished_at ? Date.parse(task.finished_at) : Date.now();
+  const seconds = Math.round((end - Date.parse(task.started_at)) / 1000);
+  return seconds < 120 ? `${seconds}s` : `${Math.round(seconds / 60)}m`;
+}
+
+function meta(task) {
+  const rows = [
+    ["Status", task.status], ["Type", task.task_type], ["Priority", task.priority],
+    ["Cost", money(task.cost_usd)],
+    ["Tokens", task.input_tokens !== null && task.input_tokens !== undefined
+      ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
+    ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", task.attempts],
+    ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
+    ["Failure", task.error_reason || ""], ["Id", task.id],
+  ].filter(([, value]) => value !== "" && value !== null && value !== undefined);
+  return el("dl", { class: "meta" }, ...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+}
+
+async function act(projectId, taskId, action, onChange) {
+  try {
+    await api(projectPath(projectId, `/tasks/${taskId}/${action}`), { method: "POST" });
+    toast(action === "rerun" ? "Task queued again" : "Task cancelled");
+    if (action === "rerun") follow(projectId, taskId, onChange);  // a new run: a new transcript
+  } catch (err) {
+    toast(`${action} failed: ${err.message}`);
+  }
+  onChange();
+}
+
+let shownStamp = "";
+
+export function refreshDrawer(getTask, onChange) {
+  if (!current) return;
+  const task = getTask(current.projectId, current.taskId);
+  if (!task) return;
+  const stamp = `${task.updated_at}|${task.status}`;
+  if (stamp === shownStamp) return;
+  shownStamp = stamp;
+  const { projectId, taskId } = current;
+  $("drawer-title").textContent = task.title;
+  $("drawer-meta").replaceChildren(meta(task));
+  $("drawer-content").textContent = task.content || "(none)";
+  const error = $("drawer-error");
+  error.hidden = !task.error_message;
+  error.textContent = task.error_message ? `${task.error_reason ? `${task.error_reason}: ` : ""}${task.error_message}` : "";
+  const actions = [];
+  if (task.status === "failed" || task.status === "cancelled") {
+    actions.push(el("button", { type: "button", class: "primary", text: "Rerun",
+                                onclick: () => act(projectId, taskId, "rerun", onChange) }));
+  }
+  if (task.status === "pending" || task.status === "in_progress" || task.status === "plan_review") {
+    actions.push(el("button", { type: "button", class: "danger", text: "Cancel",
+                                onclick: () => act(projectId, taskId, "cancel", onChange) }));
+  }
+  $("drawer-actions").replaceChildren(...actions);
+}
+
+function follow(projectId, taskId, onChange) {
+  if (stream) stream.close();
+  const list = $("transcript");
+  list.replaceChildren();
+  // EventSource reconnects by itself and sends Last-Event-ID, so nothing is shown twice.
+  stream = new EventSource(projectPath(projectId, `/tasks/${taskId}/stream`));
+  const seen = new Set();
+  const add = (message) => {
+    const event = JSON.parse(message.data);
+    if (seen.has(event.seq)) return;
+    seen.add(event.seq);
+    list.append(line(event));
+    list.lastElementChild.scrollIntoView({ block: "nearest" });
+  };
+  for (const kind of KINDS) stream.addEventListener(kind, add);
+  stream.addEventListener("end", () => {
+    stream.close();
+    stream = null;
+    onChange();
+  });
+  stream.addEventListener("error", (message) => {
+    if (message.data) list.append(el("li", { class: "unparsed", text: JSON.parse(message.data).message }));
+  });
+}
+
+export function openDrawer(projectId, taskId, getTask, onChange) {
+  current = { projectId, taskId };
+  shownStamp = "";
+  $("drawer").hidden = false;
+  $("drawer-title").textContent = "Loading…";
+  $("drawer-meta").replaceChildren();
+  $("drawer-actions").replaceChildren();
+  refreshDrawer(getTask, onChange);
+  follow(projectId, taskId, onChange);
+  $("drawer-close").focus();
+}
