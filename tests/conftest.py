@@ -124,3 +124,26 @@ def started(tmp_path):
         if agent.proc.poll() is None:
             agent.proc.kill()
             agent.proc.wait()
+
+
+@pytest.fixture
+def dashboard_factory():
+    """Serve the real dashboard app under uvicorn; yields a function returning an httpx client."""
+    from backend.dashboard.app import create_app as create_dashboard
+    from backend.dashboard.config import DashboardConfig
+    from backend.dashboard.settings import DashboardSettings
+
+    started: list[tuple] = []
+
+    def start(projects: list[dict], token: str | None = None, timeout: float = 1.0) -> httpx.Client:
+        config = DashboardConfig.model_validate({"agent_timeout_seconds": timeout, "projects": projects}).with_defaults()
+        ctx = serve(create_dashboard(DashboardSettings(config=config, token=token)))
+        url = ctx.__enter__()
+        client = httpx.Client(base_url=url, timeout=30)
+        started.append((ctx, client))
+        return client
+
+    yield start
+    for ctx, client in reversed(started):
+        client.close()
+        ctx.__exit__(None, None, None)

@@ -156,3 +156,41 @@ def pid_alive(pid: int) -> bool:
 
 def origin_of(project: Path) -> Path:
     return project.parent / f"{project.name}-origin.git"
+
+
+@contextlib.contextmanager
+def misbehaving_server(kind: str) -> Iterator[str]:
+    """A local server that misbehaves: "hang" accepts and never answers, "garbage" answers
+    HTTP 200 with text that is not JSON. Yields its base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve_forever() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            if kind == "hang":
+                held.append(conn)  # keep it open, say nothing
+                continue
+            conn.recv(65536)
+            body = b"<html>definitely not json</html>"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            conn.close()
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()

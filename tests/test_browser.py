@@ -1,0 +1,226 @@
+"""The board in a real browser (Playwright driving Debian's Chromium) against real processes:
+baton-dashboard and two baton-agents using the fake CLI, one of them stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import FAKE_CLAUDE, fake_task
+from support import ROOT, AgentProcess, free_port, make_repo, wait_for, wait_for_http
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="SKIPPED LOUDLY: playwright is not installed")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"SKIPPED LOUDLY: {CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
+                allow_module_level=True)
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.processes: list[subprocess.Popen] = []
+        wrapper = root / "bin" / "claude"
+        wrapper.parent.mkdir()
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_CLAUDE} \"$@\"\n")
+        wrapper.chmod(0o755)
+        env = {"FAKE_CLAUDE_STATE": str(root / "fake-state"), "FAKE_CLAUDE_LOG": str(root / "fake.log")}
+        self.alpha_repo = make_repo(root, "alpha")
+        self.beta_repo = make_repo(root, "beta")
+        for repo in (self.alpha_repo, self.beta_repo):
+            (repo / "agent.yaml").write_text(
+                f"poll_interval_seconds: 0.5\ntest_command: ''\nclaude_code:\n  command: {wrapper}\n")
+        self.alpha, self.alpha_url = self._agent(self.alpha_repo, env)
+        beta, beta_url = self._agent(self.beta_repo, env)
+        assert beta.stop() == 0  # configured, but not running: the board must say so
+        (root / "projects.yaml").write_text(
+            "agent_timeout_seconds: 1\nprojects:\n"
+            f"  - id: alpha\n    name: Alpha\n    agent_url: {self.alpha_url}\n    color: '#4f8cff'\n"
+            f"  - id: beta\n    name: Beta\n    agent_url: {beta_url}\n    color: '#e0567a'\n")
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.dashboard = subprocess.Popen(
+            [sys.executable, "-m", "backend.dashboard.cli", "--config", "projects.yaml", "--port", str(port)],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=open(root / "dashboard.err", "w"))
+        wait_for_http(f"{self.url}/api/health", self.dashboard)
+
+    def _agent(self, repo: Path, env: dict) -> tuple[AgentProcess, str]:
+        port = free_port()
+        agent = AgentProcess(["--port", str(port), "--project-dir", str(repo)], repo, self.root / f"logs-{repo.name}", env)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/agent/health", agent.proc)
+        self.processes.append(agent.proc)
+        return agent, url
+
+    def task(self, task_id: str) -> dict:
+        groups = httpx.get(f"{self.alpha_url}/agent/tasks").json()
+        return next(t for tasks in groups.values() for t in tasks if t["id"] == task_id)
+
+    def close(self) -> None:
+        self.dashboard.send_signal(signal.SIGTERM)
+        self.dashboard.wait(timeout=30)
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("browser"))
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, world):
+    context = browser.new_context(viewport={"width": 1500, "height": 950})
+    tab = context.new_page()
+    tab.dialogs = []  # any alert() would be an injected script running
+    tab.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
+    tab.errors = []
+    tab.on("pageerror", lambda e: tab.errors.append(str(e)))
+    tab.goto(world.url)
+    tab.wait_for_selector("body[data-board-ready='1']")
+    yield tab
+    assert tab.errors == [], tab.errors
+    context.close()
+
+
+def column(page, status: str):
+    return page.locator(f".column[data-status='{status}']")
+
+
+def card(page, task_id: str):
+    return page.locator(f".card[data-id='{task_id}']")
+
+
+def test_create_in_the_page_and_watch_it_move_with_a_live_transcript(page, world):
+    expect = playwright_api.expect
+    alpha = page.locator(".project[data-project='alpha']")
+    alpha.get_by_role("button", name="Stop", exact=True).click()  # dispatcher stop from the page
+    expect(alpha.locator("[data-role='dispatcher-state']")).to_contain_text("dispatcher stopped")
+
+    gate = world.root / "gate-create"
+    scenario = {"steps": [{"write": "page.txt", "text": "from the page\n"}, {"wait_for": str(gate), "seconds": 60},
+                          {"write": "more.txt", "text": "more\n"}]}
+    page.get_by_role("button", name="New task", exact=True).click()
+    dialog = page.locator("#new-task-dialog")
+    dialog.locator("select[name='project']").select_option("alpha")
+    dialog.locator("input[name='title']").fill("Created in the browser")
+    dialog.locator("textarea[name='content']").fill("FAKE: " + json.dumps(scenario))
+    dialog.locator("select[name='task_type']").select_option("docs")
+    dialog.get_by_role("button", name="Create", exact=True).click()
+
+    created = column(page, "pending").locator(".card", has_text="Created in the browser")
+    expect(created).to_be_visible()
+    task_id = created.get_attribute("data-id")
+
+    alpha.get_by_role("button", name="Start", exact=True).click()  # and start again
+    expect(column(page, "in_progress").locator(f".card[data-id='{task_id}']")).to_be_visible(timeout=15000)
+    card(page, task_id).click()
+    assert f"task=alpha%2F{task_id}" in page.url or f"task=alpha/{task_id}" in page.url
+    transcript = page.locator("#transcript")
+    expect(transcript.locator("li[data-kind='tool_use']").first).to_contain_text("page.txt", timeout=15000)
+    assert world.task(task_id)["status"] == "in_progress"  # the line arrived while it was running
+
+    gate.touch()
+    expect(column(page, "completed").locator(f".card[data-id='{task_id}']")).to_be_visible(timeout=30000)
+    expect(transcript.locator("li[data-kind='result']")).to_contain_text("Done.", timeout=15000)
+    expect(page.locator("#drawer-meta")).to_contain_text("completed")
+
+
+def test_the_stopped_agent_is_shown_unavailable_while_the_other_works(page, world):
+    expect = playwright_api.expect
+    beta = page.locator(".project[data-project='beta']")
+    expect(beta.locator(".badge")).to_have_text("unavailable")
+    expect(beta.locator(".project-reason")).to_contain_text("cannot reach")
+    expect(page.locator(".notice[data-project='beta']")).to_contain_text("Beta is unavailable")
+    expect(page.locator(".project[data-project='alpha'] .badge")).to_have_text("healthy")
+    resp = httpx.post(f"{world.alpha_url}/agent/tasks", json=fake_task("Alpha keeps working", {"steps": []}))
+    expect(card(page, resp.json()["id"])).to_be_visible()
+
+
+def test_a_hostile_title_is_shown_as_text(page, world):
+    expect = playwright_api.expect
+    title = "<img src=x onerror=alert(1)> and <b>bold</b>"
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/stop")
+    try:
+        task_id = httpx.post(f"{world.alpha_url}/agent/tasks", json={"title": title}).json()["id"]
+        shown = card(page, task_id).locator(".card-title")
+        expect(shown).to_have_text(title)
+        assert page.locator(".card img, .card b").count() == 0
+        card(page, task_id).click()
+        expect(page.locator("#drawer-title")).to_have_text(title)
+        assert page.locator("#drawer img").count() == 0
+        assert page.dialogs == []
+        httpx.post(f"{world.alpha_url}/agent/tasks/{task_id}/cancel")
+    finally:
+        httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
+
+
+def test_a_failed_tasks_reason_and_rerun(page, world):
+    expect = playwright_api.expect
+    flag = world.root / "fail-once"
+    task_id = httpx.post(f"{world.alpha_url}/agent/tasks", json=fake_task(
+        "Fails the first time", {"fail_once": str(flag), "error": "the model gave up",
+                                 "steps": [{"write": "retry.txt", "text": "again\n"}]})).json()["id"]
+    failed = column(page, "failed").locator(f".card[data-id='{task_id}']")
+    expect(failed).to_be_visible(timeout=30000)
+    expect(failed.locator(".card-error")).to_have_text("agent_error")
+    failed.focus()
+    page.keyboard.press("Enter")  # keyboard works as well as the mouse
+    expect(page.locator("#drawer-error")).to_contain_text("the model gave up")
+    page.locator("#drawer-actions").get_by_role("button", name="Rerun", exact=True).click()
+    expect(column(page, "completed").locator(f".card[data-id='{task_id}']")).to_be_visible(timeout=30000)
+    page.keyboard.press("Escape")
+    expect(page.locator("#drawer")).to_be_hidden()
+
+
+def test_filter_search_bulk_and_screenshot(page, world):
+    expect = playwright_api.expect
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/stop")
+    try:
+        page.get_by_role("button", name="Bulk add", exact=True).click()
+        bulk = page.locator("#bulk-dialog")
+        bulk.locator("select[name='project']").select_option("alpha")
+        bulk.locator("textarea[name='lines']").fill("Bulk one\nBulk two\n\nBulk three")
+        bulk.get_by_role("button", name="Add all", exact=True).click()
+        expect(column(page, "pending").locator(".card", has_text="Bulk")).to_have_count(3)
+        page.keyboard.press("/")
+        page.keyboard.type("bulk two")
+        expect(page.locator(".card")).to_have_count(1)
+        assert "q=bulk+two" in page.url
+        page.reload()
+        page.wait_for_selector("body[data-board-ready='1']")
+        expect(page.locator("#search")).to_have_value("bulk two")
+        expect(page.locator(".card")).to_have_count(1)
+        page.locator("#search").fill("")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+        assert (ARTIFACTS / "board.png").stat().st_size > 10_000
+    finally:
+        for t in httpx.get(f"{world.alpha_url}/agent/tasks/pending").json():
+            httpx.post(f"{world.alpha_url}/agent/tasks/{t['id']}/cancel")
+        httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
