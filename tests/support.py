@@ -84,9 +84,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
 
 
 @contextlib.contextmanager
-def serve(app, host: str = "127.0.0.1") -> Iterator[str]:
+def serve(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run `app` under a real uvicorn server in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -23,3 +23,29 @@ def test_store_bench_prints_its_figures():
         assert figures[key]["n"] >= 10 and figures[key]["p50_ms"] > 0
     assert figures["contention"]["processes"] == 4
     assert figures["contention"]["claims"] > 0
+
+
+def run_bench(script: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_dispatch_bench_prints_its_figures():
+    figures = run_bench("dispatch_bench.py", "--overhead-tasks", "2", "--rounds", "1", "--pickups", "2",
+                        "--load-tasks", "3", "--workers", "2")
+    assert figures["overhead"]["ratio"] > 0 and figures["pickup"]["samples"] == 2
+    assert figures["load"]["commits_landed"] == 3 and figures["load"]["peak_rss_mb"] > 0
+    assert set(figures["targets_met"]) == {"overhead_ratio", "pickup_p50", "load_efficiency", "peak_memory"}
+
+
+def test_dashboard_bench_prints_its_figures():
+    if not Path("/usr/bin/chromium").exists():
+        import pytest
+        pytest.skip("SKIPPED LOUDLY: /usr/bin/chromium is missing (.ci/run installs it)")
+    figures = run_bench("dashboard_bench.py", "--agents", "3", "--samples", "2", "--board-tasks", "40",
+                        "--board-samples", "1")
+    assert figures["api_projects"]["healthy_reported"] == 2
+    assert figures["api_projects"]["hanging_reported_unhealthy"] is True
+    assert figures["board"]["cards_rendered"] == 40

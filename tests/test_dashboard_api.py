@@ -186,3 +186,27 @@ def test_board_json_is_what_the_page_reads(world):
     assert {"id", "name", "color", "healthy", "reason", "counts", "dispatcher", "tasks", "tasks_error"} <= set(
         board["projects"][0])
     json.dumps(board)
+
+
+def test_a_hanging_agent_is_not_waited_for_twice(world):
+    client, _, _ = world
+    first = next(p for p in client.get("/api/projects").json()["projects"] if p["id"] == "hangs")
+    assert "within 0.5s" in first["reason"]
+    second = next(p for p in client.get("/api/projects").json()["projects"] if p["id"] == "hangs")
+    assert not second["healthy"] and "checking again in the background" in second["reason"]
+
+
+def test_an_agent_that_comes_back_is_healthy_again(dashboard_factory, tmp_path):
+    from backend.agent.app import create_app
+    from backend.agent.settings import AgentSettings
+    from backend.config import AgentConfig
+    from support import serve
+
+    port = free_port()
+    client = dashboard_factory([{"id": "later", "agent_url": f"http://127.0.0.1:{port}"}], timeout=0.5)
+    assert not client.get("/api/projects").json()["projects"][0]["healthy"]
+    settings = AgentSettings(project_dir=make_repo(tmp_path, "later"), config=AgentConfig(dispatcher_autostart=False))
+    with serve(create_app(settings), port=port):
+        wait_for(lambda: client.get("/api/projects").json()["projects"][0]["healthy"], timeout=15,
+                 what="the dashboard to see the agent back")
+        assert client.get("/api/projects/later/tasks").json()["pending"] == []

@@ -4,6 +4,10 @@ Every call is bounded by the project's timeout as a whole (connect, send, wait, 
 hanging agent costs at most that. Anything but a proper answer (refused connection, timeout,
 5xx, not JSON, a wrong shape) makes the project unavailable with the reason; an agent's own
 4xx error is passed on unchanged.
+
+Once an agent has failed, calls answer "unavailable" at once instead of waiting for it again,
+while one background probe at a time asks whether it is back (a circuit breaker): one dead
+agent never slows the board down more than once.
 """
 
 from __future__ import annotations
@@ -31,8 +35,32 @@ class HTTPConnector(Connector):
         self.base = project.agent_url or ""
         token = resolve_secret(project.token)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._down: str | None = None  # why the agent is considered down, while it is
+        self._probe: asyncio.Task | None = None
 
     async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
+        if self._down is not None:
+            self._start_probe()
+            raise Unavailable(f"{self._down} (checking again in the background)")
+        try:
+            return await self._request(method, path, body=body, params=params)
+        except Unavailable as exc:
+            self._down = str(exc)
+            raise
+
+    def _start_probe(self) -> None:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._check_back())
+
+    async def _check_back(self) -> None:
+        try:
+            await self._request("GET", "/agent/health")
+        except (Unavailable, AgentError):
+            await asyncio.sleep(min(self.timeout, 1.0))  # at most one probe a second while it stays down
+            return
+        self._down = None
+
+    async def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
         try:
             async with asyncio.timeout(self.timeout):
                 resp = await self.client.request(method, self.base + path, json=body, params=params,
