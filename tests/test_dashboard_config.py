@@ -90,3 +90,18 @@ def test_serves_and_stops_cleanly(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_reload_mode_serves_the_same_configuration(tmp_path):
+    repo = make_repo(tmp_path, "r")
+    (tmp_path / "projects.yaml").write_text(f"projects:\n  - id: r\n    path: {repo}\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "backend.dashboard.cli", "--reload", "--config", "projects.yaml",
+                             "--port", str(port)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api/health", proc)
+        assert [p["id"] for p in httpx.get(f"http://127.0.0.1:{port}/api/projects").json()["projects"]] == ["r"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the reloader and the server it started
+        proc.wait(timeout=30)

@@ -6,6 +6,7 @@ Exit status: 0 after a clean stop, 2 for a usage or configuration problem.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -52,7 +53,7 @@ def load_settings(args: argparse.Namespace) -> DashboardSettings:
 
 def reload_factory():
     """Entry point uvicorn's reloader imports (it needs an import string, not an object)."""
-    return create_app(load_settings(_parse_args(os.environ[_ENV_ARGS].split("\0"))))
+    return create_app(load_settings(_parse_args(json.loads(os.environ[_ENV_ARGS]))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "%d project(s) from %s; auth %s", len(settings.config.projects), args.config,
         "on" if settings.token else "off")
     if args.reload:
-        os.environ[_ENV_ARGS] = "\0".join(raw)
+        os.environ[_ENV_ARGS] = json.dumps(raw)
         uvicorn.run("backend.dashboard.cli:reload_factory", factory=True, reload=True, host=settings.host,
                     port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=3)
         return 0
