@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,8 @@ def page(browser, world):
     tab.on("dialog", lambda d: (tab.dialogs.append(d.message), d.dismiss()))
     tab.errors = []
     tab.on("pageerror", lambda e: tab.errors.append(str(e)))
+    # Console errors include Content-Security-Policy violations.
+    tab.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
     tab.goto(world.url)
     tab.wait_for_selector("body[data-board-ready='1']")
     yield tab
@@ -224,3 +227,55 @@ def test_filter_search_bulk_and_screenshot(page, world):
         for t in httpx.get(f"{world.alpha_url}/agent/tasks/pending").json():
             httpx.post(f"{world.alpha_url}/agent/tasks/{t['id']}/cancel")
         httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
+
+
+def wait_for_refreshes(page, count: int = 2) -> None:
+    # A selector, not wait_for_function: the page's CSP forbids evaluating strings.
+    start = int(page.locator("body").get_attribute("data-refreshes"))
+    page.wait_for_selector(f"body[data-refreshes='{start + count}']")
+
+
+def test_hostile_text_in_errors_and_transcript_stays_text(page, world):
+    expect = playwright_api.expect
+    hostile = "<img src=x onerror=alert(2)><script>alert(3)</script>"
+    task_id = httpx.post(f"{world.alpha_url}/agent/tasks", json=fake_task(
+        "Hostile output", {"result": "error_during_execution", "error": hostile, "steps": []})).json()["id"]
+    failed = column(page, "failed").locator(f".card[data-id='{task_id}']")
+    expect(failed).to_be_visible(timeout=30000)
+    failed.click()
+    expect(page.locator("#drawer-error")).to_contain_text(hostile)
+    expect(page.locator("#transcript li[data-kind='result']")).to_contain_text(hostile)
+    assert page.locator("#drawer img, #drawer script").count() == 0
+    assert page.dialogs == []
+
+
+def test_a_link_to_a_task_opens_it(page, world):
+    expect = playwright_api.expect
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/stop")
+    try:
+        task_id = httpx.post(f"{world.alpha_url}/agent/tasks", json={"title": "Linked task"}).json()["id"]
+        page.goto(f"{world.url}/?task=alpha/{task_id}")
+        expect(page.locator("#drawer")).to_be_visible()
+        expect(page.locator("#drawer-title")).to_have_text("Linked task")
+        expect(card(page, task_id)).to_have_class(re.compile("selected"))
+        httpx.post(f"{world.alpha_url}/agent/tasks/{task_id}/cancel")
+    finally:
+        httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
+
+
+def test_keyboard_focus_and_open_details_survive_refreshes(page, world):
+    expect = playwright_api.expect
+    details = page.locator(".project[data-project='alpha'] details")
+    details.locator("summary").click()
+    expect(details.locator(".details-body")).to_contain_text("Recent commits")
+    first = page.locator(".card").first
+    first.focus()
+    key = first.get_attribute("data-key")
+    wait_for_refreshes(page, 2)
+    expect(page.locator(f".card[data-key='{key}']")).to_be_focused()
+    expect(details).to_have_attribute("open", "")
+    page.keyboard.press("Enter")
+    expect(page.locator("#drawer")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#drawer")).to_be_hidden()
+    expect(page.locator(f".card[data-key='{key}']")).to_be_focused()  # focus returns to the card

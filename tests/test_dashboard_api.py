@@ -145,7 +145,9 @@ def test_the_page_and_its_assets_are_served(world):
     assert client.get("/js/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/css/style.css").status_code == 200
     for script in ("app.js", "board.js", "drawer.js", "dom.js", "api.js"):
-        assert "innerHTML" not in client.get(f"/js/{script}").text  # text only, never HTML
+        source = client.get(f"/js/{script}").text
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+            assert sink not in source, f"{script} uses {sink}: text only, never HTML"
 
 
 def test_token_protects_the_api_and_a_session_cookie_stands_in_for_it(dashboard_factory, tmp_path):
@@ -174,18 +176,19 @@ def test_dashboard_refuses_foreign_hosts_and_origins(dashboard_factory, tmp_path
     assert "access-control-allow-origin" not in client.get("/api/projects").headers
 
 
-def test_stream_relay_reports_a_vanished_agent(world):
+def test_stream_errors_have_the_error_shape_before_any_event(world):
     client, _, _ = world
-    events = sse_events(client.get("/api/projects/dead/tasks/abc/stream").text.splitlines())
-    assert events[-1][1] == "error" and "lost the agent" in events[-1][2]["message"]
+    assert_error(client.get("/api/projects/dead/tasks/abc/stream"), 502, "agent_unavailable")
+    assert_error(client.get("/api/projects/hangs/tasks/abc/stream"), 502, "agent_unavailable")
+    assert_error(client.get("/api/projects/alpha/tasks/nosuchtask/stream"), 404, "not_found")
+    assert_error(client.get("/api/projects/local/tasks/nosuchtask/stream"), 404, "not_found")
 
 
 def test_board_json_is_what_the_page_reads(world):
     client, _, _ = world
-    board = client.get("/api/board").json()
-    assert {"id", "name", "color", "healthy", "reason", "counts", "dispatcher", "tasks", "tasks_error"} <= set(
-        board["projects"][0])
-    json.dumps(board)
+    alpha = client.get("/api/board").json()["projects"][0]
+    assert {"id", "name", "color", "healthy", "reason", "counts", "dispatcher", "tasks", "tasks_error"} <= set(alpha)
+    assert list(alpha["tasks"]) == [s.value for s in TaskStatus] and alpha["tasks_error"] is None
 
 
 def test_a_hanging_agent_is_not_waited_for_twice(world):
@@ -210,3 +213,117 @@ def test_an_agent_that_comes_back_is_healthy_again(dashboard_factory, tmp_path):
         wait_for(lambda: client.get("/api/projects").json()["projects"][0]["healthy"], timeout=15,
                  what="the dashboard to see the agent back")
         assert client.get("/api/projects/later/tasks").json()["pending"] == []
+
+
+# ----- review findings, each pinned --------------------------------------------------------------
+
+
+class StandIn:
+    """An agent-like HTTP server whose answers a test scripts per path."""
+
+    def __init__(self, routes: dict) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.routes = routes
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                status, body = stand_in.routes.get(self.path.split("?")[0], (404, {"error": {
+                    "status": 404, "code": "not_found", "message": "no such path"}}))
+                if body == "hang":
+                    stand_in.release.wait(30)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+HEALTH = (200, {"status": "ok", "version": "0.1.0", "project": "x", "uptime_seconds": 1})
+DISPATCHER = (200, {"state": "running", "workers": {"max": 1, "busy": 0}, "counts": {}})
+
+
+@pytest.fixture
+def stand_in():
+    made = []
+
+    def make(routes):
+        made.append(StandIn(routes))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_an_agent_answering_4xx_everywhere_does_not_break_the_board(dashboard_factory, stand_in, agent_factory):
+    good = agent_factory()
+    refusing = stand_in({})  # every path: 404 in the error shape
+    client = dashboard_factory([{"id": "good", "agent_url": good.url}, {"id": "odd", "agent_url": refusing.url}])
+    projects = {p["id"]: p for p in client.get("/api/projects").json()["projects"]}
+    assert projects["good"]["healthy"] and not projects["odd"]["healthy"]
+    assert "refused (404)" in projects["odd"]["reason"]
+    board = {p["id"]: p for p in client.get("/api/board").json()["projects"]}
+    assert board["good"]["tasks"] is not None and board["odd"]["tasks"] is None
+
+
+def test_the_breaker_asks_again_what_failed_and_does_not_flap(dashboard_factory, stand_in):
+    half = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER, "/agent/tasks": (200, "hang")})
+    client = dashboard_factory([{"id": "half", "agent_url": half.url}], timeout=0.5)
+    first = client.get("/api/board").json()["projects"][0]
+    assert first["tasks"] is None and "within 0.5s" in first["tasks_error"]
+    for _ in range(3):  # health still answers, but the probe asks for the tasks that hung
+        again = client.get("/api/board").json()["projects"][0]
+        assert not again["healthy"] and "checking again in the background" in again["reason"]
+
+
+def test_tasks_that_are_not_tasks_make_the_project_unavailable(dashboard_factory, stand_in):
+    statuses = {s.value: [] for s in TaskStatus}
+    bad = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER,
+                    "/agent/tasks": (200, {**statuses, "pending": [{"id": "x", "title": "no dates"}]})})
+    client = dashboard_factory([{"id": "bad", "agent_url": bad.url}])
+    board = client.get("/api/board").json()["projects"][0]
+    assert board["tasks"] is None and "not a task" in board["tasks_error"]
+
+
+def test_answers_are_size_capped(dashboard_factory, agent_factory, monkeypatch):
+    import backend.dashboard.connectors.http as http_connector
+
+    monkeypatch.setattr(http_connector, "MAX_ANSWER_BYTES", 2000)
+    agent = agent_factory()
+    for i in range(20):
+        agent.client.post("/agent/tasks", json={"title": f"task {i}", "content": "x" * 200})
+    client = dashboard_factory([{"id": "big", "agent_url": agent.url}])
+    assert "larger than" in assert_error(client.get("/api/projects/big/tasks"), 502, "agent_unavailable")["message"]
+
+
+def test_ids_from_the_url_never_reach_other_agent_paths(world):
+    client, _, _ = world
+    assert_error(client.post("/api/projects/alpha/tasks/..%2Fdispatcher%2Fstop/rerun"), 404, "not_found")
+    assert_error(client.post("/api/projects/alpha/tasks/..;x/cancel"), 400, "invalid_id")
+    assert_error(client.get("/api/projects/alpha/tasks/pending/..%2F..%2Fdispatcher"), 404, "not_found")
+    assert client.get("/api/projects/alpha/dispatcher").json()["state"] == "running"
+
+
+def test_security_headers_forbid_framing(world, agent_factory):
+    client, healthy, _ = world
+    for resp in (client.get("/"), client.get("/api/projects"), client.get("/api/nope"), healthy.client.get("/agent/health")):
+        assert "frame-ancestors 'none'" in resp.headers["content-security-policy"]
+        assert resp.headers["x-frame-options"] == "DENY" and resp.headers["x-content-type-options"] == "nosniff"

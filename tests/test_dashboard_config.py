@@ -44,6 +44,9 @@ def test_defaults_for_name_and_colour(tmp_path):
     ("agent_timeout_seconds: 0\n", "agent_timeout_seconds: Input should be greater than 0"),
     ("projects: {a: 1}\n", "projects: Input should be a valid list"),
     ("refresh: 3\n", "refresh: unknown key"),
+    ("projects:\n  - id: a\n    agent_url: http://u:pw@h:1\n", "projects[0] (id 'a'): agent_url: must not contain credentials"),
+    ("projects:\n  - id: a\n    path: /x\n    token: $BATON_NO_SUCH_VARIABLE\n",
+     "projects[0] (id 'a'): token: environment variable BATON_NO_SUCH_VARIABLE is not set"),
 ])
 def test_problems_name_file_entry_and_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:

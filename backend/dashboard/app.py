@@ -24,7 +24,8 @@ def build_connectors(config: DashboardConfig, client: httpx.AsyncClient) -> dict
     connectors: dict[str, Connector] = {}
     for project in config.projects:
         if project.agent_url:
-            connectors[project.id] = HTTPConnector(project, client, config.agent_timeout_seconds)
+            timeout = project.timeout_seconds or config.agent_timeout_seconds
+            connectors[project.id] = HTTPConnector(project, client, timeout)
         else:
             connectors[project.id] = LocalConnector(project)
     return connectors

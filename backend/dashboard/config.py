@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError
+from ..config import ConfigError, resolve_secret
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -42,6 +42,12 @@ class ProjectConfig(BaseModel):
     description: str = ""
     color: str | None = None
     token: str | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)  # overrides agent_timeout_seconds
+
+    @field_validator("timeout_seconds", mode="before")
+    @classmethod
+    def _number(cls, value):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("id")
     @classmethod
@@ -56,6 +62,8 @@ class ProjectConfig(BaseModel):
         if value is None:
             return None
         parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials (use the project's token)")
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")
         try:
@@ -149,6 +157,11 @@ def load_dashboard_config(path: Path) -> DashboardConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): must be a mapping of keys to values, got {type(data).__name__}")
     try:
-        return DashboardConfig.model_validate(data).with_defaults()
+        config = DashboardConfig.model_validate(data).with_defaults()
     except ValidationError as exc:
         raise ConfigError(_describe(path, data, exc)) from None
+    unset = [f"{path}: projects[{i}] (id {p.id!r}): token: environment variable {p.token[1:]} is not set"
+             for i, p in enumerate(config.projects) if p.token and p.token.startswith("$") and not resolve_secret(p.token)]
+    if unset:
+        raise ConfigError("\n".join(unset))
+    return config

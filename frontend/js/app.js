@@ -7,9 +7,10 @@ import { el, toast } from "./dom.js";
 
 const REFRESH_MS = 2000;
 const $ = (id) => document.getElementById(id);
-const state = { projects: [], projectFilter: "", search: "", loaded: false };
+const state = { projects: [], projectFilter: "", search: "", loaded: false, failure: null, updatedAt: null };
 let timer = null;
 let inFlight = false;
+let refreshes = 0;
 
 // ----- URL state: ?project=<id>&task=<project>/<id>&q=<search> ----------------------------
 
@@ -48,13 +49,25 @@ function render() {
   const notices = state.projects.filter((p) => !p.healthy).map((p) =>
     el("div", { class: "notice", dataset: { project: p.id } },
       `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`));
+  if (state.failure) {
+    const when = state.updatedAt ? state.updatedAt.toLocaleTimeString() : "the start";
+    notices.unshift(el("div", { class: "notice", dataset: { role: "stale" } },
+      `The board could not be updated (${state.failure}); it shows the state of ${when}.`));
+  }
   $("notices").replaceChildren(...notices);
   const open = currentTask();
   renderBoard($("board"), state.projects, {
     projectFilter: state.projectFilter, search: state.search,
     selectedKey: open ? `${open.projectId}/${open.taskId}` : "", onOpen: showTask,
   });
-  refreshDrawer(findTask, refreshSoon);
+  refreshDrawer(findTask, refreshSoon, projectProblem(open && open.projectId));
+}
+
+function projectProblem(projectId) {
+  if (!projectId) return null;
+  if (state.failure) return state.failure;
+  const project = state.projects.find((p) => p.id === projectId);
+  return !project ? "not configured" : project.healthy ? null : project.reason || "unavailable";
 }
 
 function fillProjectSelects() {
@@ -79,15 +92,21 @@ async function refresh() {
     const data = await api("/api/board");
     const known = state.projects.map((p) => p.id).join();
     state.projects = data.projects;
+    state.failure = null;
+    state.updatedAt = new Date();
     if (state.projects.map((p) => p.id).join() !== known) fillProjectSelects();
     render();
+    document.body.dataset.refreshes = String(++refreshes);  // lets tests wait for a refresh
     if (!state.loaded) {
       state.loaded = true;
       document.body.dataset.boardReady = "1";
       document.body.dataset.boardReadyMs = String(Math.round(performance.now()));
     }
   } catch (err) {
-    if (err.status !== 401) toast(`Refresh failed: ${err.message}`);
+    if (err.status !== 401) {
+      state.failure = err.message;  // the board stays, marked as stale
+      render();
+    }
   } finally {
     inFlight = false;
     // The next refresh is scheduled only after this one finished: requests never pile up.
@@ -103,9 +122,17 @@ function refreshSoon() {
 // ----- actions ---------------------------------------------------------------------------
 
 function showTask(projectId, taskId) {
-  openDrawer(projectId, taskId, findTask, refreshSoon);
+  openDrawer(projectId, taskId, findTask, refreshSoon, projectProblem(projectId));
   writeUrl();
   render();
+}
+
+function hideTask() {
+  const closed = closeDrawer();
+  writeUrl();
+  render();
+  // Back to where the person was: the card of the task they closed.
+  if (closed) document.querySelector(`.card[data-key="${CSS.escape(`${closed.projectId}/${closed.taskId}`)}"]`)?.focus();
 }
 
 async function dispatcherAction(projectId, action) {
@@ -202,11 +229,11 @@ $("search").addEventListener("input", (event) => { state.search = event.target.v
 $("project-filter").addEventListener("change", (event) => { state.projectFilter = event.target.value; writeUrl(); render(); });
 $("new-task-button").addEventListener("click", openNewTask);
 $("bulk-button").addEventListener("click", openBulk);
-$("drawer-close").addEventListener("click", () => { closeDrawer(); writeUrl(); render(); });
+$("drawer-close").addEventListener("click", hideTask);
 document.addEventListener("keydown", (event) => {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
   if (event.key === "Escape" && !$("drawer").hidden && !document.querySelector("dialog[open]")) {
-    closeDrawer(); writeUrl(); render();
+    hideTask();
   } else if (!typing && event.key === "/") {
     event.preventDefault(); $("search").focus();
   } else if (!typing && event.key === "n" && !document.querySelector("dialog[open]")) {

@@ -8,7 +8,8 @@ const LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "I
                  completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
 const PRIORITY = { urgent: 3, high: 2, medium: 1, low: 0 };
 
-const cardCache = new Map(); // "project/id" -> { stamp, node }
+const cardCache = new Map(); // "project/id" -> { stamp, node, ageNode, created }
+const projectCache = new Map(); // project id -> { stamp, node }
 
 export function buildColumns(board) {
   for (const status of STATUSES) {
@@ -29,7 +30,12 @@ function card(project, task, onOpen) {
   const key = `${project.id}/${task.id}`;
   const stamp = `${task.updated_at}|${task.status}|${project.color}`;
   const cached = cardCache.get(key);
-  if (cached && cached.stamp === stamp) return cached.node;
+  if (cached && cached.stamp === stamp) {
+    const shown = age(task.created_at);
+    if (cached.ageNode.textContent !== shown) cached.ageNode.textContent = shown;  // time moves on
+    return cached.node;
+  }
+  const ageNode = el("span", { text: age(task.created_at), title: task.created_at });
   const open = () => onOpen(project.id, task.id);
   const node = el("li", {
     class: "card", tabindex: 0, role: "button", style: { "--project-color": project.color },
@@ -41,10 +47,10 @@ function card(project, task, onOpen) {
     el("div", { class: "card-title", text: task.title }),
     el("div", { class: "card-meta" },
       el("span", { text: project.name }), el("span", { text: task.task_type }),
-      el("span", { text: age(task.created_at), title: task.created_at }),
+      ageNode,
       task.cost_usd !== null && task.cost_usd !== undefined ? el("span", { text: money(task.cost_usd) }) : null),
     task.status === "failed" && task.error_reason ? el("div", { class: "card-error", text: task.error_reason }) : null);
-  cardCache.set(key, { stamp, node });
+  cardCache.set(key, { stamp, node, ageNode });
   return node;
 }
 
@@ -63,20 +69,45 @@ export function renderBoard(board, projects, { projectFilter, search, selectedKe
     }
   }
   for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
+  const focused = document.activeElement;
   for (const status of STATUSES) {
     const column = board.querySelector(`.column[data-status="${status}"]`);
     const items = byStatus[status].sort((a, b) => order(status, a, b));
     const nodes = items.map(({ project, task }) => card(project, task, onOpen));
     for (const node of nodes) node.classList.toggle("selected", node.dataset.key === selectedKey);
-    column.querySelector(".cards").replaceChildren(...nodes);
+    const list = column.querySelector(".cards");
+    // Touch the list only when it changed: moving nodes would take the keyboard focus away.
+    const same = nodes.length === list.children.length && nodes.every((node, i) => list.children[i] === node);
+    if (!same) list.replaceChildren(...nodes);
     column.querySelector(".count").textContent = String(items.length);
   }
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus();
 }
 
 export function renderProjects(container, projects, handlers) {
-  container.replaceChildren(...projects.map((project) => projectCard(project, handlers)));
   if (!projects.length) {
-    container.append(el("p", { class: "empty", text: "No projects configured: add them to config/projects.yaml." }));
+    container.replaceChildren(el("p", { class: "empty", text: "No projects configured: add them to config/projects.yaml." }));
+    return;
+  }
+  // A project's card is rebuilt only when what it shows changed, so an open "Commits and
+  // worktrees" stays open and a focused button keeps its focus.
+  const nodes = projects.map((project) => {
+    const stamp = JSON.stringify([project.name, project.color, project.description, project.healthy, project.reason,
+                                  project.counts, project.dispatcher && project.dispatcher.state,
+                                  project.dispatcher && project.dispatcher.workers, project.mode]);
+    const cached = projectCache.get(project.id);
+    if (cached && cached.stamp === stamp) return cached.node;
+    const node = projectCard(project, handlers);
+    const wasOpen = cached && cached.node.querySelector("details").open;
+    if (wasOpen) node.querySelector("details").open = true;
+    projectCache.set(project.id, { stamp, node });
+    return node;
+  });
+  const same = nodes.length === container.children.length && nodes.every((node, i) => container.children[i] === node);
+  if (!same) {
+    const focused = document.activeElement;
+    container.replaceChildren(...nodes);
+    if (focused && focused.isConnected) focused.focus();
   }
 }
 

@@ -5,6 +5,7 @@ import { el, money, toast } from "./dom.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
+const OPEN = new Set(["pending", "in_progress", "plan_review"]);
 let stream = null;
 let current = null; // { projectId, taskId }
 
@@ -15,8 +16,10 @@ export function currentTask() { return current; }
 export function closeDrawer() {
   if (stream) stream.close();
   stream = null;
+  const closed = current;
   current = null;
   $("drawer").hidden = true;
+  return closed;
 }
 
 function line(event) {
@@ -73,14 +76,21 @@ async function act(projectId, taskId, action, onChange) {
 
 let shownStamp = "";
 
-export function refreshDrawer(getTask, onChange) {
+export function refreshDrawer(getTask, onChange, projectProblem) {
   if (!current) return;
-  const task = getTask(current.projectId, current.taskId);
+  const { projectId, taskId } = current;
+  const stale = $("drawer-stale");
+  stale.hidden = !projectProblem;
+  stale.textContent = projectProblem
+    ? `This project is unavailable (${projectProblem}); what is shown may be out of date.` : "";
+  for (const button of $("drawer-actions").querySelectorAll("button")) button.disabled = Boolean(projectProblem);
+  const task = getTask(projectId, taskId);
   if (!task) return;
+  // Started again (here or elsewhere) after its stream ended: follow the new run.
+  if (!stream && OPEN.has(task.status) && !projectProblem) follow(projectId, taskId, onChange);
   const stamp = `${task.updated_at}|${task.status}`;
   if (stamp === shownStamp) return;
   shownStamp = stamp;
-  const { projectId, taskId } = current;
   $("drawer-title").textContent = task.title;
   $("drawer-meta").replaceChildren(meta(task));
   $("drawer-content").textContent = task.content || "(none)";
@@ -119,19 +129,26 @@ function follow(projectId, taskId, onChange) {
     stream = null;
     onChange();
   });
-  stream.addEventListener("error", (message) => {
-    if (message.data) list.append(el("li", { class: "unparsed", text: JSON.parse(message.data).message }));
+  stream.addEventListener("gone", (message) => {
+    // The agent went away mid-stream; EventSource reconnects on its own. Say it once.
+    if (!list.querySelector('[data-kind="gone"]')) {
+      list.append(el("li", { class: "unparsed", dataset: { kind: "gone" }, text: JSON.parse(message.data).message }));
+    }
+  });
+  stream.addEventListener("error", () => {
+    // An error answer (task gone, agent unavailable) ends the stream for good; the board says why.
+    if (stream && stream.readyState === EventSource.CLOSED) stream = null;
   });
 }
 
-export function openDrawer(projectId, taskId, getTask, onChange) {
+export function openDrawer(projectId, taskId, getTask, onChange, projectProblem) {
   current = { projectId, taskId };
   shownStamp = "";
   $("drawer").hidden = false;
   $("drawer-title").textContent = "Loading…";
   $("drawer-meta").replaceChildren();
   $("drawer-actions").replaceChildren();
-  refreshDrawer(getTask, onChange);
   follow(projectId, taskId, onChange);
+  refreshDrawer(getTask, onChange, projectProblem);
   $("drawer-close").focus();
 }

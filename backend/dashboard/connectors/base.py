@@ -23,6 +23,18 @@ class AgentError(Exception):
         self.body = body
 
 
+def reason_of(exc: Exception) -> str:
+    """What to show for a project that cannot be read, whatever went wrong."""
+    if isinstance(exc, AgentError):
+        error = exc.body.get("error", {}) if isinstance(exc.body, dict) else {}
+        return f"the agent refused ({exc.status}): {error.get('message', 'no reason given')}"
+    return str(exc)
+
+
+def unavailable_overview(exc: Exception) -> dict[str, Any]:
+    return {"healthy": False, "reason": reason_of(exc), "health": None, "dispatcher": None, "counts": None}
+
+
 class Connector(ABC):
     mode: str
 
@@ -34,8 +46,8 @@ class Connector(ABC):
         try:
             health = await self.health()
             dispatcher = await self.dispatcher()
-        except Unavailable as exc:
-            return {"healthy": False, "reason": str(exc), "health": None, "dispatcher": None, "counts": None}
+        except (Unavailable, AgentError) as exc:
+            return unavailable_overview(exc)
         return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
                 "counts": dispatcher.get("counts")}
 
@@ -70,7 +82,9 @@ class Connector(ABC):
     async def events(self, task_id: str, after: int, limit: int) -> dict: ...
 
     @abstractmethod
-    def stream(self, task_id: str, after: int) -> AsyncIterator[bytes]: ...
+    async def open_stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
+        """Start following a task. Errors (no such task, agent down) are raised here, before
+        anything is sent to the browser; the iterator returned then yields SSE bytes."""
 
     @abstractmethod
     async def worktrees(self) -> dict: ...

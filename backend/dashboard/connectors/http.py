@@ -13,6 +13,8 @@ agent never slows the board down more than once.
 from __future__ import annotations
 
 import asyncio
+import json
+from urllib.parse import quote
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +24,11 @@ from ...config import resolve_secret
 from ...models import STATUSES
 from ...web.sse import sse_event
 from ..config import ProjectConfig
-from .base import AgentError, Connector, Unavailable
+from .base import AgentError, Connector, Unavailable, unavailable_overview
+
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+_TASK_KEYS = ("id", "title", "status", "created_at", "updated_at")
 
 
 class HTTPConnector(Connector):
@@ -36,7 +42,10 @@ class HTTPConnector(Connector):
         token = resolve_secret(project.token)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._down: str | None = None  # why the agent is considered down, while it is
+        self._down_path = "/agent/health"  # what failed: the probe asks exactly that again
         self._probe: asyncio.Task | None = None
+
+    # ----- calls, with the circuit breaker -----------------------------------------------
 
     async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
         if self._down is not None:
@@ -45,7 +54,7 @@ class HTTPConnector(Connector):
         try:
             return await self._request(method, path, body=body, params=params)
         except Unavailable as exc:
-            self._down = str(exc)
+            self._down, self._down_path = str(exc), (path if method == "GET" else "/agent/health")
             raise
 
     def _start_probe(self) -> None:
@@ -54,23 +63,30 @@ class HTTPConnector(Connector):
 
     async def _check_back(self) -> None:
         try:
-            await self._request("GET", "/agent/health")
+            await self._request("GET", self._down_path)
         except (Unavailable, AgentError):
             await asyncio.sleep(min(self.timeout, 1.0))  # at most one probe a second while it stays down
             return
         self._down = None
 
     async def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
+        """One bounded request: the whole exchange within the timeout, the answer within
+        MAX_ANSWER_BYTES, parsed off the event loop when it is large."""
         try:
             async with asyncio.timeout(self.timeout):
-                resp = await self.client.request(method, self.base + path, json=body, params=params,
-                                                 headers=self.headers, timeout=self.timeout)
+                request = self.client.build_request(method, self.base + path, json=body, params=params,
+                                                    headers=self.headers)
+                resp = await self.client.send(request, stream=True)
+                try:
+                    raw = await _read_capped(resp)
+                finally:
+                    await resp.aclose()
         except TimeoutError:
             raise Unavailable(f"no answer from {self.base} within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
         try:
-            data = resp.json()
+            data = json.loads(raw) if len(raw) < 1 << 20 else await asyncio.to_thread(json.loads, raw)
         except ValueError:
             raise Unavailable(f"{self.base} answered HTTP {resp.status_code} with something that is not JSON") from None
         if 200 <= resp.status_code < 300:
@@ -89,6 +105,8 @@ class HTTPConnector(Connector):
             raise Unavailable(f"unexpected answer for {what}")
         return data
 
+    # ----- the interface -----------------------------------------------------------------
+
     async def health(self) -> dict:
         data = self._expect(await self._call("GET", "/agent/health"), ("status", "version"), "health")
         if data["status"] != "ok":
@@ -99,8 +117,8 @@ class HTTPConnector(Connector):
         # Both questions at once: the slowest of the two, not their sum.
         try:
             health, dispatcher = await asyncio.gather(self.health(), self.dispatcher())
-        except Unavailable as exc:
-            return {"healthy": False, "reason": str(exc), "health": None, "dispatcher": None, "counts": None}
+        except (Unavailable, AgentError) as exc:
+            return unavailable_overview(exc)
         return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
                 "counts": dispatcher.get("counts")}
 
@@ -109,14 +127,21 @@ class HTTPConnector(Connector):
 
     async def dispatcher_action(self, action: str, force: bool) -> dict:
         params = {"force": "true"} if force else None
-        return self._expect(await self._call("POST", f"/agent/dispatcher/{action}", params=params),
+        return self._expect(await self._call("POST", f"/agent/dispatcher/{q(action)}", params=params),
                             ("state",), "dispatcher")
 
     async def tasks(self) -> Any:
-        return self._expect(await self._call("GET", "/agent/tasks"), STATUSES, "tasks")
+        data = self._expect(await self._call("GET", "/agent/tasks"), STATUSES, "tasks")
+        for status in STATUSES:
+            items = data[status]
+            if not isinstance(items, list) or not all(
+                isinstance(t, dict) and all(isinstance(t.get(k), str) for k in _TASK_KEYS) for t in items
+            ):
+                raise Unavailable(f"unexpected answer for tasks: a {status} entry is not a task")
+        return data
 
     async def task(self, status: str, filename: str) -> dict:
-        return self._expect(await self._call("GET", f"/agent/tasks/{status}/{filename}"), ("id",), "task")
+        return self._expect(await self._call("GET", f"/agent/tasks/{q(status)}/{q(filename)}"), ("id",), "task")
 
     async def create(self, body: dict) -> dict:
         return self._expect(await self._call("POST", "/agent/tasks", body=body), ("id",), "new task")
@@ -125,13 +150,13 @@ class HTTPConnector(Connector):
         return self._expect(await self._call("POST", "/agent/tasks/bulk", body=body), ("tasks",), "new tasks")
 
     async def rerun(self, task_id: str) -> dict:
-        return self._expect(await self._call("POST", f"/agent/tasks/{task_id}/rerun"), ("id",), "task")
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/rerun"), ("id",), "task")
 
     async def cancel(self, task_id: str) -> dict:
-        return self._expect(await self._call("POST", f"/agent/tasks/{task_id}/cancel"), ("id",), "task")
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/cancel"), ("id",), "task")
 
     async def events(self, task_id: str, after: int, limit: int) -> dict:
-        return self._expect(await self._call("GET", f"/agent/tasks/{task_id}/events",
+        return self._expect(await self._call("GET", f"/agent/tasks/{q(task_id)}/events",
                                              params={"after": after, "limit": limit}), ("events",), "events")
 
     async def worktrees(self) -> dict:
@@ -140,19 +165,57 @@ class HTTPConnector(Connector):
     async def commits(self, count: int) -> dict:
         return self._expect(await self._call("GET", "/agent/commits", params={"count": count}), ("commits",), "commits")
 
-    async def stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
-        """Relay the agent's Server-Sent Events; if the agent goes away, say so and end."""
-        headers = {**self.headers, "Last-Event-ID": str(after)}
-        timeout = httpx.Timeout(self.timeout, read=None)  # an idle stream is fine, a dead agent is not
+    async def open_stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
+        """Relay the agent's Server-Sent Events. Connecting and the agent's answer are bounded
+        by the timeout (and the breaker); once streaming, silence is fine."""
+        if self._down is not None:
+            self._start_probe()
+            raise Unavailable(f"{self._down} (checking again in the background)")
+        request = self.client.build_request("GET", f"{self.base}/agent/tasks/{q(task_id)}/stream",
+                                            headers={**self.headers, "Last-Event-ID": str(after)},
+                                            timeout=httpx.Timeout(self.timeout, read=None))
         try:
-            async with self.client.stream("GET", f"{self.base}/agent/tasks/{task_id}/stream",
-                                          headers=headers, timeout=timeout) as resp:
-                if resp.status_code != 200:
-                    body = await resp.aread()
-                    detail = body[:300].decode("utf-8", "replace")
-                    yield sse_event("error", {"message": f"agent answered HTTP {resp.status_code}: {detail}"}).encode()
-                    return
-                async for chunk in resp.aiter_raw():
-                    yield chunk
+            async with asyncio.timeout(self.timeout):
+                resp = await self.client.send(request, stream=True)
+        except TimeoutError:
+            self._down = f"no answer from {self.base} within {self.timeout:g}s"
+            raise Unavailable(self._down) from None
         except httpx.HTTPError as exc:
-            yield sse_event("error", {"message": f"lost the agent's stream: {type(exc).__name__}"}).encode()
+            raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            try:
+                raw = await _read_capped(resp)
+            finally:
+                await resp.aclose()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and isinstance(body.get("error"), dict) and 400 <= resp.status_code < 500:
+                raise AgentError(resp.status_code, body)
+            raise Unavailable(f"{self.base} answered the stream with HTTP {resp.status_code}")
+        return self._relay(resp)
+
+    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            yield sse_event("gone", {"message": f"lost the agent's stream: {type(exc).__name__}"}).encode()
+        finally:
+            await resp.aclose()
+
+
+def q(segment: str) -> str:
+    """One URL path segment, whatever it contains (never a `/` or `..` of its own)."""
+    return quote(segment, safe="")
+
+
+async def _read_capped(resp: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise Unavailable(f"answer larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)

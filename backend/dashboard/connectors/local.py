@@ -107,9 +107,11 @@ class LocalConnector(Connector):
         items = read_events(TaskLogs(self.logs_dir, task_id).events, after, limit)
         return {"task_id": task_id, "events": items, "next_after": items[-1]["seq"] if items else after}
 
-    async def stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
-        await self._run(self.store.get, task_id)
+    async def open_stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
+        await self._run(self.store.get, task_id)  # an unknown task is a 404 before anything is sent
+        return self._follow(task_id, after)
 
+    async def _follow(self, task_id: str, after: int) -> AsyncIterator[bytes]:
         async def never() -> bool:
             return False  # the dashboard's own route notices the browser leaving
 

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...agent.schemas import BulkCreate
-from ...models import NewTask
+from ...agent.routes.tasks import check_id
+from ...models import STATUSES, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
-from ..connectors.base import Connector, Unavailable
+from ..connectors.base import AgentError, Connector, Unavailable, reason_of
 
 router = APIRouter(prefix="/api", tags=["projects"], responses=ERROR_RESPONSES)
 
@@ -49,8 +50,9 @@ async def board(request: Request) -> dict:
         if isinstance(overview, BaseException):
             raise overview
         entry = _describe(connector, overview)
-        if isinstance(tasks, Unavailable):
-            entry.update(tasks=None, tasks_error=str(tasks), healthy=False, reason=overview["reason"] or str(tasks))
+        if isinstance(tasks, (Unavailable, AgentError)):
+            why = reason_of(tasks)
+            entry.update(tasks=None, tasks_error=why, healthy=False, reason=overview["reason"] or why)
         elif isinstance(tasks, BaseException):
             raise tasks
         else:
@@ -69,6 +71,7 @@ async def tasks(project_id: str, request: Request) -> dict:
 async def events(project_id: str, task_id: str, request: Request,
                  after: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
+    check_id(task_id)
     return await connector_for(request, project_id).events(task_id, after, limit)
 
 
@@ -77,9 +80,12 @@ async def stream(project_id: str, task_id: str, request: Request,
                  after: Annotated[int, Query(ge=0)] = 0,
                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
     """The task's live events, relayed as Server-Sent Events (resume with Last-Event-ID)."""
+    check_id(task_id)
     connector = connector_for(request, project_id)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
-    upstream = connector.stream(task_id, start)
+    # Opened before answering: "no such task" or "agent down" get the error shape and status,
+    # which also tells the browser's EventSource not to reconnect.
+    upstream = await connector.open_stream(task_id, start)
 
     async def relay():
         async for chunk in upstream:
@@ -93,6 +99,8 @@ async def stream(project_id: str, task_id: str, request: Request,
 
 @router.get("/projects/{project_id}/tasks/{status}/{filename}")
 async def task(project_id: str, status: str, filename: str, request: Request) -> dict:
+    if status not in STATUSES or not is_valid_task_id(filename.removesuffix(".md")):
+        raise ApiError(404, "not_found", f"no {status!r} task {filename!r}")
     return await connector_for(request, project_id).task(status, filename)
 
 
@@ -108,11 +116,13 @@ async def bulk(project_id: str, body: BulkCreate, request: Request) -> dict:
 
 @router.post("/projects/{project_id}/tasks/{task_id}/rerun")
 async def rerun(project_id: str, task_id: str, request: Request) -> dict:
+    check_id(task_id)
     return await connector_for(request, project_id).rerun(task_id)
 
 
 @router.post("/projects/{project_id}/tasks/{task_id}/cancel")
 async def cancel(project_id: str, task_id: str, request: Request) -> dict:
+    check_id(task_id)
     return await connector_for(request, project_id).cancel(task_id)
 
 
