@@ -94,6 +94,12 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(autouse=True)
+def alpha_dispatching(world):
+    """Every test starts with Alpha's dispatcher running, whatever an earlier test left."""
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/start").raise_for_status()
+
+
 @pytest.fixture
 def page(browser, world):
     context = browser.new_context(viewport={"width": 1500, "height": 950})
