@@ -147,12 +147,13 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(problems)
 
 
-def load_agent_config(path: Path) -> AgentConfig:
-    """Read and validate agent.yaml. Missing file: defaults. Raises ConfigError."""
+def read_yaml_mapping(path: Path) -> dict | None:
+    """A YAML file's top-level mapping; None when the file is missing or empty.
+    Raises ConfigError naming the file (and line) for anything else."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return AgentConfig()
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from None
     try:
@@ -163,9 +164,17 @@ def load_agent_config(path: Path) -> AgentConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
     if data is None:
-        return AgentConfig()
+        return None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: (top level): must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate agent.yaml. Missing file: defaults. Raises ConfigError."""
+    data = read_yaml_mapping(path)
+    if data is None:
+        return AgentConfig()
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:

@@ -465,6 +465,24 @@ def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, r
     wait_for(lambda: not pid_alive(int(pidfile.read_text())), timeout=10, what="the test's grandchild to die")
 
 
+def test_a_push_meeting_a_locked_ref_is_retried(agent_factory, fake_cli, repo, tmp_path):
+    # What a push racing another push gets ("cannot lock ref"), made deterministic: the test
+    # command holds the origin's ref lock on its first run and lets go on its second.
+    lock = origin_of(repo) / "refs" / "heads" / "main.lock"
+    flag = tmp_path / "locked-once"
+    commit_and_push(repo, {"lock_once.py": (
+        "import os\n"
+        f"lock, flag = {str(lock)!r}, {str(flag)!r}\n"
+        "if not os.path.exists(flag):\n    open(flag, 'w').close()\n    open(lock, 'w').close()\n"
+        "elif os.path.exists(lock):\n    os.remove(lock)\n")}, "lock helper")
+    agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} lock_once.py"), project=repo,
+                          dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Locked", {"steps": [{"write": "k.txt", "text": "k\n"}]})))
+    assert task.status is TaskStatus.completed, task.error_message
+    assert "push rejected" in baton_says(agent, task.id)
+    assert git(origin_of(repo), "rev-parse", "main").strip() == task.commit_sha
+
+
 def test_two_dispatchers_racing_to_push_the_same_origin_both_land(agent_factory, fake_cli, tmp_path):
     first = agent_factory(config=fake_cli.config(), dispatch=True)
     origin = origin_of(first.settings.project_dir)

@@ -22,10 +22,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError, resolve_secret
+from ..config import ConfigError, read_yaml_mapping, resolve_secret
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -140,22 +139,9 @@ def _describe(path: Path, data: dict, exc: ValidationError) -> str:
 
 
 def load_dashboard_config(path: Path) -> DashboardConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return DashboardConfig()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = read_yaml_mapping(path)
     if data is None:
         return DashboardConfig()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: (top level): must be a mapping of keys to values, got {type(data).__name__}")
     try:
         config = DashboardConfig.model_validate(data).with_defaults()
     except ValidationError as exc:

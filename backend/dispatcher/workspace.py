@@ -91,7 +91,10 @@ class ProjectGit:
             self.git(["push", "--quiet", self.remote, f"{sha}:refs/heads/{self.base}"], cwd)
         except GitError as exc:
             text = exc.stderr
-            rejected = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info"))
+            # All of these mean "the base moved (or is moving) under us": fetch, rebase, retry.
+            # "cannot lock ref" is what a push racing another push to the same ref gets.
+            rejected = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info",
+                                               "cannot lock ref", "failed to update ref"))
             return PushResult(ok=False, rejected=rejected, message=text.strip()[-2000:])
         # git push also moved refs/remotes/<remote>/<base>: our view is current.
         self._fresh_at = time.monotonic()

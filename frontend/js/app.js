@@ -6,6 +6,7 @@ import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js
 import { el, toast } from "./dom.js";
 
 const REFRESH_MS = 2000;
+const TASK_TYPES = ["feature", "bugfix", "refactor", "chore", "docs", "test"];
 const $ = (id) => document.getElementById(id);
 const state = { projects: [], projectFilter: "", search: "", loaded: false, failure: null, updatedAt: null };
 let timer = null;
@@ -223,6 +224,9 @@ $("login-form").addEventListener("submit", async (event) => {
 // ----- start -----------------------------------------------------------------------------
 
 buildColumns($("board"));
+for (const select of document.querySelectorAll('select[name="task_type"]')) {
+  select.replaceChildren(...TASK_TYPES.map((type) => el("option", { value: type, text: type })));
+}
 const linked = readUrl();
 $("search").value = state.search;
 $("search").addEventListener("input", (event) => { state.search = event.target.value; writeUrl(); render(); });
