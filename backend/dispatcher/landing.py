@@ -28,6 +28,8 @@ class LandResult:
     note: str | None = None  # e.g. why the local base branch was left alone
 
 
+FRESH_BASE_SECONDS = 2.0
+
 TestRunner = Callable[[list[str]], tuple[ProcessOutcome, str]]  # -> (outcome, output tail)
 
 
@@ -51,7 +53,10 @@ class Lander:
     def land(self, ws: Workspace, before_publish: Callable[[str], None]) -> LandResult:
         rejected_pushes = 0
         while True:
-            self.git.fetch_base()
+            # A view of the base refreshed moments ago (our own last push, say) is used as is:
+            # the push is the compare-and-swap, so if the base moved meanwhile it is rejected
+            # and the retry below fetches.
+            self.git.fetch_base(max_age=0 if rejected_pushes else FRESH_BASE_SECONDS)
             conflicts = ws.rebase(self.git.base_ref)
             if conflicts is not None:
                 self.say(f"rebase onto {self.git.base_ref} conflicts in: {', '.join(conflicts)}")

@@ -308,15 +308,14 @@ class Workspace:
         """Commit what the worktree holds and keep Baton's files out of the branch's history.
         Returns (committed leftovers, rewrote history, branch has commits of its own)."""
         self._settle_head()
-        fork = self.fork_point()
-        placed = self._placed(fork)
+        placed = self._placed()
         committed = self.commit_leftovers(message, placed)
-        # One walk over the task's commits answers both questions that follow.
-        touched = self._g(["log", "--format=%x00", "--name-only", f"{fork}..HEAD"])
+        # One walk over the task's commits (those not on the base) answers both questions.
+        touched = self._g(["log", "--format=%x00", "--name-only", f"{self.git.base_ref}..HEAD"])
         has_commits = "\x00" in touched
-        stripped = bool(set(placed) & set(touched.split("\n"))) and self.strip_placed(fork, placed)
+        stripped = bool(set(placed) & set(touched.split("\n"))) and self.strip_placed(self.fork_point(), placed)
         if stripped:
-            has_commits = self._g(["rev-list", "--count", f"{fork}..HEAD"]).strip() != "0"
+            has_commits = self._g(["rev-list", "--count", f"{self.git.base_ref}..HEAD"]).strip() != "0"
         return committed, stripped, has_commits
 
     def commit_leftovers(self, message: str, placed: list[str]) -> bool:
