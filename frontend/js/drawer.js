@@ -83,14 +83,21 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
   stale.hidden = !projectProblem;
   stale.textContent = projectProblem
     ? `This project is unavailable (${projectProblem}); what is shown may be out of date.` : "";
-  for (const button of $("drawer-actions").querySelectorAll("button")) button.disabled = Boolean(projectProblem);
   const task = getTask(projectId, taskId);
-  if (!task) return;
-  // Started again (here or elsewhere) after its stream ended: follow the new run.
-  if (!stream && OPEN.has(task.status) && !projectProblem) follow(projectId, taskId, onChange);
-  const stamp = `${task.updated_at}|${task.status}`;
-  if (stamp === shownStamp) return;
-  shownStamp = stamp;
+  if (task) {
+    // Started again (here or elsewhere) after its stream ended: follow the new run.
+    if (!stream && OPEN.has(task.status) && !projectProblem) follow(projectId, taskId, onChange);
+    const stamp = `${task.updated_at}|${task.status}`;
+    if (stamp !== shownStamp) {
+      shownStamp = stamp;
+      showDetails(task, projectId, taskId, onChange);
+    }
+  }
+  // Actions on data that may be out of date would mislead: off while the project is unavailable.
+  for (const button of $("drawer-actions").querySelectorAll("button")) button.disabled = Boolean(projectProblem);
+}
+
+function showDetails(task, projectId, taskId, onChange) {
   $("drawer-title").textContent = task.title;
   $("drawer-meta").replaceChildren(meta(task));
   $("drawer-content").textContent = task.content || "(none)";
