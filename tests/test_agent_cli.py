@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
-import pytest
 
 from support import AgentProcess, free_port, make_repo, run_agent, wait_for_http
 

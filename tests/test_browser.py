@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import FAKE_CLAUDE, fake_task
-from support import ROOT, AgentProcess, free_port, make_repo, wait_for, wait_for_http
+from support import ROOT, AgentProcess, free_port, make_repo, wait_for_http
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

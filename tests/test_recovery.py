@@ -15,7 +15,7 @@ from backend.dispatcher.recovery import reconcile
 from backend.mirrors import MirrorWriter
 from backend.models import NewTask, Owner, TaskStatus
 from backend.store import TaskStore
-from support import git, origin_of
+from support import git
 
 DEAD_OWNER = Owner(pid=999_999, host="crashed-host", instance="gone")
 

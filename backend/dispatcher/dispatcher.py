@@ -13,7 +13,6 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from .. import taskviews
 from ..agent.settings import AgentSettings
@@ -247,7 +246,3 @@ class Dispatcher:
             "ports_in_use": {str(port): owner for port, owner in sorted(self.ports.in_use().items())},
             "owner": self.owner.model_dump(),
         }
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.ctx.logs_dir

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from ..gitrepo import GitError
 from .workspace import ProjectGit

@@ -45,7 +45,3 @@ class PortPool:
     def in_use(self) -> dict[int, str]:
         with self._lock:
             return dict(self._used)
-
-    def has_free(self) -> bool:
-        with self._lock:
-            return len(self._used) < len(self._ports)

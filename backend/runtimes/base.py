@@ -6,7 +6,7 @@ more AgentEvents. The dispatcher, the event log and the dashboard only ever see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -77,7 +77,6 @@ class RunSummary:
     result: AgentEvent | None = None
     last_text: str | None = None
     events: int = 0
-    extra: dict = field(default_factory=dict)
 
     def add(self, ev: AgentEvent) -> None:
         self.events += 1
