@@ -73,13 +73,22 @@ def test_permission_denied_is_shown():
 
 
 def test_malformed_and_unknown_lines_become_unparsed_events():
-    for line in ("not json at all", "[1, 2]", json.dumps({"type": "mystery"}),
+    # Each of these is kept as exactly one `unparsed` event carrying the raw line: never dropped.
+    malformed = ("not json at all", "[1, 2]", json.dumps({"type": "mystery"}),
                  json.dumps({"type": "assistant", "message": {"content": "not a list"}}),
-                 json.dumps({"type": "result", "usage": "weird", "subtype": 5})):
+                 json.dumps({"type": "assistant", "message": {"content": ["not a block"]}}),
+                 json.dumps({"type": "assistant", "message": "not an object"}),
+                 json.dumps({"type": "assistant"}),
+                 json.dumps({"type": "user", "message": {"content": 7}}),
+                 json.dumps({"type": "result", "usage": "weird", "subtype": 5}))
+    for line in malformed:
         events = parse(line)
-        assert all(e.kind in (EventKind.unparsed, EventKind.result) for e in events), line
+        assert [e.kind for e in events] == [EventKind.unparsed], line
+        assert events[0].text == line
     assert parse("") == [] and parse("   \n") == []
     assert parse({"type": "stream_event", "event": {}}) == []
+    # A plain-text user turn is of the documented shape: nothing to show, nothing unparsed.
+    assert parse({"type": "user", "message": {"role": "user", "content": "the prompt"}}) == []
 
 
 def test_long_tool_input_is_summarised():

@@ -208,8 +208,10 @@ def test_failing_tests_get_a_feedback_turn_then_land(agent_factory, fake_cli, re
 
 
 def test_tests_failing_every_time_fail_the_task_after_the_retries(agent_factory, fake_cli, repo):
-    agent = agent_factory(config=fake_cli.config(test_command="false", max_merge_retries=1), project=repo,
-                          dispatch=True)
+    # Fails only with the task's change: tests failing on main too end at once (test_tests_on_base.py).
+    commit_and_push(repo, {"check.py": "import os, sys\nsys.exit(1 if os.path.exists('a.txt') else 0)\n"}, "check")
+    agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} check.py", max_merge_retries=1),
+                          project=repo, dispatch=True)
     task = wait_done(agent, submit(agent, fake_task("Hopeless", {"steps": [{"write": "a.txt", "text": "a\n"}]})))
     assert task.status is TaskStatus.failed and task.error_reason == "tests_failed"
     assert len(fake_cli.calls()) == 2  # the first run and one feedback turn
@@ -454,7 +456,8 @@ def test_a_copied_file_that_main_starts_tracking_does_not_block_the_rebase(agent
 def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, repo, tmp_path):
     pidfile = tmp_path / "test-grandchild.pid"
     commit_and_push(repo, {"hang.py": (
-        "import subprocess, sys, time\n"
+        "import os, subprocess, sys, time\n"
+        "if not os.path.exists('h.txt'):\n    sys.exit(0)  # passes on main: only the task's change hangs\n"
         f"open({str(pidfile)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
         "time.sleep(600)\n")}, "hanging tests")
     config = fake_cli.config(test_command=f"{sys.executable} hang.py", test_timeout=1, max_merge_retries=0)

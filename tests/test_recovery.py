@@ -191,3 +191,26 @@ def test_a_users_folder_in_worktrees_is_left_alone(setup):
     (mine / "todo.txt").write_text("mine\n")
     reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
     assert (mine / "todo.txt").read_text() == "mine\n"
+
+
+def test_pruning_a_worktree_left_mid_landing_drops_test_leftovers(setup):
+    # A worktree left by a crash during landing holds only the test run's files besides the
+    # committed work: pruning it must not commit them (the "second commit per task").
+    from backend.dispatcher.leftovers import LANDING_FLAG
+    from backend.dispatcher.workspace import Workspace
+
+    settings, store, dispatcher = setup
+    repo = settings.project_dir
+    task = orphan(store)
+    store.transition(task.id, TaskStatus.failed, error_reason="internal", error_message="x")
+    path = repo / "worktrees" / task.id
+    git(repo, "worktree", "add", "-q", "-b", f"task/{task.id}", str(path), "origin/main")
+    (path / "work.txt").write_text("the agent's\n")
+    git(path, "add", "work.txt")
+    git(path, "commit", "-q", "-m", "the agent's commit")
+    tip = git(repo, "rev-parse", f"task/{task.id}").strip()
+    (Workspace(dispatcher.ctx.git, task.id).git_dir() / LANDING_FLAG).write_text("landing\n")
+    (path / ".testcache").write_text("made by the test run\n")
+    reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
+    assert not path.exists()
+    assert git(repo, "rev-parse", f"task/{task.id}").strip() == tip  # no wip commit of the leftovers

@@ -15,11 +15,15 @@ import uuid
 from datetime import timedelta
 
 from .. import taskviews
+from ..agent.basebranch import resolve_settings
 from ..agent.settings import AgentSettings
+from ..archive import Archiver
+from ..gitrepo import has_commits
 from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes.base import Runtime
 from ..runtimes.claude_code import ClaudeCodeRuntime
 from ..store import StoreError, TaskStore
+from ..storeview import StoreView
 from .local_base import LocalBaseFollower
 from .ports import PortPool
 from .recovery import reconcile
@@ -34,6 +38,7 @@ SHUTDOWN_WAIT = 30.0
 
 class Dispatcher:
     def __init__(self, settings: AgentSettings, store: TaskStore, runtime: Runtime | None = None) -> None:
+        settings = resolve_settings(settings)  # base_branch: null means detect (once, here at the latest)
         config = settings.config
         self.config = config
         self.store = store
@@ -58,7 +63,13 @@ class Dispatcher:
         self._exit = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._reconciled = False
+        self._runtime_problem: dict | None = None  # as the last tick saw it
+        self._has_commits = False  # asked each tick until true (a repository keeps its commits)
         store.subscribe(self.wake)
+        # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
+        self.store_view = StoreView(store.path)
+        store.subscribe(self.store_view.request)
+        self.archiver = Archiver(store, config.archive_after_days)
 
     # ----- lifecycle ----------------------------------------------------------------------
     #
@@ -114,6 +125,7 @@ class Dispatcher:
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=10)
         self.local_base.flush()
+        self.store_view.close()
 
     def _interrupt_all(self, reason: str) -> None:
         with self._lock:
@@ -128,6 +140,10 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._exit.is_set():
+            try:
+                self.archiver.run_if_due()  # at start, then hourly: keeps the live store small
+            except Exception as exc:  # noqa: BLE001 - archiving can wait; claiming must go on
+                log.warning("dispatcher: archiving finished tasks failed: %s", exc)
             try:
                 self.tick()
             except StoreError as exc:
@@ -149,6 +165,10 @@ class Dispatcher:
         """Renew leases; claim and start tasks while claiming is on and workers and ports are
         free. Returns how many tasks were started."""
         self._renew_leases()
+        if self._claiming.is_set() and self._check_runtime() is not None:
+            return 0  # nothing is claimed while the CLI is missing: tasks wait, pending
+        if self._claiming.is_set() and not self._repository_has_commits():
+            return 0  # no commit to start a worktree from; /agent/health says `no_commits`
         started = 0
         with self._lock:  # one claimer at a time; stop() waits for it
             while self._claiming.is_set() and self.busy() < self.config.max_parallel_workers:
@@ -225,6 +245,30 @@ class Dispatcher:
         run.finished.wait(CANCEL_WAIT)
         return True
 
+    def problems(self) -> list[dict]:
+        """What keeps this dispatcher from doing its job, as [{code, message}] (empty when none).
+        /agent/health reports them (status `degraded`) and the board shows them."""
+        problem = self.ctx.runtime.check()  # cheap: a PATH lookup
+        if problem is None and self._runtime_problem is not None:
+            self.wake()  # the CLI appeared: claim now rather than at the next poll
+        return [dict(problem)] if problem is not None else []
+
+    def _repository_has_commits(self) -> bool:
+        if not self._has_commits:
+            self._has_commits = has_commits(self.ctx.git.project)
+        return self._has_commits
+
+    def _check_runtime(self) -> dict | None:
+        """Re-check the runtime (each tick: installing the CLI later unblocks the dispatcher);
+        log when that changes."""
+        problem = self.ctx.runtime.check()
+        if problem is not None and self._runtime_problem is None:
+            log.error("dispatcher: not claiming tasks: %s", problem["message"])
+        elif problem is None and self._runtime_problem is not None:
+            log.info("dispatcher: %s is available again; claiming tasks", self.ctx.runtime.name)
+        self._runtime_problem = dict(problem) if problem is not None else None
+        return self._runtime_problem
+
     def busy(self) -> int:
         with self._lock:
             return len(self._runs)
@@ -234,6 +278,7 @@ class Dispatcher:
             runs = list(self._runs.values())
         counts = taskviews.counts(self.store.snapshot())
         return {
+            "problems": self.problems(),
             "state": "running" if self.running else "stopped",
             "workers": {"max": self.config.max_parallel_workers, "busy": len(runs)},
             "running": [

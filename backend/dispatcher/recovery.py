@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 
 from ..config import AgentConfig
-from ..gitrepo import GitError, run_git, worktree_list
+from ..gitrepo import GitError, run_git
 from ..models import Owner, Task, TaskStatus, is_valid_task_id
 from ..store import TaskStore
-from .process import group_alive, kill_group
+from .basetests import remove_leftovers as remove_base_test_worktrees
+from .leftovers import discard_landing_leftovers, interrupted_while_landing
+from .process import find_processes, group_alive, stop_processes, task_marker
 from .workspace import BRANCH_PREFIX, ProjectGit, Workspace
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Own
     for task in store.list_tasks():
         if task.status is TaskStatus.in_progress and (task.owner is None or task.owner.instance != owner.instance):
             step(f"recovering task {task.id}", lambda task=task: _recover(store, git, config, task))
+    step("removing base-test worktrees", lambda: remove_base_test_worktrees(git))
     step("pruning worktrees", lambda: _prune_worktrees(store, git))
     step("pruning landed branches", lambda: _prune_landed_branches(store, git))
     step("removing stale index locks", lambda: _remove_stale_index_locks(git.project))
@@ -48,10 +51,9 @@ def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Own
 
 
 def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task) -> str:
-    for pgid in _leftover_groups(task):
-        kill_group(pgid)
+    _stop_leftovers(task, git.project)
     ws = Workspace(git, task.id)
-    saved = _save(ws, f"wip({task.id}): {task.title} [interrupted]")
+    saved = _settle(ws, f"wip({task.id}): {task.title} [interrupted]")
     landed = (
         task.commit_sha is not None
         and git.ref_exists(task.commit_sha)
@@ -78,6 +80,15 @@ def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task)
     return f"task {task.id}: owner gone; back to pending (attempt {task.attempts} of {config.max_attempts})"
 
 
+def _settle(ws: Workspace, message: str) -> bool:
+    """Keep the agent's work, drop the test run's. False (worktree kept) if that failed."""
+    if interrupted_while_landing(ws):
+        # Everything of the agent was committed before landing began: what is uncommitted now
+        # is the test run's (caches, reports) and must not become a commit of the task.
+        return _discard(ws)
+    return _save(ws, message)
+
+
 def _save(ws: Workspace, message: str) -> bool:
     """Commit a worktree's work to its branch. False (worktree kept) if that failed."""
     if not ws.path.exists():
@@ -95,22 +106,50 @@ def _save(ws: Workspace, message: str) -> bool:
     return True
 
 
-def _leftover_groups(task: Task) -> set[int]:
-    """The task's recorded process group, if it still runs and a member of it carries
-    TASK_ID=<id> in its environment (the leader may be gone; a reused pid is never hit)."""
+def _discard(ws: Workspace) -> bool:
+    """Drop a landing's leftovers. False (worktree kept) if that failed."""
+    try:
+        try:
+            discard_landing_leftovers(ws)
+        except GitError:
+            if not ws.remove_stale_index_lock():  # our processes are gone: a lock is stale
+                raise
+            discard_landing_leftovers(ws)
+    except (GitError, OSError) as exc:
+        log.warning("task %s: could not clean up %s after an interrupted landing: %s", ws.task_id, ws.path, exc)
+        return False
+    return True
+
+
+def _stop_leftovers(task: Task, project: Path) -> None:
+    """Stop every process the crashed agent left running for this task: all that carry the
+    task's marker (however they detached), plus its recorded process group when that is
+    still the task's."""
+    marker = task_marker(task.id, project)
+    members = _leftover_group_members(task)
+    pgid = task.agent_pid if members else None
+    if pgid is not None or find_processes(None, marker):
+        stop_processes(pgid, marker, known=members)
+
+
+def _leftover_group_members(task: Task) -> set[tuple[int, int]]:
+    """(pid, start time) of the members of the task's recorded process group that carry
+    TASK_ID=<id> in their environment (the leader may be gone; a reused pid is never hit).
+    Only TASK_ID: an agent from before BATON_PROJECT existed set nothing else."""
     if not task.agent_pid or not group_alive(task.agent_pid):
         return set()
     marker = f"TASK_ID={task.id}".encode()
+    members = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            pgid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
-            if pgid == task.agent_pid and marker in (entry / "environ").read_bytes().split(b"\0"):
-                return {pgid}
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == task.agent_pid and marker in (entry / "environ").read_bytes().split(b"\0"):
+                members.add((int(entry.name), int(fields[19])))
         except (OSError, ValueError, IndexError):
             continue
-    return set()
+    return members
 
 
 def _remove(ws: Workspace) -> None:
@@ -125,7 +164,7 @@ def _prune_worktrees(store: TaskStore, git: ProjectGit) -> list[str]:
     remove them. Only worktrees git knows, on their task's branch: anything else is left."""
     done = []
     tasks = store.snapshot().tasks
-    for wt in worktree_list(git.project):
+    for wt in git.worktrees():  # under the repository's worktree administration lock
         path = Path(wt.path)
         if path.parent != git.worktrees_dir or not is_valid_task_id(path.name):
             continue
@@ -136,7 +175,7 @@ def _prune_worktrees(store: TaskStore, git: ProjectGit) -> list[str]:
             done.append(f"left {path} alone: it is on {wt.branch}, not its Baton task branch")
             continue
         ws = Workspace(git, path.name)
-        if (task is None or task.status is not TaskStatus.completed) and not _save(ws, f"wip({path.name}): left in a worktree"):
+        if (task is None or task.status is not TaskStatus.completed) and not _settle(ws, f"wip({path.name}): left in a worktree"):
             done.append(f"kept worktree {path.name}: its work could not be committed")
             continue
         _remove(ws)

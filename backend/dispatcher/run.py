@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,13 @@ from ..gitrepo import GitError
 from ..models import ErrorReason, Task, TaskStatus
 from ..runtimes.base import AgentEvent, EventKind, Runtime, RunSummary, event
 from ..store import StoreError, TaskStore
+from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, TaskLogs
 from .landing import Lander
-from .process import ProcessOutcome, StopRequest, run_streaming, tail
+from .leftovers import discard_test_leftovers, landing_flag
+from .process import ProcessOutcome, StopRequest, run_streaming, tail, task_marker
 from .prompts import commit_message, task_prompt
+from .refguard import RefGuard
 from .workspace import ProjectGit, Workspace
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class RunContext:
     logs_dir: Path
     landing_lock: threading.Lock
     follow_base: Callable[[str], None]
+    base_tests: BaseTests = field(default_factory=BaseTests)  # verdicts on base commits, per process
 
 
 class AgentFailed(Exception):
@@ -67,6 +71,7 @@ class TaskRun:
         self.phase = "starting"
         self.ws = Workspace(ctx.git, task.id)
         self.logs = TaskLogs(ctx.logs_dir, task.id)
+        self.refs = RefGuard(ctx.git.project, ctx.logs_dir, task.id, self.ws.branch)
         self.events = EventWriter(self.logs.events)
         self.finished = threading.Event()
         self._last_activity_write = 0.0
@@ -94,6 +99,8 @@ class TaskRun:
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
         continuing = self.ws.create(earlier_branch=self._earlier_branch)
+        if self.refs.take_and_restore(self.ctx.git.admin_lock):  # left by a run that crashed
+            self.say("put back refs an earlier, interrupted run of this task had moved")
         self.ws.place_files()
         # Recorded together with the agent's pid, in one write, once it starts.
         self._started_fields = dict(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
@@ -105,7 +112,8 @@ class TaskRun:
             self._complete(None, no_changes=True)
             return
 
-        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set, ctx.follow_base)
+        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set, ctx.follow_base,
+                        check_base=self._check_base)
         feedback_turns = 0
         while True:
             self._phase("waiting to land")
@@ -114,7 +122,8 @@ class TaskRun:
             try:
                 self._check_stop()
                 self._phase("landing")
-                result = lander.land(self.ws, lambda sha: self._update(commit_sha=sha))
+                with landing_flag(self.ws):  # tells crash recovery that leftovers are the tests'
+                    result = lander.land(self.ws, lambda sha: self._update(commit_sha=sha))
             finally:
                 ctx.landing_lock.release()
             if result.landed:
@@ -145,10 +154,13 @@ class TaskRun:
             stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=on_line,
             wall_timeout=self.ctx.config.claude_code.timeout,
             stall_timeout=self.ctx.config.claude_code.stall_timeout,
-            stop=self.stop, on_start=self._agent_started,
+            stop=self.stop, on_start=self._agent_started, marker=self._marker(),
         )
         self._account(summary)
+        moved = self._undo_ref_moves()
         self._check_stop()
+        if moved:
+            raise AgentFailed("agent_moved_refs", moved)
         self._judge(outcome, summary)
 
     def _agent_started(self, pid: int) -> None:
@@ -214,24 +226,94 @@ class TaskRun:
         hidden = set(self.ctx.config.secret_env_vars) | {"BATON_TOKEN"}
         env = {k: v for k, v in os.environ.items() if k not in hidden}
         env["TASK_PORT"] = str(self.port)
-        env["TASK_ID"] = self.task.id
-        return env
+        env.update(self._marker())  # TASK_ID and BATON_PROJECT: how the task's processes are found
+        return self.refs.env(env)  # git in the task's processes reports the refs it moves
+
+    def _marker(self) -> dict[str, str]:
+        return task_marker(self.task.id, self.ctx.git.project)
 
     # ----- landing helpers ----------------------------------------------------------------
 
-    def _run_tests(self, argv: list[str]) -> tuple[ProcessOutcome, str]:
+    def _run_tests(self, argv: list[str], base: tuple[str, Path] | None = None) -> tuple[ProcessOutcome, str]:
+        """Run the test command in the task's worktree, or with `base` = (sha, folder) in a
+        checkout of the base commit."""
         with open(self.logs.tests, "ab") as handle:
-            handle.write(f"\n=== {' '.join(argv)} ===\n".encode())
+            where = f"on the base {base[0][:12]}: " if base else ""
+            handle.write(f"\n=== {where}{' '.join(argv)} ===\n".encode())
         start = self.logs.tests.stat().st_size
+        tested = None if base else self.ws.head()
         outcome = run_streaming(
-            argv, cwd=self.ws.path, env=self._env(), stdin_text=None,
+            argv, cwd=base[1] if base else self.ws.path, env=self._env(), stdin_text=None,
             stdout_log=self.logs.tests, stderr_log=None, on_line=None,
             wall_timeout=self.ctx.config.test_timeout, stall_timeout=None, stop=self.stop,
-            on_start=lambda pid: self._update(agent_pid=pid),
+            on_start=lambda pid: self._update(agent_pid=pid), marker=self._marker(),
         )
         self._update(agent_pid=None)
+        # The test command is the agent's code too: before anything resets the worktree, put
+        # back whatever refs it moved and its worktree's HEAD.
+        moved = self._undo_test_ref_moves(tested)
+        if tested is not None:
+            discard_test_leftovers(self.ws, tested)  # caches and reports never reach a commit
+        if moved and not self.stop.is_set():
+            raise AgentFailed("agent_moved_refs", moved)
         size = self.logs.tests.stat().st_size
         return outcome, tail(self.logs.tests, min(4000, max(0, size - start)))
+
+    def _check_base(self, argv: list[str], base: str) -> BaseVerdict | None:
+        """The test command's verdict on the base commit itself (cached per base sha)."""
+        config = self.ctx.config
+        self.say(f"checking whether the tests pass on {self.ctx.git.base} itself ({base[:12]})")
+        try:
+            verdict, cached = self.ctx.base_tests.verdict(
+                self.ctx.git, config.test_command.strip(), argv, base, config.test_timeout,
+                lambda args, folder: self._run_tests(args, base=(base, folder)))
+        except (GitError, OSError) as exc:  # no verdict: the agent gets its feedback turn as before
+            log.warning("task %s: could not run the tests on %s: %s", self.task.id, base[:12], exc)
+            return None
+        if verdict is not None:
+            self.say(f"tests on {base[:12]} " + ("pass" if verdict.passed else f"fail too ({verdict.summary})")
+                     + (" (known from an earlier run)" if cached else ""))
+        return verdict
+
+    # ----- refs the task must not move (see refguard.py) ------------------------------------
+
+    def _undo_ref_moves(self) -> str | None:
+        """After an agent turn: if the agent moved protected refs, keep its commits on
+        task/<id> first, then put those refs back. Returns the failure message, or None."""
+        moves = self.refs.take()
+        if not moves:
+            return None
+        try:
+            try:
+                self.ws.settle_head()
+            except GitError:
+                if not self.ws.remove_stale_index_lock():  # the agent's processes are gone
+                    raise
+                self.ws.settle_head()
+        except (GitError, OSError) as exc:
+            log.warning("task %s: could not bring the agent's commits onto %s: %s", self.task.id, self.ws.branch, exc)
+        lines = self.refs.restore(moves, self.ctx.git.admin_lock)
+        message = (f"the agent changed git refs outside its branch {self.ws.branch}: {'; '.join(lines)}. "
+                   f"Its commits are kept on {self.ws.branch}")
+        self.say(message)
+        return message
+
+    def _undo_test_ref_moves(self, tested: str | None) -> str | None:
+        problems = []
+        if tested is not None:
+            own = f"refs/heads/{self.ws.branch}"
+            if not self.ws.on_branch():
+                self.ctx.git.git(["symbolic-ref", "HEAD", own], self.ws.path)  # back on the branch, files as they are
+                problems.append(f"switched its worktree away from {self.ws.branch}")
+            tip = self.ctx.git.rev(own) if self.ctx.git.ref_exists(own) else ""
+            if tip != tested:  # discard_test_leftovers moves it back
+                problems.append(f"moved {self.ws.branch} away from the tested commit {tested[:12]}")
+        problems += self.refs.restore(self.refs.take(), self.ctx.git.admin_lock)
+        if not problems:
+            return None
+        message = f"the test command changed git refs: {'; '.join(problems)}"
+        self.say(message)
+        return message
 
     def _commit_work(self, message: str) -> bool:
         """Commit leftovers, keep Baton's files out of history; True if the branch changes anything."""

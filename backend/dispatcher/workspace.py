@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from ..config import AgentConfig
-from ..gitrepo import GitError, git_ok, run_git, worktree_list
+from ..gitrepo import GitError, Worktree, git_ok, run_git, worktree_list
+from ..storeview import worktree_source
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ class ProjectGit:
         self.remote = config.remote
         self.worktrees_dir = project / "worktrees"
         self._fresh_at = float("-inf")  # when our view of the remote base was last refreshed
+        # Worktree and branch administration, one at a time: `worktree add` writes
+        # .git/worktrees/<id>/ in steps, and a concurrent prune, remove, `branch -D` or checkout
+        # reading it half-made fails ("failed to read .git/worktrees/<id>/commondir"). Held only
+        # around those commands, never around a fetch, a push or an agent run.
+        self.admin_lock = threading.RLock()
 
     @cached_property
     def has_remote(self) -> bool:
@@ -85,10 +92,14 @@ class ProjectGit:
     def is_ancestor(self, older: str, newer: str) -> bool:
         return git_ok(["merge-base", "--is-ancestor", older, newer], self.project)
 
-    def push_base(self, cwd: Path, sha: str) -> PushResult:
-        """Move the remote base to `sha`. A plain push is a compare-and-swap: no force, ever."""
+    def push_base(self, cwd: Path, sha: str, expected: str | None = None) -> PushResult:
+        """Move the remote base to `sha`, a descendant of `expected`. With `expected` the push is
+        an exact compare-and-swap (`--force-with-lease`): it lands only if the remote base is
+        still the very commit Baton rebased onto and tested on, whatever our remote-tracking ref
+        says (a task's process may have moved that). Never a force push of anything else."""
+        lease = [f"--force-with-lease=refs/heads/{self.base}:{expected}"] if expected else []
         try:
-            self.git(["push", "--quiet", self.remote, f"{sha}:refs/heads/{self.base}"], cwd)
+            self.git(["push", "--quiet", *lease, self.remote, f"{sha}:refs/heads/{self.base}"], cwd)
         except GitError as exc:
             text = exc.stderr
             # All of these mean "the base moved (or is moving) under us": fetch, rebase, retry.
@@ -104,7 +115,7 @@ class ProjectGit:
         """Bring the local base branch to `sha` if that is a fast-forward and touches no one's
         uncommitted work. Returns why it was left alone, or None."""
         ref = f"refs/heads/{self.base}"
-        holder = next((Path(w.path) for w in worktree_list(self.project) if w.branch == self.base), None)
+        holder = next((Path(w.path) for w in self.worktrees() if w.branch == self.base), None)
         if holder is not None:
             dirty = self.git(["status", "--porcelain", "--untracked-files=no"], holder).strip()
             if dirty:
@@ -128,17 +139,20 @@ class ProjectGit:
         `maybe_pushed=False` (a first run that never failed) skips looking for remote copies."""
         local, tracking = f"refs/heads/{branch}", f"refs/remotes/{self.remote}/{branch}"
         if not maybe_pushed:
-            self.git(["branch", "-D", "--quiet", branch])
+            with self.admin_lock:
+                self.git(["branch", "-D", "--quiet", branch])
             return
         present = set(self.git(["for-each-ref", "--format=%(refname)", local, tracking]).split())
         if local in present:
-            self.git(["branch", "-D", "--quiet", branch])
+            with self.admin_lock:
+                self.git(["branch", "-D", "--quiet", branch])
         if self.has_remote and tracking in present:
             try:
                 self.git(["push", "--quiet", self.remote, "--delete", branch])
             except GitError as exc:
                 log.warning("could not delete remote branch %s: %s", branch, exc)
-            self.git(["update-ref", "-d", tracking])
+            with self.admin_lock:
+                self.git(["update-ref", "-d", tracking])
 
     def push_branch(self, branch: str) -> str | None:
         """Publish a kept task branch (its own ref only; force is fine there, never on base)."""
@@ -152,7 +166,13 @@ class ProjectGit:
         return None
 
     def prune_worktrees(self) -> None:
-        self.git(["worktree", "prune"])
+        with self.admin_lock:
+            self.git(["worktree", "prune"])
+
+    def worktrees(self) -> list[Worktree]:
+        # `worktree list` reads every .git/worktrees/<id>/ too.
+        with self.admin_lock:
+            return worktree_list(self.project)
 
 
 class Workspace:
@@ -185,27 +205,31 @@ class Workspace:
         local = f"refs/heads/{self.branch}"
         if not self.git.ref_exists(local) and self.git.has_remote:
             # A failed run's branch may survive only on the remote.
-            git_ok(["fetch", "--quiet", "--no-tags", self.git.remote, f"+{local}:{local}"], self.git.project)
+            with self.git.admin_lock:  # a fetch into a branch reads every worktree's folder too
+                git_ok(["fetch", "--quiet", "--no-tags", self.git.remote, f"+{local}:{local}"], self.git.project)
         if self.git.ref_exists(local):
-            self.git.git(["worktree", "add", "--quiet", str(self.path), self.branch])
+            with self.git.admin_lock:
+                self.git.git(["worktree", "add", "--quiet", str(self.path), self.branch])
             return True
         self._add_new()
         return False
 
     def _add_new(self) -> None:
         self.git.worktrees_dir.mkdir(exist_ok=True)
-        self.git.git(["worktree", "add", "--quiet", "--no-track", "-b", self.branch, str(self.path),
-                      self.git.base_ref])
+        with self.git.admin_lock:
+            self.git.git(["worktree", "add", "--quiet", "--no-track", "-b", self.branch, str(self.path),
+                          self.git.base_ref])
 
     def registered(self) -> bool:
-        return any(Path(w.path) == self.path for w in worktree_list(self.git.project))
+        return any(Path(w.path) == self.path for w in self.git.worktrees())
 
     def place_files(self) -> None:
         """Link `symlink_files` and copy `copy_files` from the project into the worktree."""
         project = self.git.project
         placed = list(self.git.config.symlink_files)
         for rel in self.git.config.symlink_files:
-            source, target = project / rel, self.path / rel
+            # The live task store is never linked: the agent gets its read-only, fresh copy.
+            source, target = worktree_source(project, rel), self.path / rel
             if not source.exists():
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -292,17 +316,33 @@ class Workspace:
             if (git_dir / marker).exists():
                 self._g([command, "--abort"])
         ref = f"refs/heads/{self.branch}"
-        if self._head_ref(git_dir) == ref:
+        head_ref = self._head_ref(git_dir)
+        if head_ref == ref:
             return
+        if head_ref:
+            # On another branch (the base, say): Baton never commits to it or moves it; carry
+            # on from a detached HEAD (same commit, files untouched). A ref guard puts the
+            # branch itself back if the agent moved it.
+            self._g(["checkout", "-q", "--detach"])
         self.commit_leftovers(f"wip({self.task_id}): work left outside {self.branch}", self._placed())
         head, tip = self.head(), self.git.rev(ref)
         if self.git.is_ancestor(tip, head):
             self._g(["update-ref", ref, head, tip])
         else:
             aside = f"{self.branch}-saved-{head[:8]}"
-            self._g(["branch", "-f", aside, head])
+            with self.git.admin_lock:
+                self._g(["branch", "-f", aside, head])
             log.warning("task %s: commits outside %s kept on %s", self.task_id, self.branch, aside)
-        self._g(["checkout", "-q", self.branch])
+        with self.git.admin_lock:  # checking a branch out reads every worktree's folder
+            self._g(["checkout", "-q", self.branch])
+
+    def on_branch(self) -> bool:
+        """True when the worktree has task/<id> checked out (not another branch, not detached)."""
+        return self._head_ref(self.git_dir()) == f"refs/heads/{self.branch}"
+
+    def settle_head(self) -> None:
+        """Public form of _settle_head: bring commits the agent made elsewhere onto task/<id>."""
+        self._settle_head()
 
     def save_work(self, message: str) -> tuple[bool, bool, bool]:
         """Commit what the worktree holds and keep Baton's files out of the branch's history.
@@ -400,7 +440,8 @@ class Workspace:
 
     def remove(self) -> None:
         try:
-            self.git.git(["worktree", "remove", "--force", "--force", str(self.path)])
+            with self.git.admin_lock:
+                self.git.git(["worktree", "remove", "--force", "--force", str(self.path)])
         except GitError:
             if self.path.exists():
                 # rmtree unlinks symlinks, it does not follow them into the project.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -94,8 +94,19 @@ class RunSummary:
         return self.result is not None and self.result.ok is True
 
 
+class RuntimeProblem(TypedDict):
+    """Why a runtime cannot run now (e.g. `runtime_unavailable`), with what to do about it."""
+
+    code: str
+    message: str
+
+
 class Runtime(Protocol):
     name: str
+
+    def check(self) -> RuntimeProblem | None:
+        """None when the CLI can be started; cheap enough to call before every claim."""
+        ...
 
     def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None) -> Invocation: ...
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import ClaudeCodeConfig
-from .base import RAW_KEEP, AgentEvent, EventKind, Invocation, event
+from .base import RAW_KEEP, AgentEvent, EventKind, Invocation, RuntimeProblem, event
 
 SUMMARY_CHARS = 200
+INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
 # Input fields that say most about a tool call, in order of preference.
 _SUMMARY_KEYS = ("command", "file_path", "path", "pattern", "url", "description", "prompt", "query")
 
@@ -42,11 +44,42 @@ def _tool_result_text(content: Any) -> str | None:
     return None
 
 
+def _content_blocks(message: Any) -> list[dict]:
+    """The content blocks of an assistant or user message. Anything not of the documented shape
+    raises ValueError, so the caller keeps the whole line as an `unparsed` event instead of
+    silently dropping what it could not read."""
+    if not isinstance(message, dict):
+        raise ValueError("message is not an object")
+    content = message.get("content")
+    if isinstance(content, str) and message.get("role") == "user":
+        return []  # a plain-text user turn (e.g. the prompt echoed back): nothing to show
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise ValueError("message content is not a list of blocks")
+    return content
+
+
 class ClaudeCodeRuntime:
     name = "claude_code"
 
     def __init__(self, config: ClaudeCodeConfig) -> None:
         self.config = config
+
+    def check(self) -> RuntimeProblem | None:
+        """The configured command must resolve to an executable file (on PATH, or a path)."""
+        command = self.config.command
+        if os.sep in command:
+            found = os.path.isfile(command) and os.access(command, os.X_OK)
+        else:
+            found = shutil.which(command) is not None
+        if found:
+            return None
+        where = "no executable file at that path" if os.sep in command else "not on PATH"
+        return {
+            "code": "runtime_unavailable",
+            "message": f"{command} not found ({where}): the Claude Code CLI (claude_code.command) is needed to "
+                       f"run tasks; they stay pending until it is there. Install hint: {INSTALL_HINT} "
+                       "(or set claude_code.command in agent.yaml to the CLI's path).",
+        }
 
     def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None) -> Invocation:
         cfg = self.config
@@ -102,20 +135,19 @@ class ClaudeCodeRuntime:
                 return [event(EventKind.system, subtype="permission_denied", text=_clip(line, 500))]
             return []  # hooks, status and the like: kept in the raw log only
         if kind == "assistant":
-            return self._assistant(data.get("message") or {}, session)
+            return self._assistant(data.get("message"), session)
         if kind == "user":
-            return self._tool_results(data.get("message") or {}, session)
+            return self._tool_results(data.get("message"), session)
         if kind == "result":
             return [self._result(data, session)]
         if kind == "stream_event":
             return []  # partial deltas; the complete message follows as an assistant line
         return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
 
-    def _assistant(self, message: dict, session: str | None) -> list[AgentEvent]:
+    def _assistant(self, message: Any, session: str | None) -> list[AgentEvent]:
+        content = _content_blocks(message)
         out = []
-        for block in message.get("content") or []:
-            if not isinstance(block, dict):
-                continue
+        for block in content:
             if block.get("type") == "text" and block.get("text"):
                 out.append(event(EventKind.assistant_text, text=block["text"], session_id=session))
             elif block.get("type") == "tool_use":
@@ -130,10 +162,7 @@ class ClaudeCodeRuntime:
                 )
         return out
 
-    def _tool_results(self, message: dict, session: str | None) -> list[AgentEvent]:
-        content = message.get("content")
-        if not isinstance(content, list):
-            return []
+    def _tool_results(self, message: Any, session: str | None) -> list[AgentEvent]:
         return [
             event(
                 EventKind.tool_result,
@@ -142,8 +171,8 @@ class ClaudeCodeRuntime:
                 text=_tool_result_text(block.get("content")),
                 session_id=session,
             )
-            for block in content
-            if isinstance(block, dict) and block.get("type") == "tool_result"
+            for block in _content_blocks(message)
+            if block.get("type") == "tool_result"
         ]
 
     def _result(self, data: dict, session: str | None) -> AgentEvent:

@@ -7,11 +7,14 @@ prompt on standard input. What it does comes from a line in the prompt:
 
 Steps (each shows up as a Bash or Write tool call with its result):
     {"write": "path", "text": "..."}       {"append": "path", "text": "..."}
+    {"read": "path", "into": "copy"}       (Read tool: copies what path holds, or "<missing>", to copy)
     {"commit": "message"}                  (git add -A; git commit)
     {"git": ["add", "-f", "x"]}            {"run": ["cmd", "arg"]}
     {"sleep": 2.5}                         (silent)
     {"tick": 10, "every": 0.2}             (prints assistant text while it waits)
     {"grandchild": "pidfile"}              (starts `sleep 600` in this process group)
+    {"escape": "pidfile"}                  (starts `setsid sh -c "trap '' TERM; exec sleep 600"`:
+                                            a new session, deaf to SIGTERM, holding stdout)
     {"marker": "path"}                     (writes this process's pid there)
     {"block_once": "path", "seconds": 60}  (first run only: create path and sleep)
     {"wait_for": "path", "seconds": 20}    (until another process created path)
@@ -126,6 +129,13 @@ def do_step(session: Session, step: dict, prompt: str) -> None:
                 handle.write(step["text"])
             return f"File written: {path}"
         session.tool("Write", {"file_path": str(Path(session.cwd) / path), "content": step["text"]}, run)
+    elif "read" in step:
+        def run():
+            source = Path(step["read"])
+            text = source.read_text() if source.exists() else "<missing>"
+            Path(step["into"]).write_text(text)
+            return text
+        session.tool("Read", {"file_path": str(Path(session.cwd) / step["read"])}, run)
     elif "commit" in step:
         session.tool("Bash", {"command": f"git add -A && git commit -m {step['commit']!r}"},
                      lambda: sh(["git", "add", "-A"]) + sh(["git", "commit", "-q", "-m", step["commit"]]))
@@ -145,6 +155,18 @@ def do_step(session: Session, step: dict, prompt: str) -> None:
             Path(step["grandchild"]).write_text(str(child.pid))
             return f"started {child.pid}"
         session.tool("Bash", {"command": "sleep 600 &"}, run)
+    elif "escape" in step:
+        def run():
+            child = subprocess.Popen(["setsid", "sh", "-c", "trap '' TERM; exec sleep 600"])
+            deadline = time.monotonic() + 10
+            # Recorded once the trap is set and sleep runs, so it really is deaf to SIGTERM.
+            while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            tmp = Path(step["escape"] + ".tmp")
+            tmp.write_text(str(child.pid))
+            tmp.replace(step["escape"])  # whole or not there at all
+            return f"started {child.pid} in its own session"
+        session.tool("Bash", {"command": "setsid sh -c \"trap '' TERM; exec sleep 600\" &"}, run)
     elif "marker" in step:
         Path(step["marker"]).write_text(str(os.getpid()))
     elif "block_once" in step:
