@@ -7,12 +7,38 @@ person can fix it without reading code. A missing file means the documented defa
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # always fullmatch
+TOKEN_MIN_CHARS = 16
+
+
+def project_slug(name: str) -> str:
+    """A project_id made from a folder name: lowercase, other runs -> '-', at most 40."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    return slug or "project"
+
+
+def token_problem(token: str | None, host: str, where: str) -> str | None:
+    """Why `token` is not good enough to listen on `host`, or None. Never quotes the token.
+    Off loopback a token is the only guard: blank or guessable ones are refused."""
+    from .web.security import is_loopback  # config stays importable without the web layer
+
+    if is_loopback(host):
+        return None
+    if not token:
+        return f"--host {host}: refusing to listen on a non-loopback address without a token ({where})"
+    if sum(not c.isspace() for c in token) < TOKEN_MIN_CHARS:
+        return (f"--host {host}: refusing to listen on a non-loopback address with a token of fewer than "
+                f"{TOKEN_MIN_CHARS} non-blank characters ({where})")
+    return None
 
 
 class ConfigError(Exception):
@@ -36,6 +62,15 @@ class ClaudeCodeConfig(_Strict):
     append_system_prompt: str | None = None
     timeout: int = Field(default=600, gt=0)
     stall_timeout: int = Field(default=300, gt=0)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        # Run from each task's worktree: a relative path would name a different file there
+        # than the one the start-up check found.
+        if "/" in value and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be a command name found on PATH or an absolute path")
+        return value
 
     @field_validator("output_format")
     @classmethod
@@ -65,11 +100,18 @@ class AgentConfig(_Strict):
     symlink_files: list[str] = Field(default_factory=lambda: ["data/dev-tasks.json"])
     copy_files: list[str] = Field(default_factory=lambda: ["CLAUDE.md", "PROGRESS.md"])
     max_merge_retries: int = Field(default=3, ge=0)
-    base_branch: str = Field(default="main", min_length=1)
+    # None: detected at start (the remote's HEAD, else the checkout's branch); see agent/basebranch.py.
+    base_branch: str | None = Field(default=None, min_length=1)
     remote: str = Field(default="origin", min_length=1)
     dispatcher_autostart: bool = True
+    # Names the project in /agent/health so a dashboard can tell it reached the right agent.
+    # None: a slug of the project folder's name.
+    project_id: str | None = None
     lease_seconds: int = Field(default=120, gt=0)
     max_attempts: int = Field(default=3, gt=0)
+    # Finished tasks older than this leave the live store for data/dev-tasks.archive.jsonl
+    # (still served by the API). 0 keeps everything live.
+    archive_after_days: float = Field(default=7, ge=0)
     secret_env_vars: list[str] = Field(
         default_factory=lambda: ["BATON_TOKEN", "LINEAR_API_KEY", "JIRA_API_TOKEN", "GITHUB_TOKEN"]
     )
@@ -79,7 +121,7 @@ class AgentConfig(_Strict):
     # 100 tasks of 256 KiB, even when a JSON encoder's escaping doubles their size.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
-    @field_validator("poll_interval_seconds", mode="before")
+    @field_validator("poll_interval_seconds", "archive_after_days", mode="before")
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:
         # strict mode refuses 10 for a float field; YAML authors write integers.
@@ -103,13 +145,35 @@ class AgentConfig(_Strict):
     def _relative_paths(cls, value: list[str]) -> list[str]:
         for item in value:
             path = Path(item)
-            if not item or path.is_absolute() or ".." in path.parts:
+            if not item or path.is_absolute() or ".." in path.parts or not path.parts:
                 raise ValueError(f"{item!r} must be a relative path inside the project")
+        return value
+
+    @field_validator("symlink_files")
+    @classmethod
+    def _no_links_into_batons_state(cls, value: list[str]) -> list[str]:
+        # A link is writable from the worktree: a link to data/ (or anything in it but the store,
+        # which is linked to a read-only copy) would hand agents the live store, its lock and
+        # its generations.
+        for item in value:
+            parts = Path(item).parts
+            if parts[:1] == ("data",) and parts != ("data", "dev-tasks.json"):
+                raise ValueError(f"{item!r} would link Baton's own data/ folder into every worktree; "
+                                 "only data/dev-tasks.json (given to agents as a read-only copy) may be linked")
+        return value
+
+    @field_validator("project_id")
+    @classmethod
+    def _project_id(cls, value: str | None) -> str | None:
+        if value is not None and not PROJECT_ID_RE.fullmatch(value):
+            raise ValueError("must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
         return value
 
     @field_validator("base_branch", "remote")
     @classmethod
-    def _git_name(cls, value: str) -> str:
+    def _git_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if value.startswith("-") or any(c.isspace() or c in "~^:?*[\\" for c in value) or ".." in value:
             raise ValueError(f"{value!r} is not a valid git name")
         return value

@@ -8,13 +8,22 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
+# Anchored for pydantic's `pattern` (Rust regex: `$` is the very end). Python code must use
+# fullmatch: there `$` also matches before a trailing newline, so "abc\n" would pass.
 TASK_ID_RE = re.compile(r"^[a-z0-9]{1,32}$")
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 TITLE_MAX_CHARS = 200
 CONTENT_MAX_BYTES = 256 * 1024
+# A title is one line: no control, invisible-format (bidi, zero-width) or line/paragraph separator
+# characters, and not only spaces. Written so that Python's re and JSON Schema's ECMA-262 regexes
+# read it alike: the OpenAPI document states exactly what _check_title accepts.
+_NOT_IN_TITLE = r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb"
+_SPACES = r"\u0020\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+TITLE_PATTERN = f"^[^{_NOT_IN_TITLE}]*[^{_NOT_IN_TITLE}{_SPACES}][^{_NOT_IN_TITLE}]*$"
+_TITLE_RE = re.compile(TITLE_PATTERN)
 
 
 class TaskStatus(str, Enum):
@@ -32,7 +41,8 @@ TaskType = Literal["feature", "bugfix", "refactor", "chore", "docs", "test"]
 Priority = Literal["low", "medium", "high", "urgent"]
 PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 ErrorReason = Literal[
-    "agent_error", "timeout", "stalled", "tests_failed", "conflict", "push_failed", "internal"
+    "agent_error", "timeout", "stalled", "tests_failed", "tests_broken_on_base", "conflict", "push_failed",
+    "agent_moved_refs", "internal",
 ]
 
 # Which status may follow which. Everything that changes a status goes through this table.
@@ -59,7 +69,7 @@ def new_task_id() -> str:
 
 
 def is_valid_task_id(value: str) -> bool:
-    return bool(TASK_ID_RE.match(value))
+    return isinstance(value, str) and TASK_ID_RE.fullmatch(value) is not None
 
 
 class Owner(BaseModel):
@@ -72,7 +82,47 @@ class Owner(BaseModel):
     instance: str
 
 
-class Task(BaseModel):
+def _utf8_size(value: str) -> int:
+    # JSON can carry a lone surrogate ("\ud800"), which no UTF-8 file or answer can hold.
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+
+
+def _check_content(value: str) -> str:
+    if _utf8_size(value) > CONTENT_MAX_BYTES:
+        raise ValueError(f"must be at most {CONTENT_MAX_BYTES // 1024} KiB")
+    return value
+
+
+def _check_title(value: str) -> str:
+    # Length first: it also bounds the regex's work. Surrounding spaces are dropped afterwards.
+    if len(value) > TITLE_MAX_CHARS:
+        raise ValueError(f"must be at most {TITLE_MAX_CHARS} characters")
+    _utf8_size(value)
+    if not _TITLE_RE.fullmatch(value):
+        raise ValueError("must not be blank" if not value.strip() else "must be a single line of printable characters")
+    return value.strip()
+
+
+class _TextRules(BaseModel):
+    """One set of rules for a task's title and content, whether a person sends them (NewTask)
+    or they are read from the store (Task): a hand-written store cannot smuggle in what the API
+    refuses."""
+
+    @field_validator("title", check_fields=False)
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return _check_title(value)
+
+    @field_validator("content", check_fields=False)
+    @classmethod
+    def _content(cls, value: str) -> str:
+        return _check_content(value)
+
+
+class Task(_TextRules):
     """One task as stored in data/dev-tasks.json. Frozen: change it with `model_copy(update=...)`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -113,6 +163,8 @@ class Task(BaseModel):
     result_text: str | None = None
     commit_sha: str | None = None
     no_changes: bool = False
+    # The Idempotency-Key of the request that created the task: a repeat returns this task.
+    idempotency_key: str | None = None
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",
@@ -123,36 +175,18 @@ class Task(BaseModel):
         return value.astimezone(timezone.utc) if value is not None else None
 
 
-def _check_title(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be blank")
-    if len(value) > TITLE_MAX_CHARS:
-        raise ValueError(f"must be at most {TITLE_MAX_CHARS} characters")
-    if not value.isprintable():  # also refuses line and paragraph separators
-        raise ValueError("must be a single line of printable characters")
-    return value
-
-
-class NewTask(BaseModel):
+class NewTask(_TextRules):
     """What a person (or the API) supplies to create a task."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str
-    content: str = ""
+    # _TextRules does the checking (with plain-words messages); these say it in the schema.
+    title: Annotated[str, Field(
+        description=f"One line, 1-{TITLE_MAX_CHARS} characters, not only spaces; surrounding spaces are dropped.",
+        json_schema_extra={"minLength": 1, "maxLength": TITLE_MAX_CHARS, "pattern": TITLE_PATTERN})]
+    content: Annotated[str, Field(
+        description=f"At most {CONTENT_MAX_BYTES // 1024} KiB as UTF-8 (so at most {CONTENT_MAX_BYTES} characters).",
+        json_schema_extra={"maxLength": CONTENT_MAX_BYTES})] = ""
     task_type: TaskType = "feature"
-    needs_plan_review: bool = False
+    needs_plan_review: StrictBool = False  # 0, "yes" and friends are refused, as the schema says
     priority: Priority = "medium"
-
-    @field_validator("title")
-    @classmethod
-    def _title(cls, value: str) -> str:
-        return _check_title(value)
-
-    @field_validator("content")
-    @classmethod
-    def _content(cls, value: str) -> str:
-        if len(value.encode("utf-8")) > CONTENT_MAX_BYTES:
-            raise ValueError(f"must be at most {CONTENT_MAX_BYTES // 1024} KiB")
-        return value

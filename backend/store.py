@@ -1,40 +1,37 @@
 """TaskStore: the only code that reads or writes data/dev-tasks.json.
 
-File format (canonical form, one task per line so a changed task costs one line):
-
-    {"schema_version":1,"revision":7,"write_id":"9f0c…","tasks":[
-    {"id":"abc",…},
-    {"id":"def",…}
-    ]}
-
-It is plain JSON; any valid JSON of that shape is accepted (the canonical form is just faster
-to reload). Every read-modify-write holds a file lock on `<file>.lock` for its whole duration,
+The file format (one task per line, plain JSON) and its parsing are in storeformat.py.
+Every read-modify-write holds a file lock on `<file>.lock` for its whole duration,
 across threads and processes. Writes are atomic (temp file, fsync, os.replace, fsync folder).
 
 Each process caches the parsed tasks together with each task's exact JSON line. The header line
 carries `revision` and a random `write_id`, so reading one line tells whether the cache is
 current; after another process wrote, only lines that differ from the cache are parsed again.
-A store that is not valid JSON or not of the right shape is refused and never overwritten.
+A store that is not valid JSON or not of the right shape is refused and never overwritten by a
+process that has no good copy of it (at start). A running process that finds the file missing or
+corrupt restores it from the newest good state it knows (its cache or a kept generation, see
+generations.py), moving a damaged file aside as `<file>.damaged-<UTC time>`; it never deletes it.
+Finished tasks leave the live file for an append-only archive (archive.py) that reads still reach.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
-from pydantic import ValidationError
 
-from .fsutil import atomic_write
+from . import storeformat
+from .archive import Archive
+from .fsutil import atomic_write, is_disk_full, remove_leftover_tmp
+from .generations import Generations
 from .mirrors import MirrorWriter
 from .models import (
     PRIORITY_RANK,
@@ -46,10 +43,12 @@ from .models import (
     new_task_id,
     utcnow,
 )
+# SCHEMA_VERSION and Snapshot are part of this module's interface too.
+from .storeformat import SCHEMA_VERSION, FormatError, Snapshot, changes_between, encode_task  # noqa: F401
+from .storeview import view_path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 _MAX_HEADER = 4096
 _FINISHED = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
 # Fields that only transitions may change.
@@ -71,6 +70,10 @@ class StoreBusyError(StoreError):
     pass
 
 
+class StoreFullError(StoreError):
+    """The disk (or quota) is full: the change was not made, the store is as it was."""
+
+
 class StoreUnreadableError(StoreError):
     """The store exists but cannot be read (permissions, a folder in its place, I/O error)."""
 
@@ -81,31 +84,20 @@ class TaskNotFoundError(StoreError):
         self.task_id = task_id
 
 
+class IdempotencyKeyReusedError(StoreError):
+    """An Idempotency-Key already created tasks from a different request body."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request")
+        self.key = key
+
+
 class InvalidTransitionError(StoreError):
     def __init__(self, task: Task, target: TaskStatus, why: str = "") -> None:
         reason = why or f"a {task.status.value} task cannot become {target.value}"
         super().__init__(f"task {task.id}: {reason}")
         self.task = task
         self.target = target
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One version of the store. Treat the dicts as read-only: they are shared with the cache."""
-
-    revision: int
-    tasks: dict[str, Task] = field(default_factory=dict)  # in file order
-    lines: dict[str, bytes] = field(default_factory=dict)  # id -> canonical JSON of that task
-    header: bytes = b""
-    # (inode, size, mtime_ns) of the file this snapshot was read from or written to.
-    signature: tuple[int, int, int] | None = None
-
-    def task_json(self, task_id: str) -> bytes:
-        return self.lines[task_id]
-
-
-def _encode(task: Task) -> bytes:
-    return task.model_dump_json().encode("utf-8")
 
 
 class TaskStore:
@@ -124,7 +116,12 @@ class TaskStore:
         self._mutex = threading.RLock()
         self._mirrors = mirrors
         self._cache: Snapshot | None = None
+        # The last snapshot this process read or wrote successfully; survives check(), so a
+        # damaged or vanished file can be restored from it.
+        self._last_good: Snapshot | None = None
         self._listeners: list[Callable[[], None]] = []
+        self.generations = Generations(self.path)
+        self.archive = Archive(self.path.with_name(self.path.stem + ".archive.jsonl"))
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly, without arguments) after every write by this store object."""
@@ -141,7 +138,10 @@ class TaskStore:
         return list(self.snapshot().tasks.values())
 
     def get(self, task_id: str) -> Task:
+        """A live task, else an archived one (live wins when a task is in both)."""
         task = self.snapshot().tasks.get(task_id)
+        if task is None:
+            task = self.archive.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
         return task
@@ -153,8 +153,10 @@ class TaskStore:
             return self._load()
 
     def initialize(self) -> Snapshot:
-        """Validate the store, create it if missing, and rebuild the mirrors from it."""
+        """Validate the store, create it if missing, and rebuild the mirrors from it.
+        Removes the temporary files of writers killed mid-write (no writer runs: we hold the lock)."""
         with self._mutex, self._locked():
+            self._remove_leftovers()
             snap = self.check()
             if not self.path.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +167,23 @@ class TaskStore:
 
     # ----- changing -----------------------------------------------------------------------
 
-    def create(self, new: NewTask) -> Task:
-        return self.create_many([new])[0]
+    def create(self, new: NewTask, idempotency_key: str | None = None) -> Task:
+        return self.create_many([new], idempotency_key)[0]
 
-    def create_many(self, items: Iterable[NewTask]) -> list[Task]:
-        """Create all tasks in one write: all or nothing."""
+    def create_many(self, items: Iterable[NewTask], idempotency_key: str | None = None) -> list[Task]:
+        """Create all tasks in one write: all or nothing. With an `idempotency_key`, a repeat
+        of the same request returns the tasks it created before (checked under the lock, so two
+        racing repeats create once); the same key with other items raises
+        IdempotencyKeyReusedError."""
         items = list(items)
         with self._transaction() as (snap, changes):
+            if idempotency_key is not None:
+                earlier = [t for t in snap.tasks.values() if t.idempotency_key == idempotency_key]
+                if earlier:
+                    asked = [item.model_dump() for item in items]
+                    if [t.model_dump(include=set(NewTask.model_fields)) for t in earlier] != asked:
+                        raise IdempotencyKeyReusedError(idempotency_key)
+                    return earlier
             now = utcnow()
             taken = set(snap.tasks)
             for item in items:
@@ -184,6 +196,7 @@ class TaskStore:
                     status=TaskStatus.pending,
                     created_at=now,
                     updated_at=now,
+                    idempotency_key=idempotency_key,
                     **item.model_dump(),
                 )
                 changes.append((None, task))
@@ -225,15 +238,21 @@ class TaskStore:
         target: TaskStatus,
         *,
         expect: Iterable[TaskStatus] | None = None,
+        from_archive: bool = False,
         **fields: Any,
     ) -> Task:
         """Move a task to `target` if the lifecycle allows it (and, with `expect`, only from one
-        of those statuses), setting `fields` in the same write."""
+        of those statuses), setting `fields` in the same write. `from_archive`: an archived task
+        comes back to the live store in that same write."""
         _reject_protected(fields)
         with self._transaction() as (snap, changes):
             task = snap.tasks.get(task_id)
             if task is None:
-                raise TaskNotFoundError(task_id)
+                task = self.archive.get(task_id)
+                if task is None:
+                    raise TaskNotFoundError(task_id)
+                if not from_archive:
+                    raise InvalidTransitionError(task, target, f"is {task.status.value} and archived")
             allowed_from = set(expect) if expect is not None else None
             if allowed_from is not None and task.status not in allowed_from:
                 names = " or ".join(sorted(s.value for s in allowed_from))
@@ -274,6 +293,7 @@ class TaskStore:
             task_id,
             TaskStatus.pending,
             expect={TaskStatus.failed, TaskStatus.cancelled},
+            from_archive=True,
             error_reason=None,
             error_message=None,
             result_text=None,
@@ -286,9 +306,46 @@ class TaskStore:
             task_id, TaskStatus.cancelled, expect={TaskStatus.pending, TaskStatus.plan_review}
         )
 
+    def archive_finished(self, select: Callable[[Task], bool]) -> list[Task]:
+        """Move the finished tasks `select` picks to the archive, in one write under the lock.
+        The archive is appended and fsynced first: a crash in between leaves a task in both
+        places, where the live copy wins."""
+        with self._mutex, self._locked():
+            snap = self._load()
+            chosen = [t for t in snap.tasks.values() if t.status in _FINISHED and select(t)]
+            if not chosen:
+                return []
+            try:
+                self.archive.append(chosen)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise StoreFullError(f"{self.archive.path}: {exc.strerror}") from None
+                raise
+            self._write(snap, {}, removed={t.id for t in chosen})
+            if self._mirrors is not None:
+                self._mirrors.remove(chosen)
+        for listener in self._listeners:
+            listener()
+        return chosen
+
     # ----- internals ----------------------------------------------------------------------
 
+    def _remove_leftovers(self) -> None:
+        # The store's own, a generation's link being made, and the agents' read-only copy's:
+        # each can be the full size of the store.
+        targets = [(folder, self.path.name) for folder in
+                   (self.path.parent, self.generations.folder, view_path(self.path).parent)]
+        if self._mirrors is not None:
+            # A mirror's temporary files are named after it: tasks/<status>/.<id>.md.*.tmp
+            targets += [(self._mirrors.tasks_dir / status.value, "*.md") for status in TaskStatus]
+        for folder, name in targets:
+            for leftover in remove_leftover_tmp(folder, name):
+                log.warning("removed %s, left by a writer that was stopped mid-write", leftover)
+
     def _locked(self):
+        # filelock would create every missing parent of the lock file: create data/ only, so a
+        # missing project folder fails (FileNotFoundError) instead of appearing.
+        self.lock_path.parent.mkdir(exist_ok=True)
         try:
             self._file_lock.acquire()
         except FileLockTimeout as exc:
@@ -300,14 +357,26 @@ class TaskStore:
 
     def _load(self) -> Snapshot:
         try:
-            handle = open(self.path, "rb")
+            snap = self._read(self.path)
+        except StoreCorruptError as exc:
+            if self._last_good is None:
+                # Nothing good known (at start): refuse, untouched, and say where help is.
+                raise StoreCorruptError(self.path, f"{exc.problem}; {self.generations.describe(self.path)}") from None
+            return self._restore(exc.problem)
+        if snap is None:
+            if (self._last_good is not None and self._last_good.revision > 0) or self.generations.newest_first():
+                return self._restore(None)
+            snap = Snapshot(revision=0)  # a new project
+        return self._adopt(snap)
+
+    def _read(self, path: Path) -> Snapshot | None:
+        """Parse `path` (None when missing), reusing the cache when the file is unchanged."""
+        try:
+            handle = open(path, "rb")
         except FileNotFoundError:
-            if self._cache is not None and self._cache.tasks:
-                log.warning("%s disappeared; starting from an empty store", self.path)
-            self._cache = Snapshot(revision=0)
-            return self._cache
+            return None
         except OSError as exc:
-            raise StoreUnreadableError(f"{self.path}: cannot be read: {exc}") from None
+            raise StoreUnreadableError(f"{path}: cannot be read: {exc}") from None
         try:
             with handle:
                 signature = _signature(os.fstat(handle.fileno()))
@@ -319,125 +388,100 @@ class TaskStore:
                     return cache
                 data = header + handle.read()
         except OSError as exc:
-            raise StoreUnreadableError(f"{self.path}: cannot be read: {exc}") from None
-        snap = self._parse_canonical(data, signature) or self._parse_any(data, signature)
-        if self._cache is not None and self._mirrors is not None:
-            # Another writer changed the store: bring the mirrors along.
-            self._mirrors.apply(_changes_between(self._cache, snap))
-            self._mirrors.remove([t for i, t in self._cache.tasks.items() if i not in snap.tasks])
-        self._cache = snap
+            raise StoreUnreadableError(f"{path}: cannot be read: {exc}") from None
+        try:
+            return storeformat.parse(data, signature, self._cache)
+        except FormatError as exc:
+            raise self._corrupt(exc.problem) from None
+
+    def _adopt(self, snap: Snapshot) -> Snapshot:
+        if snap is not self._cache:
+            if self._cache is not None and self._mirrors is not None:
+                # Another writer changed the store: bring the mirrors along.
+                self._mirrors.apply(changes_between(self._cache, snap))
+                self._mirrors.remove([t for i, t in self._cache.tasks.items() if i not in snap.tasks])
+            self._cache = snap
+        self._last_good = snap
         return snap
+
+    def _restore(self, problem: str | None) -> Snapshot:
+        """The store file is missing (`problem` None) or corrupt: put back the newest good state
+        this process knows (its memory or a kept generation), setting a damaged file aside."""
+        with self._locked():
+            # Look again under the lock: another process may have restored it already.
+            try:
+                current = self._read(self.path)
+            except StoreCorruptError as exc:
+                problem = exc.problem
+            else:
+                if current is not None:
+                    return self._adopt(current)
+                problem = None
+            base, source = self._last_good, "this process's memory"
+            generations = self.generations.newest_first()
+            for revision, path in generations:
+                if base is not None and revision <= base.revision:
+                    break
+                try:
+                    found = self._read(path)
+                except StoreError as exc:
+                    log.warning("store generation %s is unusable: %s", path, exc)
+                    continue
+                if found is not None:
+                    base, source = found, str(path)
+                    break
+            if base is None:
+                # Generations exist (or the file was there a moment ago) but nothing is usable:
+                # refuse rather than start an empty store over what was.
+                what = problem or "file is missing"
+                raise self._corrupt(f"{what}; no usable good copy: {self.generations.describe(self.path)}")
+            aside = None
+            if problem is not None:
+                stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
+                aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+                try:
+                    os.rename(self.path, aside)  # kept for a person to look at, never deleted
+                except OSError as exc:
+                    raise self._corrupt(f"{problem}; could not be set aside for restoring: {exc}") from None
+            old = self._cache
+            # _write numbers it past every generation: no process mistakes it for one it read.
+            new = self._write(replace(base, signature=None), {})
+            if old is not None and self._mirrors is not None:
+                self._mirrors.apply(changes_between(old, new))
+                self._mirrors.remove([t for i, t in old.tasks.items() if i not in new.tasks])
+            what = f"was corrupt ({problem}); set aside as {aside.name}" if aside else "was missing"
+            log.warning("task store %s %s; restored %d tasks (revision %d) from %s",
+                        self.path, what, len(new.tasks), base.revision, source)
+            return new
 
     def _corrupt(self, problem: str) -> StoreCorruptError:
         return StoreCorruptError(self.path, problem)
 
-    def _parse_canonical(self, data: bytes, signature: tuple[int, int, int]) -> Snapshot | None:
-        """Fast path for files in canonical form: reuse cached tasks whose line is unchanged.
-        Returns None whenever the file is not exactly canonical; _parse_any then decides."""
-        lines = data.split(b"\n")
-        if len(lines) < 3 or lines[-1] != b"" or lines[-2] != b"]}":
-            return None
-        header = lines[0]
-        if not header.endswith(b'"tasks":['):
-            return None
-        try:
-            meta = json.loads(header + b"]}")
-        except ValueError:
-            return None
-        if not _meta_ok(meta):
-            return None
-        body = lines[1:-2]
-        old = self._cache
-        tasks: dict[str, Task] = {}
-        encoded: dict[str, bytes] = {}
-        for index, line in enumerate(body):
-            if index < len(body) - 1:
-                if not line.endswith(b","):
-                    return None
-                line = line[:-1]
-            task = _cached_task(old, line)
-            if task is None:
-                try:
-                    task = Task.model_validate_json(line)
-                except ValidationError:
-                    return None
-                # Keep our own encoding, not the line as found: what we serve and write back is
-                # always the complete, normalised task.
-                line = _encode(task)
-            if task.id in tasks:
-                return None
-            tasks[task.id] = task
-            encoded[task.id] = line
-        return Snapshot(
-            revision=meta["revision"], tasks=tasks, lines=encoded, header=header + b"\n", signature=signature
-        )
-
-    def _parse_any(self, data: bytes, signature: tuple[int, int, int]) -> Snapshot:
-        """Authoritative parse of any JSON; raises StoreCorruptError naming the problem."""
-        if not data.strip():
-            raise self._corrupt("file is empty (expected a JSON object with schema_version and tasks)")
-        try:
-            doc = json.loads(data)
-        except UnicodeDecodeError as exc:
-            raise self._corrupt(f"not UTF-8 text: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise self._corrupt(f"not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        if not isinstance(doc, dict):
-            raise self._corrupt("top level must be a JSON object")
-        unknown = set(doc) - {"schema_version", "revision", "write_id", "tasks"}
-        if unknown:
-            raise self._corrupt(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
-        if "schema_version" not in doc:
-            raise self._corrupt("missing schema_version")
-        if doc["schema_version"] != SCHEMA_VERSION:
-            raise self._corrupt(
-                f"unsupported schema_version {doc['schema_version']!r} (this Baton reads {SCHEMA_VERSION})"
-            )
-        revision = doc.get("revision", 0)
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
-            raise self._corrupt("revision must be a non-negative integer")
-        raw_tasks = doc.get("tasks")
-        if not isinstance(raw_tasks, list):
-            raise self._corrupt("tasks must be a list")
-        tasks: dict[str, Task] = {}
-        for index, raw in enumerate(raw_tasks):
-            try:
-                task = Task.model_validate(raw)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "(task)"
-                ident = raw.get("id") if isinstance(raw, dict) else None
-                label = f"tasks[{index}]" + (f" (id {ident!r})" if ident else "")
-                raise self._corrupt(f"{label}: {where}: {first['msg']}") from None
-            if task.id in tasks:
-                raise self._corrupt(f"tasks[{index}]: duplicate id {task.id!r}")
-            tasks[task.id] = task
-        # Not canonical (or hand-edited): keep no header so the next read parses again, and
-        # the next write rewrites it in canonical form.
-        return Snapshot(
-            revision=revision,
-            tasks=tasks,
-            lines={task_id: _encode(task) for task_id, task in tasks.items()},
-            signature=signature,
-        )
-
-    def _write(self, snap: Snapshot, changed: dict[str, Task]) -> Snapshot:
+    def _write(self, snap: Snapshot, changed: dict[str, Task], removed: Iterable[str] = ()) -> Snapshot:
         tasks = dict(snap.tasks)
         lines = dict(snap.lines)
+        for task_id in removed:
+            del tasks[task_id], lines[task_id]
         for task_id, task in changed.items():
             tasks[task_id] = task
-            lines[task_id] = _encode(task)
-        revision = snap.revision + 1
-        header = (
-            b'{"schema_version":%d,"revision":%d,"write_id":"%s","tasks":['
-            % (SCHEMA_VERSION, revision, secrets.token_hex(8).encode())
-        )
-        body = b",\n".join(lines.values())
-        atomic_write(self.path, [header, b"\n", body, b"\n" if body else b"", b"]}\n"])
+            lines[task_id] = encode_task(task)
+        # Past every kept generation too: a file put back by hand with a lower revision must not
+        # have its successors pruned as "oldest" (nor lose a restore to an older lineage).
+        revision = max(snap.revision, self.generations.newest_revision()) + 1
+        header = storeformat.header(revision)
+        try:
+            atomic_write(self.path, storeformat.chunks(header, lines.values()))
+        except OSError as exc:
+            if is_disk_full(exc):
+                # atomic_write removed its temporary file; the store and the cache are as they were.
+                raise StoreFullError(f"{self.path}: {exc.strerror or exc}: the change was not saved") from None
+            raise
         # Safe to stat after the replace: we still hold the lock, so the file is ours.
         signature = _signature(os.stat(self.path))
+        # Every process's restore then finds this state, not only this process's memory.
+        self.generations.keep(self.path, revision)
         new = Snapshot(revision=revision, tasks=tasks, lines=lines, header=header + b"\n", signature=signature)
-        self._cache = new
+        self._cache = self._last_good = new
         return new
 
 
@@ -481,7 +525,8 @@ class _Transaction:
         store = self._store
         try:
             if exc_type is None and self._changes:
-                self._store.path.parent.mkdir(parents=True, exist_ok=True)
+                # data/ may be created, never the project folder above it.
+                self._store.path.parent.mkdir(exist_ok=True)
                 store._write(self._snap, {new.id: new for _, new in self._changes})
                 if store._mirrors is not None:
                     store._mirrors.apply(self._changes)
@@ -496,41 +541,6 @@ class _Transaction:
 
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _changes_between(old: Snapshot, new: Snapshot) -> list[tuple[Task | None, Task]]:
-    return [
-        (old.tasks.get(task_id), new.tasks[task_id])
-        for task_id, line in new.lines.items()
-        if old.lines.get(task_id) != line
-    ]
-
-
-def _meta_ok(meta: object) -> bool:
-    revision = meta.get("revision") if isinstance(meta, dict) else None
-    return (
-        isinstance(meta, dict)
-        and meta.get("schema_version") == SCHEMA_VERSION
-        and isinstance(revision, int)
-        and not isinstance(revision, bool)
-        and revision >= 0
-        and isinstance(meta.get("write_id"), str)
-        and meta.get("tasks") == []
-        and set(meta) == {"schema_version", "revision", "write_id", "tasks"}
-    )
-
-
-def _cached_task(snap: Snapshot | None, line: bytes) -> Task | None:
-    # Canonical lines start with the id field: {"id":"abc",...
-    if snap is None or not line.startswith(b'{"id":"'):
-        return None
-    end = line.find(b'"', 7)
-    if end < 0:
-        return None
-    task_id = line[7:end].decode("ascii", "replace")
-    if snap.lines.get(task_id) == line:
-        return snap.tasks[task_id]
-    return None
 
 
 def _next_pending(tasks: Iterable[Task]) -> Task | None:

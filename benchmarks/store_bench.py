@@ -1,12 +1,16 @@
 """Task store and agent API speed at scale. Prints one JSON object.
 
     python benchmarks/store_bench.py [--tasks 10000] [--samples 200] [--contention-seconds 5]
+                                     [--archived 100000]
 
 Measures, with `--tasks` tasks already in the store (realistic titles and 200-800 character
 bodies):
 - create and claim latency through TaskStore (the operations the dispatcher performs);
 - POST /agent/tasks and GET /agent/tasks latency against a real `baton-agent` process;
-- claims per second with 4 processes contending for the same store.
+- claims per second with 4 processes contending for the same store;
+- create and claim latency with `--tasks` live and `--archived` archived tasks (issue #7: the
+  archive keeps the live file proportional to live work), the archive's one-time index build,
+  and one archiving pass.
 Targets (issue #2): claim p50 <= 20 ms, GET /agent/tasks p50 <= 150 ms at 10,000 tasks.
 """
 
@@ -29,7 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from backend.models import NewTask, Owner  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from backend.archive import archive_finished  # noqa: E402
+from backend.models import NewTask, Owner, Task, TaskStatus, utcnow  # noqa: E402
 from backend.store import TaskStore  # noqa: E402
 from backend.mirrors import MirrorWriter  # noqa: E402
 
@@ -160,11 +167,61 @@ def _contention(store_path: Path, processes: int, seconds: float) -> dict:
     }
 
 
+def _archive_figures(live: int, archived: int, samples: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="baton-bench-archive-") as tmp:
+        store_path = Path(tmp) / "data" / "dev-tasks.json"
+        store = TaskStore(store_path, mirrors=MirrorWriter(Path(tmp) / "tasks"))
+        store.initialize()
+        rng = random.Random(3)
+        old = utcnow() - timedelta(days=30)
+        started = time.perf_counter()
+        batch: list[Task] = []
+        for i in range(archived):
+            fields = _task(rng, i).model_dump()
+            batch.append(Task(id=f"arch{i:08d}", status=TaskStatus.completed, created_at=old, updated_at=old,
+                              finished_at=old, **fields))
+            if len(batch) == 5000 or i == archived - 1:
+                store.archive.append(batch)
+                batch = []
+        archive_fill = time.perf_counter() - started
+        for start in range(0, live, 100):
+            store.create_many(_task(rng, i) for i in range(start, min(live, start + 100)))
+
+        cold = TaskStore(store_path)
+        started = time.perf_counter()
+        assert cold.get(f"arch{archived - 1:08d}").status is TaskStatus.completed
+        index_build = time.perf_counter() - started
+
+        owner = Owner(pid=os.getpid(), host="bench", instance="archive")
+        counter = iter(range(live, 10**9))
+        create = _timed(lambda: store.create(_task(rng, next(counter))), samples)
+        claimed: list[Task] = []
+        claim = _timed(lambda: claimed.append(store.claim(owner, 600)), samples)
+        for task in claimed:
+            store.transition(task.id, TaskStatus.completed)
+            store.update(task.id, finished_at=old)
+        started = time.perf_counter()
+        moved = archive_finished(store, 7)
+        archive_pass = time.perf_counter() - started
+        return {
+            "live_tasks": live,
+            "archived_tasks": archived,
+            "live_file_bytes": store_path.stat().st_size,
+            "archive_file_bytes": store.archive.path.stat().st_size,
+            "archive_fill_seconds": round(archive_fill, 2),
+            "archive_index_build_seconds": round(index_build, 3),
+            "create_store": _stats(create),
+            "claim_store": _stats(claim),
+            "archive_pass": {"tasks_moved": len(moved), "seconds": round(archive_pass, 3)},
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--contention-seconds", type=float, default=5.0)
+    parser.add_argument("--archived", type=int, default=100_000)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp:
@@ -202,6 +259,7 @@ def main() -> None:
         "cold_full_load": _stats(cold_load),
         **http,
         "contention": contention,
+        "with_archive": _archive_figures(args.tasks, args.archived, args.samples),
         "targets": {
             "claim_p50_ms_max": 20,
             "claim_p50_met": _stats(claim)["p50_ms"] <= 20,

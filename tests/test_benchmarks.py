@@ -13,7 +13,7 @@ ROOT = Path(__file__).parent.parent
 def test_store_bench_prints_its_figures():
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "store_bench.py"),
-         "--tasks", "300", "--samples", "10", "--contention-seconds", "0.5"],
+         "--tasks", "300", "--samples", "10", "--contention-seconds", "0.5", "--archived", "1000"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -23,6 +23,11 @@ def test_store_bench_prints_its_figures():
         assert figures[key]["n"] >= 10 and figures[key]["p50_ms"] > 0
     assert figures["contention"]["processes"] == 4
     assert figures["contention"]["claims"] > 0
+    archive = figures["with_archive"]
+    assert archive["live_tasks"] == 300 and archive["archived_tasks"] == 1000
+    for key in ("create_store", "claim_store"):
+        assert archive[key]["n"] >= 10 and archive[key]["p95_ms"] > 0
+    assert archive["archive_pass"]["tasks_moved"] == 10  # the claimed samples, finished long ago
 
 
 def run_bench(script: str, *args: str) -> dict:

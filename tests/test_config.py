@@ -29,7 +29,7 @@ def test_missing_file_means_defaults(tmp_path):
     assert config.symlink_files == ["data/dev-tasks.json"]
     assert config.copy_files == ["CLAUDE.md", "PROGRESS.md"]
     assert config.max_merge_retries == 3
-    assert (config.base_branch, config.remote) == ("main", "origin")
+    assert (config.base_branch, config.remote) == (None, "origin")  # None: detected at start
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])
@@ -60,6 +60,11 @@ def test_repository_agent_yaml_is_valid():
         ("claude_code:\n  output_format: json\n", "claude_code.output_format: must be 'stream-json'"),
         ("copy_files: ['../secrets']\n", "copy_files: '../secrets' must be a relative path inside the project"),
         ("base_branch: '-x'\n", "base_branch: '-x' is not a valid git name"),
+        ("claude_code:\n  command: bin/claude\n", "claude_code.command: 'bin/claude' must be a command name"),
+        ("symlink_files: [data]\n", "symlink_files: 'data' would link Baton's own data/ folder"),
+        ("symlink_files: ['data/']\n", "symlink_files: 'data/' would link Baton's own data/ folder"),
+        ("symlink_files: ['data/dev-tasks.json.lock']\n", "symlink_files: 'data/dev-tasks.json.lock' would link"),
+        ("symlink_files: ['.']\n", "symlink_files: '.' must be a relative path inside the project"),
         ("test_command: 'pytest \"unclosed'\n", "test_command: cannot be split into arguments"),
         ("port_range_end: 70000\n", "port_range_end: Input should be less than or equal to 65535"),
         ("- just\n- a list\n", "(top level): must be a mapping"),
