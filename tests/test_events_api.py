@@ -113,3 +113,11 @@ def test_cancel_of_a_running_task_owned_by_nobody_here_is_409(agent_factory):
     agent.store.claim(Owner(pid=1, host="elsewhere", instance="other"), 60)
     resp = agent.client.post(f"/agent/tasks/{task.id}/cancel")
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "invalid_transition"
+
+
+def test_a_non_ascii_digit_in_last_event_id_is_ignored_not_a_500(agent):
+    # "²".isdigit() is True but int("²") raises: the header must be read as ASCII digits only.
+    task_id = agent.client.post("/agent/tasks", json={"title": "t"}).json()["id"]
+    agent.store.transition(task_id, TaskStatus.cancelled)
+    resp = agent.client.get(f"/agent/tasks/{task_id}/stream", headers={"Last-Event-ID": b"\xb2"})  # "²" in latin-1
+    assert resp.status_code == 200 and "event: end" in resp.text

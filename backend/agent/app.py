@@ -1,4 +1,5 @@
-"""create_app: wires settings, store, routes, error handlers and guards. No I/O here."""
+"""create_app: wires settings, store, routes, error handlers and guards. No I/O here, except
+detecting the base branch when the settings leave it to detection (the CLI resolves it first)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ from ..mirrors import MirrorWriter
 from ..store import (
     InvalidTransitionError,
     StoreBusyError,
+    StoreFullError,
     StoreCorruptError,
     StoreUnreadableError,
     TaskNotFoundError,
     TaskStore,
 )
-from ..web.errors import error_response, install_error_handlers
+from ..web.docs import install_docs
+from ..web.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
-from .routes import events, git, health, tasks
+from .basebranch import resolve_settings
+from .routes import archive, events, git, health, tasks
 from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -37,6 +42,7 @@ def build_store(settings: AgentSettings) -> TaskStore:
 def create_app(
     settings: AgentSettings, store: TaskStore | None = None, dispatcher: Dispatcher | None = None
 ) -> FastAPI:
+    settings = resolve_settings(settings)  # every consumer must see the same base branch
     store = store if store is not None else build_store(settings)
     dispatcher = dispatcher if dispatcher is not None else Dispatcher(settings, store)
 
@@ -56,6 +62,9 @@ def create_app(
         version=__version__,
         description="Per-project Baton agent: tasks, dispatcher, live events and git views.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        docs_url=None,  # FastAPI's pages load a CDN and inline script; see web/docs.py
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.store = store
@@ -63,9 +72,11 @@ def create_app(
     app.state.started_monotonic = time.monotonic()
 
     install_error_handlers(app)
+    install_method_not_allowed(app)
+    install_docs(app)
     _install_store_errors(app)
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
-    for module in (health, events, tasks, dispatcher_routes, git):
+    for module in (health, events, tasks, archive, dispatcher_routes, git):
         app.include_router(module.router)
 
     allowed = list(settings.config.allowed_hosts)
@@ -91,6 +102,10 @@ def _install_store_errors(app: FastAPI) -> None:
     async def corrupt(request: Request, exc: StoreCorruptError) -> JSONResponse:
         return error_response(503, "store_corrupt", f"task store refused: {exc}")
 
+    async def full(request: Request, exc: StoreFullError) -> JSONResponse:
+        # The change was not made (nothing half-applied); it can be retried once space is freed.
+        return error_response(507, "insufficient_storage", f"task store: {exc}")
+
     async def busy(request: Request, exc: StoreBusyError) -> JSONResponse:
         return error_response(503, "store_busy", str(exc))
 
@@ -104,5 +119,6 @@ def _install_store_errors(app: FastAPI) -> None:
     app.add_exception_handler(InvalidTransitionError, conflict)
     app.add_exception_handler(StoreCorruptError, corrupt)
     app.add_exception_handler(StoreBusyError, busy)
+    app.add_exception_handler(StoreFullError, full)
     app.add_exception_handler(StoreUnreadableError, unreadable)
     app.add_exception_handler(GitError, git_failed)

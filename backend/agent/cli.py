@@ -1,7 +1,14 @@
-"""`baton-agent`: validate everything, take the project's instance lock, then serve the API.
+"""`baton-agent`: validate everything, take the repository's instance lock, bind the port,
+check the task store, then serve the API (and only then start the dispatcher).
 
-Exit status: 0 after a clean shutdown, 2 for a usage or configuration problem (nothing
-written), 1 when another agent runs or the task store is refused.
+Exit status:
+  0  clean stop (SIGINT or SIGTERM)
+  1  another baton-agent already runs for this repository (linked worktrees included)
+  2  usage, configuration or start-up problem: bad agent.yaml or arguments, a base branch that
+     does not exist, a token too weak for a non-loopback address, a refused or unreadable task
+     store, a data/ or .git folder that cannot be written. Nothing is changed.
+  3  cannot listen on host:port (e.g. the port is busy); no task was claimed
+Every failure is reported as one line on stderr: `baton-agent: <file or option>: <problem>`.
 """
 
 from __future__ import annotations
@@ -13,20 +20,26 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import ConfigError, load_agent_config, resolve_secret
-from ..gitrepo import GitError, toplevel
+from ..config import ConfigError, load_agent_config, resolve_secret, token_problem
+from ..gitrepo import GitError, ensure_excluded, toplevel
 from ..store import StoreError
-from ..web.security import is_loopback
-from ..web.serve import serve
+from ..web.serve import cannot_listen, listen, serve
 from .app import build_store, create_app
+from .basebranch import check_base_branch, resolve_settings
 from .instance import AlreadyRunningError, InstanceLock
-from .settings import DEFAULT_HOST, DEFAULT_PORT, AgentSettings
+from .settings import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_PATTERNS, AgentSettings
 
 log = logging.getLogger("baton.agent")
 
+EXIT_OK, EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_CANNOT_LISTEN = 0, 1, 2, 3
+_EPILOG = ("exit status: 0 clean stop; 1 another agent runs for this repository; 2 usage, configuration "
+           "or start-up problem (bad agent.yaml, missing base branch, weak token off loopback, refused or "
+           "unreadable task store, unwritable data/ or .git); 3 cannot listen on host:port")
+
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="baton-agent", description="Run the Baton agent for one project.")
+    parser = argparse.ArgumentParser(prog="baton-agent", description="Run the Baton agent for one project.",
+                                     epilog=_EPILOG)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument(
@@ -61,45 +74,87 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
     token = os.environ.get("BATON_TOKEN") or resolve_secret(config.token)
     if config.token and config.token.startswith("$") and not token:
         raise ConfigError(f"{config_path}: token: environment variable {config.token[1:]} is not set")
-    if not is_loopback(args.host) and not token:
-        raise ConfigError(
-            f"--host {args.host}: refusing to listen on a non-loopback address without a token "
-            "(set BATON_TOKEN or `token` in agent.yaml)"
-        )
-    return AgentSettings(project_dir=project_dir, config=config, host=args.host, port=args.port, token=token)
+    problem = token_problem(token, args.host, "set BATON_TOKEN or `token` in agent.yaml")
+    if problem:
+        raise ConfigError(problem)
+    try:
+        settings = resolve_settings(
+            AgentSettings(project_dir=project_dir, config=config, host=args.host, port=args.port, token=token))
+        # Configured or detected, the base branch must exist: a missing one fails every task.
+        check_base_branch(project_dir, settings.config, config_path, detected=config.base_branch is None)
+        return settings
+    except GitError as exc:
+        raise ConfigError(f"{project_dir}: {exc}") from None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split("\n"))
+
+
+def _os_problem(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "start-up"
+    return f"{where}: {exc.strerror or exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def fail(status: int, message: object) -> int:
+        print(f"baton-agent: {_one_line(message)}", file=sys.stderr)
+        return status
+
     try:
         settings = load_settings(args)
     except ConfigError as exc:
-        print(f"baton-agent: {exc}", file=sys.stderr)
-        return 2
+        # A configuration error may list one problem per line; each line names file and key.
+        print("\n".join(f"baton-agent: {line}" for line in str(exc).splitlines()), file=sys.stderr)
+        return EXIT_CONFIG
 
-    instance = InstanceLock(settings.data_dir)
     try:
+        instance = InstanceLock.for_repository(settings.project_dir)
         instance.acquire(settings.host, settings.port)
     except AlreadyRunningError as exc:
-        print(f"baton-agent: {exc}", file=sys.stderr)
-        return 1
+        return fail(EXIT_ALREADY_RUNNING, exc)
+    except GitError as exc:
+        return fail(EXIT_CONFIG, f"{settings.project_dir}: {exc}")
+    except OSError as exc:
+        return fail(EXIT_CONFIG, f"{_os_problem(exc)} (cannot create the agent's instance lock)")
     try:
-        store = build_store(settings)
+        # Bound before anything else happens: a busy port must not claim a task first.
         try:
+            sock = listen(settings.host, settings.port)
+        except OSError as exc:
+            return fail(EXIT_CANNOT_LISTEN, cannot_listen(settings.host, settings.port, exc))
+        try:
+            store = build_store(settings)
             snap = store.initialize()
+            ensure_excluded(settings.project_dir, RUNTIME_PATTERNS, "Baton runtime state")
         except StoreError as exc:
-            print(f"baton-agent: task store refused, left untouched: {exc}", file=sys.stderr)
-            return 1
+            sock.close()
+            return fail(EXIT_CONFIG, f"{exc} (task store refused, left untouched)")
+        except RecursionError:  # the JSON parser's own limit, on absurdly nested input
+            sock.close()
+            return fail(EXIT_CONFIG, f"{settings.store_path}: JSON nested too deeply (task store refused, "
+                        "left untouched)")
+        except OSError as exc:
+            sock.close()
+            return fail(EXIT_CONFIG, _os_problem(exc))
+        except GitError as exc:
+            sock.close()
+            return fail(EXIT_CONFIG, f"{settings.project_dir}: {exc}")
         log.info(
-            "project %s: %d tasks (store revision %d); auth %s",
+            "project %s (%s, base branch %s): %d tasks (store revision %d); auth %s",
             settings.project_dir,
+            settings.project_id,
+            settings.config.base_branch,
             len(snap.tasks),
             snap.revision,
             "on" if settings.token else "off",
         )
-        serve(create_app(settings, store), host=settings.host, port=settings.port, log_level=args.log_level)
-        return 0
+        if not serve(create_app(settings, store), sock=sock, log_level=args.log_level):
+            return fail(EXIT_CONFIG, "start-up failed (the reason is logged above)")
+        return EXIT_OK
     finally:
         instance.release()
 

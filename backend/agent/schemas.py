@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import NewTask, Task
@@ -35,11 +37,20 @@ class TaskDetail(Task):
     markdown: str
 
 
+class Problem(BaseModel):
+    code: str
+    message: str
+
+
 class Health(BaseModel):
-    status: str
+    """`degraded` when anything in `problems` keeps the agent from doing its job."""
+
+    status: Literal["ok", "degraded"]
     project: str
+    project_id: str
     version: str
     uptime_seconds: float
+    problems: list[Problem]
 
 
 class WorktreeOut(BaseModel):
@@ -61,10 +72,6 @@ class CommitOut(BaseModel):
     message: str
     author: str
     date: str
-
-
-class CommitList(BaseModel):
-    commits: list[CommitOut]
 
 
 class EventPage(BaseModel):
@@ -94,3 +101,4 @@ class DispatcherStatus(BaseModel):
     counts: dict[str, int]
     ports_in_use: dict[str, str]
     owner: dict
+    problems: list[Problem] = []  # e.g. runtime_unavailable: nothing is claimed meanwhile

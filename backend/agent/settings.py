@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import AgentConfig
+from ..config import AgentConfig, project_slug
 from ..models import STATUSES
 
 DEFAULT_HOST = "127.0.0.1"
@@ -15,6 +15,11 @@ DEFAULT_PORT = 9100
 RUNTIME_PATTERNS = [
     "/data/dev-tasks.json",
     "/data/dev-tasks.json.lock",
+    "/data/.dev-tasks.json.*.tmp",
+    "/data/dev-tasks.json.damaged-*",
+    "/data/dev-tasks.archive.jsonl",
+    "/data/store-generations/",
+    "/data/snapshot/",
     "/data/baton-agent.lock",
     "/data/baton-agent.json",
     "/logs/",
@@ -34,6 +39,11 @@ class AgentSettings:
     @property
     def project_name(self) -> str:
         return self.project_dir.name
+
+    @property
+    def project_id(self) -> str:
+        """What /agent/health names the project by: configured, else a slug of the folder name."""
+        return self.config.project_id or project_slug(self.project_dir.name)
 
     @property
     def data_dir(self) -> Path:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...dispatcher.events import TaskLogs, follow_task, read_events
 from ...web.errors import ERROR_RESPONSES
+from ...web.params import TaskIdPath
 from ..deps import SettingsDep, StoreDep
 from ..schemas import EventPage
 from .tasks import check_id
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/agent/tasks", tags=["events"], responses=ERROR_RESPO
 
 @router.get("/{task_id}/events", response_model=EventPage)
 def events(
-    task_id: str,
+    task_id: TaskIdPath,
     store: StoreDep,
     settings: SettingsDep,
     after: Annotated[int, Query(ge=0)] = 0,
@@ -34,7 +35,7 @@ def events(
 
 @router.get("/{task_id}/stream", response_class=StreamingResponse)
 async def stream(
-    task_id: str,
+    task_id: TaskIdPath,
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
@@ -45,7 +46,7 @@ async def stream(
     task is no longer pending or running."""
     check_id(task_id)
     await run_in_threadpool(store.get, task_id)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    start = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() else after
     feed = follow_task(TaskLogs(settings.logs_dir, task_id).events, start,
                        lambda: store.get(task_id).status, request.is_disconnected)
     return StreamingResponse(feed, media_type="text/event-stream",

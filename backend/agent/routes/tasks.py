@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 
 from ... import taskviews
+from ...mirrors import render_markdown
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
+from ...store import IdempotencyKeyReusedError
 from ...web.errors import ERROR_RESPONSES, ApiError
+from ...web.params import FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
 from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
 
 router = APIRouter(prefix="/agent/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
-_FILENAME_RE = re.compile(r"^([a-z0-9]{1,32})(\.md)?$")
+_FILENAME_RE = re.compile(r"([a-z0-9]{1,32})(\.md)?")  # always fullmatch (no trailing newline)
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,100}")
+IDEMPOTENCY_KEY_DOC = ("Optional. The same key with the same body answers the task(s) created the first time "
+                       "(201 again, nothing new is created); with another body: 409 idempotency_key_reused. "
+                       "1-100 printable ASCII characters.")
+# For the OpenAPI document: HTTP drops a header value's surrounding spaces, so none are declared.
+_IDEMPOTENCY_KEY_SCHEMA = {"pattern": r"^[\x21-\x7e]([\x20-\x7e]{0,98}[\x21-\x7e])?$", "minLength": 1, "maxLength": 100}
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DOC,
+                                              json_schema_extra=_IDEMPOTENCY_KEY_SCHEMA)]
 
 
 def _json(body: bytes, status: int = 200) -> Response:
@@ -40,44 +52,72 @@ def list_tasks(store: StoreDep) -> Response:
 
 
 @router.get("/{status}", response_model=None, responses={200: {"model": list[Task]}})
-def list_status(status: str, store: StoreDep) -> Response:
+def list_status(status: StatusPath, store: StoreDep) -> Response:
     _check_status(status)
     return _json(taskviews.status_json(store.snapshot(), status))
 
 
 @router.get("/{status}/{filename}", response_model=TaskDetail)
-def task_detail(status: str, filename: str, store: StoreDep) -> TaskDetail:
+def task_detail(status: StatusPath, filename: FilenamePath, store: StoreDep) -> TaskDetail:
     """One task by `<id>.md` (its mirror's name) or `<id>`; served from the store, never from disk."""
     _check_status(status)
-    match = _FILENAME_RE.match(filename)
+    match = _FILENAME_RE.fullmatch(filename)
     if not match:
         raise ApiError(400, "invalid_filename", "expected <id>.md or <id>, with an id of a-z and 0-9")
-    found = taskviews.detail(store.snapshot(), status, match.group(1))
+    snap = store.snapshot()
+    found = taskviews.detail(snap, status, match.group(1))
+    if found is None and match.group(1) not in snap.tasks:
+        found = _archived_detail(store, status, match.group(1))
     if found is None:
         raise ApiError(404, "not_found", f"no {status} task with id {match.group(1)!r}")
     return TaskDetail.model_validate(found)
 
 
+def _archived_detail(store, status: str, task_id: str) -> dict | None:
+    """A task archived with that status (it left the live store, not the API)."""
+    task = store.archive.get(task_id)
+    if task is None or task.status.value != status:
+        return None
+    return {**task.model_dump(mode="json"), "filename": f"{task.id}.md", "markdown": render_markdown(task)}
+
+
+def check_idempotency_key(key: str | None) -> None:
+    if key is not None and not _IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-100 printable ASCII characters")
+
+
+def reused_key(exc: IdempotencyKeyReusedError) -> ApiError:
+    return ApiError(409, "idempotency_key_reused", str(exc))
+
+
 @router.post("", status_code=201, response_model=Task)
-def create_task(body: NewTask, store: StoreDep) -> Task:
-    return store.create(body)
+def create_task(body: NewTask, store: StoreDep, idempotency_key: IdempotencyKey = None) -> Task:
+    check_idempotency_key(idempotency_key)
+    try:
+        return store.create(body, idempotency_key)
+    except IdempotencyKeyReusedError as exc:
+        raise reused_key(exc) from None
 
 
 @router.post("/bulk", status_code=201, response_model=TaskList)
-def create_bulk(body: BulkCreate, store: StoreDep) -> TaskList:
+def create_bulk(body: BulkCreate, store: StoreDep, idempotency_key: IdempotencyKey = None) -> TaskList:
     """Creates every task or none."""
-    return TaskList(tasks=store.create_many(body.tasks))
+    check_idempotency_key(idempotency_key)
+    try:
+        return TaskList(tasks=store.create_many(body.tasks, idempotency_key))
+    except IdempotencyKeyReusedError as exc:
+        raise reused_key(exc) from None
 
 
 @router.post("/{task_id}/rerun", response_model=Task)
-def rerun_task(task_id: str, store: StoreDep) -> Task:
+def rerun_task(task_id: TaskIdPath, store: StoreDep) -> Task:
     """A failed or cancelled task goes back to pending."""
     check_id(task_id)
     return store.rerun(task_id)
 
 
 @router.post("/{task_id}/cancel", response_model=Task, responses={202: {"model": Task}})
-def cancel_task(task_id: str, store: StoreDep, dispatcher: DispatcherDep) -> Task | JSONResponse:
+def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep) -> Task | JSONResponse:
     """A pending task is cancelled; a running one is stopped (its branch kept) and cancelled.
     202 with the task still in_progress if stopping it took longer than 5 seconds."""
     check_id(task_id)
