@@ -48,7 +48,8 @@ running = [{"task_id": f"t{i}abcdefg", "title": f"Running task number {i} with a
 dispatcher = json.dumps({"state": "running", "workers": {"max": 5, "busy": 3}, "running": running,
                          "queue_length": 12, "counts": counts, "ports_in_use": {"9200": "t0", "9201": "t1", "9202": "t2"},
                          "owner": {"pid": 4242, "host": "bench", "instance": "abcdef123456"}}).encode()
-health = json.dumps({"status": "ok", "project": "bench", "version": "0.1.0", "uptime_seconds": 1234.5}).encode()
+health = json.dumps({"status": "ok", "project": "bench", "project_id": "bench", "version": "0.1.0",
+                     "uptime_seconds": 1234.5, "problems": []}).encode()
 
 def make(delay):
     class H(BaseHTTPRequestHandler):
@@ -133,7 +134,7 @@ def measure_projects(root: Path, agents: int, samples: int) -> dict:
     ports = json.loads(stand_ins.stdout.readline())
     lines = [f"agent_timeout_seconds: {TIMEOUT}", "projects:"]
     for i, port in enumerate(ports):
-        lines.append(f"  - id: agent-{i}\n    agent_url: http://127.0.0.1:{port}")
+        lines.append(f"  - id: agent-{i}\n    agent_url: http://127.0.0.1:{port}\n    agent_project_id: bench")
     dashboard, url = start_dashboard(root, "\n".join(lines) + "\n")
     try:
         with httpx.Client(timeout=30) as client:

@@ -135,8 +135,10 @@ def dashboard_factory():
 
     started: list[tuple] = []
 
-    def start(projects: list[dict], token: str | None = None, timeout: float = 1.0) -> httpx.Client:
-        config = DashboardConfig.model_validate({"agent_timeout_seconds": timeout, "projects": projects}).with_defaults()
+    def start(projects: list[dict], token: str | None = None, timeout: float = 1.0, **config_keys) -> httpx.Client:
+        """`config_keys` are further projects.yaml keys (e.g. session_hours)."""
+        config = DashboardConfig.model_validate(
+            {"agent_timeout_seconds": timeout, "projects": projects, **config_keys}).with_defaults()
         ctx = serve(create_dashboard(DashboardSettings(config=config, token=token)))
         url = ctx.__enter__()
         client = httpx.Client(base_url=url, timeout=30)

@@ -14,16 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from browsing import chromium, playwright_or_skip
+
 from conftest import FAKE_CLAUDE, fake_task
 from support import ROOT, AgentProcess, free_port, make_repo, wait_for_http
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="SKIPPED LOUDLY: playwright is not installed")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"SKIPPED LOUDLY: {CHROMIUM} is missing (apt-get install -y chromium; .ci/run does it)",
-                allow_module_level=True)
+playwright_api = playwright_or_skip()
 
 
 class World:
@@ -43,10 +41,16 @@ class World:
         self.alpha, self.alpha_url = self._agent(self.alpha_repo, env)
         beta, beta_url = self._agent(self.beta_repo, env)
         assert beta.stop() == 0  # configured, but not running: the board must say so
+        # Gamma's coding-agent CLI is missing: the agent answers, degraded, and claims nothing.
+        self.missing_cli = root / "bin" / "no-such-claude"
+        gamma_repo = make_repo(root, "gamma")
+        (gamma_repo / "agent.yaml").write_text(f"claude_code:\n  command: {self.missing_cli}\n")
+        _, self.gamma_url = self._agent(gamma_repo, env)
         (root / "projects.yaml").write_text(
             "agent_timeout_seconds: 1\nprojects:\n"
             f"  - id: alpha\n    name: Alpha\n    agent_url: {self.alpha_url}\n    color: '#4f8cff'\n"
-            f"  - id: beta\n    name: Beta\n    agent_url: {beta_url}\n    color: '#e0567a'\n")
+            f"  - id: beta\n    name: Beta\n    agent_url: {beta_url}\n    color: '#e0567a'\n"
+            f"  - id: gamma\n    name: Gamma\n    agent_url: {self.gamma_url}\n    color: '#2bb673'\n")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.dashboard = subprocess.Popen(
@@ -85,12 +89,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        yield chromium
-        chromium.close()
+    with chromium(playwright_api) as launched:
+        yield launched
 
 
 @pytest.fixture(autouse=True)
@@ -170,6 +170,18 @@ def test_the_stopped_agent_is_shown_unavailable_while_the_other_works(page, worl
     expect(card(page, resp.json()["id"])).to_be_visible()
 
 
+def test_a_degraded_project_shows_its_problem_and_its_tasks(page, world):
+    expect = playwright_api.expect
+    task_id = httpx.post(f"{world.gamma_url}/agent/tasks", json={"title": "Waits for a CLI"}).json()["id"]
+    gamma = page.locator(".project[data-project='gamma']")
+    expect(gamma.locator(".badge")).to_have_text("degraded")
+    expect(gamma.locator(".project-problems li[data-code='runtime_unavailable']")).to_contain_text(
+        f"{world.missing_cli} not found")
+    expect(page.locator(".notice[data-project='gamma']")).to_contain_text("Gamma is degraded")
+    expect(column(page, "pending").locator(f".card[data-id='{task_id}']")).to_be_visible()  # still available
+    httpx.post(f"{world.gamma_url}/agent/tasks/{task_id}/cancel")
+
+
 def test_a_hostile_title_is_shown_as_text(page, world):
     expect = playwright_api.expect
     title = "<img src=x onerror=alert(1)> and <b>bold</b>"
@@ -234,6 +246,35 @@ def test_filter_search_bulk_and_screenshot(page, world):
         httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
 
 
+def test_each_submission_of_the_forms_carries_its_own_idempotency_key(page, world):
+    expect = playwright_api.expect
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/stop")
+    try:
+        dialog = page.locator("#new-task-dialog")
+        for _ in range(2):  # the same text twice, on purpose: two submissions, two tasks
+            page.get_by_role("button", name="New task", exact=True).click()
+            dialog.locator("select[name='project']").select_option("alpha")
+            dialog.locator("input[name='title']").fill("Keyed twice")
+            dialog.get_by_role("button", name="Create", exact=True).click()
+            expect(dialog).to_be_hidden()
+        expect(column(page, "pending").locator(".card", has_text="Keyed twice")).to_have_count(2)
+        page.get_by_role("button", name="Bulk add", exact=True).click()
+        bulk = page.locator("#bulk-dialog")
+        bulk.locator("select[name='project']").select_option("alpha")
+        bulk.locator("textarea[name='lines']").fill("Keyed line one\nKeyed line two")
+        bulk.get_by_role("button", name="Add all", exact=True).click()
+        expect(column(page, "pending").locator(".card", has_text="Keyed line")).to_have_count(2)
+        pending = httpx.get(f"{world.alpha_url}/agent/tasks/pending").json()
+        singles = {t["idempotency_key"] for t in pending if t["title"] == "Keyed twice"}
+        bulked = {t["idempotency_key"] for t in pending if t["title"].startswith("Keyed line")}
+        assert len(singles) == 2 and None not in singles
+        assert len(bulked) == 1 and None not in bulked and not bulked & singles
+    finally:
+        for t in httpx.get(f"{world.alpha_url}/agent/tasks/pending").json():
+            httpx.post(f"{world.alpha_url}/agent/tasks/{t['id']}/cancel")
+        httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
+
+
 def wait_for_refreshes(page, count: int = 2) -> None:
     # A selector, not wait_for_function: the page's CSP forbids evaluating strings.
     start = int(page.locator("body").get_attribute("data-refreshes"))
@@ -269,18 +310,64 @@ def test_a_link_to_a_task_opens_it(page, world):
 
 
 def test_keyboard_focus_and_open_details_survive_refreshes(page, world):
+    # Its own card, which stays pending (and so in place) while the dispatcher is stopped: the
+    # test needs nothing an earlier test left behind.
     expect = playwright_api.expect
-    details = page.locator(".project[data-project='alpha'] details")
-    details.locator("summary").click()
-    expect(details.locator(".details-body")).to_contain_text("Recent commits")
-    first = page.locator(".card").first
-    first.focus()
-    key = first.get_attribute("data-key")
-    wait_for_refreshes(page, 2)
-    expect(page.locator(f".card[data-key='{key}']")).to_be_focused()
-    expect(details).to_have_attribute("open", "")
-    page.keyboard.press("Enter")
-    expect(page.locator("#drawer")).to_be_visible()
-    page.keyboard.press("Escape")
-    expect(page.locator("#drawer")).to_be_hidden()
-    expect(page.locator(f".card[data-key='{key}']")).to_be_focused()  # focus returns to the card
+    alpha = page.locator(".project[data-project='alpha']")
+    httpx.post(f"{world.alpha_url}/agent/dispatcher/stop").raise_for_status()
+    try:
+        task_id = httpx.post(f"{world.alpha_url}/agent/tasks", json={"title": "Keeps the focus"}).json()["id"]
+        expect(alpha.locator("[data-role='dispatcher-state']")).to_contain_text("dispatcher stopped")
+        own = column(page, "pending").locator(f".card[data-id='{task_id}']")
+        expect(own).to_be_visible()
+        details = alpha.locator("details")
+        details.locator("summary").click()
+        expect(details.locator(".details-body")).to_contain_text("Recent commits")
+        own.focus()
+        key = own.get_attribute("data-key")
+        wait_for_refreshes(page, 2)
+        expect(page.locator(f".card[data-key='{key}']")).to_be_focused()
+        expect(details).to_have_attribute("open", "")
+        page.keyboard.press("Enter")
+        expect(page.locator("#drawer")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#drawer")).to_be_hidden()
+        expect(page.locator(f".card[data-key='{key}']")).to_be_focused()  # focus returns to the card
+        httpx.post(f"{world.alpha_url}/agent/tasks/{task_id}/cancel")
+    finally:
+        httpx.post(f"{world.alpha_url}/agent/dispatcher/start")
+
+
+def test_sign_in_and_log_out(browser, tmp_path):
+    token = "browser-session-token-1234"
+    repo = make_repo(tmp_path, "signed")
+    (tmp_path / "projects.yaml").write_text(f"projects:\n  - id: signed\n    path: {repo}\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "backend.dashboard.cli", "--config", "projects.yaml", "--port", str(port)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "BATON_DASHBOARD_TOKEN": token},
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dashboard.err", "w"))
+    context = browser.new_context()
+    try:
+        wait_for_http(f"{url}/api/health", dashboard)
+        expect = playwright_api.expect
+        tab = context.new_page()
+        tab.goto(url)
+        login = tab.locator("#login-dialog")
+        expect(login).to_be_visible()
+        login.locator("input[name='token']").fill(token)
+        login.get_by_role("button", name="Sign in", exact=True).click()
+        tab.wait_for_selector("body[data-board-ready='1']")
+        [cookie] = [c for c in context.cookies() if c["name"] == "baton_session"]
+        assert cookie["httpOnly"] and cookie["value"] != token
+        signed_in = {"Cookie": f"baton_session={cookie['value']}"}
+        assert httpx.get(f"{url}/api/projects", headers=signed_in).status_code == 200
+        tab.get_by_role("button", name="Log out", exact=True).click()
+        expect(login).to_be_visible()
+        assert httpx.get(f"{url}/api/projects", headers=signed_in).status_code == 401  # ended on the server
+        assert [c for c in context.cookies() if c["name"] == "baton_session"] == []
+    finally:
+        context.close()
+        dashboard.send_signal(signal.SIGTERM)
+        dashboard.wait(timeout=30)

@@ -20,12 +20,15 @@ def world(agent_factory, dashboard_factory, tmp_path, fake_cli):
     """One healthy agent (running the fake CLI), a dead URL, a hanging and a garbage server, and
     one agent-less project."""
     healthy = agent_factory(config=fake_cli.config(), dispatch=True)
+    # Its first health answer asks git once; ask it here, outside the dashboard's 0.5 s budget
+    # (the dashboard checks health before anything else it asks an agent).
+    healthy.client.get("/agent/health").raise_for_status()
     local_repo = make_repo(tmp_path, "localproject")
     store = TaskStore(local_repo / "data" / "dev-tasks.json")
     store.initialize()
     with misbehaving_server("hang") as hanging, misbehaving_server("garbage") as garbage:
         client = dashboard_factory([
-            {"id": "alpha", "agent_url": healthy.url, "color": "#4f8cff"},
+            {"id": "alpha", "agent_url": healthy.url, "color": "#4f8cff", "agent_project_id": healthy.settings.project_id},
             {"id": "dead", "agent_url": f"http://127.0.0.1:{free_port()}"},
             {"id": "hangs", "agent_url": hanging},
             {"id": "garbage", "agent_url": garbage},
@@ -81,7 +84,7 @@ def test_create_through_the_dashboard_runs_on_the_agent(world):
     stream = client.get(f"/api/projects/alpha/tasks/{task_id}/stream")
     assert sse_events(stream.text.splitlines())[-1][1] == "end"
     landed = healthy.store.get(task_id).commit_sha
-    wait_for(lambda: client.get("/api/projects/alpha/commits", params={"count": 1}).json()["commits"][0]["sha"]
+    wait_for(lambda: client.get("/api/projects/alpha/commits", params={"count": 1}).json()[0]["sha"]
              == landed, what="the project's main to show the landed commit")
     assert client.get("/api/projects/alpha/worktrees").json()["worktrees"]
 
@@ -125,7 +128,7 @@ def test_a_project_without_an_agent_works_through_its_store(world):
     running = store.create(NewTask(title="claimed elsewhere"))
     store.claim(Owner(pid=1, host="h", instance="i"), 60, task_id=running.id)
     assert_error(client.post(f"/api/projects/local/tasks/{running.id}/cancel"), 409, "needs_agent")
-    assert client.get("/api/projects/local/commits").json()["commits"][0]["message"] == "initial commit"
+    assert client.get("/api/projects/local/commits").json()[0]["message"] == "initial commit"
 
 
 def test_a_corrupt_local_store_is_unavailable_not_empty(world):
@@ -255,7 +258,8 @@ class StandIn:
         self.server.shutdown()
 
 
-HEALTH = (200, {"status": "ok", "version": "0.1.0", "project": "x", "uptime_seconds": 1})
+HEALTH = (200, {"status": "ok", "version": "0.1.0", "project": "x", "project_id": "x", "uptime_seconds": 1,
+                "problems": []})
 DISPATCHER = (200, {"state": "running", "workers": {"max": 1, "busy": 0}, "counts": {}})
 
 
@@ -275,7 +279,8 @@ def stand_in():
 def test_an_agent_answering_4xx_everywhere_does_not_break_the_board(dashboard_factory, stand_in, agent_factory):
     good = agent_factory()
     refusing = stand_in({})  # every path: 404 in the error shape
-    client = dashboard_factory([{"id": "good", "agent_url": good.url}, {"id": "odd", "agent_url": refusing.url}])
+    client = dashboard_factory([{"id": "good", "agent_url": good.url, "agent_project_id": good.settings.project_id},
+                                {"id": "odd", "agent_url": refusing.url}])
     projects = {p["id"]: p for p in client.get("/api/projects").json()["projects"]}
     assert projects["good"]["healthy"] and not projects["odd"]["healthy"]
     assert "refused (404)" in projects["odd"]["reason"]
@@ -285,7 +290,7 @@ def test_an_agent_answering_4xx_everywhere_does_not_break_the_board(dashboard_fa
 
 def test_the_breaker_asks_again_what_failed_and_does_not_flap(dashboard_factory, stand_in):
     half = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER, "/agent/tasks": (200, "hang")})
-    client = dashboard_factory([{"id": "half", "agent_url": half.url}], timeout=0.5)
+    client = dashboard_factory([{"id": "half", "agent_url": half.url, "agent_project_id": "x"}], timeout=0.5)
     first = client.get("/api/board").json()["projects"][0]
     assert first["tasks"] is None and "within 0.5s" in first["tasks_error"]
     for _ in range(3):  # health still answers, but the probe asks for the tasks that hung
@@ -297,7 +302,7 @@ def test_tasks_that_are_not_tasks_make_the_project_unavailable(dashboard_factory
     statuses = {s.value: [] for s in TaskStatus}
     bad = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER,
                     "/agent/tasks": (200, {**statuses, "pending": [{"id": "x", "title": "no dates"}]})})
-    client = dashboard_factory([{"id": "bad", "agent_url": bad.url}])
+    client = dashboard_factory([{"id": "bad", "agent_url": bad.url, "agent_project_id": "x"}])
     board = client.get("/api/board").json()["projects"][0]
     assert board["tasks"] is None and "not a task" in board["tasks_error"]
 
@@ -309,7 +314,7 @@ def test_answers_are_size_capped(dashboard_factory, agent_factory, monkeypatch):
     agent = agent_factory()
     for i in range(20):
         agent.client.post("/agent/tasks", json={"title": f"task {i}", "content": "x" * 200})
-    client = dashboard_factory([{"id": "big", "agent_url": agent.url}])
+    client = dashboard_factory([{"id": "big", "agent_url": agent.url, "agent_project_id": agent.settings.project_id}])
     assert "larger than" in assert_error(client.get("/api/projects/big/tasks"), 502, "agent_unavailable")["message"]
 
 

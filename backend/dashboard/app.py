@@ -11,9 +11,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..web.errors import error_response, install_error_handlers
+from ..web.docs import install_docs
+from ..web.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .config import DashboardConfig
+from .sessions import LoginThrottle, SessionStore
 from .settings import SESSION_COOKIE, DashboardSettings
 from .connectors.base import AgentError, Connector, Unavailable
 from .connectors.http import HTTPConnector
@@ -39,10 +42,18 @@ def create_app(settings: DashboardSettings) -> FastAPI:
             app.state.connectors = build_connectors(settings.config, client)
             yield
 
+    # FastAPI's own /docs and /redoc load a CDN and inline script; web/docs.py serves ours.
     app = FastAPI(title="baton-dashboard", version=__version__, lifespan=lifespan,
+                  responses={**ERROR_RESPONSES, 502: {"model": ERROR_RESPONSES[400]["model"]}},
+                  docs_url=None, redoc_url=None,
                   description="One board over every project's Baton agent.")
     app.state.settings = settings
+    # In memory on purpose: a restart signs everyone out.
+    app.state.sessions = SessionStore(settings.config.session_hours * 3600)
+    app.state.login_throttle = LoginThrottle()
     install_error_handlers(app)
+    install_method_not_allowed(app)
+    install_docs(app)
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
@@ -67,14 +78,14 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     allowed = list(settings.config.allowed_hosts)
     if settings.host not in ("0.0.0.0", "::", ""):
         allowed.append(settings.host)
-    session_value = settings.session_value
     app.add_middleware(
         SecurityMiddleware,
         token=settings.token,
         allowed_hosts=allowed,
         public_paths={"/", "/api/health", "/api/session"},
         public_prefixes=("/css/", "/js/"),
-        session_cookie=(SESSION_COOKIE, session_value) if session_value else None,
+        session_cookie=(SESSION_COOKIE, app.state.sessions.valid) if settings.token else None,
+        auth_throttle=app.state.login_throttle,
         max_body_bytes=settings.config.max_body_bytes,
     )
     return app

@@ -1,6 +1,11 @@
-"""`baton-dashboard`: validate config/projects.yaml, then serve the board and its API.
+"""`baton-dashboard`: validate config/projects.yaml, bind the port, then serve the board and its API.
 
-Exit status: 0 after a clean stop, 2 for a usage or configuration problem.
+Exit status:
+  0  clean stop (SIGINT or SIGTERM)
+  2  usage or configuration problem (bad projects file or arguments, a token too weak for a
+     non-loopback address)
+  3  cannot listen on host:port (e.g. the port is busy)
+Every failure is reported as one line per problem on stderr: `baton-dashboard: <problem>`.
 """
 
 from __future__ import annotations
@@ -12,22 +17,23 @@ import os
 import sys
 from pathlib import Path
 
-import uvicorn
 
 from .. import __version__
-from ..config import ConfigError, resolve_secret
-from ..web.security import is_loopback
-from ..web.serve import serve
+from ..config import ConfigError, resolve_secret, token_problem
+from ..web.serve import cannot_listen, listen, serve, serve_reloading
 from .app import create_app
 from .config import load_dashboard_config
 from .settings import DashboardSettings
 
 DEFAULT_PORT = 8888
+EXIT_OK, EXIT_CONFIG, EXIT_CANNOT_LISTEN = 0, 2, 3
 _ENV_ARGS = "BATON_DASHBOARD_ARGS"  # how --reload hands the arguments to the reloaded process
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="baton-dashboard", description="Serve the Baton board over all projects.")
+    parser = argparse.ArgumentParser(prog="baton-dashboard", description="Serve the Baton board over all projects.",
+                                     epilog="exit status: 0 clean stop; 2 usage or configuration problem; "
+                                            "3 cannot listen on host:port")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--config", type=Path, default=Path("config/projects.yaml"),
@@ -45,9 +51,9 @@ def load_settings(args: argparse.Namespace) -> DashboardSettings:
     token = os.environ.get("BATON_DASHBOARD_TOKEN") or resolve_secret(config.token)
     if config.token and config.token.startswith("$") and not token:
         raise ConfigError(f"{args.config}: token: environment variable {config.token[1:]} is not set")
-    if not is_loopback(args.host) and not token:
-        raise ConfigError(f"--host {args.host}: refusing to listen on a non-loopback address without a token "
-                          "(set BATON_DASHBOARD_TOKEN or `token` in the projects file)")
+    problem = token_problem(token, args.host, "set BATON_DASHBOARD_TOKEN or `token` in the projects file")
+    if problem:
+        raise ConfigError(problem)
     return DashboardSettings(config=config, host=args.host, port=args.port, token=token)
 
 
@@ -64,18 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
     except ConfigError as exc:
-        print(f"baton-dashboard: {exc}", file=sys.stderr)
-        return 2
+        print("\n".join(f"baton-dashboard: {line}" for line in str(exc).splitlines()), file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        sock = listen(settings.host, settings.port)  # before any app code runs
+    except OSError as exc:
+        print(f"baton-dashboard: {cannot_listen(settings.host, settings.port, exc)}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     logging.getLogger("baton.dashboard").info(
         "%d project(s) from %s; auth %s", len(settings.config.projects), args.config,
         "on" if settings.token else "off")
     if args.reload:
         os.environ[_ENV_ARGS] = json.dumps(raw)
-        uvicorn.run("backend.dashboard.cli:reload_factory", factory=True, reload=True, host=settings.host,
-                    port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=3)
-        return 0
-    serve(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
-    return 0
+        serve_reloading("backend.dashboard.cli:reload_factory", sock=sock, log_level=args.log_level)
+        return EXIT_OK
+    if not serve(create_app(settings), sock=sock, log_level=args.log_level):
+        print("baton-dashboard: start-up failed (the reason is logged above)", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
 
 
 if __name__ == "__main__":

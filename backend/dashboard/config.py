@@ -2,6 +2,7 @@
 
     agent_timeout_seconds: 2
     token: $BATON_DASHBOARD_TOKEN      # optional: protects the dashboard's own API
+    session_hours: 12                  # how long a browser sign-in lasts
     allowed_hosts: []
     projects:
       - id: baton
@@ -11,6 +12,7 @@
         description: The orchestrator itself
         color: "#4f8cff"
         token: $BATON_TOKEN             # the agent's token, if it has one
+        agent_project_id: baton         # the project_id its health must name (default: id)
 
 Problems are reported one per line with the file, the entry and the key. A missing file means
 no projects (the page says so).
@@ -42,6 +44,9 @@ class ProjectConfig(BaseModel):
     color: str | None = None
     token: str | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)  # overrides agent_timeout_seconds
+    # The project_id the agent at agent_url must report in its health (default: `id`), so an
+    # agent of another project that took the port is never shown under this name.
+    agent_project_id: str | None = None
 
     @field_validator("timeout_seconds", mode="before")
     @classmethod
@@ -51,9 +56,20 @@ class ProjectConfig(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _ID_RE.match(value):
+        if not _ID_RE.fullmatch(value):
             raise ValueError("must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
         return value
+
+    @field_validator("agent_project_id")
+    @classmethod
+    def _agent_project_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or len(value) > 200 or not value.isprintable()):
+            raise ValueError("must be 1-200 printable characters")
+        return value
+
+    @property
+    def expected_project_id(self) -> str:
+        return self.agent_project_id or self.id
 
     @field_validator("agent_url")
     @classmethod
@@ -74,7 +90,7 @@ class ProjectConfig(BaseModel):
     @field_validator("color")
     @classmethod
     def _color(cls, value: str | None) -> str | None:
-        if value is not None and not _COLOR_RE.match(value):
+        if value is not None and not _COLOR_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a colour like #4f8cff or #48f")
         return value
 
@@ -92,9 +108,10 @@ class DashboardConfig(BaseModel):
     token: str | None = None
     allowed_hosts: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 365)  # lifetime of a browser sign-in
     projects: list[ProjectConfig] = Field(default_factory=list)
 
-    @field_validator("agent_timeout_seconds", mode="before")
+    @field_validator("agent_timeout_seconds", "session_hours", mode="before")
     @classmethod
     def _number(cls, value):
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from dataclasses import dataclass
+import importlib.util
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import DashboardConfig
 
-FRONTEND_DIR = Path(__file__).resolve().parents[2] / "frontend"
 SESSION_COOKIE = "baton_session"
+
+
+def default_frontend_dir() -> Path:
+    """The board's static files: the installed package `baton_frontend` (pyproject.toml maps the
+    top-level frontend/ folder to it), so editable and built installs alike find them; a bare
+    checkout on PYTHONPATH falls back to the folder beside backend/."""
+    spec = importlib.util.find_spec("baton_frontend")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).resolve().parent
+    return Path(__file__).resolve().parents[2] / "frontend"
 
 
 @dataclass(frozen=True)
@@ -19,11 +27,4 @@ class DashboardSettings:
     host: str = "127.0.0.1"
     port: int = 8888
     token: str | None = None
-    frontend_dir: Path = FRONTEND_DIR
-
-    @property
-    def session_value(self) -> str | None:
-        """What the session cookie holds: derived from the token, never the token itself."""
-        if not self.token:
-            return None
-        return hmac.new(self.token.encode(), b"baton-dashboard-session", hashlib.sha256).hexdigest()
+    frontend_dir: Path = field(default_factory=default_frontend_dir)

@@ -3,7 +3,9 @@
 In order: the Host header must name this machine's loopback or a configured host (stops DNS
 rebinding); state-changing requests whose Origin is not this very origin (scheme, host and
 port) are refused, so no other local page or port can drive the API from a browser; with a token, every path except the public ones needs
-`Authorization: Bearer <token>` (compared in constant time); request bodies are bounded.
+`Authorization: Bearer <token>` (compared in constant time) or, where configured, a cookie
+naming a live session (the dashboard's); wrong bearer tokens can be throttled per client
+address; request bodies are bounded.
 No CORS headers are ever added.
 """
 
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from fastapi.exceptions import HTTPException
@@ -56,7 +59,7 @@ def split_host_port(value: str) -> tuple[str, int | None]:
     else:
         host, rest = value, ""
     port = rest[1:] if rest.startswith(":") else ""
-    return host, int(port) if port.isdigit() else None
+    return host, int(port) if port.isascii() and port.isdigit() else None
 
 
 def host_from_header(value: str) -> str:
@@ -78,6 +81,12 @@ def _same_origin(origin: str, host_header: str, scheme: str) -> bool:
     return parts.hostname == host and origin_port == (port or _DEFAULT_PORTS.get(scheme))
 
 
+class AuthThrottle(Protocol):
+    def retry_after(self, address: str) -> int: ...
+
+    def failed(self, address: str, attempt: str) -> None: ...
+
+
 class BodyTooLarge(HTTPException):
     # An HTTPException so FastAPI's body parsing re-raises it unchanged (-> our error shape).
     def __init__(self, limit: int) -> None:
@@ -93,7 +102,8 @@ class SecurityMiddleware:
         allowed_hosts: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
-        session_cookie: tuple[str, str] | None = None,
+        session_cookie: tuple[str, Callable[[str], bool]] | None = None,
+        auth_throttle: AuthThrottle | None = None,
         max_body_bytes: int,
     ) -> None:
         self.app = app
@@ -101,8 +111,12 @@ class SecurityMiddleware:
         self._hosts = {host_from_header(h) for h in allowed_hosts if h}
         self._public = set(public_paths)
         self._public_prefixes = tuple(public_prefixes)
-        # (name, value): a cookie that stands for the token (the dashboard's browser session).
-        self._cookie = (session_cookie[0], session_cookie[1].encode()) if session_cookie else None
+        # (name, is_valid): a cookie that stands for the token (the dashboard's browser session);
+        # is_valid(value) says whether its value is a live session.
+        self._cookie = session_cookie
+        # Counts wrong bearer tokens per client address, so the API is no faster a way to guess
+        # the token than the sign-in form.
+        self._throttle = auth_throttle
         self._max_body = max_body_bytes
 
     def host_allowed(self, host: str) -> bool:
@@ -127,11 +141,18 @@ class SecurityMiddleware:
         if scope["method"] not in _SAFE_METHODS and "origin" in headers:
             if not _same_origin(headers["origin"], headers.get("host", ""), scope.get("scheme", "http")):
                 return 403, "forbidden_origin", "cross-origin request refused", {}
-        if self._token is not None and not self._is_public(scope["path"]) and not self._authorized(headers):
-            return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
+        if self._token is not None and not self._is_public(scope["path"]):
+            guessing = self._throttle is not None and "authorization" in headers
+            address = (scope.get("client") or ("", 0))[0]
+            if guessing and (wait := self._throttle.retry_after(address)):
+                return 429, "too_many_attempts", f"too many wrong tokens; try again in {wait} s", {"retry-after": str(wait)}
+            if not self._authorized(headers):
+                if guessing:
+                    self._throttle.failed(address, headers["authorization"])
+                return 401, "unauthorized", "missing or wrong bearer token", {"www-authenticate": "Bearer"}
         length = headers.get("content-length", "")
         # (A malformed Content-Length never gets here: the HTTP server rejects it.)
-        if length.isdigit() and int(length) > self._max_body:
+        if length.isascii() and length.isdigit() and int(length) > self._max_body:
             return 413, "payload_too_large", f"request body is larger than {self._max_body} bytes", {}
         return None
 
@@ -143,11 +164,10 @@ class SecurityMiddleware:
         if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token or b""):
             return True
         if self._cookie is not None:
-            name, value = self._cookie
-            for part in headers.get("cookie", "").split(";"):
-                key, _, got = part.strip().partition("=")
-                if key == name and hmac.compare_digest(got.encode(), value):
-                    return True
+            name, is_valid = self._cookie
+            value = session_cookie_value(headers, name)
+            if value and is_valid(value):
+                return True
         return False
 
     def _bounded(self, receive: Receive) -> Receive:
@@ -164,6 +184,15 @@ class SecurityMiddleware:
             return message
 
         return wrapped
+
+
+def session_cookie_value(headers: dict[str, str], name: str) -> str | None:
+    """The value of cookie `name` in lower-cased request headers, if it is there."""
+    for part in headers.get("cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def _with_headers(send: Send) -> Send:

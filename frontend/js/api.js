@@ -11,8 +11,8 @@ export class ApiError extends Error {
 let onUnauthorized = () => {};
 export function setUnauthorizedHandler(handler) { onUnauthorized = handler; }
 
-export async function api(path, { method = "GET", body } = {}) {
-  const options = { method, headers: {}, credentials: "same-origin" };
+export async function api(path, { method = "GET", body, headers = {} } = {}) {
+  const options = { method, headers: { ...headers }, credentials: "same-origin" };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -32,6 +32,13 @@ export async function api(path, { method = "GET", body } = {}) {
     throw new ApiError(response.status, error.code || "error", error.message || `HTTP ${response.status}`);
   }
   return data;
+}
+
+// A fresh Idempotency-Key: a retried create with the same key cannot create twice.
+export function newRequestKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // randomUUID exists only in secure contexts (https or loopback); getRandomValues everywhere.
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export const projectPath = (projectId, rest = "") => `/api/projects/${encodeURIComponent(projectId)}${rest}`;

@@ -1,6 +1,6 @@
 // Wiring: state, the refresh loop, URL state, forms and keyboard shortcuts.
 
-import { api, projectPath, setUnauthorizedHandler } from "./api.js";
+import { api, newRequestKey, projectPath, setUnauthorizedHandler } from "./api.js";
 import { buildColumns, renderBoard, renderProjects } from "./board.js";
 import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
 import { el, toast } from "./dom.js";
@@ -50,6 +50,10 @@ function render() {
   const notices = state.projects.filter((p) => !p.healthy).map((p) =>
     el("div", { class: "notice", dataset: { project: p.id } },
       `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`));
+  for (const p of state.projects.filter((p) => p.healthy && (p.problems || []).length)) {
+    notices.push(el("div", { class: "notice warn", dataset: { project: p.id, role: "degraded" } },
+      `${p.name} is degraded: ${p.problems.map((problem) => problem.message).join("; ")}`));
+  }
   if (state.failure) {
     const when = state.updatedAt ? state.updatedAt.toLocaleTimeString() : "the start";
     notices.unshift(el("div", { class: "notice", dataset: { role: "stale" } },
@@ -153,7 +157,7 @@ async function loadDetails(projectId, details) {
       api(projectPath(projectId, "/commits?count=10")), api(projectPath(projectId, "/worktrees"))]);
     body.replaceChildren(
       el("strong", { text: "Recent commits" }),
-      el("ul", {}, ...commits.commits.map((c) => el("li", { title: `${c.author} · ${c.date}` },
+      el("ul", {}, ...commits.map((c) => el("li", { title: `${c.author} · ${c.date}` },
         el("code", { text: c.sha.slice(0, 8) }), " ", c.message))),
       el("strong", { text: "Worktrees" }),
       el("ul", {}, ...worktrees.worktrees.map((w) => el("li", { text: `${w.branch || "(detached)"} — ${w.path}` }))));
@@ -188,20 +192,35 @@ function setupDialog(dialogId, formId, submit) {
   };
 }
 
+// Creates carry an Idempotency-Key: a fresh one per submission, the same one when the person
+// submits the very same thing again after an error (a timed-out create may have happened).
+function oncePerSubmission() {
+  let last = null;  // { what, key } of the submission that has not succeeded yet
+  return async (path, body) => {
+    const what = JSON.stringify([path, body]);
+    if (!last || last.what !== what) last = { what, key: newRequestKey() };
+    const result = await api(path, { method: "POST", body, headers: { "Idempotency-Key": last.key } });
+    last = null;
+    return result;
+  };
+}
+const createTask = oncePerSubmission();
+const createBulk = oncePerSubmission();
+
 const openNewTask = setupDialog("new-task-dialog", "new-task-form", async (data) => {
-  const task = await api(projectPath(data.get("project"), "/tasks"), { method: "POST", body: {
+  const task = await createTask(projectPath(data.get("project"), "/tasks"), {
     title: data.get("title"), content: data.get("content") || "", task_type: data.get("task_type"),
     priority: data.get("priority"), needs_plan_review: data.get("needs_plan_review") === "on",
-  } });
+  });
   toast(`Created ${task.id}`);
 });
 
 const openBulk = setupDialog("bulk-dialog", "bulk-form", async (data) => {
   const titles = String(data.get("lines") || "").split("\n").map((l) => l.trim()).filter(Boolean);
   if (!titles.length) throw new Error("write one task per line");
-  const result = await api(projectPath(data.get("project"), "/tasks/bulk"), { method: "POST", body: {
+  const result = await createBulk(projectPath(data.get("project"), "/tasks/bulk"), {
     tasks: titles.map((title) => ({ title, task_type: data.get("task_type") })),
-  } });
+  });
   toast(`Created ${result.tasks.length} tasks`);
 });
 
@@ -213,6 +232,8 @@ $("login-form").addEventListener("submit", async (event) => {
   const error = event.target.querySelector('[data-role="error"]');
   try {
     await api("/api/session", { method: "POST", body: { token: event.target.elements.token.value } });
+    event.target.reset();
+    error.hidden = true;
     $("login-dialog").close();
     refresh();
   } catch (err) {
@@ -220,6 +241,17 @@ $("login-form").addEventListener("submit", async (event) => {
     error.hidden = false;
   }
 });
+
+$("logout-button").addEventListener("click", async () => {
+  try {
+    await api("/api/session", { method: "DELETE" });  // ends the session on the server too
+  } catch (err) {
+    toast(`Could not sign out: ${err.message}`);
+    return;
+  }
+  location.reload();  // nothing of the board stays on the page; it asks for the token again
+});
+api("/api/health").then((health) => { $("logout-button").hidden = !health.auth; }).catch(() => {});
 
 // ----- start -----------------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ export function renderProjects(container, projects, handlers) {
   const nodes = projects.map((project) => {
     const stamp = JSON.stringify([project.name, project.color, project.description, project.healthy, project.reason,
                                   project.counts, project.dispatcher && project.dispatcher.state,
-                                  project.dispatcher && project.dispatcher.workers, project.mode]);
+                                  project.dispatcher && project.dispatcher.workers, project.mode, project.problems]);
     const cached = projectCache.get(project.id);
     if (cached && cached.stamp === stamp) return cached.node;
     const node = projectCard(project, handlers);
@@ -115,9 +115,10 @@ function projectCard(project, { onDispatcher, onDetails }) {
   const d = project.dispatcher;
   const counts = project.counts || {};
   const agentless = project.mode === "local";
-  const health = project.healthy
-    ? el("span", { class: "badge ok", text: agentless ? "store only" : "healthy" })
-    : el("span", { class: "badge bad", text: "unavailable" });
+  const problems = project.healthy ? project.problems || [] : [];
+  const health = !project.healthy ? el("span", { class: "badge bad", text: "unavailable" })
+    : problems.length ? el("span", { class: "badge warn", text: "degraded" })
+    : el("span", { class: "badge ok", text: agentless ? "store only" : "healthy" });
   const button = (action, label) => el("button", {
     type: "button", text: label, disabled: !project.healthy || agentless,
     title: agentless ? "needs a running baton-agent" : undefined,
@@ -131,6 +132,8 @@ function projectCard(project, { onDispatcher, onDetails }) {
       el("span", { class: "project-name", text: project.name }), health),
     project.description ? el("div", { class: "counts", text: project.description }) : null,
     project.healthy ? null : el("p", { class: "project-reason", text: project.reason || "unavailable" }),
+    problems.length ? el("ul", { class: "project-problems" }, ...problems.map((problem) =>
+      el("li", { dataset: { code: problem.code }, text: problem.message }))) : null,
     el("div", { class: "counts" },
       ...STATUSES.filter((s) => counts[s]).map((s) => el("span", { text: `${LABELS[s]}: ${counts[s]}` }))),
     el("div", { class: "project-controls" },

@@ -32,7 +32,18 @@ def reason_of(exc: Exception) -> str:
 
 
 def unavailable_overview(exc: Exception) -> dict[str, Any]:
-    return {"healthy": False, "reason": reason_of(exc), "health": None, "dispatcher": None, "counts": None}
+    return {"healthy": False, "reason": reason_of(exc), "health": None, "dispatcher": None, "counts": None,
+            "problems": []}
+
+
+def health_problems(health: dict) -> list[dict[str, str]]:
+    """What a `degraded` health reports, as [{code, message}] strings (whatever the agent sent)."""
+    raw = health.get("problems")
+    problems = [{"code": str(p.get("code", "problem")), "message": str(p.get("message", ""))}
+                for p in (raw if isinstance(raw, list) else []) if isinstance(p, dict)]
+    if health.get("status") == "degraded" and not problems:
+        problems = [{"code": "degraded", "message": "the agent reports it is degraded, without saying why"}]
+    return problems
 
 
 class Connector(ABC):
@@ -40,6 +51,11 @@ class Connector(ABC):
 
     def __init__(self, project: ProjectConfig) -> None:
         self.project = project
+
+    @property
+    def identity_problem(self) -> str | None:
+        """Why what answers is not this project (then nothing of it may be shown), or None."""
+        return None
 
     async def overview(self) -> dict[str, Any]:
         """Health, dispatcher state and counts for the project list. Never raises."""
@@ -49,7 +65,7 @@ class Connector(ABC):
         except (Unavailable, AgentError) as exc:
             return unavailable_overview(exc)
         return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
-                "counts": dispatcher.get("counts")}
+                "counts": dispatcher.get("counts"), "problems": health_problems(health)}
 
     @abstractmethod
     async def health(self) -> dict: ...
@@ -66,11 +82,12 @@ class Connector(ABC):
     @abstractmethod
     async def task(self, status: str, filename: str) -> dict: ...
 
+    # With an idempotency_key, a repeat of the same create answers what the first one created.
     @abstractmethod
-    async def create(self, body: dict) -> dict: ...
+    async def create(self, body: dict, idempotency_key: str | None = None) -> dict: ...
 
     @abstractmethod
-    async def bulk(self, body: dict) -> dict: ...
+    async def bulk(self, body: dict, idempotency_key: str | None = None) -> dict: ...
 
     @abstractmethod
     async def rerun(self, task_id: str) -> dict: ...
@@ -90,7 +107,7 @@ class Connector(ABC):
     async def worktrees(self) -> dict: ...
 
     @abstractmethod
-    async def commits(self, count: int) -> dict: ...
+    async def commits(self, count: int) -> list: ...
 
     async def close(self) -> None:
         return None

@@ -7,7 +7,13 @@ hanging agent costs at most that. Anything but a proper answer (refused connecti
 
 Once an agent has failed, calls answer "unavailable" at once instead of waiting for it again,
 while one background probe at a time asks whether it is back (a circuit breaker): one dead
-agent never slows the board down more than once.
+agent never slows the board down more than once. (A proper error answer, such as 503
+store_corrupt, is passed on as the reason but does not trip the breaker: the agent is there.)
+
+The agent must be the configured project: its health names a `project_id`, asked before every
+write and alongside every read (concurrent callers share one health request, so a board refresh
+asks once). A read whose health names another project (say, an agent that took the port since
+the last call) is dropped: nothing of that agent is served under this project's name.
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from ...config import resolve_secret
 from ...models import STATUSES
 from ...web.sse import sse_event
 from ..config import ProjectConfig
-from .base import AgentError, Connector, Unavailable, unavailable_overview
+from .base import AgentError, Connector, Unavailable, health_problems, unavailable_overview
 
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _TASK_KEYS = ("id", "title", "status", "created_at", "updated_at")
+_HEALTH = "/agent/health"
+
+
+class AgentFailed(Unavailable):
+    """The agent answered, with a well-formed 5xx error of its own: not a reason to stop asking."""
 
 
 class HTTPConnector(Connector):
@@ -44,18 +55,68 @@ class HTTPConnector(Connector):
         self._down: str | None = None  # why the agent is considered down, while it is
         self._down_path = "/agent/health"  # what failed: the probe asks exactly that again
         self._probe: asyncio.Task | None = None
+        self._identity: str | None = None  # why the agent is not this project, while it is not
+        self._health_pending: asyncio.Future | None = None  # the health request under way, shared
+
+    @property
+    def identity_problem(self) -> str | None:
+        return self._identity
 
     # ----- calls, with the circuit breaker -----------------------------------------------
 
-    async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
+    async def _call(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
+                    headers: dict[str, str] | None = None) -> Any:
+        if path == _HEALTH:
+            return await self._send(method, path, body=body, params=params, headers=headers)
+        if method != "GET":
+            await self.health()  # a write goes nowhere before the agent said who it is
+            return await self._send(method, path, body=body, params=params, headers=headers)
+        # A read asks who answers at the same time (no added latency); another project's answer
+        # is dropped, however recently this one was confirmed: the port may have changed hands.
+        who, answer = await asyncio.gather(self.health(), self._send(method, path, params=params, headers=headers),
+                                           return_exceptions=True)
+        for result in (who, answer):
+            if isinstance(result, BaseException):
+                raise result
+        return answer
+
+    async def _send(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
+                    headers: dict[str, str] | None = None) -> Any:
         if self._down is not None:
             self._start_probe()
             raise Unavailable(f"{self._down} (checking again in the background)")
         try:
-            return await self._request(method, path, body=body, params=params)
-        except Unavailable as exc:
-            self._down, self._down_path = str(exc), (path if method == "GET" else "/agent/health")
+            return await self._request(method, path, body=body, params=params, headers=headers)
+        except AgentFailed:
             raise
+        except Unavailable as exc:
+            self._down, self._down_path = str(exc), (path if method == "GET" else _HEALTH)
+            raise
+
+    async def _health_answer(self) -> Any:
+        """GET /agent/health; callers that ask while one is under way share its answer."""
+        pending = self._health_pending
+        if pending is None:
+            pending = self._health_pending = asyncio.ensure_future(self._call("GET", _HEALTH))
+            pending.add_done_callback(self._health_done)
+        return await asyncio.shield(pending)  # one caller giving up does not cancel the others'
+
+    def _health_done(self, done: asyncio.Future) -> None:
+        if self._health_pending is done:
+            self._health_pending = None
+        if not done.cancelled():
+            done.exception()  # marks it retrieved even if every waiter gave up
+
+    def _note_identity(self, health: dict) -> None:
+        expected = self.project.expected_project_id
+        got = health.get("project_id")
+        if got == expected:
+            self._identity = None
+        else:
+            serves = (f"serves project {got!r}" if isinstance(got, str) and got
+                      else "does not name its project (no project_id in its health: an older baton-agent?)")
+            self._identity = (f"the agent at {self.base} {serves}, not {expected!r} "
+                              "(set project_id in its agent.yaml or agent_project_id here)")
 
     def _start_probe(self) -> None:
         if self._probe is None or self._probe.done():
@@ -69,13 +130,14 @@ class HTTPConnector(Connector):
             return
         self._down = None
 
-    async def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> Any:
+    async def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
+                       headers: dict[str, str] | None = None) -> Any:
         """One bounded request: the whole exchange within the timeout, the answer within
         MAX_ANSWER_BYTES, parsed off the event loop when it is large."""
         try:
             async with asyncio.timeout(self.timeout):
                 request = self.client.build_request(method, self.base + path, json=body, params=params,
-                                                    headers=self.headers)
+                                                    headers={**self.headers, **(headers or {})})
                 resp = await self.client.send(request, stream=True)
                 try:
                     raw = await _read_capped(resp)
@@ -97,7 +159,8 @@ class HTTPConnector(Connector):
         if 400 <= resp.status_code < 500 and isinstance(error, dict) and "code" in error:
             raise AgentError(resp.status_code, data)
         message = error.get("message") if isinstance(error, dict) else ""
-        raise Unavailable(f"{self.base} failed with HTTP {resp.status_code}" + (f": {message}" if message else ""))
+        failure = AgentFailed if isinstance(message, str) and message else Unavailable
+        raise failure(f"{self.base} failed with HTTP {resp.status_code}" + (f": {message}" if message else ""))
 
     @staticmethod
     def _expect(data: Any, keys: tuple[str, ...], what: str) -> Any:
@@ -108,8 +171,11 @@ class HTTPConnector(Connector):
     # ----- the interface -----------------------------------------------------------------
 
     async def health(self) -> dict:
-        data = self._expect(await self._call("GET", "/agent/health"), ("status", "version"), "health")
-        if data["status"] != "ok":
+        data = self._expect(await self._health_answer(), ("status", "version"), "health")
+        self._note_identity(data)
+        if self._identity is not None:
+            raise Unavailable(self._identity)
+        if data["status"] not in ("ok", "degraded"):  # degraded: still serving, with problems to show
             raise Unavailable(f"agent reports status {data['status']!r}")
         return data
 
@@ -120,7 +186,7 @@ class HTTPConnector(Connector):
         except (Unavailable, AgentError) as exc:
             return unavailable_overview(exc)
         return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
-                "counts": dispatcher.get("counts")}
+                "counts": dispatcher.get("counts"), "problems": health_problems(health)}
 
     async def dispatcher(self) -> dict:
         return self._expect(await self._call("GET", "/agent/dispatcher"), ("state", "workers"), "dispatcher")
@@ -143,11 +209,13 @@ class HTTPConnector(Connector):
     async def task(self, status: str, filename: str) -> dict:
         return self._expect(await self._call("GET", f"/agent/tasks/{q(status)}/{q(filename)}"), ("id",), "task")
 
-    async def create(self, body: dict) -> dict:
-        return self._expect(await self._call("POST", "/agent/tasks", body=body), ("id",), "new task")
+    async def create(self, body: dict, idempotency_key: str | None = None) -> dict:
+        return self._expect(await self._call("POST", "/agent/tasks", body=body, headers=_key(idempotency_key)),
+                            ("id",), "new task")
 
-    async def bulk(self, body: dict) -> dict:
-        return self._expect(await self._call("POST", "/agent/tasks/bulk", body=body), ("tasks",), "new tasks")
+    async def bulk(self, body: dict, idempotency_key: str | None = None) -> dict:
+        return self._expect(await self._call("POST", "/agent/tasks/bulk", body=body, headers=_key(idempotency_key)),
+                            ("tasks",), "new tasks")
 
     async def rerun(self, task_id: str) -> dict:
         return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/rerun"), ("id",), "task")
@@ -162,12 +230,16 @@ class HTTPConnector(Connector):
     async def worktrees(self) -> dict:
         return self._expect(await self._call("GET", "/agent/worktrees"), ("worktrees",), "worktrees")
 
-    async def commits(self, count: int) -> dict:
-        return self._expect(await self._call("GET", "/agent/commits", params={"count": count}), ("commits",), "commits")
+    async def commits(self, count: int) -> list:
+        data = await self._call("GET", "/agent/commits", params={"count": count})
+        if not isinstance(data, list) or not all(isinstance(c, dict) and "sha" in c for c in data):
+            raise Unavailable("unexpected answer for commits")
+        return data
 
     async def open_stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
         """Relay the agent's Server-Sent Events. Connecting and the agent's answer are bounded
         by the timeout (and the breaker); once streaming, silence is fine."""
+        await self.health()  # first: not one event of another project's agent is relayed
         if self._down is not None:
             self._start_probe()
             raise Unavailable(f"{self._down} (checking again in the background)")
@@ -204,6 +276,10 @@ class HTTPConnector(Connector):
             yield sse_event("gone", {"message": f"lost the agent's stream: {type(exc).__name__}"}).encode()
         finally:
             await resp.aclose()
+
+
+def _key(idempotency_key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
 
 
 def q(segment: str) -> str:

@@ -19,9 +19,16 @@ from ... import taskviews
 from ...agent.schemas import BulkCreate
 from ...dispatcher.events import TaskLogs, follow_task, read_events
 from ...gitrepo import GitError, recent_commits, worktree_list
-from ...mirrors import MirrorWriter
+from ...mirrors import MirrorWriter, render_markdown
 from ...models import STATUSES, NewTask, TaskStatus, is_valid_task_id
-from ...store import InvalidTransitionError, StoreError, TaskNotFoundError, TaskStore
+from ...store import (
+    IdempotencyKeyReusedError,
+    InvalidTransitionError,
+    StoreError,
+    StoreFullError,
+    TaskNotFoundError,
+    TaskStore,
+)
 from ..config import ProjectConfig
 from .base import AgentError, Connector, Unavailable
 
@@ -53,14 +60,29 @@ class LocalConnector(Connector):
             raise _refuse(404, "not_found", str(exc)) from None
         except InvalidTransitionError as exc:
             raise _refuse(409, "invalid_transition", str(exc)) from None
+        except IdempotencyKeyReusedError as exc:
+            raise _refuse(409, "idempotency_key_reused", str(exc)) from None
+        except StoreFullError as exc:
+            raise _refuse(507, "insufficient_storage", f"task store: {exc}") from None
         except StoreError as exc:
             raise Unavailable(f"task store: {exc}") from None
         except (GitError, OSError) as exc:
             raise Unavailable(str(exc)) from None
 
-    async def health(self) -> dict:
+    def _folder_missing(self) -> Unavailable | None:
         if not self.path.is_dir():
-            raise Unavailable(f"project folder {self.path} does not exist")
+            return Unavailable(f"project folder {self.path} does not exist (the dashboard never creates it)")
+        return None
+
+    async def _write(self, fn, *args):
+        """Every write: never into a project folder that is not there (the store would create it)."""
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        return await self._run(fn, *args)
+
+    async def health(self) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
         await self._run(self.store.snapshot)
         return {"status": "ok", "project": self.path.name, "version": "local", "uptime_seconds": None}
 
@@ -80,27 +102,34 @@ class LocalConnector(Connector):
         task_id = filename.removesuffix(_FILENAME_SUFFIX)
         if status not in STATUSES or not is_valid_task_id(task_id):
             raise _refuse(404, "not_found", f"no {status} task {filename!r}")
-        found = taskviews.detail(await self._run(self.store.snapshot), status, task_id)
+        snap = await self._run(self.store.snapshot)
+        found = taskviews.detail(snap, status, task_id)
+        if found is None and task_id not in snap.tasks:
+            # Archived (it left the live store, not the API): answered as the agent does.
+            archived = await self._run(self.store.archive.get, task_id)
+            if archived is not None and archived.status is TaskStatus(status):
+                found = {**archived.model_dump(mode="json"), "filename": f"{task_id}.md",
+                         "markdown": render_markdown(archived)}
         if found is None:
             raise _refuse(404, "not_found", f"no {status} task with id {task_id!r}")
         return found
 
-    async def create(self, body: dict) -> dict:
-        task = await self._run(self.store.create, _validated(NewTask, body))
+    async def create(self, body: dict, idempotency_key: str | None = None) -> dict:
+        task = await self._write(self.store.create, _validated(NewTask, body), idempotency_key)
         return task.model_dump(mode="json")
 
-    async def bulk(self, body: dict) -> dict:
-        tasks = await self._run(self.store.create_many, _validated(BulkCreate, body).tasks)
+    async def bulk(self, body: dict, idempotency_key: str | None = None) -> dict:
+        tasks = await self._write(self.store.create_many, _validated(BulkCreate, body).tasks, idempotency_key)
         return {"tasks": [t.model_dump(mode="json") for t in tasks]}
 
     async def rerun(self, task_id: str) -> dict:
-        return (await self._run(self.store.rerun, task_id)).model_dump(mode="json")
+        return (await self._write(self.store.rerun, task_id)).model_dump(mode="json")
 
     async def cancel(self, task_id: str) -> dict:
-        task = await self._run(self.store.get, task_id)
+        task = await self._write(self.store.get, task_id)  # the folder check comes first
         if task.status is TaskStatus.in_progress:
             raise self._needs_agent("Stopping a running task")
-        return (await self._run(self.store.cancel, task_id)).model_dump(mode="json")
+        return (await self._write(self.store.cancel, task_id)).model_dump(mode="json")
 
     async def events(self, task_id: str, after: int, limit: int) -> dict:
         await self._run(self.store.get, task_id)
@@ -122,8 +151,8 @@ class LocalConnector(Connector):
     async def worktrees(self) -> dict:
         return {"worktrees": [w.to_dict() for w in await self._run(worktree_list, self.path)]}
 
-    async def commits(self, count: int) -> dict:
-        return {"commits": [c.to_dict() for c in await self._run(recent_commits, self.path, count)]}
+    async def commits(self, count: int) -> list:
+        return [c.to_dict() for c in await self._run(recent_commits, self.path, count)]
 
 
 def _validated(model, body: dict):

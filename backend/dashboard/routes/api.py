@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ...agent.schemas import BulkCreate
-from ...agent.routes.tasks import check_id
+from ...agent.routes.tasks import IdempotencyKey, check_id, check_idempotency_key
 from ...models import STATUSES, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
+from ...web.params import FilenamePath, StatusPath, TaskIdPath
 from ..connectors.base import AgentError, Connector, Unavailable, reason_of
 
 router = APIRouter(prefix="/api", tags=["projects"], responses=ERROR_RESPONSES)
+
+ActionPath = Annotated[str, Path(json_schema_extra={"enum": ["start", "stop", "restart"]})]
 
 
 def connector_for(request: Request, project_id: str) -> Connector:
@@ -50,7 +53,12 @@ async def board(request: Request) -> dict:
         if isinstance(overview, BaseException):
             raise overview
         entry = _describe(connector, overview)
-        if isinstance(tasks, (Unavailable, AgentError)):
+        if connector.identity_problem is not None:
+            # Another project's agent answers: its tasks (even if read before health said so) are
+            # not this project's.
+            entry.update(tasks=None, tasks_error=connector.identity_problem, healthy=False,
+                         reason=connector.identity_problem)
+        elif isinstance(tasks, (Unavailable, AgentError)):
             why = reason_of(tasks)
             entry.update(tasks=None, tasks_error=why, healthy=False, reason=overview["reason"] or why)
         elif isinstance(tasks, BaseException):
@@ -68,7 +76,7 @@ async def tasks(project_id: str, request: Request) -> dict:
 
 
 @router.get("/projects/{project_id}/tasks/{task_id}/events")
-async def events(project_id: str, task_id: str, request: Request,
+async def events(project_id: str, task_id: TaskIdPath, request: Request,
                  after: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
     check_id(task_id)
@@ -76,13 +84,13 @@ async def events(project_id: str, task_id: str, request: Request,
 
 
 @router.get("/projects/{project_id}/tasks/{task_id}/stream", response_class=StreamingResponse)
-async def stream(project_id: str, task_id: str, request: Request,
+async def stream(project_id: str, task_id: TaskIdPath, request: Request,
                  after: Annotated[int, Query(ge=0)] = 0,
                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
     """The task's live events, relayed as Server-Sent Events (resume with Last-Event-ID)."""
     check_id(task_id)
     connector = connector_for(request, project_id)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    start = int(last_event_id) if last_event_id and last_event_id.isascii() and last_event_id.isdigit() else after
     # Opened before answering: "no such task" or "agent down" get the error shape and status,
     # which also tells the browser's EventSource not to reconnect.
     upstream = await connector.open_stream(task_id, start)
@@ -98,30 +106,32 @@ async def stream(project_id: str, task_id: str, request: Request,
 
 
 @router.get("/projects/{project_id}/tasks/{status}/{filename}")
-async def task(project_id: str, status: str, filename: str, request: Request) -> dict:
+async def task(project_id: str, status: StatusPath, filename: FilenamePath, request: Request) -> dict:
     if status not in STATUSES or not is_valid_task_id(filename.removesuffix(".md")):
         raise ApiError(404, "not_found", f"no {status!r} task {filename!r}")
     return await connector_for(request, project_id).task(status, filename)
 
 
 @router.post("/projects/{project_id}/tasks", status_code=201)
-async def create(project_id: str, body: NewTask, request: Request) -> dict:
-    return await connector_for(request, project_id).create(body.model_dump())
+async def create(project_id: str, body: NewTask, request: Request, idempotency_key: IdempotencyKey = None) -> dict:
+    check_idempotency_key(idempotency_key)
+    return await connector_for(request, project_id).create(body.model_dump(), idempotency_key)
 
 
 @router.post("/projects/{project_id}/tasks/bulk", status_code=201)
-async def bulk(project_id: str, body: BulkCreate, request: Request) -> dict:
-    return await connector_for(request, project_id).bulk(body.model_dump())
+async def bulk(project_id: str, body: BulkCreate, request: Request, idempotency_key: IdempotencyKey = None) -> dict:
+    check_idempotency_key(idempotency_key)
+    return await connector_for(request, project_id).bulk(body.model_dump(), idempotency_key)
 
 
 @router.post("/projects/{project_id}/tasks/{task_id}/rerun")
-async def rerun(project_id: str, task_id: str, request: Request) -> dict:
+async def rerun(project_id: str, task_id: TaskIdPath, request: Request) -> dict:
     check_id(task_id)
     return await connector_for(request, project_id).rerun(task_id)
 
 
 @router.post("/projects/{project_id}/tasks/{task_id}/cancel")
-async def cancel(project_id: str, task_id: str, request: Request) -> dict:
+async def cancel(project_id: str, task_id: TaskIdPath, request: Request) -> dict:
     check_id(task_id)
     return await connector_for(request, project_id).cancel(task_id)
 
@@ -132,7 +142,7 @@ async def dispatcher(project_id: str, request: Request) -> dict:
 
 
 @router.post("/projects/{project_id}/dispatcher/{action}")
-async def dispatcher_action(project_id: str, action: str, request: Request, force: bool = False) -> dict:
+async def dispatcher_action(project_id: str, action: ActionPath, request: Request, force: bool = False) -> dict:
     if action not in ("start", "stop", "restart"):
         raise ApiError(404, "not_found", f"unknown dispatcher action {action!r}; expected start, stop or restart")
     return await connector_for(request, project_id).dispatcher_action(action, force)
@@ -144,5 +154,5 @@ async def worktrees(project_id: str, request: Request) -> dict:
 
 
 @router.get("/projects/{project_id}/commits")
-async def commits(project_id: str, request: Request, count: Annotated[int, Query(ge=1, le=500)] = 10) -> dict:
+async def commits(project_id: str, request: Request, count: Annotated[int, Query(ge=1, le=500)] = 10) -> list:
     return await connector_for(request, project_id).commits(count)
