@@ -20,6 +20,14 @@ CLAUDE_CODE_VERSION = "2.1.329"
 CACHE = Path(os.environ.get("BATON_NPM_CACHE", Path.home() / ".cache" / "baton-tests"))
 
 
+def _unavailable(reason: str):
+    """Outside CI a machine without npm or without the registry skips this test, loudly; under
+    CI=true (where .ci/run installs npm) the end-to-end test with the real CLI must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the real Claude Code CLI is required under CI=true: {reason}")
+    pytest.skip(f"SKIPPED LOUDLY: the real Claude Code CLI is not available here: {reason}")
+
+
 @pytest.fixture(scope="module")
 def claude_binary() -> Path:
     """Install @anthropic-ai/claude-code into a cache folder once; reuse it afterwards."""
@@ -28,14 +36,18 @@ def claude_binary() -> Path:
     if not binary.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip("SKIPPED LOUDLY: npm is not installed, so the real Claude Code CLI cannot be tested")
+            _unavailable("npm is not installed")
         prefix.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-             f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"],
-            capture_output=True, text=True, timeout=600,
-        )
-        assert result.returncode == 0, f"npm install failed:\n{result.stdout}\n{result.stderr}"
+        try:
+            result = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                 f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"],
+                capture_output=True, text=True, timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            _unavailable("npm install did not finish within 600 s (offline?)")
+        if result.returncode != 0 or not binary.exists():
+            _unavailable(f"npm install failed (offline?):\n{(result.stdout + result.stderr)[-2000:]}")
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and CLAUDE_CODE_VERSION in version.stdout, version.stderr
     return binary
