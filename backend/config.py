@@ -100,6 +100,12 @@ class AgentConfig(_Strict):
     symlink_files: list[str] = Field(default_factory=lambda: ["data/dev-tasks.json"])
     copy_files: list[str] = Field(default_factory=lambda: ["CLAUDE.md", "PROGRESS.md"])
     max_merge_retries: int = Field(default=3, ge=0)
+    # Merge queue: candidates tested at once (each stacked on those ahead of it), and re-runs of
+    # a failing test command before it counts as failed (for flaky suites).
+    # Merge-queue test runs at once; null: as many as max_parallel_workers (tests can be heavy:
+    # lower it for a suite that needs a whole machine).
+    max_parallel_tests: int | None = Field(default=None, gt=0, le=64)
+    test_retries: int = Field(default=0, ge=0, le=10)
     # None: detected at start (the remote's HEAD, else the checkout's branch); see agent/basebranch.py.
     base_branch: str | None = Field(default=None, min_length=1)
     remote: str = Field(default="origin", min_length=1)
@@ -177,6 +183,11 @@ class AgentConfig(_Strict):
         if value.startswith("-") or any(c.isspace() or c in "~^:?*[\\" for c in value) or ".." in value:
             raise ValueError(f"{value!r} is not a valid git name")
         return value
+
+    @property
+    def test_slots(self) -> int:
+        """How many merge-queue candidates may be tested at once."""
+        return self.max_parallel_tests or self.max_parallel_workers
 
     @model_validator(mode="after")
     def _ports(self) -> AgentConfig:

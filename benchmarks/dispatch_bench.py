@@ -89,10 +89,11 @@ def free_port() -> int:
 
 
 class Agent:
-    def __init__(self, project: Path, agent_cmd: Path, workers: int, env: dict[str, str]) -> None:
+    def __init__(self, project: Path, agent_cmd: Path, workers: int, env: dict[str, str],
+                 test_command: str = "", extra_yaml: str = "") -> None:
         (project / "agent.yaml").write_text(
-            f"max_parallel_workers: {workers}\npoll_interval_seconds: 5\ntest_command: ''\n"
-            f"claude_code:\n  command: {agent_cmd}\n  timeout: 120\n  stall_timeout: 120\n")
+            f"max_parallel_workers: {workers}\npoll_interval_seconds: 5\ntest_command: {json.dumps(test_command)}\n"
+            f"claude_code:\n  command: {agent_cmd}\n  timeout: 120\n  stall_timeout: 120\n{extra_yaml}")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -184,6 +185,19 @@ def measure_overhead(root: Path, agent_cmd: Path, count: int, rounds: int) -> di
             "ratio": round(baton / shell, 2), "target_ratio_max": 1.5}
 
 
+
+def started_at(starts: Path, task_id: str, timeout: float) -> float:
+    """When the fake agent of `task_id` started (it appends `<task id> <time>` to `starts`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = starts.read_text().splitlines() if starts.exists() else []
+        hit = [line for line in lines if line.startswith(task_id + " ")]
+        if hit:
+            return float(hit[0].split()[1])
+        if time.monotonic() > deadline:
+            raise SystemExit("agent never started")
+        time.sleep(0.005)  # a benchmark polling a file, not a test synchronising
+
 def measure_pickup(root: Path, agent_cmd: Path, count: int) -> dict:
     project = make_project(root, "pickup")
     starts = root / "starts.txt"
@@ -194,16 +208,7 @@ def measure_pickup(root: Path, agent_cmd: Path, count: int) -> dict:
             resp = agent.client.post("/agent/tasks", json={"title": f"pickup {i}", "content": "bench"})
             posted = time.time()
             task_id = resp.json()["id"]
-            deadline = time.monotonic() + 30
-            while True:
-                lines = starts.read_text().splitlines() if starts.exists() else []
-                hit = [line for line in lines if line.startswith(task_id + " ")]
-                if hit:
-                    latencies.append(float(hit[0].split()[1]) - posted)
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit("agent never started")
-                time.sleep(0.005)
+            latencies.append(started_at(starts, task_id, timeout=30) - posted)
             agent.wait_all_done([task_id])
     finally:
         agent.close()

@@ -45,6 +45,17 @@ def test_dispatch_bench_prints_its_figures():
     assert set(figures["targets_met"]) == {"overhead_ratio", "pickup_p50", "load_efficiency", "peak_memory"}
 
 
+def test_queue_bench_prints_its_figures():
+    # With the default bound the default-bound figure is the batch itself (kept fast: no third run).
+    figures = run_bench("queue_bench.py", "--tasks", "3", "--workers", "2", "--test-seconds", "0.2",
+                        "--slow-test-seconds", "0.3", "--pickups", "2")
+    assert figures["batch"]["elapsed_s"] > 0 and figures["slow_batch"]["tasks"] == 3
+    assert figures["batch_default_tests"]["same_run_as"] == "batch"
+    assert figures["batch_default_tests"]["max_parallel_tests"] == figures["batch"]["max_parallel_tests"] == 2
+    assert figures["pickup"]["max_parallel_tests"] == 1
+    assert figures["pickup"]["samples"] == 2 and figures["pickup"]["busy_p50_ms"] > 0
+
+
 def test_dashboard_bench_prints_its_figures():
     if not Path("/usr/bin/chromium").exists():
         import pytest

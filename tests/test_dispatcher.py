@@ -254,7 +254,10 @@ def test_push_race_is_retried_after_fetch_and_rebase(agent_factory, fake_cli, re
         f"flag, other = {str(flag)!r}, {str(other)!r}\n"
         "if not os.path.exists(flag):\n"
         "    open(flag, 'w').close()\n"
-        "    subprocess.run(['git', '-C', other, 'commit', '-q', '--allow-empty', '-m', 'someone else'], check=True)\n"
+        # A real change: an identical tree would be known to pass already and not be re-tested.
+        "    open(os.path.join(other, 'someone.txt'), 'w').write('else\\n')\n"
+        "    subprocess.run(['git', '-C', other, 'add', 'someone.txt'], check=True)\n"
+        "    subprocess.run(['git', '-C', other, 'commit', '-q', '-m', 'someone else'], check=True)\n"
         "    subprocess.run(['git', '-C', other, 'push', '-q', 'origin', 'HEAD:main'], check=True)\n")},
         "race helper")
     git(tmp_path, "clone", "-q", str(origin_of(repo)), str(other))
@@ -469,21 +472,21 @@ def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, r
 
 
 def test_a_push_meeting_a_locked_ref_is_retried(agent_factory, fake_cli, repo, tmp_path):
-    # What a push racing another push gets ("cannot lock ref"), made deterministic: the test
-    # command holds the origin's ref lock on its first run and lets go on its second.
-    lock = origin_of(repo) / "refs" / "heads" / "main.lock"
+    # What a push racing another push gets ("cannot lock ref"), made deterministic: the origin's
+    # pre-receive hook takes the ref lock on the first push and lets go on the second. (Not the
+    # test command: a retry on the same tree is not re-tested, item 4 of issue #15.)
+    origin = origin_of(repo)
+    lock = origin / "refs" / "heads" / "main.lock"
     flag = tmp_path / "locked-once"
-    commit_and_push(repo, {"lock_once.py": (
-        "import os\n"
-        f"lock, flag = {str(lock)!r}, {str(flag)!r}\n"
-        "if not os.path.exists(flag):\n    open(flag, 'w').close()\n    open(lock, 'w').close()\n"
-        "elif os.path.exists(lock):\n    os.remove(lock)\n")}, "lock helper")
-    agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} lock_once.py"), project=repo,
-                          dispatch=True)
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\nif [ ! -e '{flag}' ]; then touch '{flag}' '{lock}'; "
+                    f"else rm -f '{lock}'; fi\n")
+    hook.chmod(0o755)
+    agent = agent_factory(config=fake_cli.config(), project=repo, dispatch=True)
     task = wait_done(agent, submit(agent, fake_task("Locked", {"steps": [{"write": "k.txt", "text": "k\n"}]})))
     assert task.status is TaskStatus.completed, task.error_message
     assert "push rejected" in baton_says(agent, task.id)
-    assert git(origin_of(repo), "rev-parse", "main").strip() == task.commit_sha
+    assert git(origin, "rev-parse", "main").strip() == task.commit_sha
 
 
 def test_two_dispatchers_racing_to_push_the_same_origin_both_land(agent_factory, fake_cli, tmp_path):

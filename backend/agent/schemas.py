@@ -84,8 +84,15 @@ class RunningTask(BaseModel):
     task_id: str
     title: str
     phase: str
-    port: int
+    port: int | None  # TASK_PORT during agent turns; None while the task waits in the merge queue
     started_at: str | None
+
+
+class MergeQueueEntry(BaseModel):
+    task_id: str
+    title: str
+    state: Literal["waiting", "testing", "passed", "landing"]
+    on_top_of: str | None  # the candidate it is stacked on; None: directly on the base
 
 
 class WorkerCounts(BaseModel):
@@ -98,6 +105,7 @@ class DispatcherStatus(BaseModel):
     workers: WorkerCounts
     running: list[RunningTask]
     queue_length: int
+    merge_queue: list[MergeQueueEntry] = []  # tasks whose agent is done, in landing order
     counts: dict[str, int]
     ports_in_use: dict[str, str]
     owner: dict

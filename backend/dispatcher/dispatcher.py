@@ -25,9 +25,11 @@ from ..runtimes.claude_code import ClaudeCodeRuntime
 from ..store import StoreError, TaskStore
 from ..storeview import StoreView
 from .local_base import LocalBaseFollower
+from .mergequeue import MergeQueue
 from .ports import PortPool
 from .recovery import reconcile
 from .run import RunContext, TaskRun
+from .slots import WorkerSlots
 from .workspace import ProjectGit
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,12 @@ class Dispatcher:
             git=git,
             runtime=runtime or ClaudeCodeRuntime(config.claude_code),
             logs_dir=settings.project_dir / "logs",
-            landing_lock=threading.Lock(),
             follow_base=self.local_base.request,
+            ports=self.ports,
+            slots=WorkerSlots(config.max_parallel_workers),
+            wake_dispatcher=self.wake,
         )
+        self.queue = self.ctx.queue = MergeQueue(self.ctx)
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
@@ -120,6 +125,7 @@ class Dispatcher:
             threads = list(self._threads.values())
         for thread in threads:  # cleanups of completed tasks still running
             thread.join(SHUTDOWN_WAIT)
+        self.queue.close()
         self._exit.set()
         self.wake()
         if self._loop_thread is not None:
@@ -155,7 +161,7 @@ class Dispatcher:
 
     def _next_wait(self) -> float:
         wait = self.config.poll_interval_seconds
-        if self.busy():  # leases are renewed well before they run out
+        if self._live():  # leases are renewed well before they run out
             wait = min(wait, self.config.lease_seconds / 3)
         return wait
 
@@ -171,17 +177,21 @@ class Dispatcher:
             return 0  # no commit to start a worktree from; /agent/health says `no_commits`
         started = 0
         with self._lock:  # one claimer at a time; stop() waits for it
-            while self._claiming.is_set() and self.busy() < self.config.max_parallel_workers:
+            # Workers are for agents: a task waiting in the merge queue holds no slot.
+            while self._claiming.is_set() and self.ctx.slots.try_take():
                 port = self.ports.acquire("claiming")
                 if port is None:
+                    self.ctx.slots.give()
                     break  # every port of the range is taken (by tasks or by other programs)
                 try:
                     task = self.store.claim(self.owner, self.config.lease_seconds)
                 except BaseException:
                     self.ports.release(port)
+                    self.ctx.slots.give()
                     raise
                 if task is None:
                     self.ports.release(port)
+                    self.ctx.slots.give()
                     break
                 self._launch(task, port)
                 started += 1
@@ -193,6 +203,7 @@ class Dispatcher:
         except BaseException:
             # Claimed but cannot run: give it back rather than leave it in_progress.
             self.ports.release(port)
+            self.ctx.slots.give()
             self.store.transition(task.id, TaskStatus.pending)
             raise
         self.ports.assign(port, task.id)
@@ -270,6 +281,10 @@ class Dispatcher:
         return self._runtime_problem
 
     def busy(self) -> int:
+        """Coding agents running (tasks in the merge queue hold no worker)."""
+        return self.ctx.slots.used
+
+    def _live(self) -> int:
         with self._lock:
             return len(self._runs)
 
@@ -280,13 +295,14 @@ class Dispatcher:
         return {
             "problems": self.problems(),
             "state": "running" if self.running else "stopped",
-            "workers": {"max": self.config.max_parallel_workers, "busy": len(runs)},
+            "workers": {"max": self.config.max_parallel_workers, "busy": self.busy()},
             "running": [
                 {"task_id": r.task.id, "title": r.task.title, "phase": r.phase, "port": r.port,
                  "started_at": r.task.started_at.isoformat() if r.task.started_at else None}
                 for r in runs
             ],
             "queue_length": counts["pending"],
+            "merge_queue": self.queue.snapshot(),
             "counts": counts,
             "ports_in_use": {str(port): owner for port, owner in sorted(self.ports.in_use().items())},
             "owner": self.owner.model_dump(),

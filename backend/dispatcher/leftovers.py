@@ -10,24 +10,15 @@ instead of being committed as "work".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from ..gitrepo import GitError, git_ok
 from .workspace import Workspace
 
 LANDING_FLAG = "baton-landing"
 
 
-@contextmanager
-def landing_flag(ws: Workspace) -> Iterator[None]:
-    """Mark the worktree as landing for as long as the block runs."""
-    flag = ws.git_dir() / LANDING_FLAG
-    flag.write_text("landing\n", encoding="utf-8")
-    try:
-        yield
-    finally:
-        flag.unlink(missing_ok=True)
+def mark_landing(ws: Workspace, safe_tip: str) -> None:
+    """Mark the worktree as in the merge queue, naming the branch's last state on landed history."""
+    (ws.git_dir() / LANDING_FLAG).write_text(f"landing\n{safe_tip}\n", encoding="utf-8")
 
 
 def interrupted_while_landing(ws: Workspace) -> bool:
@@ -60,4 +51,12 @@ def discard_landing_leftovers(ws: Workspace) -> None:
         ws.git.git(["checkout", "-q", "-f", ws.branch], ws.path)
     ws.git.git(["reset", "-q", "--hard"], ws.path)
     ws.git.git(["clean", "-fdq"], ws.path)
+    # In the merge queue the branch may sit on a candidate of another task that never landed:
+    # back to the task's last rebase onto landed history (the flag's second line), losing nothing
+    # of its own.
+    lines = (git_dir / LANDING_FLAG).read_text(encoding="utf-8").split()
+    safe = lines[1] if len(lines) > 1 else None
+    tip = ws.head()
+    if safe and safe != tip and ws.git.ref_exists(safe) and not ws.git.is_ancestor(tip, ws.git.base_ref):
+        ws.git.git(["reset", "-q", "--hard", safe], ws.path)
     (git_dir / LANDING_FLAG).unlink(missing_ok=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+
+PORT_RETRY_SECONDS = 0.5  # a port may be held by another program: nothing tells us when it is free
 
 
 def _bindable(port: int) -> bool:
@@ -21,6 +24,17 @@ class PortPool:
         self._ports = range(start, end + 1)
         self._used: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+
+    def acquire_wait(self, owner: str, stopping: Callable[[], bool]) -> int | None:
+        """A free port, waiting for one (a release wakes us at once); None once `stopping()`."""
+        while not stopping():
+            port = self.acquire(owner)
+            if port is not None:
+                return port
+            with self._freed:
+                self._freed.wait(PORT_RETRY_SECONDS)
+        return None
 
     def acquire(self, owner: str) -> int | None:
         """A free port for `owner`, or None when every port is taken."""
@@ -41,6 +55,7 @@ class PortPool:
             return
         with self._lock:
             self._used.pop(port, None)
+            self._freed.notify_all()
 
     def in_use(self) -> dict[int, str]:
         with self._lock:

@@ -46,11 +46,21 @@ class StopRequest:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     def set(self, reason: str) -> None:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+            for listener in list(self._listeners):
+                listener()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (once) when the stop is requested: a thread blocked on something
+        else (a worker slot, the merge queue's verdict) wakes at once, without polling."""
+        self._listeners.append(listener)
+        if self._event.is_set():
+            listener()
 
     def is_set(self) -> bool:
         return self._event.is_set()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import signal
+import time
 from pathlib import Path
 
 from ..config import AgentConfig
-from ..gitrepo import GitError, run_git
+from ..gitrepo import DEFAULT_TIMEOUT, GitError, run_git
 from ..models import Owner, Task, TaskStatus, is_valid_task_id
 from ..store import TaskStore
 from .basetests import remove_leftovers as remove_base_test_worktrees
@@ -39,10 +42,14 @@ def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Own
         elif result:
             done.append(result)
 
+    orphans = [t for t in store.list_tasks() if t.status is TaskStatus.in_progress
+               and (t.owner is None or t.owner.instance != owner.instance)]
+    # Before the base is fetched and judged: a push the dead instance started may still land.
+    for task in orphans:
+        step(f"stopping what task {task.id} left running", lambda task=task: _stop_leftovers(task, git))
     step(f"fetching {git.base_ref}", git.fetch_base)
-    for task in store.list_tasks():
-        if task.status is TaskStatus.in_progress and (task.owner is None or task.owner.instance != owner.instance):
-            step(f"recovering task {task.id}", lambda task=task: _recover(store, git, config, task))
+    for task in orphans:
+        step(f"recovering task {task.id}", lambda task=task: _recover(store, git, config, task))
     step("removing base-test worktrees", lambda: remove_base_test_worktrees(git))
     step("pruning worktrees", lambda: _prune_worktrees(store, git))
     step("pruning landed branches", lambda: _prune_landed_branches(store, git))
@@ -51,7 +58,6 @@ def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Own
 
 
 def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task) -> str:
-    _stop_leftovers(task, git.project)
     ws = Workspace(git, task.id)
     saved = _settle(ws, f"wip({task.id}): {task.title} [interrupted]")
     landed = (
@@ -121,15 +127,65 @@ def _discard(ws: Workspace) -> bool:
     return True
 
 
-def _stop_leftovers(task: Task, project: Path) -> None:
+def _stop_leftovers(task: Task, git: ProjectGit) -> str | None:
     """Stop every process the crashed agent left running for this task: all that carry the
     task's marker (however they detached), plus its recorded process group when that is
-    still the task's."""
-    marker = task_marker(task.id, project)
+    still the task's. Then let Baton's own git commands in the task's worktree finish."""
+    marker = task_marker(task.id, git.project)
     members = _leftover_group_members(task)
     pgid = task.agent_pid if members else None
     if pgid is not None or find_processes(None, marker):
         stop_processes(pgid, marker, known=members)
+    return _finish_orphaned_git(Workspace(git, task.id).path)
+
+
+def _finish_orphaned_git(path: Path) -> str | None:
+    """A git command of the dead instance (a push of the merge queue's prefix, a rebase) goes on
+    without it: a push may still move the base, and a rebase still writes the worktree. The
+    task's own processes are stopped by now, so what runs git here is Baton's. Wait for it as
+    long as the live agent would have (its git timeout), then kill it as that timeout would."""
+    procs = _git_processes_in(path)
+    if not procs:
+        return None
+    log.info("recovery: waiting up to %gs for git %s left running in %s", DEFAULT_TIMEOUT, sorted(procs), path)
+    killed = _wait_exit(procs, DEFAULT_TIMEOUT)
+    if killed:
+        return f"killed git {killed} left running in {path} for {DEFAULT_TIMEOUT:g}s"
+    return f"waited for git left running in {path}"
+
+
+def _wait_exit(procs: dict[int, int], timeout: float) -> list[int]:
+    """Wait for processes {pid: start time} to exit (a pidfd turns readable); SIGKILL those
+    still there after `timeout`. Returns the pids killed."""
+    deadline = time.monotonic() + timeout
+    fds: dict[int, int] = {}
+    try:
+        for pid, start in procs.items():
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            fds[fd] = pid
+            if _start_time(pid) != start:  # checked after pinning it: not a reused pid
+                fds.pop(fd)
+                os.close(fd)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        waiting = set(fds)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                waiting.discard(fd)
+        for fd in waiting:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return sorted(fds[fd] for fd in waiting)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _leftover_group_members(task: Task) -> set[tuple[int, int]]:
@@ -210,7 +266,12 @@ def _remove_stale_index_locks(project: Path) -> list[str]:
 
 
 def _git_running_in(project: Path) -> bool:
-    me = os.getpid()
+    return bool(_git_processes_in(project))
+
+
+def _git_processes_in(folder: Path) -> dict[int, int]:
+    """git processes working in `folder` or below it, as {pid: start time}."""
+    me, found = os.getpid(), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -218,9 +279,17 @@ def _git_running_in(project: Path) -> bool:
             if (entry / "comm").read_text().strip() != "git":
                 continue
             cwd = Path(os.readlink(entry / "cwd"))
+            start = _start_time(int(entry.name))
         except OSError:
             continue
-        if cwd == project or project in cwd.parents:
-            return True
-    return False
+        if start is not None and (cwd == folder or folder in cwd.parents):
+            found[int(entry.name)] = start
+    return found
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 

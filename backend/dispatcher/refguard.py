@@ -17,7 +17,7 @@ cannot put a commit on the remote base (or a tag) itself.
 
 Limits: a process that strips its environment, overrides core.hooksPath itself, pushes with
 --no-verify or writes ref files (or the shared .git/hooks and .git/config) directly is not
-seen. Landing still publishes only the commit Baton rebased and tested (landing.py), but such
+seen. Landing still publishes only the commit Baton rebased and tested (mergequeue.py), but such
 a process is not contained: this guards against confused agents, not hostile ones.
 """
 

@@ -23,17 +23,18 @@ from ..runtimes.base import AgentEvent, EventKind, Runtime, RunSummary, event
 from ..store import StoreError, TaskStore
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, TaskLogs
-from .landing import Lander
-from .leftovers import discard_test_leftovers, landing_flag
+from .leftovers import discard_test_leftovers
+from .mergequeue import MergeQueue
+from .ports import PortPool
 from .process import ProcessOutcome, StopRequest, run_streaming, tail, task_marker
 from .prompts import commit_message, task_prompt
 from .refguard import RefGuard
+from .slots import WorkerSlots
 from .workspace import ProjectGit, Workspace
 
 log = logging.getLogger(__name__)
 
 ACTIVITY_WRITE_INTERVAL = 5.0  # seconds between last_activity_at writes while output flows
-LOCK_POLL_SECONDS = 0.1
 START_FETCH_MAX_AGE = 2.0  # a worktree may start from a base fetched this recently; landing always fetches
 
 
@@ -46,9 +47,12 @@ class RunContext:
     git: ProjectGit
     runtime: Runtime
     logs_dir: Path
-    landing_lock: threading.Lock
     follow_base: Callable[[str], None]
+    ports: PortPool
+    slots: WorkerSlots  # max_parallel_workers: held during agent turns only
+    wake_dispatcher: Callable[[], None]
     base_tests: BaseTests = field(default_factory=BaseTests)  # verdicts on base commits, per process
+    queue: MergeQueue | None = None  # set by the dispatcher once the context exists
 
 
 class AgentFailed(Exception):
@@ -66,7 +70,8 @@ class TaskRun:
     def __init__(self, ctx: RunContext, task: Task, port: int) -> None:
         self.ctx = ctx
         self.task = task
-        self.port = port
+        self.port: int | None = port  # TASK_PORT, held during agent turns only
+        self.holds_worker = True  # the claim took a worker slot
         self.stop = StopRequest()
         self.phase = "starting"
         self.ws = Workspace(ctx.git, task.id)
@@ -83,7 +88,12 @@ class TaskRun:
 
     def execute(self) -> None:
         try:
-            self._execute()
+            try:
+                self._execute()
+            finally:
+                if self.ctx.queue is not None:
+                    self.ctx.queue.forget(self)  # a place kept for a fix turn
+                self._release_worker()
         except Stopped:
             self._end_stopped()
         except AgentFailed as exc:
@@ -112,31 +122,51 @@ class TaskRun:
             self._complete(None, no_changes=True)
             return
 
-        lander = Lander(ctx.git, ctx.config, self._run_tests, self.say, self.stop.is_set, ctx.follow_base,
-                        check_base=self._check_base)
         feedback_turns = 0
         while True:
+            self._check_stop()
+            # The agent is done: its worker and TASK_PORT go to the next task while this one
+            # waits in the merge queue (tests take ports of their own).
             self._phase("waiting to land")
-            while not ctx.landing_lock.acquire(timeout=LOCK_POLL_SECONDS):
-                self._check_stop()  # a cancel must not wait for other tasks' landings
-            try:
-                self._check_stop()
-                self._phase("landing")
-                with landing_flag(self.ws):  # tells crash recovery that leftovers are the tests'
-                    result = lander.land(self.ws, lambda sha: self._update(commit_sha=sha))
-            finally:
-                ctx.landing_lock.release()
+            result = ctx.queue.land(self, on_enqueued=self._release_worker)
+            if result is None:
+                raise Stopped()
             if result.landed:
-                self._complete(result.sha, no_changes=False, note=result.note)
+                # Recorded completed by the queue, in landing order. Before any stop check: a
+                # landing already under way when a cancel came counts.
                 return
             self._check_stop()
-            if result.feedback is None or feedback_turns >= ctx.config.max_merge_retries:
+            if result.feedback is None or (result.charged and feedback_turns >= ctx.config.max_merge_retries):
                 raise AgentFailed(result.reason or "internal", result.message)
-            feedback_turns += 1
-            self.say(f"feedback turn {feedback_turns} of {ctx.config.max_merge_retries}: {result.message}")
-            self._update(commit_sha=None)
+            if result.charged:
+                feedback_turns += 1
+                self.say(f"feedback turn {feedback_turns} of {ctx.config.max_merge_retries}: {result.message}")
+            else:
+                self.say(f"fix turn (not counted against max_merge_retries): {result.message}")
+            self._take_worker()
             self._agent_turn(result.feedback, resume=self._current().session_id)
             self._commit_work(commit_message(task))
+
+    # ----- worker slot and port -----------------------------------------------------------
+
+    def _release_worker(self) -> None:
+        if self.port is not None:
+            self.ctx.ports.release(self.port)
+            self.port = None
+        if self.holds_worker:
+            self.holds_worker = False
+            self.ctx.slots.give()
+            self.ctx.wake_dispatcher()  # claim the next pending task now
+
+    def _take_worker(self) -> None:
+        self._phase("waiting for a worker")
+        if not self.ctx.slots.take(self.stop):
+            raise Stopped()
+        self.holds_worker = True
+        port = self.ctx.ports.acquire_wait(self.task.id, self.stop.is_set)
+        if port is None:
+            raise Stopped()
+        self.port = port
 
     # ----- the coding agent ---------------------------------------------------------------
 
@@ -164,7 +194,7 @@ class TaskRun:
         self._judge(outcome, summary)
 
     def _agent_started(self, pid: int) -> None:
-        self._update(agent_pid=pid, **self._started_fields)
+        self._update(agent_pid=pid, **{**self._started_fields, "port": self.port})  # a feedback turn's own port
         self._last_activity_write = time.monotonic()
 
     def _record(self, ev: AgentEvent, summary: RunSummary) -> None:
@@ -222,19 +252,20 @@ class TaskRun:
                 " without a result" if result is None else "") + (f": {stderr}" if stderr else "")
         raise AgentFailed("agent_error", message)
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, port: int | None = None) -> dict[str, str]:
         hidden = set(self.ctx.config.secret_env_vars) | {"BATON_TOKEN"}
         env = {k: v for k, v in os.environ.items() if k not in hidden}
-        env["TASK_PORT"] = str(self.port)
+        env["TASK_PORT"] = str(port if port is not None else self.port)
         env.update(self._marker())  # TASK_ID and BATON_PROJECT: how the task's processes are found
         return self.refs.env(env)  # git in the task's processes reports the refs it moves
 
     def _marker(self) -> dict[str, str]:
         return task_marker(self.task.id, self.ctx.git.project)
 
-    # ----- landing helpers ----------------------------------------------------------------
+    # ----- what the merge queue calls (from its threads) -------------------------------------
 
-    def _run_tests(self, argv: list[str], base: tuple[str, Path] | None = None) -> tuple[ProcessOutcome, str]:
+    def run_tests(self, argv: list[str], port: int, stop: StopRequest,
+                  base: tuple[str, Path] | None = None) -> tuple[ProcessOutcome, str]:
         """Run the test command in the task's worktree, or with `base` = (sha, folder) in a
         checkout of the base commit."""
         with open(self.logs.tests, "ab") as handle:
@@ -243,9 +274,9 @@ class TaskRun:
         start = self.logs.tests.stat().st_size
         tested = None if base else self.ws.head()
         outcome = run_streaming(
-            argv, cwd=base[1] if base else self.ws.path, env=self._env(), stdin_text=None,
+            argv, cwd=base[1] if base else self.ws.path, env=self._env(port), stdin_text=None,
             stdout_log=self.logs.tests, stderr_log=None, on_line=None,
-            wall_timeout=self.ctx.config.test_timeout, stall_timeout=None, stop=self.stop,
+            wall_timeout=self.ctx.config.test_timeout, stall_timeout=None, stop=stop,
             on_start=lambda pid: self._update(agent_pid=pid), marker=self._marker(),
         )
         self._update(agent_pid=None)
@@ -254,19 +285,19 @@ class TaskRun:
         moved = self._undo_test_ref_moves(tested)
         if tested is not None:
             discard_test_leftovers(self.ws, tested)  # caches and reports never reach a commit
-        if moved and not self.stop.is_set():
+        if moved and not stop.is_set():
             raise AgentFailed("agent_moved_refs", moved)
         size = self.logs.tests.stat().st_size
         return outcome, tail(self.logs.tests, min(4000, max(0, size - start)))
 
-    def _check_base(self, argv: list[str], base: str) -> BaseVerdict | None:
+    def check_base(self, argv: list[str], base: str, port: int, stop: StopRequest) -> BaseVerdict | None:
         """The test command's verdict on the base commit itself (cached per base sha)."""
         config = self.ctx.config
         self.say(f"checking whether the tests pass on {self.ctx.git.base} itself ({base[:12]})")
         try:
             verdict, cached = self.ctx.base_tests.verdict(
                 self.ctx.git, config.test_command.strip(), argv, base, config.test_timeout,
-                lambda args, folder: self._run_tests(args, base=(base, folder)))
+                lambda args, folder: self.run_tests(args, port, stop, base=(base, folder)))
         except (GitError, OSError) as exc:  # no verdict: the agent gets its feedback turn as before
             log.warning("task %s: could not run the tests on %s: %s", self.task.id, base[:12], exc)
             return None
@@ -274,6 +305,23 @@ class TaskRun:
             self.say(f"tests on {base[:12]} " + ("pass" if verdict.passed else f"fail too ({verdict.summary})")
                      + (" (known from an earlier run)" if cached else ""))
         return verdict
+
+    def tested_candidate_problem(self, candidate: str, built_on: str) -> str | None:
+        """Before publishing: task/<id> must be checked out at exactly the tested candidate,
+        which contains what it was rebased onto. Anything else is not Baton's to publish."""
+        tip = self.ctx.git.rev(f"refs/heads/{self.ws.branch}") if self.ctx.git.ref_exists(
+            f"refs/heads/{self.ws.branch}") else ""
+        if tip != candidate or not self.ws.on_branch() or self.ws.head() != tip:
+            return f"{self.ws.branch} moved away from the tested commit {candidate[:12]}"
+        if not self.ctx.git.is_ancestor(built_on, candidate):
+            return f"{self.ws.branch} ({candidate[:12]}) does not contain {built_on[:12]} it was rebased onto"
+        return None
+
+    def record_commit(self, sha: str | None) -> None:
+        self._update(commit_sha=sha)
+
+    def complete_landed(self, sha: str) -> None:
+        self._complete(sha, no_changes=False)
 
     # ----- refs the task must not move (see refguard.py) ------------------------------------
 

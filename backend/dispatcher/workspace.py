@@ -408,15 +408,17 @@ class Workspace:
         self._g(["reset", "-q"])  # index follows the new HEAD; files in the worktree stay as they are
         return True
 
-    def rebase(self, onto: str) -> list[str] | None:
-        """Rebase the task branch onto `onto`. Returns None on success, else the conflicting
+    def rebase(self, onto: str, upstream: str | None = None) -> list[str] | None:
+        """Rebase the task branch onto `onto` (with `upstream`: only the commits after it, i.e.
+        `git rebase --onto <onto> <upstream>`). Returns None on success, else the conflicting
         files (the rebase is aborted, leaving the branch as it was). Any other failure raises."""
         # Baton's links and copies step aside: the base may have started tracking one of those
         # paths, and an untracked file in the way stops a rebase.
         self._unplace()
         try:
             try:
-                self._g(["rebase", "--quiet", "--no-autostash", onto])
+                args = ["--onto", onto, upstream] if upstream else [onto]
+                self._g(["rebase", "--quiet", "--no-autostash", *args])
                 return None
             except GitError:
                 conflicts = self._g(["diff", "--name-only", "--diff-filter=U"]).split()
@@ -426,6 +428,12 @@ class Workspace:
                 return conflicts
         finally:
             self.place_files()
+
+    def reset_branch(self, sha: str) -> None:
+        """Move task/<id> (checked out here, nothing of the agent's uncommitted) back to `sha`."""
+        self._g(["reset", "-q", "--hard", sha])
+        self._g(["clean", "-fdq"])
+        self.place_files()
 
     def _unplace(self) -> None:
         for rel in self.placed or []:

@@ -94,7 +94,8 @@ export function renderProjects(container, projects, handlers) {
   const nodes = projects.map((project) => {
     const stamp = JSON.stringify([project.name, project.color, project.description, project.healthy, project.reason,
                                   project.counts, project.dispatcher && project.dispatcher.state,
-                                  project.dispatcher && project.dispatcher.workers, project.mode, project.problems]);
+                                  project.dispatcher && project.dispatcher.workers,
+                                  project.dispatcher && project.dispatcher.merge_queue, project.mode, project.problems]);
     const cached = projectCache.get(project.id);
     if (cached && cached.stamp === stamp) return cached.node;
     const node = projectCard(project, handlers);
@@ -136,9 +137,18 @@ function projectCard(project, { onDispatcher, onDetails }) {
       el("li", { dataset: { code: problem.code }, text: problem.message }))) : null,
     el("div", { class: "counts" },
       ...STATUSES.filter((s) => counts[s]).map((s) => el("span", { text: `${LABELS[s]}: ${counts[s]}` }))),
+    mergeQueue(d && d.merge_queue),
     el("div", { class: "project-controls" },
       el("span", { class: "state", dataset: { role: "dispatcher-state" },
                    text: d ? `dispatcher ${d.state}${d.workers ? ` · ${d.workers.busy}/${d.workers.max} busy` : ""}` : "dispatcher unknown" }),
       button("start", "Start"), button("stop", "Stop"), button("restart", "Restart")),
     details);
+}
+
+// The merge queue in landing order: what each finished task waits for, and what it is tested on.
+function mergeQueue(entries) {
+  if (!entries || !entries.length) return null;
+  return el("ol", { class: "merge-queue", dataset: { role: "merge-queue" }, title: "Merge queue, in landing order" },
+    ...entries.map((entry) => el("li", { dataset: { state: entry.state, task: entry.task_id },
+      text: `${entry.title} · ${entry.state}${entry.on_top_of ? ` on top of ${entry.on_top_of}` : ""}` })));
 }

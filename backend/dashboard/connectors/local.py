@@ -90,7 +90,8 @@ class LocalConnector(Connector):
         snap = await self._run(self.store.snapshot)
         counts = taskviews.counts(snap)
         return {"state": "no agent", "workers": {"max": 0, "busy": 0}, "running": [],
-                "queue_length": counts["pending"], "counts": counts, "ports_in_use": {}}
+                "queue_length": counts["pending"], "merge_queue": [], "counts": counts,
+                "ports_in_use": {}}
 
     async def dispatcher_action(self, action: str, force: bool) -> dict:
         raise self._needs_agent(f"{action.capitalize()}ing the dispatcher")
