@@ -17,7 +17,7 @@ import pytest
 from browsing import chromium, playwright_or_skip
 
 from conftest import FAKE_CLAUDE, fake_task
-from support import ROOT, AgentProcess, free_port, make_repo, wait_for_http
+from support import ROOT, AgentProcess, free_port, make_repo, wait_for, wait_for_http
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -371,3 +371,56 @@ def test_sign_in_and_log_out(browser, tmp_path):
         context.close()
         dashboard.send_signal(signal.SIGTERM)
         dashboard.wait(timeout=30)
+
+
+def test_the_board_shows_the_merge_queue(browser, tmp_path):
+    # Two finished tasks whose tests are held by a gate: the project card lists the queue in
+    # landing order, the second tested on top of the first; it empties once both land.
+    gate = tmp_path / "gate"
+    repo = make_repo(tmp_path, "queued")
+    (repo / "gated.py").write_text(f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\n")
+    for args in (["add", "gated.py"], ["commit", "-q", "-m", "gated tests"], ["push", "-q", "origin", "main"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+    wrapper = tmp_path / "bin" / "claude"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_CLAUDE} \"$@\"\n")
+    wrapper.chmod(0o755)
+    (repo / "agent.yaml").write_text(f"poll_interval_seconds: 0.5\nmax_parallel_tests: 2\n"
+                                     f"test_command: {sys.executable} gated.py\nclaude_code:\n  command: {wrapper}\n")
+    agent_port, port = free_port(), free_port()
+    agent = AgentProcess(["--port", str(agent_port), "--project-dir", str(repo)], repo, tmp_path / "agent-logs",
+                         {"FAKE_CLAUDE_STATE": str(tmp_path / "fake-state")})
+    agent_url, url = f"http://127.0.0.1:{agent_port}", f"http://127.0.0.1:{port}"
+    (tmp_path / "projects.yaml").write_text(f"projects:\n  - id: queued\n    agent_url: {agent_url}\n")
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "backend.dashboard.cli", "--config", "projects.yaml", "--port", str(port)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "dashboard.err", "w"))
+    page = browser.new_page()
+    try:
+        wait_for_http(f"{agent_url}/agent/health", agent.proc)
+        wait_for_http(f"{url}/api/health", dashboard)
+        first, second = (httpx.post(f"{agent_url}/agent/tasks", json=fake_task(
+            f"Queued {name}", {"steps": [{"write": f"{name}.txt", "text": f"{name}\n"}]})).json()["id"]
+            for name in ("one", "two"))
+        queue = lambda: httpx.get(f"{agent_url}/agent/dispatcher").json()["merge_queue"]  # noqa: E731
+        wait_for(lambda: [(e["task_id"], e["state"]) for e in queue()] == [(first, "testing"), (second, "testing")],
+                 timeout=60, what="both candidates under test")
+        expect = playwright_api.expect
+        page.goto(url)
+        strip = page.locator("[data-role='merge-queue']")
+        expect(strip.locator("li")).to_have_count(2)
+        expect(strip.locator(f"li[data-task='{first}']")).to_have_attribute("data-state", "testing")
+        expect(strip.locator(f"li[data-task='{second}']")).to_contain_text(f"Queued two · testing on top of {first}")
+        gate.touch()
+        expect(strip).to_have_count(0, timeout=60_000)  # both landed: the queue is gone from the card
+        wait_for(lambda: {t["id"] for t in httpx.get(f"{agent_url}/agent/tasks").json()["completed"]} == {first, second},
+                 timeout=30, what="both queued tasks to be completed")
+    finally:
+        gate.touch()
+        page.close()
+        dashboard.send_signal(signal.SIGTERM)
+        dashboard.wait(timeout=30)
+        agent.stop()
