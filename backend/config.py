@@ -100,10 +100,9 @@ class AgentConfig(_Strict):
     symlink_files: list[str] = Field(default_factory=lambda: ["data/dev-tasks.json"])
     copy_files: list[str] = Field(default_factory=lambda: ["CLAUDE.md", "PROGRESS.md"])
     max_merge_retries: int = Field(default=3, ge=0)
-    # Merge queue: candidates tested at once (each stacked on those ahead of it), and re-runs of
-    # a failing test command before it counts as failed (for flaky suites).
-    # Merge-queue test runs at once; null: as many as max_parallel_workers (tests can be heavy:
-    # lower it for a suite that needs a whole machine).
+    # Merge queue: candidates tested at once, each stacked on those ahead of it (null: as many as
+    # max_parallel_workers; lower it for a suite that needs a whole machine), and re-runs of a
+    # failing test command before it counts as failed (for flaky suites).
     max_parallel_tests: int | None = Field(default=None, gt=0, le=64)
     test_retries: int = Field(default=0, ge=0, le=10)
     # None: detected at start (the remote's HEAD, else the checkout's branch); see agent/basebranch.py.

@@ -76,7 +76,8 @@ class Generations:
         found = [(r, p) for r, p in self.newest_first() if store_path is None or not _same_file(p, store_path)]
         if not found:
             return f"no earlier generation was kept in {self.folder}"
-        return f"the last good generations are in {self.folder} (newest: {found[0][1].name})"
+        return (f"the last good generations are in {self.folder} (newest: {found[0][1].name}); to go back to "
+                f"one, stop Baton and copy it over {self.folder.parent / self.name}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

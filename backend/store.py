@@ -319,7 +319,8 @@ class TaskStore:
                 self.archive.append(chosen)
             except OSError as exc:
                 if is_disk_full(exc):
-                    raise StoreFullError(f"{self.archive.path}: {exc.strerror}") from None
+                    raise StoreFullError(f"{self.archive.path}: {exc.strerror or exc}: nothing was archived; "
+                                         "free disk space, then retry") from None
                 raise
             self._write(snap, {}, removed={t.id for t in chosen})
             if self._mirrors is not None:
@@ -474,7 +475,8 @@ class TaskStore:
         except OSError as exc:
             if is_disk_full(exc):
                 # atomic_write removed its temporary file; the store and the cache are as they were.
-                raise StoreFullError(f"{self.path}: {exc.strerror or exc}: the change was not saved") from None
+                raise StoreFullError(f"{self.path}: {exc.strerror or exc}: the change was not saved; "
+                                     "free disk space, then retry") from None
             raise
         # Safe to stat after the replace: we still hold the lock, so the file is ours.
         signature = _signature(os.stat(self.path))

@@ -91,7 +91,7 @@ def _parse_canonical(data: bytes, signature: tuple[int, int, int], old: Snapshot
         return None
     try:
         meta = json.loads(first + b"]}")
-    except ValueError:
+    except (ValueError, RecursionError):  # _parse_any names the problem
         return None
     if not _meta_ok(meta):
         return None

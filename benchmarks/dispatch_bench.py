@@ -68,6 +68,14 @@ def git(cwd: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+def noop_agent(root: Path) -> Path:
+    """AGENT_SCRIPT as an executable in `root`: the stand-in for the Claude CLI."""
+    agent_cmd = root / "noop-claude"
+    agent_cmd.write_text(AGENT_SCRIPT)
+    agent_cmd.chmod(0o755)
+    return agent_cmd
+
+
 def make_project(root: Path, name: str) -> Path:
     origin, clone = root / f"{name}-origin.git", root / name
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
@@ -243,9 +251,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="baton-dispatch-bench-") as tmp:
         root = Path(tmp)
-        agent_cmd = root / "noop-claude"
-        agent_cmd.write_text(AGENT_SCRIPT)
-        agent_cmd.chmod(0o755)
+        agent_cmd = noop_agent(root)
         result = {
             "overhead": measure_overhead(root, agent_cmd, args.overhead_tasks, args.rounds),
             "pickup": measure_pickup(root, agent_cmd, args.pickups),

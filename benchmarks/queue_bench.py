@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dispatch_bench import AGENT_SCRIPT, Agent, make_project, run_batch, started_at  # noqa: E402
+from dispatch_bench import Agent, make_project, noop_agent, run_batch, started_at  # noqa: E402
 
 from backend.config import AgentConfig  # noqa: E402
 
@@ -89,9 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="baton-queue-bench-") as tmp:
         root = Path(tmp)
-        agent_cmd = root / "noop-claude"
-        agent_cmd.write_text(AGENT_SCRIPT)
-        agent_cmd.chmod(0o755)
+        agent_cmd = noop_agent(root)
         batch = measure_batch(root, agent_cmd, "batch", args.tasks, args.workers, args.test_seconds,
                               args.max_parallel_tests)
         if args.max_parallel_tests is None:  # the batch ran with the default: not measured twice

@@ -25,6 +25,15 @@ def init_repo(path: Path, branch: str, commit: bool = True) -> Path:
     return path
 
 
+def cloned(tmp_path: Path, branch: str) -> tuple[Path, Path]:
+    """A bare origin whose one branch (and HEAD) is `branch`, and a clone of it."""
+    origin, clone = tmp_path / "origin.git", tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", branch, str(origin)], check=True)
+    git(init_repo(tmp_path / "seed", branch), "push", "-q", str(origin), branch)
+    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    return origin, clone
+
+
 def test_a_master_repository_lands_its_first_task_on_master(agent_factory, fake_cli, tmp_path):
     """`git init` makes master on Debian: the newcomer's first task must land, not fail internal."""
     repo = init_repo(tmp_path / "fresh", "master")
@@ -42,12 +51,7 @@ def test_a_master_repository_lands_its_first_task_on_master(agent_factory, fake_
 
 
 def test_detect_prefers_the_remote_head(tmp_path):
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "trunk", str(origin)], check=True)
-    seed = init_repo(tmp_path / "seed", "trunk")
-    git(seed, "push", "-q", str(origin), "trunk")
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    _, clone = cloned(tmp_path, "trunk")
     git(clone, "checkout", "-q", "-b", "feature")  # the checkout is elsewhere: the remote decides
     assert git(clone, "symbolic-ref", "refs/remotes/origin/HEAD").strip() == "refs/remotes/origin/trunk"
     assert detect_base_branch(clone, "origin") == "trunk"
@@ -96,12 +100,7 @@ def test_one_resolution_for_every_consumer(agent_factory, tmp_path):
 def test_a_dangling_remote_head_is_not_the_base(tmp_path):
     """`origin/HEAD` still names `master` after the remote renamed it and a prune removed
     `origin/master`: detection must not pick a branch that does not exist."""
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "master", str(origin)], check=True)
-    seed = init_repo(tmp_path / "seed", "master")
-    git(seed, "push", "-q", str(origin), "master")
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
+    origin, clone = cloned(tmp_path, "master")
     git(origin, "branch", "-m", "master", "main")  # renamed upstream
     git(clone, "fetch", "-q", "--prune", "origin")
     assert git(clone, "symbolic-ref", "refs/remotes/origin/HEAD").strip() == "refs/remotes/origin/master"

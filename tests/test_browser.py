@@ -124,6 +124,15 @@ def card(page, task_id: str):
     return page.locator(f".card[data-id='{task_id}']")
 
 
+def bulk_add(page, lines: str) -> None:
+    """Alpha's tasks, one per line, through the page's Bulk add dialog."""
+    page.get_by_role("button", name="Bulk add", exact=True).click()
+    bulk = page.locator("#bulk-dialog")
+    bulk.locator("select[name='project']").select_option("alpha")
+    bulk.locator("textarea[name='lines']").fill(lines)
+    bulk.get_by_role("button", name="Add all", exact=True).click()
+
+
 def test_create_in_the_page_and_watch_it_move_with_a_live_transcript(page, world):
     expect = playwright_api.expect
     alpha = page.locator(".project[data-project='alpha']")
@@ -222,11 +231,7 @@ def test_filter_search_bulk_and_screenshot(page, world):
     expect = playwright_api.expect
     httpx.post(f"{world.alpha_url}/agent/dispatcher/stop")
     try:
-        page.get_by_role("button", name="Bulk add", exact=True).click()
-        bulk = page.locator("#bulk-dialog")
-        bulk.locator("select[name='project']").select_option("alpha")
-        bulk.locator("textarea[name='lines']").fill("Bulk one\nBulk two\n\nBulk three")
-        bulk.get_by_role("button", name="Add all", exact=True).click()
+        bulk_add(page, "Bulk one\nBulk two\n\nBulk three")
         expect(column(page, "pending").locator(".card", has_text="Bulk")).to_have_count(3)
         page.keyboard.press("/")
         page.keyboard.type("bulk two")
@@ -258,11 +263,7 @@ def test_each_submission_of_the_forms_carries_its_own_idempotency_key(page, worl
             dialog.get_by_role("button", name="Create", exact=True).click()
             expect(dialog).to_be_hidden()
         expect(column(page, "pending").locator(".card", has_text="Keyed twice")).to_have_count(2)
-        page.get_by_role("button", name="Bulk add", exact=True).click()
-        bulk = page.locator("#bulk-dialog")
-        bulk.locator("select[name='project']").select_option("alpha")
-        bulk.locator("textarea[name='lines']").fill("Keyed line one\nKeyed line two")
-        bulk.get_by_role("button", name="Add all", exact=True).click()
+        bulk_add(page, "Keyed line one\nKeyed line two")
         expect(column(page, "pending").locator(".card", has_text="Keyed line")).to_have_count(2)
         pending = httpx.get(f"{world.alpha_url}/agent/tasks/pending").json()
         singles = {t["idempotency_key"] for t in pending if t["title"] == "Keyed twice"}
@@ -413,7 +414,7 @@ def test_the_board_shows_the_merge_queue(browser, tmp_path):
         strip = page.locator("[data-role='merge-queue']")
         expect(strip.locator("li")).to_have_count(2)
         expect(strip.locator(f"li[data-task='{first}']")).to_have_attribute("data-state", "testing")
-        expect(strip.locator(f"li[data-task='{second}']")).to_contain_text(f"Queued two · testing on top of {first}")
+        expect(strip.locator(f"li[data-task='{second}']")).to_contain_text("Queued two · testing on top of “Queued one”")
         gate.touch()
         expect(strip).to_have_count(0, timeout=60_000)  # both landed: the queue is gone from the card
         wait_for(lambda: {t["id"] for t in httpx.get(f"{agent_url}/agent/tasks").json()["completed"]} == {first, second},

@@ -83,6 +83,17 @@ def start_dispatcher(url: str) -> None:
     assert httpx.post(f"{url}/agent/dispatcher/start").status_code < 300
 
 
+def open_the_gate_and_finish(url: str, state: Path, store: TaskStore, task_ids: list[str]) -> None:
+    """Let the gated test runs pass, dispatch again, and wait for each task to complete."""
+    (state / "gate").touch()
+    start_dispatcher(url)
+    for task_id in task_ids:
+        wait_for(lambda: store.get(task_id).status.value in ("completed", "failed"), timeout=90,
+                 what=f"task {task_id} to finish")
+    assert [store.get(i).status.value for i in task_ids] == ["completed"] * len(task_ids), [
+        store.get(i).error_message for i in task_ids]
+
+
 def queue(url: str) -> list[dict]:
     return httpx.get(f"{url}/agent/dispatcher").json()["merge_queue"]
 
@@ -189,13 +200,7 @@ def test_crash_while_candidates_are_tested_on_top_of_each_other(repo, started, f
         assert_branches_hold_only_their_own_work(repo, ids, store)
         assert_main_consistent(repo, ids, store, state, tmp_path)
 
-        (state / "gate").touch()
-        start_dispatcher(url)
-        for task_id in ids.values():
-            wait_for(lambda: store.get(task_id).status.value in ("completed", "failed"), timeout=90,
-                     what=f"task {task_id} to finish")
-        assert [store.get(i).status.value for i in ids.values()] == ["completed"] * 4, [
-            store.get(i).error_message for i in ids.values()]
+        open_the_gate_and_finish(url, state, store, list(ids.values()))
         assert_main_consistent(repo, ids, store, state, tmp_path)
         assert_branches_hold_only_their_own_work(repo, ids, store)
         assert git(repo, "branch", "--list", "task/*").strip() == ""
@@ -245,11 +250,7 @@ def test_crash_after_a_prefix_was_pushed_before_it_was_recorded(repo, started, f
         assert_branches_hold_only_their_own_work(repo, ids, store)
         assert_main_consistent(repo, ids, store, state, tmp_path)
 
-        (state / "gate").touch()
-        start_dispatcher(url)
-        wait_for(lambda: store.get(ids["c"]).status.value in ("completed", "failed"), timeout=90,
-                 what="C to finish")
-        assert store.get(ids["c"]).status.value == "completed", store.get(ids["c"]).error_message
+        open_the_gate_and_finish(url, state, store, [ids["c"]])
         assert [store.get(ids[n]).commit_sha for n in "ab"] == [a.commit_sha, pushed]
         assert_main_consistent(repo, ids, store, state, tmp_path)
         assert git(repo, "branch", "--list", "task/*").strip() == ""
@@ -305,11 +306,7 @@ def test_a_push_still_under_way_at_the_crash_is_waited_for_by_recovery(repo, sta
         assert_branches_hold_only_their_own_work(repo, ids, store)
         assert_main_consistent(repo, ids, store, state, tmp_path)
 
-        (state / "gate").touch()
-        start_dispatcher(url)
-        wait_for(lambda: store.get(ids["c"]).status.value in ("completed", "failed"), timeout=90,
-                 what="C to finish")
-        assert store.get(ids["c"]).status.value == "completed", store.get(ids["c"]).error_message
+        open_the_gate_and_finish(url, state, store, [ids["c"]])
         assert len(fake_cli.calls()) == 4  # A and B were not run again; C was, once
         assert_main_consistent(repo, ids, store, state, tmp_path)
         assert git(repo, "branch", "--list", "task/*").strip() == ""

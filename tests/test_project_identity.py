@@ -4,8 +4,6 @@ nothing of it is read or written through this project."""
 
 from __future__ import annotations
 
-import pytest
-
 from backend.agent.app import create_app
 from backend.agent.settings import AgentSettings
 from backend.config import AgentConfig
@@ -13,11 +11,20 @@ from backend.models import NewTask
 from backend.store import TaskStore
 from support import free_port, make_repo, serve, wait_for
 from test_api import assert_error
-from test_dashboard_api import HEALTH, StandIn
+from test_dashboard_api import HEALTH, stand_in  # noqa: F401 (a fixture, used by name)
 
 
 def project(client, project_id: str = "mine") -> dict:
     return next(p for p in client.get("/api/board").json()["projects"] if p["id"] == project_id)
+
+
+def project_agent(tmp_path, name: str):
+    """An agent app of project `name` (not served yet), its store, and the one task in it."""
+    settings = AgentSettings(project_dir=make_repo(tmp_path, name), config=AgentConfig(dispatcher_autostart=False))
+    store = TaskStore(settings.store_path)
+    store.initialize()
+    task = store.create(NewTask(title=f"a task of {name}"))
+    return create_app(settings, store), store, task
 
 
 def test_another_projects_agent_is_unavailable_and_nothing_of_it_is_served(agent_factory, dashboard_factory):
@@ -64,17 +71,10 @@ def test_an_agent_that_takes_over_the_port_is_caught(dashboard_factory, tmp_path
     port = free_port()
     client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=0.5)
 
-    def agent(name: str):
-        settings = AgentSettings(project_dir=make_repo(tmp_path, name), config=AgentConfig(dispatcher_autostart=False))
-        store = TaskStore(settings.store_path)
-        store.initialize()
-        store.create(NewTask(title=f"a task of {name}"))
-        return create_app(settings, store), store
-
-    mine, _ = agent("mine")
+    mine, _, _ = project_agent(tmp_path, "mine")
     with serve(mine, port=port):
         assert [t["title"] for t in project(client)["tasks"]["pending"]] == ["a task of mine"]
-    intruder, intruder_store = agent("intruder")
+    intruder, intruder_store, _ = project_agent(tmp_path, "intruder")
     with serve(intruder, port=port):
         # A write right away asks the agent who it is first: nothing lands in the intruder's store.
         assert_error(client.post("/api/projects/mine/tasks", json={"title": "for mine"}), 502, "agent_unavailable")
@@ -84,35 +84,16 @@ def test_an_agent_that_takes_over_the_port_is_caught(dashboard_factory, tmp_path
     assert [t.title for t in intruder_store.list_tasks()] == ["a task of intruder"]
 
 
-@pytest.fixture
-def stand_in():
-    made = []
-
-    def make(routes):
-        made.append(StandIn(routes))
-        return made[-1]
-
-    yield make
-    for s in made:
-        s.close()
-
-
 def test_reads_after_an_agent_took_over_the_port_are_not_served(dashboard_factory, tmp_path):
     # No board refresh in between: a read of the project straight after the swap (the drawer's
     # task, its events, an API client polling tasks) must not show the intruder's data.
     port = free_port()
     client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=0.5)
 
-    def agent(name: str):
-        settings = AgentSettings(project_dir=make_repo(tmp_path, name), config=AgentConfig(dispatcher_autostart=False))
-        store = TaskStore(settings.store_path)
-        store.initialize()
-        return create_app(settings, store), store.create(NewTask(title=f"a task of {name}"))
-
-    mine, _ = agent("mine")
+    mine, _, _ = project_agent(tmp_path, "mine")
     with serve(mine, port=port):
         assert client.get("/api/projects/mine/tasks").status_code == 200  # identity confirmed once
-    intruder, theirs = agent("intruder")
+    intruder, _, theirs = project_agent(tmp_path, "intruder")
     with serve(intruder, port=port):
         for path in ("/api/projects/mine/tasks", f"/api/projects/mine/tasks/pending/{theirs.id}.md",
                      f"/api/projects/mine/tasks/{theirs.id}/events", "/api/projects/mine/commits",

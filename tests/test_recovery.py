@@ -36,6 +36,15 @@ def orphan(store: TaskStore, title: str = "orphan", **fields):
     return store.update(task.id, **fields) if fields else store.get(task.id)
 
 
+def failed_with_worktree(store: TaskStore, repo, error_reason: str):
+    """An orphan that failed and left its worktree (on its own branch) behind."""
+    task = orphan(store)
+    store.transition(task.id, TaskStatus.failed, error_reason=error_reason, error_message="x")
+    path = repo / "worktrees" / task.id
+    git(repo, "worktree", "add", "-q", "-b", f"task/{task.id}", str(path), "origin/main")
+    return task, path
+
+
 def test_in_progress_task_of_a_dead_owner_goes_back_to_pending(setup):
     settings, store, dispatcher = setup
     task = orphan(store)
@@ -86,10 +95,7 @@ def test_unlanded_commit_sha_does_not_count_as_landed(setup):
 def test_orphaned_worktree_is_removed_and_its_work_kept_on_the_branch(setup):
     settings, store, dispatcher = setup
     repo = settings.project_dir
-    task = orphan(store)
-    store.transition(task.id, TaskStatus.failed, error_reason="agent_error", error_message="x")
-    path = repo / "worktrees" / task.id
-    git(repo, "worktree", "add", "-q", "-b", f"task/{task.id}", str(path), "origin/main")
+    task, path = failed_with_worktree(store, repo, "agent_error")
     (path / "unsaved.txt").write_text("precious\n")
     reconcile(store, dispatcher.ctx.git, settings.config, dispatcher.owner)
     assert not path.exists()
@@ -201,10 +207,7 @@ def test_pruning_a_worktree_left_mid_landing_drops_test_leftovers(setup):
 
     settings, store, dispatcher = setup
     repo = settings.project_dir
-    task = orphan(store)
-    store.transition(task.id, TaskStatus.failed, error_reason="internal", error_message="x")
-    path = repo / "worktrees" / task.id
-    git(repo, "worktree", "add", "-q", "-b", f"task/{task.id}", str(path), "origin/main")
+    task, path = failed_with_worktree(store, repo, "internal")
     (path / "work.txt").write_text("the agent's\n")
     git(path, "add", "work.txt")
     git(path, "commit", "-q", "-m", "the agent's commit")

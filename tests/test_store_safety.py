@@ -166,10 +166,13 @@ def test_start_up_removes_temporary_files_of_killed_writers(store: TaskStore):
         (b"[" * 100_000, "nested too deeply"),
         (b'{"schema_version":1,"revision":1,"write_id":"x","tasks":[\n' + b"[" * 100_000 + b"\n]}\n",
          "nested too deeply"),
+        # A canonical-looking first line nested deeply: the fast path must not let RecursionError out.
+        (b'{"schema_version":1,"revision":1,"write_id":' + b"[" * 100_000 + b"]" * 100_000 + b',"tasks":[\n]}\n',
+         "nested too deeply"),
         (b"\0" * 8192, "contains NUL bytes (binary data, not JSON)"),
         (b'{"schema_version":1,"tasks":[]}\0\0', "contains NUL bytes (binary data, not JSON)"),
     ],
-    ids=["deep", "deep-task-line", "all-nul", "trailing-nul"],
+    ids=["deep", "deep-task-line", "deep-header", "all-nul", "trailing-nul"],
 )
 def test_absurd_store_files_are_refused_with_a_clear_problem(tmp_path: Path, content: bytes, problem: str):
     path = tmp_path / "data" / "dev-tasks.json"

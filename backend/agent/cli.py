@@ -133,10 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         except StoreError as exc:
             sock.close()
             return fail(EXIT_CONFIG, f"{exc} (task store refused, left untouched)")
-        except RecursionError:  # the JSON parser's own limit, on absurdly nested input
-            sock.close()
-            return fail(EXIT_CONFIG, f"{settings.store_path}: JSON nested too deeply (task store refused, "
-                        "left untouched)")
         except OSError as exc:
             sock.close()
             return fail(EXIT_CONFIG, _os_problem(exc))

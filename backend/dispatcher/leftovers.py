@@ -32,9 +32,7 @@ def discard_test_leftovers(ws: Workspace, tested: str) -> None:
     """Put the worktree back to exactly the tested commit: tracked files the tests changed are
     restored, untracked files they made are removed (ignored ones stay, as `git clean` without
     -x leaves them), and Baton's own files are placed again."""
-    ws.git.git(["reset", "-q", "--hard", tested], ws.path)
-    ws.git.git(["clean", "-fdq"], ws.path)
-    ws.place_files()
+    ws.reset_branch(tested)
 
 
 def discard_landing_leftovers(ws: Workspace) -> None:

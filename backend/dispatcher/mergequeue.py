@@ -47,7 +47,6 @@ class Verdict:
     message: str = ""
     feedback: str | None = None  # what to tell the agent in a feedback turn
     charged: bool = True  # counts against max_merge_retries (a conflict the agent failed to fix)
-    fixing: bool = False  # a conflict fix turn: the task keeps its place at the head
 
 
 @dataclass
@@ -319,7 +318,7 @@ class MergeQueue:
         with self._cond:
             entry.state, entry.candidate = "fixing", None
             entry.verdict = Verdict(False, reason="conflict", message=message,
-                                    feedback=conflict_prompt(base, conflicts), charged=charged, fixing=True)
+                                    feedback=conflict_prompt(base, conflicts), charged=charged)
             entry.wake.set()
             self._poke_locked()
 

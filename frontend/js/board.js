@@ -148,7 +148,10 @@ function projectCard(project, { onDispatcher, onDetails }) {
 // The merge queue in landing order: what each finished task waits for, and what it is tested on.
 function mergeQueue(entries) {
   if (!entries || !entries.length) return null;
+  // "on top of" names the candidate it is built on by its title (ids mean nothing to a person).
+  const titles = new Map(entries.map((entry) => [entry.task_id, entry.title]));
   return el("ol", { class: "merge-queue", dataset: { role: "merge-queue" }, title: "Merge queue, in landing order" },
     ...entries.map((entry) => el("li", { dataset: { state: entry.state, task: entry.task_id },
-      text: `${entry.title} · ${entry.state}${entry.on_top_of ? ` on top of ${entry.on_top_of}` : ""}` })));
+      text: `${entry.title} · ${entry.state}` +
+            (entry.on_top_of ? ` on top of “${titles.get(entry.on_top_of) || entry.on_top_of}”` : "") })));
 }

@@ -51,9 +51,6 @@ class StoreProbe:
             except StoreError as exc:
                 code = next((c for kind, c in _STORE_CODES if isinstance(exc, kind)), "store_error")
                 found = Problem(code=code, message=f"task store refused: {exc}")
-            except RecursionError:
-                found = Problem(code="store_corrupt", message=f"task store refused: {self.store.path}: "
-                                "JSON nested too deeply")
             else:
                 self._refused = None
                 return None
