@@ -403,21 +403,26 @@ def test_the_board_shows_the_merge_queue(browser, tmp_path):
     try:
         wait_for_http(f"{agent_url}/agent/health", agent.proc)
         wait_for_http(f"{url}/api/health", dashboard)
-        first, second = (httpx.post(f"{agent_url}/agent/tasks", json=fake_task(
+        ids = [httpx.post(f"{agent_url}/agent/tasks", json=fake_task(
             f"Queued {name}", {"steps": [{"write": f"{name}.txt", "text": f"{name}\n"}]})).json()["id"]
-            for name in ("one", "two"))
+            for name in ("one", "two")]
         queue = lambda: httpx.get(f"{agent_url}/agent/dispatcher").json()["merge_queue"]  # noqa: E731
-        wait_for(lambda: [(e["task_id"], e["state"]) for e in queue()] == [(first, "testing"), (second, "testing")],
-                 timeout=60, what="both candidates under test")
+        # Both agents run at once, so either may finish (and enter the queue) first.
+        entries = wait_for(lambda: (q := queue()) and sorted(e["task_id"] for e in q) == sorted(ids)
+                           and all(e["state"] == "testing" for e in q) and q,
+                           timeout=60, what="both candidates under test")
+        head, behind = entries
+        assert behind["on_top_of"] == head["task_id"]
         expect = playwright_api.expect
         page.goto(url)
         strip = page.locator("[data-role='merge-queue']")
         expect(strip.locator("li")).to_have_count(2)
-        expect(strip.locator(f"li[data-task='{first}']")).to_have_attribute("data-state", "testing")
-        expect(strip.locator(f"li[data-task='{second}']")).to_contain_text("Queued two · testing on top of “Queued one”")
+        expect(strip.locator(f"li[data-task='{head['task_id']}']")).to_have_attribute("data-state", "testing")
+        expect(strip.locator(f"li[data-task='{behind['task_id']}']")).to_contain_text(
+            f"{behind['title']} · testing on top of “{head['title']}”")
         gate.touch()
         expect(strip).to_have_count(0, timeout=60_000)  # both landed: the queue is gone from the card
-        wait_for(lambda: {t["id"] for t in httpx.get(f"{agent_url}/agent/tasks").json()["completed"]} == {first, second},
+        wait_for(lambda: {t["id"] for t in httpx.get(f"{agent_url}/agent/tasks").json()["completed"]} == set(ids),
                  timeout=30, what="both queued tasks to be completed")
     finally:
         gate.touch()
