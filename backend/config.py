@@ -15,6 +15,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .runtimes import RUNTIMES, RuntimeName
+from .runtimes.claude_code import ClaudeCodeConfig
+from .runtimes.codex import CodexConfig
+from .runtimes.opencode import OpenCodeConfig
+
+__all__ = ["AgentConfig", "ClaudeCodeConfig", "CodexConfig", "ConfigError", "OpenCodeConfig", "load_agent_config"]
+
 
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # always fullmatch
 TOKEN_MIN_CHARS = 16
@@ -49,49 +56,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class ClaudeCodeConfig(_Strict):
-    command: str = Field(default="claude", min_length=1)
-    skip_permissions: bool = True
-    # Used when skip_permissions is false.
-    permission_mode: str = "acceptEdits"
-    allowed_tools: list[str] = Field(default_factory=list)
-    output_format: str = "stream-json"
-    verbose: bool = True
-    model: str | None = None
-    max_turns: int | None = Field(default=None, gt=0)
-    append_system_prompt: str | None = None
-    timeout: int = Field(default=600, gt=0)
-    stall_timeout: int = Field(default=300, gt=0)
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str) -> str:
-        # Run from each task's worktree: a relative path would name a different file there
-        # than the one the start-up check found.
-        if "/" in value and not value.startswith("/"):
-            raise ValueError(f"{value!r} must be a command name found on PATH or an absolute path")
-        return value
-
-    @field_validator("output_format")
-    @classmethod
-    def _stream_json_only(cls, value: str) -> str:
-        if value != "stream-json":
-            raise ValueError("must be 'stream-json' (Baton parses the streamed events)")
-        return value
-
-    @field_validator("permission_mode")
-    @classmethod
-    def _mode(cls, value: str) -> str:
-        modes = ("acceptEdits", "bypassPermissions", "default", "dontAsk", "plan")
-        if value not in modes:
-            raise ValueError(f"must be one of {', '.join(modes)}")
-        return value
-
-
 class AgentConfig(_Strict):
     max_parallel_workers: int = Field(default=5, gt=0, le=64)
     poll_interval_seconds: float = Field(default=10, gt=0)
+    # The runtime of tasks that do not choose one. A task may choose any configured runtime:
+    # this one and every runtime whose section is written here (see configured_runtimes).
+    runtime: RuntimeName = "claude_code"
     claude_code: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
+    codex: CodexConfig = Field(default_factory=CodexConfig)
+    opencode: OpenCodeConfig = Field(default_factory=OpenCodeConfig)
     port_range_start: int = Field(default=9200, ge=1, le=65535)
     port_range_end: int = Field(default=9299, ge=1, le=65535)
     test_command: str = "pytest"
@@ -182,6 +155,14 @@ class AgentConfig(_Strict):
         if value.startswith("-") or any(c.isspace() or c in "~^:?*[\\" for c in value) or ".." in value:
             raise ValueError(f"{value!r} is not a valid git name")
         return value
+
+    @property
+    def configured_runtimes(self) -> list[str]:
+        """The default runtime first, then each runtime whose section was given."""
+        return [self.runtime] + [name for name in RUNTIMES if name != self.runtime and name in self.model_fields_set]
+
+    def runtime_section(self, name: str):
+        return getattr(self, name)
 
     @property
     def test_slots(self) -> int:

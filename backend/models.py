@@ -42,8 +42,14 @@ Priority = Literal["low", "medium", "high", "urgent"]
 PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 ErrorReason = Literal[
     "agent_error", "timeout", "stalled", "tests_failed", "tests_broken_on_base", "conflict", "push_failed",
-    "agent_moved_refs", "internal",
+    "agent_moved_refs", "approval_required", "runtime_unavailable", "internal",
 ]
+# A runtime's name (checked against agent.yaml by the API) and a model's name as CLIs take it
+# ("gpt-5.5", "claude-sonnet-4-5", "provider/model"): one argument, never an option.
+RUNTIME_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
+RuntimeChoice = Annotated[str, StringConstraints(pattern=RUNTIME_NAME_PATTERN)]
+ModelChoice = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 # Which status may follow which. Everything that changes a status goes through this table.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
@@ -133,6 +139,9 @@ class Task(_TextRules):
     task_type: TaskType = "feature"
     needs_plan_review: bool = False
     priority: Priority = "medium"
+    # Chosen for this task; None: the project's default runtime, the runtime's configured model.
+    runtime: RuntimeChoice | None = None
+    model: ModelChoice | None = None
     status: TaskStatus = TaskStatus.pending
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -151,9 +160,11 @@ class Task(_TextRules):
     error_reason: ErrorReason | None = None
     error_message: str | None = None
     log_path: str | None = None
-    session_id: str | None = None
-    model: str | None = None
+    session_id: str | None = None  # of the latest attempt, on agent_runtime
+    agent_runtime: str | None = None  # the runtime that ran the latest attempt
+    agent_model: str | None = None  # the model that runtime reported
     cost_usd: float | None = None
+    cost_estimated: bool = False  # part of cost_usd was computed from a price table (Codex)
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
@@ -190,3 +201,7 @@ class NewTask(_TextRules):
     task_type: TaskType = "feature"
     needs_plan_review: StrictBool = False  # 0, "yes" and friends are refused, as the schema says
     priority: Priority = "medium"
+    runtime: Annotated[RuntimeChoice | None, Field(
+        description="A runtime configured for this project (see GET /agent/runtimes); null: the project's default.")] = None
+    model: Annotated[ModelChoice | None, Field(
+        description="The model, as the runtime's CLI names it; null: the runtime's configured model.")] = None

@@ -203,17 +203,21 @@ class TaskStore:
         return [new for _, new in changes]
 
     def claim(
-        self, owner: Owner, lease_seconds: float, task_id: str | None = None
+        self, owner: Owner, lease_seconds: float, task_id: str | None = None,
+        runnable: Callable[[Task], bool] | None = None,
     ) -> Task | None:
         """Compare-and-set pending -> in_progress. Takes `task_id` if given (and still pending),
-        otherwise the most urgent, oldest pending task. Returns None when nothing was claimed."""
+        otherwise the most urgent, oldest pending task (of those `runnable` accepts, e.g. whose
+        runtime can start now). Returns None when nothing was claimed."""
         with self._transaction() as (snap, changes):
             if task_id is not None:
                 candidate = snap.tasks.get(task_id)
                 if candidate is None or candidate.status is not TaskStatus.pending:
                     return None
             else:
-                candidate = _next_pending(snap.tasks.values())
+                candidate = _next_pending(
+                    t for t in snap.tasks.values()
+                    if runnable is None or (t.status is TaskStatus.pending and runnable(t)))
                 if candidate is None:
                     return None
             now = utcnow()

@@ -57,7 +57,7 @@ def test_success_lands_a_tested_commit_on_origin_main(agent_factory, fake_cli):
     wait_for(lambda: git(project, "branch", "--list", f"task/{task_id}").strip() == "", what="branch deletion")
     assert git(origin, "branch", "--list", f"task/{task_id}").strip() == ""
     # What the run reported was recorded.
-    assert task.session_id and task.model == "claude-fake-1"
+    assert task.session_id and task.agent_model == "claude-fake-1" and task.agent_runtime == "claude_code"
     assert task.cost_usd == pytest.approx(0.0125)
     assert (task.input_tokens, task.output_tokens, task.cache_read_tokens) == (1200, 50, 300)
     assert task.num_turns >= 1 and task.result_text == "Done."

@@ -20,8 +20,8 @@ from ..agent.settings import AgentSettings
 from ..archive import Archiver
 from ..gitrepo import has_commits
 from ..models import Owner, Task, TaskStatus, utcnow
+from ..runtimes import RUNTIMES
 from ..runtimes.base import Runtime
-from ..runtimes.claude_code import ClaudeCodeRuntime
 from ..store import StoreError, TaskStore
 from ..storeview import StoreView
 from .local_base import LocalBaseFollower
@@ -38,8 +38,13 @@ CANCEL_WAIT = 5.0
 SHUTDOWN_WAIT = 30.0
 
 
+def build_runtimes(config) -> dict[str, Runtime]:
+    """The configured runtimes, the project's default first."""
+    return {name: RUNTIMES[name].build(config.runtime_section(name)) for name in config.configured_runtimes}
+
+
 class Dispatcher:
-    def __init__(self, settings: AgentSettings, store: TaskStore, runtime: Runtime | None = None) -> None:
+    def __init__(self, settings: AgentSettings, store: TaskStore, runtimes: dict[str, Runtime] | None = None) -> None:
         settings = resolve_settings(settings)  # base_branch: null means detect (once, here at the latest)
         config = settings.config
         self.config = config
@@ -52,7 +57,7 @@ class Dispatcher:
             store=store,
             config=config,
             git=git,
-            runtime=runtime or ClaudeCodeRuntime(config.claude_code),
+            runtimes=runtimes if runtimes is not None else build_runtimes(config),
             logs_dir=settings.project_dir / "logs",
             follow_base=self.local_base.request,
             ports=self.ports,
@@ -68,7 +73,7 @@ class Dispatcher:
         self._exit = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._reconciled = False
-        self._runtime_problem: dict | None = None  # as the last tick saw it
+        self._runtime_problems: dict[str, dict] = {}  # by runtime name, as the last tick saw them
         self._has_commits = False  # asked each tick until true (a repository keeps its commits)
         store.subscribe(self.wake)
         # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
@@ -171,8 +176,9 @@ class Dispatcher:
         """Renew leases; claim and start tasks while claiming is on and workers and ports are
         free. Returns how many tasks were started."""
         self._renew_leases()
-        if self._claiming.is_set() and self._check_runtime() is not None:
-            return 0  # nothing is claimed while the CLI is missing: tasks wait, pending
+        unavailable = self._check_runtimes() if self._claiming.is_set() else set()
+        if unavailable and unavailable >= set(self.ctx.runtimes):
+            return 0  # nothing is claimed while no CLI can start: tasks wait, pending
         if self._claiming.is_set() and not self._repository_has_commits():
             return 0  # no commit to start a worktree from; /agent/health says `no_commits`
         started = 0
@@ -184,7 +190,8 @@ class Dispatcher:
                     self.ctx.slots.give()
                     break  # every port of the range is taken (by tasks or by other programs)
                 try:
-                    task = self.store.claim(self.owner, self.config.lease_seconds)
+                    task = self.store.claim(self.owner, self.config.lease_seconds,
+                                            runnable=self._runnable(unavailable) if unavailable else None)
                 except BaseException:
                     self.ports.release(port)
                     self.ctx.slots.give()
@@ -259,26 +266,37 @@ class Dispatcher:
     def problems(self) -> list[dict]:
         """What keeps this dispatcher from doing its job, as [{code, message}] (empty when none).
         /agent/health reports them (status `degraded`) and the board shows them."""
-        problem = self.ctx.runtime.check()  # cheap: a PATH lookup
-        if problem is None and self._runtime_problem is not None:
-            self.wake()  # the CLI appeared: claim now rather than at the next poll
-        return [dict(problem)] if problem is not None else []
+        problems = self._runtime_check()  # cheap: a PATH lookup per runtime
+        if set(problems) != set(self._runtime_problems):
+            self.wake()  # a CLI appeared (or went): claim on the new facts now, not at the next poll
+        return [dict(problem) for problem in problems.values()]
+
+    def _runtime_check(self) -> dict[str, dict]:
+        return {name: dict(problem) for name, runtime in self.ctx.runtimes.items()
+                if (problem := runtime.check()) is not None}
 
     def _repository_has_commits(self) -> bool:
         if not self._has_commits:
             self._has_commits = has_commits(self.ctx.git.project)
         return self._has_commits
 
-    def _check_runtime(self) -> dict | None:
-        """Re-check the runtime (each tick: installing the CLI later unblocks the dispatcher);
-        log when that changes."""
-        problem = self.ctx.runtime.check()
-        if problem is not None and self._runtime_problem is None:
-            log.error("dispatcher: not claiming tasks: %s", problem["message"])
-        elif problem is None and self._runtime_problem is not None:
-            log.info("dispatcher: %s is available again; claiming tasks", self.ctx.runtime.name)
-        self._runtime_problem = dict(problem) if problem is not None else None
-        return self._runtime_problem
+    def _check_runtimes(self) -> set[str]:
+        """Re-check every configured runtime (each tick: installing a CLI later unblocks its
+        tasks); log when that changes. Returns the names of those that cannot start now."""
+        problems = self._runtime_check()
+        for name, problem in problems.items():
+            if name not in self._runtime_problems:
+                log.error("dispatcher: not claiming tasks for runtime %s: %s", name, problem["message"])
+        for name in set(self._runtime_problems) - set(problems):
+            log.info("dispatcher: runtime %s is available again; claiming its tasks", name)
+        self._runtime_problems = problems
+        return set(problems)
+
+    def _runnable(self, unavailable: set[str]):
+        """Which pending tasks to claim: those whose runtime can start now. A task for a runtime
+        that is not configured at all is claimed too, and fails at once saying so."""
+        default = self.config.runtime
+        return lambda task: (task.runtime or default) not in unavailable
 
     def busy(self) -> int:
         """Coding agents running (tasks in the merge queue hold no worker)."""

@@ -36,6 +36,9 @@ class TaskLogs:
         self.stderr = logs_dir / f"{task_id}.stderr.log"
         self.tests = logs_dir / f"{task_id}.test.log"
         self.events = logs_dir / f"{task_id}.events.jsonl"
+        # Files a runtime generates for the task (configs, isolated CLI state): outside the
+        # worktree, so nothing of it can be committed. Kept while the task may resume.
+        self.runtime_dir = logs_dir / f"{task_id}.runtime"
 
 
 class EventWriter:

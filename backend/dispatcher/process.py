@@ -11,6 +11,11 @@ while a marked ancestor of it still lives (descendants of every process found ar
 `env -i`, a process title written over the environment (PostgreSQL, nginx), or an environment
 we may not read (a non-dumpable process when Baton is not root). Only a cgroup would track it.
 
+A CLI that talks back (Codex's app-server) gets a `Talk`: its stdin stays open, what the talk
+answers to each line is written to it by a writer thread (so the reader never blocks on a
+full pipe), and a stop first asks the talk for a polite interrupt and gives the process
+INTERRUPT_GRACE to end its turn by itself before the kill.
+
 Output is copied to a log file and to a per-line callback as it arrives, so memory stays flat
 however long the log grows, and the limits are checked while output is still flowing. The
 reader never waits on a pipe someone else still holds: once the task's processes are stopped
@@ -21,14 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ EXIT_GRACE_SECONDS = 1.0  # for what a child left behind when it exited by itsel
 KILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.03
 DRAIN_SECONDS = 1.0  # reading on after the task's processes are gone, if a stray writer lingers
+INTERRUPT_GRACE = 1.5  # a talking CLI's own interrupt, before SIGTERM: a cancel still ends within 5 s
 
 
 class StopRequest:
@@ -64,6 +72,69 @@ class StopRequest:
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+
+@dataclass
+class Say:
+    """A talk's answer: lines for the process's stdin, whether to close it afterwards, and
+    whether to end the run now (`end`: the reason, reported as ProcessOutcome.stopped)."""
+
+    lines: list[str] = field(default_factory=list)
+    close: bool = False
+    end: str | None = None
+
+
+class Talk(Protocol):
+    def opening(self) -> Say: ...
+
+    def on_line(self, line: str) -> Say: ...
+
+    def interrupt(self) -> Say: ...
+
+
+class _Writer(threading.Thread):
+    """Writes a talk's lines to the child's stdin in order; a closed pipe ends it quietly."""
+
+    _CLOSE = object()
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.end_reason: str | None = None
+        self.ended = threading.Event()
+
+    def handle(self, say: Say | None) -> None:
+        if say is None:
+            return
+        for line in say.lines:
+            self.queue.put((line.rstrip("\n") + "\n").encode("utf-8"))
+        if say.close:
+            self.queue.put(self._CLOSE)
+        if say.end and not self.ended.is_set():
+            self.end_reason = say.end
+            self.ended.set()
+
+    def run(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            while True:
+                item = self.queue.get()
+                if item is self._CLOSE:
+                    break
+                stdin.write(item)
+                stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the child exited or closed stdin; its exit says the rest
+        finally:
+            try:
+                stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def close(self) -> None:
+        self.queue.put(self._CLOSE)
 
 
 @dataclass
@@ -317,10 +388,12 @@ def run_streaming(
     stop: StopRequest,
     on_start: Callable[[int], None] | None = None,
     marker: Mapping[str, str] | None = None,
+    talk: Talk | None = None,
 ) -> ProcessOutcome:
     """Run `argv`; append stdout to `stdout_log` (stderr to `stderr_log`, or into stdout if None).
     `marker`: environment entries (also set in `env`) that mark every process of this run; all
-    of them are stopped when the run ends, however it ends."""
+    of them are stopped when the run ends, however it ends. `talk`: a conversation over stdin
+    (then `stdin_text` and `on_line` are not used)."""
     started = time.monotonic()
     with open(stdout_log, "ab") as out, open(stderr_log or os.devnull, "ab") as err:
         try:
@@ -328,7 +401,7 @@ def run_streaming(
                 argv,
                 cwd=cwd,
                 env=env,
-                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin_text is not None or talk is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err if stderr_log is not None else subprocess.STDOUT,
                 start_new_session=True,
@@ -339,17 +412,31 @@ def run_streaming(
             return ProcessOutcome(exit_code=127, stopped=None, duration=0.0, pid=0)
         pgid = proc.pid  # start_new_session: the child leads its own group
         assert proc.stdout is not None
+        writer = _Writer(proc) if talk is not None else None
+        if writer is not None and talk is not None:
+            on_line = lambda line: writer.handle(talk.on_line(line))  # noqa: E731
         reader = _Reader(proc.stdout.fileno(), out, on_line, stdout_log)
         exit_watch = _ExitWatch(proc)
         stopped: str | None = "error"  # until _watch says otherwise: stop with the full grace
         try:
             if on_start is not None:
                 on_start(proc.pid)
-            if stdin_text is not None:
+            if writer is not None and talk is not None:
+                writer.start()
+                writer.handle(talk.opening())
+            elif stdin_text is not None:
                 threading.Thread(target=_feed, args=(proc, stdin_text), daemon=True).start()
             reader.start()
-            stopped = _watch(exit_watch, reader, stop, started, wall_timeout, stall_timeout)
+            stopped = _watch(exit_watch, reader, stop, started, wall_timeout, stall_timeout,
+                             writer.ended if writer is not None else None)
+            if stopped == "ended" and writer is not None:
+                stopped = writer.end_reason
+            elif stopped is not None and writer is not None and talk is not None:
+                writer.handle(talk.interrupt())  # ask first; the kill below follows regardless
+                exit_watch.wait(INTERRUPT_GRACE)
         finally:
+            if writer is not None:
+                writer.close()
             exit_watch.close()
             # Whatever the task left running goes too, however it detached; then the pipe has
             # no writer of ours left and the reader ends.
@@ -362,13 +449,17 @@ def run_streaming(
 
 
 def _watch(exit_watch: _ExitWatch, reader: _Reader, stop: StopRequest, started: float,
-           wall_timeout: float | None, stall_timeout: float | None) -> str | None:
+           wall_timeout: float | None, stall_timeout: float | None,
+           ended: threading.Event | None = None) -> str | None:
     """Wait for the child to exit (left unreaped) or a limit to pass; returns why it was
-    stopped (or None). The stopping itself (with the grace period) is left to the caller."""
+    stopped (or None; "ended" when the talk ended the run). The stopping itself (with the
+    grace period) is left to the caller."""
     while True:
         if exit_watch.wait(CHECK_INTERVAL):
             return None
         now = time.monotonic()
+        if ended is not None and ended.is_set():
+            return "ended"
         if stop.is_set():
             return stop.reason
         if wall_timeout is not None and now - started > wall_timeout:

@@ -19,14 +19,14 @@ from typing import Any
 from ..config import AgentConfig
 from ..gitrepo import GitError
 from ..models import ErrorReason, Task, TaskStatus
-from ..runtimes.base import AgentEvent, EventKind, Runtime, RunSummary, event
+from ..runtimes.base import AgentEvent, EventKind, Reply, Runtime, RunSummary, Turn, TurnRequest, event
 from ..store import StoreError, TaskStore
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, TaskLogs
 from .leftovers import discard_test_leftovers
 from .mergequeue import MergeQueue
 from .ports import PortPool
-from .process import ProcessOutcome, StopRequest, run_streaming, tail, task_marker
+from .process import ProcessOutcome, Say, StopRequest, run_streaming, tail, task_marker
 from .prompts import commit_message, task_prompt
 from .refguard import RefGuard
 from .slots import WorkerSlots
@@ -45,7 +45,7 @@ class RunContext:
     store: TaskStore
     config: AgentConfig
     git: ProjectGit
-    runtime: Runtime
+    runtimes: dict[str, Runtime]  # the configured ones, by name (config.configured_runtimes)
     logs_dir: Path
     follow_base: Callable[[str], None]
     ports: PortPool
@@ -66,6 +66,29 @@ class Stopped(Exception):
     """The run was asked to stop (cancel, forced stop, shutdown)."""
 
 
+class _TurnTalk:
+    """Adapts a runtime's Turn to the process layer: events go to the task's log as they come."""
+
+    def __init__(self, turn: Turn, record: Callable[[AgentEvent], None], summary: RunSummary) -> None:
+        self.turn, self.record, self.summary = turn, record, summary
+
+    def _say(self, reply: Reply) -> Say:
+        for ev in reply.events:
+            self.record(ev)
+        if reply.fail is not None and self.summary.failure is None:
+            self.summary.failure = reply.fail
+        return Say(lines=reply.send, close=reply.close_stdin, end=reply.fail[0] if reply.fail else None)
+
+    def opening(self) -> Say:
+        return self._say(self.turn.opening())
+
+    def on_line(self, line: str) -> Say:
+        return self._say(self.turn.on_line(line))
+
+    def interrupt(self) -> Say:
+        return self._say(self.turn.interrupt())
+
+
 class TaskRun:
     def __init__(self, ctx: RunContext, task: Task, port: int) -> None:
         self.ctx = ctx
@@ -74,6 +97,8 @@ class TaskRun:
         self.holds_worker = True  # the claim took a worker slot
         self.stop = StopRequest()
         self.phase = "starting"
+        self.runtime_name = task.runtime or ctx.config.runtime
+        self.runtime: Runtime | None = ctx.runtimes.get(self.runtime_name)  # None: not configured
         self.ws = Workspace(ctx.git, task.id)
         self.logs = TaskLogs(ctx.logs_dir, task.id)
         self.refs = RefGuard(ctx.git.project, ctx.logs_dir, task.id, self.ws.branch)
@@ -106,6 +131,9 @@ class TaskRun:
 
     def _execute(self) -> None:
         task, ctx = self.task, self.ctx
+        if self.runtime is None:
+            raise AgentFailed("runtime_unavailable", f"runtime {self.runtime_name!r} is not configured for this project "
+                                                     f"(agent.yaml); configured: {', '.join(ctx.runtimes)}")
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
         continuing = self.ws.create(earlier_branch=self._earlier_branch)
@@ -114,10 +142,18 @@ class TaskRun:
         self.ws.place_files()
         # Recorded together with the agent's pid, in one write, once it starts.
         self._started_fields = dict(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
-                                    log_path=str(self.logs.raw), error_reason=None, error_message=None)
-        self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else ""))
+                                    log_path=str(self.logs.raw), error_reason=None, error_message=None,
+                                    agent_runtime=self.runtime_name)
+        self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else "")
+                 + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
 
-        self._agent_turn(task_prompt(task, ctx.config, continuing=continuing), resume=None)
+        # A new attempt on a kept branch continues the earlier attempt's session where the
+        # runtime can (and falls back to a fresh one itself); the prompt says what to do anyway.
+        earlier = task.session_id if (continuing and task.agent_runtime == self.runtime_name
+                                      and self.runtime.resume_after_restart) else None
+        self._started_fields["session_id"] = earlier  # not an earlier attempt's session of another runtime
+        self._agent_turn(task_prompt(task, ctx.config, continuing=continuing), resume=earlier)
+        self._started_fields.pop("session_id")
         if not self._commit_work(commit_message(task)):
             self._complete(None, no_changes=True)
             return
@@ -172,19 +208,24 @@ class TaskRun:
 
     def _agent_turn(self, prompt: str, resume: str | None) -> None:
         self._phase("agent running")
-        inv = self.ctx.runtime.invocation(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume)
+        assert self.runtime is not None
+        self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
+        turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
+                                             model=self.task.model, scratch=self.logs.runtime_dir))
+        inv = turn.invocation
         summary = RunSummary()
 
-        def on_line(line: str) -> None:
-            for ev in self.ctx.runtime.parse_line(line):
-                self._record(self.events.append(ev), summary)
+        def record(ev: AgentEvent) -> None:
+            self._record(self.events.append(ev), summary)
 
+        talk = _TurnTalk(turn, record, summary)
+        limits = self.runtime.limits
         outcome = run_streaming(
             inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin,
-            stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=on_line,
-            wall_timeout=self.ctx.config.claude_code.timeout,
-            stall_timeout=self.ctx.config.claude_code.stall_timeout,
-            stop=self.stop, on_start=self._agent_started, marker=self._marker(),
+            stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=talk.on_line,
+            wall_timeout=limits.timeout, stall_timeout=limits.stall_timeout, stop=self.stop,
+            on_start=self._agent_started, marker=self._marker(),
+            talk=talk if inv.stdin is None else None,  # None: the CLI takes its prompt on stdin and only prints
         )
         self._account(summary)
         moved = self._undo_ref_moves()
@@ -203,7 +244,7 @@ class TaskRun:
         # Throttled: the session id and activity time are written at most every few seconds
         # while the agent runs, and always when it ends (_account).
         if now - self._last_activity_write > ACTIVITY_WRITE_INTERVAL:
-            self._update(last_activity_at=ev.ts, session_id=summary.session_id, model=summary.model)
+            self._update(last_activity_at=ev.ts, **self._session_fields(summary))
             self._last_activity_write = now
 
     def _account(self, summary: RunSummary) -> None:
@@ -219,6 +260,7 @@ class TaskRun:
 
         self._update(
             cost_usd=plus(current.cost_usd, result.cost_usd),
+            cost_estimated=current.cost_estimated or bool(result.cost_estimated and result.cost_usd is not None),
             input_tokens=plus(current.input_tokens, result.input_tokens),
             output_tokens=plus(current.output_tokens, result.output_tokens),
             cache_read_tokens=plus(current.cache_read_tokens, result.cache_read_tokens),
@@ -231,15 +273,21 @@ class TaskRun:
         )
 
     def _session_fields(self, summary: RunSummary) -> dict[str, Any]:
-        fields = {"session_id": summary.session_id, "model": summary.model}
+        fields = {"session_id": summary.session_id, "agent_model": summary.model}
         return {k: v for k, v in fields.items() if v is not None}
 
     def _judge(self, outcome: ProcessOutcome, summary: RunSummary) -> None:
-        limits = self.ctx.config.claude_code
+        assert self.runtime is not None
+        limits = self.runtime.limits
+        if summary.failure is not None:
+            raise AgentFailed(*summary.failure)
         if outcome.stopped == "timeout":
             raise AgentFailed("timeout", f"the agent ran longer than {limits.timeout}s and was stopped")
         if outcome.stopped == "stalled":
-            raise AgentFailed("stalled", f"the agent printed nothing for {limits.stall_timeout}s and was stopped")
+            hint = f" {self.runtime.stall_hint}" if self.runtime.stall_hint else ""
+            stderr = tail(self.logs.stderr, 500).strip()
+            raise AgentFailed("stalled", f"the agent printed nothing for {limits.stall_timeout}s and was stopped.{hint}"
+                                         + (f" Its last error output: {stderr}" if stderr else ""))
         result = summary.result
         if outcome.exit_code == 0 and summary.succeeded:
             return

@@ -32,11 +32,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from steps import do_step  # noqa: E402 - the fakes share their scenario steps
 
 STATE_DIR = Path(os.environ.get("FAKE_CLAUDE_STATE", Path.home() / ".fake-claude"))
 MODEL = "claude-fake-1"
@@ -111,90 +113,6 @@ class Session:
 
     def text(self, text: str) -> None:
         self.assistant([{"type": "text", "text": text}])
-
-
-def sh(argv: list[str], check: bool = True) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
-    return proc.stdout + proc.stderr
-
-
-def do_step(session: Session, step: dict, prompt: str) -> None:
-    if "write" in step or "append" in step:
-        path = Path(step.get("write") or step["append"])
-        def run():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a" if "append" in step else "w") as handle:
-                handle.write(step["text"])
-            return f"File written: {path}"
-        session.tool("Write", {"file_path": str(Path(session.cwd) / path), "content": step["text"]}, run)
-    elif "read" in step:
-        def run():
-            source = Path(step["read"])
-            text = source.read_text() if source.exists() else "<missing>"
-            Path(step["into"]).write_text(text)
-            return text
-        session.tool("Read", {"file_path": str(Path(session.cwd) / step["read"])}, run)
-    elif "commit" in step:
-        session.tool("Bash", {"command": f"git add -A && git commit -m {step['commit']!r}"},
-                     lambda: sh(["git", "add", "-A"]) + sh(["git", "commit", "-q", "-m", step["commit"]]))
-    elif "git" in step:
-        session.tool("Bash", {"command": "git " + " ".join(step["git"])}, lambda: sh(["git", *step["git"]]))
-    elif "run" in step:
-        session.tool("Bash", {"command": " ".join(step["run"])}, lambda: sh(step["run"], check=False))
-    elif "sleep" in step:
-        time.sleep(step["sleep"])
-    elif "tick" in step:
-        for i in range(step["tick"]):
-            session.text(f"still working ({i + 1})")
-            time.sleep(step.get("every", 0.2))
-    elif "grandchild" in step:
-        def run():
-            child = subprocess.Popen(["sleep", "600"])
-            Path(step["grandchild"]).write_text(str(child.pid))
-            return f"started {child.pid}"
-        session.tool("Bash", {"command": "sleep 600 &"}, run)
-    elif "escape" in step:
-        def run():
-            child = subprocess.Popen(["setsid", "sh", "-c", "trap '' TERM; exec sleep 600"])
-            deadline = time.monotonic() + 10
-            # Recorded once the trap is set and sleep runs, so it really is deaf to SIGTERM.
-            while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep" and time.monotonic() < deadline:
-                time.sleep(0.01)
-            tmp = Path(step["escape"] + ".tmp")
-            tmp.write_text(str(child.pid))
-            tmp.replace(step["escape"])  # whole or not there at all
-            return f"started {child.pid} in its own session"
-        session.tool("Bash", {"command": "setsid sh -c \"trap '' TERM; exec sleep 600\" &"}, run)
-    elif "marker" in step:
-        Path(step["marker"]).write_text(str(os.getpid()))
-    elif "block_once" in step:
-        flag = Path(step["block_once"])
-        if not flag.exists():
-            flag.write_text(str(os.getpid()))
-            time.sleep(step.get("seconds", 60))
-    elif "wait_for" in step:
-        deadline = time.monotonic() + step.get("seconds", 20)
-        while not Path(step["wait_for"]).exists():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"fake_claude: {step['wait_for']} never appeared")
-            time.sleep(0.02)
-    elif "rebase_resolve" in step:
-        match = re.search(r"git rebase (\S+?)`", prompt)
-        onto = match.group(1) if match else "origin/main"
-        def run():
-            env = {**os.environ, "GIT_EDITOR": "true"}
-            proc = subprocess.run(["git", "rebase", onto], capture_output=True, text=True, env=env)
-            while proc.returncode != 0:
-                for name, text in step["rebase_resolve"].items():
-                    Path(name).write_text(text)
-                    sh(["git", "add", name])
-                proc = subprocess.run(["git", "rebase", "--continue"], capture_output=True, text=True, env=env)
-            return "rebased and resolved"
-        session.tool("Bash", {"command": f"git rebase {onto}"}, run)
-    else:
-        raise SystemExit(f"fake_claude: unknown step {step}")
 
 
 def main() -> None:

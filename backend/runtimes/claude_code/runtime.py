@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from ..config import ClaudeCodeConfig
-from .base import RAW_KEEP, AgentEvent, EventKind, Invocation, RuntimeProblem, event
+from ..base import (RAW_KEEP, AgentEvent, EventKind, Invocation, Limits, OneShotTurn, RuntimeProblem, TurnRequest,
+                    command_problem, event)
+from .config import ClaudeCodeConfig
 
 SUMMARY_CHARS = 200
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
@@ -60,35 +60,30 @@ def _content_blocks(message: Any) -> list[dict]:
 
 class ClaudeCodeRuntime:
     name = "claude_code"
+    stall_hint = ""
+    resume_after_restart = False
 
     def __init__(self, config: ClaudeCodeConfig) -> None:
         self.config = config
+        self.limits = Limits(timeout=config.timeout, stall_timeout=config.stall_timeout)
 
     def check(self) -> RuntimeProblem | None:
-        """The configured command must resolve to an executable file (on PATH, or a path)."""
-        command = self.config.command
-        if os.sep in command:
-            found = os.path.isfile(command) and os.access(command, os.X_OK)
-        else:
-            found = shutil.which(command) is not None
-        if found:
-            return None
-        where = "no executable file at that path" if os.sep in command else "not on PATH"
-        return {
-            "code": "runtime_unavailable",
-            "message": f"{command} not found ({where}): the Claude Code CLI (claude_code.command) is needed to "
-                       f"run tasks; they stay pending until it is there. Install hint: {INSTALL_HINT} "
-                       "(or set claude_code.command in agent.yaml to the CLI's path).",
-        }
+        return command_problem(self.config.command, "the Claude Code CLI", "claude_code.command", INSTALL_HINT)
 
-    def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None) -> Invocation:
+    def turn(self, request: TurnRequest) -> OneShotTurn:
+        inv = self.invocation(prompt=request.prompt, cwd=request.cwd, env=request.env, resume=request.resume,
+                              model=request.model)
+        return OneShotTurn(inv, self.parse_line)
+
+    def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None,
+                   model: str | None = None) -> Invocation:
         cfg = self.config
         # The prompt goes on stdin: no argument-length limit, and list-taking flags such as
         # --allowedTools cannot swallow it.
         argv = [cfg.command, "-p", "--output-format", cfg.output_format]
         if cfg.verbose:
             argv.append("--verbose")
-        env = dict(env)
+        env = {**env, **cfg.env_additions(env)}
         if cfg.skip_permissions:
             argv.append("--dangerously-skip-permissions")
             if os.geteuid() == 0:
@@ -99,14 +94,15 @@ class ClaudeCodeRuntime:
             argv += ["--permission-mode", cfg.permission_mode]
             if cfg.allowed_tools:
                 argv += ["--allowedTools", " ".join(cfg.allowed_tools)]
-        if cfg.model:
-            argv += ["--model", cfg.model]
+        if model or cfg.model:
+            argv += ["--model", model or cfg.model]
         if cfg.max_turns:
             argv += ["--max-turns", str(cfg.max_turns)]
         if cfg.append_system_prompt:
             argv += ["--append-system-prompt", cfg.append_system_prompt]
         if resume:
             argv += ["--resume", resume]
+        argv += cfg.extra_args
         return Invocation(argv=argv, env=env, stdin=prompt, cwd=cwd)
 
     def parse_line(self, line: str) -> list[AgentEvent]:

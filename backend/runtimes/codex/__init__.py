@@ -1,0 +1,4 @@
+from .config import CodexConfig
+from .runtime import CodexRuntime
+
+__all__ = ["CodexConfig", "CodexRuntime"]

@@ -1,0 +1,60 @@
+"""agent.yaml `codex:`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..section import RuntimeSection
+
+_CONFIG_KEY_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+ApprovalRequest = Literal["command", "file_change"]
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    cached_input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class CodexConfig(RuntimeSection):
+    command: str = Field(default="codex", min_length=1)
+    # Sent to `thread/start`. "never": Codex asks for nothing; it runs in the task's worktree
+    # with full access, as Claude Code does with skip_permissions (see README, Runtimes).
+    approval_policy: Literal["never", "on-request", "on-failure", "untrusted"] = "never"
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "danger-full-access"
+    # Approval requests Baton accepts. Any other request fails the task with approval_required:
+    # nobody is there to answer it.
+    approve: list[ApprovalRequest] = Field(default_factory=list)
+    # Passed through untouched as `-c key=value` overrides (any config.toml key, dotted).
+    # Never put a secret here (arguments are visible to every local user): name it in a
+    # provider's `env_key` and pass it through `env` or Baton's environment.
+    config: dict[str, Any] = Field(default_factory=dict)
+    # Merged over the documented defaults (runtimes/codex/prices.py); Codex reports no cost.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # true: a CODEX_HOME of its own per task (no login from ~/.codex: use an env_key provider).
+    isolated_home: bool = False
+
+    @field_validator("config")
+    @classmethod
+    def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not _CONFIG_KEY_RE.fullmatch(key):
+                raise ValueError(f"{key!r} is not a dotted config.toml key")
+        return value
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # strict mode refuses 3 for a float; YAML authors write integers.
+        if isinstance(value, dict):
+            return {m: {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in p.items()}
+                    if isinstance(p, dict) else p for m, p in value.items()}
+        return value

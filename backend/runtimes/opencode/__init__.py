@@ -1,0 +1,4 @@
+from .config import OpenCodeConfig
+from .runtime import OpenCodeRuntime
+
+__all__ = ["OpenCodeConfig", "OpenCodeRuntime"]
