@@ -29,7 +29,7 @@ from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
 from .basebranch import resolve_settings
-from .routes import archive, events, git, health, tasks
+from .routes import archive, events, git, health, runtimes, tasks
 from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -76,7 +76,7 @@ def create_app(
     install_docs(app)
     _install_store_errors(app)
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
-    for module in (health, events, tasks, archive, dispatcher_routes, git):
+    for module in (health, events, tasks, archive, dispatcher_routes, runtimes, git):
         app.include_router(module.router)
 
     allowed = list(settings.config.allowed_hosts)

@@ -42,6 +42,22 @@ class Problem(BaseModel):
     message: str
 
 
+class RuntimeInfo(BaseModel):
+    """One runtime configured for the project (agent.yaml `runtime:` or its own section)."""
+
+    name: str
+    default: bool  # tasks that choose no runtime run on this one
+    model: str | None  # the section's configured model; null: the CLI's own default
+    available: bool  # its CLI can be started now; tasks for it stay pending meanwhile
+    problem: Problem | None  # why not (runtime_unavailable, with an install hint)
+    cost: Literal["reported", "estimated"]  # estimated: computed by Baton from a price table
+
+
+class RuntimeList(BaseModel):
+    default: str
+    runtimes: list[RuntimeInfo]
+
+
 class Health(BaseModel):
     """`degraded` when anything in `problems` keeps the agent from doing its job."""
 

@@ -45,6 +45,9 @@ def do_step(session, step: dict, prompt: str) -> None:
         session.tool("Bash", {"command": "git " + " ".join(step["git"])}, lambda: sh(["git", *step["git"]]))
     elif "run" in step:
         session.tool("Bash", {"command": " ".join(step["run"])}, lambda: sh(step["run"], check=False))
+    elif "big_output" in step:  # one tool result of that many bytes: a single very long line
+        size = int(step["big_output"])
+        session.tool("Bash", {"command": f"head -c {size} /dev/zero | tr '\\0' x"}, lambda: "x" * size)
     elif "sleep" in step:
         time.sleep(step["sleep"])
     elif "tick" in step:

@@ -16,6 +16,7 @@ from ...store import IdempotencyKeyReusedError
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
+from ..runtimechoice import unconfigured
 from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
 
 router = APIRouter(prefix="/agent/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
@@ -90,9 +91,20 @@ def reused_key(exc: IdempotencyKeyReusedError) -> ApiError:
     return ApiError(409, "idempotency_key_reused", str(exc))
 
 
+def check_runtimes(tasks: list[NewTask], dispatcher, bulk: bool = False) -> None:
+    """A runtime this project does not configure: 422 naming the ones it does."""
+    problem = unconfigured(tasks, list(dispatcher.ctx.runtimes), bulk=bulk)
+    if problem is not None:
+        raise ApiError(422, "runtime_not_configured", problem)
+
+
 @router.post("", status_code=201, response_model=Task)
-def create_task(body: NewTask, store: StoreDep, idempotency_key: IdempotencyKey = None) -> Task:
+def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
+                idempotency_key: IdempotencyKey = None) -> Task:
+    """`runtime` must be configured for this project (GET /agent/runtimes), else 422
+    runtime_not_configured."""
     check_idempotency_key(idempotency_key)
+    check_runtimes([body], dispatcher)
     try:
         return store.create(body, idempotency_key)
     except IdempotencyKeyReusedError as exc:
@@ -100,9 +112,11 @@ def create_task(body: NewTask, store: StoreDep, idempotency_key: IdempotencyKey 
 
 
 @router.post("/bulk", status_code=201, response_model=TaskList)
-def create_bulk(body: BulkCreate, store: StoreDep, idempotency_key: IdempotencyKey = None) -> TaskList:
-    """Creates every task or none."""
+def create_bulk(body: BulkCreate, store: StoreDep, dispatcher: DispatcherDep,
+                idempotency_key: IdempotencyKey = None) -> TaskList:
+    """Creates every task or none (one naming an unconfigured runtime: none, 422 naming its index)."""
     check_idempotency_key(idempotency_key)
+    check_runtimes(body.tasks, dispatcher, bulk=True)
     try:
         return TaskList(tasks=store.create_many(body.tasks, idempotency_key))
     except IdempotencyKeyReusedError as exc:

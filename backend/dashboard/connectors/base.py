@@ -80,6 +80,10 @@ class Connector(ABC):
     async def tasks(self) -> Any: ...
 
     @abstractmethod
+    async def runtimes(self) -> dict:
+        """As GET /agent/runtimes: {default, runtimes: [{name, default, model, available, problem, cost}]}."""
+
+    @abstractmethod
     async def task(self, status: str, filename: str) -> dict: ...
 
     # With an idempotency_key, a repeat of the same create answers what the first one created.

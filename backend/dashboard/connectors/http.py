@@ -209,6 +209,13 @@ class HTTPConnector(Connector):
     async def task(self, status: str, filename: str) -> dict:
         return self._expect(await self._call("GET", f"/agent/tasks/{q(status)}/{q(filename)}"), ("id",), "task")
 
+    async def runtimes(self) -> dict:
+        data = self._expect(await self._call("GET", "/agent/runtimes"), ("default", "runtimes"), "runtimes")
+        if not isinstance(data["runtimes"], list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str) for r in data["runtimes"]):
+            raise Unavailable("unexpected answer for runtimes: an entry is not a runtime")
+        return data
+
     async def create(self, body: dict, idempotency_key: str | None = None) -> dict:
         return self._expect(await self._call("POST", "/agent/tasks", body=body, headers=_key(idempotency_key)),
                             ("id",), "new task")

@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ... import taskviews
+from ...agent.runtimechoice import build, describe, unconfigured
 from ...agent.schemas import BulkCreate
+from ...config import AgentConfig, ConfigError, load_agent_config
 from ...dispatcher.events import TaskLogs, follow_task, read_events
 from ...gitrepo import GitError, recent_commits, worktree_list
 from ...mirrors import MirrorWriter, render_markdown
@@ -116,12 +118,42 @@ class LocalConnector(Connector):
         return found
 
     async def create(self, body: dict, idempotency_key: str | None = None) -> dict:
-        task = await self._write(self.store.create, _validated(NewTask, body), idempotency_key)
+        new = _validated(NewTask, body)
+        await self._check_runtimes([new])
+        task = await self._write(self.store.create, new, idempotency_key)
         return task.model_dump(mode="json")
 
     async def bulk(self, body: dict, idempotency_key: str | None = None) -> dict:
-        tasks = await self._write(self.store.create_many, _validated(BulkCreate, body).tasks, idempotency_key)
+        new = _validated(BulkCreate, body).tasks
+        await self._check_runtimes(new, bulk=True)
+        tasks = await self._write(self.store.create_many, new, idempotency_key)
         return {"tasks": [t.model_dump(mode="json") for t in tasks]}
+
+    # The project's agent.yaml says which runtimes a task may choose, as the agent would.
+    def _config(self) -> AgentConfig:
+        try:
+            return load_agent_config(self.path / "agent.yaml")
+        except ConfigError as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def _check_runtimes(self, tasks: list[NewTask], bulk: bool = False) -> None:
+        if all(task.runtime is None for task in tasks):
+            return  # the default needs no agent.yaml read
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        config = await self._run(self._config)
+        problem = unconfigured(tasks, config.configured_runtimes, bulk=bulk)
+        if problem is not None:
+            raise _refuse(422, "runtime_not_configured", problem)
+
+    async def runtimes(self) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        return await self._run(self._describe_runtimes)
+
+    def _describe_runtimes(self) -> dict:
+        config = self._config()
+        return describe(config, build(config))
 
     async def rerun(self, task_id: str) -> dict:
         return (await self._write(self.store.rerun, task_id)).model_dump(mode="json")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from ...agent.schemas import BulkCreate
+from ...agent.schemas import BulkCreate, RuntimeList
 from ...agent.routes.tasks import IdempotencyKey, check_id, check_idempotency_key
 from ...models import STATUSES, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
@@ -73,6 +73,12 @@ async def board(request: Request) -> dict:
 @router.get("/projects/{project_id}/tasks")
 async def tasks(project_id: str, request: Request) -> dict:
     return await connector_for(request, project_id).tasks()
+
+
+@router.get("/projects/{project_id}/runtimes", response_model=None, responses={200: {"model": RuntimeList}})
+async def runtimes(project_id: str, request: Request) -> dict:
+    """The runtimes a new task of this project may choose (as GET /agent/runtimes)."""
+    return await connector_for(request, project_id).runtimes()
 
 
 @router.get("/projects/{project_id}/tasks/{task_id}/events")
