@@ -97,11 +97,14 @@ def free_port() -> int:
 
 
 class Agent:
-    def __init__(self, project: Path, agent_cmd: Path, workers: int, env: dict[str, str],
-                 test_command: str = "", extra_yaml: str = "") -> None:
+    def __init__(self, project: Path, agent_cmd: Path | None, workers: int, env: dict[str, str],
+                 test_command: str = "", extra_yaml: str = "", runtime_yaml: str | None = None) -> None:
+        # runtime_yaml: the runtime's part of agent.yaml, in place of a claude_code section for agent_cmd.
+        if runtime_yaml is None:
+            runtime_yaml = f"claude_code:\n  command: {agent_cmd}\n  timeout: 120\n  stall_timeout: 120\n"
         (project / "agent.yaml").write_text(
             f"max_parallel_workers: {workers}\npoll_interval_seconds: 5\ntest_command: {json.dumps(test_command)}\n"
-            f"claude_code:\n  command: {agent_cmd}\n  timeout: 120\n  stall_timeout: 120\n{extra_yaml}")
+            f"{runtime_yaml}{extra_yaml}")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(

@@ -4,9 +4,6 @@ the Messages API: the CLI runs its own Bash tool to write a file; Baton commits 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,43 +11,16 @@ import pytest
 from backend.config import AgentConfig, ClaudeCodeConfig
 from backend.models import TaskStatus
 from fakes.anthropic_standin import StandInMessagesAPI
+from realcli import npm_cli
 from support import git, origin_of, wait_for
 
 CLAUDE_CODE_VERSION = "2.1.329"
-CACHE = Path(os.environ.get("BATON_NPM_CACHE", Path.home() / ".cache" / "baton-tests"))
-
-
-def _unavailable(reason: str):
-    """Outside CI a machine without npm or without the registry skips this test, loudly; under
-    CI=true (where .ci/run installs npm) the end-to-end test with the real CLI must run."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the real Claude Code CLI is required under CI=true: {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: the real Claude Code CLI is not available here: {reason}")
 
 
 @pytest.fixture(scope="module")
 def claude_binary() -> Path:
-    """Install @anthropic-ai/claude-code into a cache folder once; reuse it afterwards."""
-    prefix = CACHE / f"claude-code-{CLAUDE_CODE_VERSION}"
-    binary = prefix / "node_modules" / ".bin" / "claude"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            _unavailable("npm is not installed")
-        prefix.mkdir(parents=True, exist_ok=True)
-        try:
-            result = subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                 f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"],
-                capture_output=True, text=True, timeout=600,
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable("npm install did not finish within 600 s (offline?)")
-        if result.returncode != 0 or not binary.exists():
-            _unavailable(f"npm install failed (offline?):\n{(result.stdout + result.stderr)[-2000:]}")
-    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
-    assert version.returncode == 0 and CLAUDE_CODE_VERSION in version.stdout, version.stderr
-    return binary
+    """@anthropic-ai/claude-code, installed into the test cache once (see realcli.py)."""
+    return npm_cli("@anthropic-ai/claude-code", CLAUDE_CODE_VERSION, "claude")
 
 
 def test_real_claude_code_writes_a_file_and_baton_lands_it(agent_factory, claude_binary, tmp_path, monkeypatch):

@@ -1,10 +1,11 @@
-"""The end-to-end test with the real Claude Code CLI needs npm and its registry. Where they are
-missing it must skip loudly on a developer's machine, and fail under CI=true (where .ci/run
-installs npm), never crash with an npm error."""
+"""The end-to-end tests with the real CLIs (Claude Code, Codex, OpenCode) need npm and its
+registry. Where they are missing each must skip loudly on a developer's machine, and fail under
+CI=true (where .ci/run installs npm), never crash with an npm error."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+# Each real-CLI test file and the npm package it installs.
+REAL_CLI_TESTS = [
+    ("tests/test_real_claude_code.py", "@anthropic-ai/claude-code"),
+    ("tests/test_real_codex.py", "@openai/codex"),
+    ("tests/test_real_opencode.py", "opencode-ai"),
+]
+cli_tests = pytest.mark.parametrize(("test_file", "package"), REAL_CLI_TESTS, ids=[p for _, p in REAL_CLI_TESTS])
 
 
-def run_real_cli_test(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
+def run_real_cli_test(tmp_path: Path, ci: bool, test_file: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env.update({
         "BATON_NPM_CACHE": str(tmp_path / "empty-cache"),  # nothing installed yet
@@ -28,21 +36,25 @@ def run_real_cli_test(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
     if ci:
         env["CI"] = "true"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_real_claude_code.py"],
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test_file],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm to play an offline npm")
-def test_offline_npm_skips_loudly_outside_ci(tmp_path):
-    result = run_real_cli_test(tmp_path, ci=False)
+@cli_tests
+def test_offline_npm_skips_loudly_outside_ci(tmp_path, test_file, package):
+    result = run_real_cli_test(tmp_path, ci=False, test_file=test_file)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 skipped" in result.stdout and "SKIPPED LOUDLY" in result.stdout
+    assert re.search(r"\b\d+ skipped\b", result.stdout) and "passed" not in result.stdout, result.stdout
+    assert f"SKIPPED LOUDLY: the real {package} CLI" in result.stdout
     assert "npm install failed" in result.stdout
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm to play an offline npm")
-def test_offline_npm_fails_under_ci(tmp_path):
-    result = run_real_cli_test(tmp_path, ci=True)
+@cli_tests
+def test_offline_npm_fails_under_ci(tmp_path, test_file, package):
+    result = run_real_cli_test(tmp_path, ci=True, test_file=test_file)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "required under CI=true" in result.stdout and "1 error" in result.stdout
+    assert f"the real {package} CLI is required under CI=true" in result.stdout
+    assert re.search(r"\b\d+ errors?\b", result.stdout) and "passed" not in result.stdout, result.stdout

@@ -57,18 +57,18 @@ def test_runtimes_needs_the_token_and_is_documented(agent_factory):
     assert answer["$ref"].endswith("/RuntimeList")
     info = schema["components"]["schemas"]["RuntimeInfo"]["properties"]
     assert {"name", "default", "model", "available", "problem", "cost"} <= set(info)
+    # A schema-valid create is one this agent accepts: the document names its runtimes.
+    choice = schema["components"]["schemas"]["NewTask"]["properties"]["runtime"]["anyOf"]
+    assert {"type": "string", "enum": ["claude_code", "codex"]} in choice
 
 
-def test_create_refuses_a_runtime_the_project_does_not_configure(agent_factory, fake_cli):
+def test_create_refuses_an_unconfigured_runtime_and_stores_a_configured_one(agent_factory, fake_cli):
     agent = agent_factory(config=two_runtimes(fake_cli))
     error = assert_error(agent.client.post("/agent/tasks", json={"title": "t", "runtime": "codex"}),
                          422, "runtime_not_configured")
     assert error["message"] == NOT_CONFIGURED
     assert agent.store.snapshot().tasks == {}
-
-
-def test_create_stores_and_returns_a_configured_choice(agent_factory, fake_cli):
-    agent = agent_factory(config=two_runtimes(fake_cli))
+    # A configured one is stored and returned.
     resp = agent.client.post("/agent/tasks", json={"title": "t", "runtime": "opencode", "model": "local/llama-3.3"})
     assert resp.status_code == 201, resp.text
     created = resp.json()

@@ -78,6 +78,7 @@ def create_app(
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
     for module in (health, events, tasks, archive, dispatcher_routes, runtimes, git):
         app.include_router(module.router)
+    runtimes.document_choices(app, list(dispatcher.ctx.runtimes))
 
     allowed = list(settings.config.allowed_hosts)
     if settings.host not in ("0.0.0.0", "::", ""):

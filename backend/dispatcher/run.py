@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -492,7 +493,8 @@ class TaskRun:
             self._commit_work(message)
 
     def cleanup(self) -> None:
-        """After a landing is recorded: remove the worktree and delete the landed branch."""
+        """After a landing is recorded: remove the worktree, the landed branch and the
+        runtime's files for the task."""
         if not self._landed:
             return
         try:
@@ -500,6 +502,8 @@ class TaskRun:
             self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=self._earlier_branch)
         except GitError:
             log.exception("task %s: cleanup failed", self.task.id)
+        # The runtime's files (configs, isolated CLI state) served resumes; a completed task has none.
+        shutil.rmtree(self.logs.runtime_dir, ignore_errors=True)
 
     # ----- small helpers ------------------------------------------------------------------
 

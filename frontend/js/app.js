@@ -4,6 +4,7 @@ import { api, newRequestKey, projectPath, setUnauthorizedHandler } from "./api.j
 import { buildColumns, renderBoard, renderProjects } from "./board.js";
 import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
 import { el, toast } from "./dom.js";
+import { runtimeOptions } from "./runtimes.js";
 
 const REFRESH_MS = 2000;
 const TASK_TYPES = ["feature", "bugfix", "refactor", "chore", "docs", "test"];
@@ -207,13 +208,36 @@ function oncePerSubmission() {
 const createTask = oncePerSubmission();
 const createBulk = oncePerSubmission();
 
-const openNewTask = setupDialog("new-task-dialog", "new-task-form", async (data) => {
+const openForm = setupDialog("new-task-dialog", "new-task-form", async (data) => {
+  const model = String(data.get("model") || "").trim();
   const task = await createTask(projectPath(data.get("project"), "/tasks"), {
     title: data.get("title"), content: data.get("content") || "", task_type: data.get("task_type"),
     priority: data.get("priority"), needs_plan_review: data.get("needs_plan_review") === "on",
+    runtime: data.get("runtime") || null, model: model || null,  // null: the project's defaults
   });
   toast(`Created ${task.id}`);
 });
+
+// The Runtime select offers what the chosen project configures (asked each time the form opens
+// or the project changes); if that cannot be asked, the project's default is still there.
+let runtimesAsked = 0;
+async function fillRuntimes() {
+  const form = $("new-task-form");
+  const select = form.elements.runtime;
+  const projectId = form.elements.project.value;
+  const keep = select.value;
+  const asked = ++runtimesAsked;
+  let data = null;
+  if (projectId) {
+    try { data = await api(projectPath(projectId, "/runtimes")); } catch (err) { data = null; }
+  }
+  if (asked !== runtimesAsked) return;  // another project was chosen meanwhile
+  select.replaceChildren(...runtimeOptions(data));
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+  form.dataset.runtimesFor = projectId;  // lets tests wait for the list
+}
+$("new-task-form").elements.project.addEventListener("change", fillRuntimes);
+const openNewTask = () => { openForm(); fillRuntimes(); };
 
 const openBulk = setupDialog("bulk-dialog", "bulk-form", async (data) => {
   const titles = String(data.get("lines") || "").split("\n").map((l) => l.trim()).filter(Boolean);

@@ -1,7 +1,8 @@
 // The kanban: project cards with health and dispatcher controls, and one column per status.
 // Cards are keyed by project and id and only rebuilt when their task changed.
 
-import { el, age, money } from "./dom.js";
+import { el, age } from "./dom.js";
+import { costText, runtimeBadge } from "./runtimes.js";
 
 export const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
 const LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
@@ -37,6 +38,7 @@ function card(project, task, onOpen) {
   }
   const ageNode = el("span", { text: age(task.created_at), title: task.created_at });
   const open = () => onOpen(project.id, task.id);
+  const runsOn = runtimeBadge(task);
   const node = el("li", {
     class: "card", tabindex: 0, role: "button", style: { "--project-color": project.color },
     dataset: { key, project: project.id, id: task.id, status: task.status },
@@ -48,7 +50,11 @@ function card(project, task, onOpen) {
     el("div", { class: "card-meta" },
       el("span", { text: project.name }), el("span", { text: task.task_type }),
       ageNode,
-      task.cost_usd !== null && task.cost_usd !== undefined ? el("span", { text: money(task.cost_usd) }) : null),
+      task.cost_usd !== null && task.cost_usd !== undefined
+        ? el("span", { dataset: { role: "cost" }, text: costText(task.cost_usd, task.cost_estimated),
+                       title: task.cost_estimated ? "estimated from a price table" : undefined }) : null,
+      runsOn ? el("span", { class: "runtime-badge", dataset: { role: "runtime" }, text: runsOn,
+                            title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null),
     task.status === "failed" && task.error_reason ? el("div", { class: "card-error", text: task.error_reason }) : null);
   cardCache.set(key, { stamp, node, ageNode });
   return node;

@@ -1,7 +1,8 @@
 // The task drawer: details, actions and the live transcript (Server-Sent Events).
 
 import { api, projectPath } from "./api.js";
-import { el, money, toast } from "./dom.js";
+import { el, toast } from "./dom.js";
+import { costText } from "./runtimes.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
@@ -27,16 +28,23 @@ function line(event) {
   let text = "";
   let failed = false;
   switch (kind) {
-    case "session_started": text = `session ${event.session_id || ""} · ${event.model || ""}`; break;
+    case "session_started": text = ["session", event.session_id, event.model].filter(Boolean).join(" · "); break;
     case "assistant_text": text = event.text || ""; break;
+    // Tool names differ per runtime (Claude Code's Bash/Edit, Codex's command/edit, OpenCode's bash...).
     case "tool_use": text = `${event.tool_name || "tool"}: ${event.tool_input || ""}`; break;
-    case "tool_result": failed = event.ok === false; text = `${failed ? "error" : "ok"}${event.text ? `: ${event.text}` : ""}`; break;
+    case "tool_result":
+      failed = event.ok === false;
+      text = `${event.tool_name ? `${event.tool_name} ` : ""}${failed ? "error" : "ok"}${event.text ? `: ${event.text}` : ""}`;
+      break;
     case "result":
       failed = event.ok === false;
       text = failed
-        ? `${event.subtype || "error"}: ${(event.errors || []).join("; ")}`
-        : `${event.text || "done"} · ${event.num_turns ?? "?"} turns · ${money(event.cost_usd)}`;
+        ? `${event.subtype || "error"}: ${(event.errors || []).join("; ") || event.text || ""}`
+        : [event.text || "done", `${event.num_turns ?? "?"} turns`, costText(event.cost_usd, event.cost_estimated, true)]
+          .filter(Boolean).join(" · ");
       break;
+    // A runtime's notes (a denied permission, Codex's errors and retries) carry their subtype.
+    case "system": text = [event.subtype, event.text].filter(Boolean).join(": ") || JSON.stringify(event); break;
     default: text = event.text || JSON.stringify(event);
   }
   return el("li", { class: `${kind}${failed ? " failed" : ""}`, dataset: { seq: event.seq, kind } },
@@ -53,14 +61,18 @@ function duration(task) {
 function meta(task) {
   const rows = [
     ["Status", task.status], ["Type", task.task_type], ["Priority", task.priority],
-    ["Cost", money(task.cost_usd)],
+    ["Runtime", `${task.runtime || "project default"}${task.agent_runtime ? ` · ran on ${task.agent_runtime}` : ""}`],
+    ["Model", task.model || task.agent_model
+      ? `${task.model || "runtime default"}${task.agent_model ? ` · reported ${task.agent_model}` : ""}` : ""],
+    ["Cost", costText(task.cost_usd, task.cost_estimated, true)],
     ["Tokens", task.input_tokens !== null && task.input_tokens !== undefined
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", task.attempts],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     ["Failure", task.error_reason || ""], ["Id", task.id],
   ].filter(([, value]) => value !== "" && value !== null && value !== undefined);
-  return el("dl", { class: "meta" }, ...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+  return el("dl", { class: "meta" }, ...rows.flatMap(([k, v]) => [
+    el("dt", { text: k }), el("dd", { dataset: { field: k.toLowerCase() }, text: String(v) })]));
 }
 
 async function act(projectId, taskId, action, onChange) {

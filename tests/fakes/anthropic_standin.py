@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -45,8 +46,9 @@ def _message_events(blocks: list[dict], stop_reason: str, ids: itertools.count) 
 class StandInMessagesAPI:
     """Run with `with StandInMessagesAPI(tool_call) as api:`; `api.url` is the base URL."""
 
-    def __init__(self, tool_name: str, tool_input: dict, final_text: str = "Done.") -> None:
+    def __init__(self, tool_name: str, tool_input: dict, final_text: str = "Done.", *, delay: float = 0.0) -> None:
         self.tool_name = tool_name
+        self.delay = delay  # seconds before answering a request with tools (benchmarks: agents alive together)
         self.tool_input = tool_input
         self.final_text = final_text
         self.requests: list[dict[str, Any]] = []
@@ -100,6 +102,8 @@ class StandInMessagesAPI:
                 if not self.path.startswith("/v1/messages"):
                     self._json({"type": "error", "error": {"type": "not_found_error", "message": self.path}}, 404)
                     return
+                if api.delay and body.get("tools"):
+                    time.sleep(api.delay)
                 blocks, stop = api.reply_for(body)
                 if not body.get("stream"):
                     self._json({"id": "msg_standin", "type": "message", "role": "assistant", "model": MODEL,

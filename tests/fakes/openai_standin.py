@@ -8,6 +8,7 @@ Requests without tools (titles, housekeeping) get a short text. Every request is
 
 Two switches serve failure tests: `fail_status` answers every model request with that HTTP
 status; `stall` holds a model response open (after its first event) until `release()`.
+`delay` holds each request with tools that many seconds before answering (benchmarks).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ class _StandIn:
     model_path = ""
 
     def __init__(self, tool_name: str, tool_arguments: dict | str, final_text: str = "Done.", *,
-                 fail_status: int | None = None, stall: bool = False, usage: dict | None = None) -> None:
+                 fail_status: int | None = None, stall: bool = False, usage: dict | None = None,
+                 delay: float = 0.0) -> None:
         self.tool_name = tool_name
+        self.delay = delay  # seconds before answering a request with tools (benchmarks: agents alive together)
         self.tool_arguments = tool_arguments
         self.final_text = final_text
         self.fail_status = fail_status
@@ -73,7 +76,9 @@ class _StandIn:
         raise NotImplementedError
 
     def error_body(self, status: int) -> dict:
-        return {"error": {"message": f"stand-in answers {status}", "type": "server_error", "code": None}}
+        kind = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_exceeded"}.get(
+            status, "server_error")
+        return {"error": {"message": f"stand-in answers {status}", "type": kind, "code": None}}
 
     def extra_get(self, path: str) -> dict | None:
         return None
@@ -113,6 +118,8 @@ class _StandIn:
                 if api.fail_status is not None:
                     self._json(api.error_body(api.fail_status), api.fail_status)
                     return
+                if api.delay and body.get("tools"):
+                    time.sleep(api.delay)
                 if not body.get("stream"):
                     self._json(api.json_reply(body))
                     return

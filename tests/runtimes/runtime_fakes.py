@@ -29,6 +29,10 @@ class FakeKind:
 # runtime name -> its fake. Add a runtime's fake here once it speaks the protocol exactly.
 FAKES: dict[str, FakeKind] = {
     "claude_code": FakeKind("fake_claude.py"),
+    "codex": FakeKind("fake_codex.py"),
+    # Sessions in the task's own state folder, so feedback turns find them there (-s). A model:
+    # OpenCode's JSON lines never name it, so the task's model is the one Baton asked for.
+    "opencode": FakeKind("fake_opencode.py", {"isolated_state": True, "model": "fake/m1"}),
 }
 
 
@@ -59,7 +63,11 @@ def make_fake(runtime: str, tmp_path: Path, monkeypatch) -> RuntimeFake:
     kind = FAKES[runtime]
     wrapper = tmp_path / "bin" / f"fake-{runtime}"
     wrapper.parent.mkdir(exist_ok=True)
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES_DIR / kind.script} \"$@\"\n")
+    # A Python script, not a shell wrapper: a shell resets an inherited $PWD to its working
+    # folder, which would hide a runtime that passes the wrong one (OpenCode's tools follow $PWD).
+    script = FAKES_DIR / kind.script
+    wrapper.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {str(script)!r}\n"
+                       f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
     wrapper.chmod(0o755)
     log, state = tmp_path / f"fake-{runtime}-calls.jsonl", tmp_path / f"fake-{runtime}-state"
     for name in ("FAKE_CLI_LOG", "FAKE_CLAUDE_LOG"):

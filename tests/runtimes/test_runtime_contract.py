@@ -50,6 +50,9 @@ def test_a_task_lands_and_its_session_and_usage_are_recorded(agent_factory, runt
     kinds = [e["kind"] for e in events(agent, task_id)]
     assert "session_started" in kinds and "tool_use" in kinds and "tool_result" in kinds and "result" in kinds
     assert git(agent.settings.project_dir, "status", "--porcelain").strip() == ""
+    # The runtime's own files for the task (configs, isolated state) go with the landed task.
+    runtime_dir = agent.settings.project_dir / "logs" / f"{task_id}.runtime"
+    wait_for(lambda: not runtime_dir.exists(), what="the task's runtime folder to be removed")
 
 
 def test_an_error_fails_the_task_with_the_agents_message_and_keeps_the_work(agent_factory, runtime_fake):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from ...web.errors import ERROR_RESPONSES
 from ..deps import DispatcherDep, SettingsDep
@@ -18,3 +18,21 @@ def runtimes(settings: SettingsDep, dispatcher: DispatcherDep) -> dict:
     `problem`) while a runtime's CLI cannot be started; `cost: estimated` when Baton computes
     its costs from a price table."""
     return describe(settings.config, dispatcher.ctx.runtimes)
+
+
+def document_choices(app: FastAPI, names: list[str]) -> None:
+    """The OpenAPI document names the runtimes a new task may choose on this agent (instead of
+    any well-formed name), so that a schema-valid create is one this agent accepts."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()  # cached on the app: patched once
+            runtime = schema["components"]["schemas"]["NewTask"]["properties"]["runtime"]
+            for option in runtime.get("anyOf", []):
+                if option.get("type") == "string":
+                    option.pop("pattern", None)
+                    option["enum"] = list(names)
+        return app.openapi_schema
+
+    app.openapi = openapi

@@ -5,10 +5,10 @@ Each line is `{type, timestamp, sessionID, part|error}`; types: `step_start`, `t
 (tokens and cost of that one model call), `error`. OpenCode 1.18.33 prints no final line:
 the turn ends when its session goes idle and the process exits. So a `result` is emitted
 at every step that ends the agent loop (`step_finish` with a reason other than
-`tool-calls`) and at every `error`, each carrying the totals of the whole turn so far: the
+`tool-calls` or `unknown`) and at every `error`, each carrying the totals of the whole turn so far: the
 dispatcher keeps the last result of a turn and counts it once, so the totals are right
-however many there were. Newer builds end with `done`; it adds a result only if something
-changed since the last one.
+however many there were. Newer builds end with `done`; it adds a result only if there was
+none yet or something changed since the last one.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ SUMMARY_CHARS = 200
 OUTPUT_CHARS = 500
 # Input fields that say most about a tool call (OpenCode's names), in order of preference.
 _SUMMARY_KEYS = ("command", "filePath", "path", "pattern", "url", "description", "prompt", "query")
+# Step finish reasons after which OpenCode's agent loop calls the model again (as 1.18.33 does);
+# any other ends the turn, and these end it without the work being done.
+LOOP_GOES_ON = {"tool-calls", "unknown"}
+FAILED_REASONS = {"length", "content-filter", "error"}
 _KNOWN = {"step_start", "text", "reasoning", "tool_use", "step_finish", "error", "done"}
 
 
@@ -79,6 +83,7 @@ class TurnParser:
         self.error: tuple[str, str] | None = None  # (name, message) of the last error, until a step ends well
         self.last_text: str | None = None
         self._changed = False  # since the last result event
+        self._reported = False  # a result event was emitted
 
     def parse_line(self, line: str) -> list[AgentEvent]:
         line = line.strip()
@@ -117,7 +122,7 @@ class TurnParser:
             self.error, self._changed = (name, message), True
             out.append(event(EventKind.system, subtype="error", text=f"{name}: {message}", session_id=session))
             out.append(self.result())
-        elif kind == "done" and self._changed:
+        elif kind == "done" and (self._changed or not self._reported):
             out.append(self.result())
         # step_start and reasoning: kept in the raw log only.
         return out
@@ -150,17 +155,18 @@ class TurnParser:
             self.cost = (self.cost or 0.0) + cost
         self.steps += 1
         self._changed = True
-        reason = part.get("reason")
-        if reason == "tool-calls":
-            return []  # the agent loop goes on with the tools' results
-        if reason == "stop":
-            self.error = None  # a later step that ended well: the earlier error was recovered from
-        return [self.result(None if reason == "stop" else str(reason))]
+        reason = part.get("reason") if isinstance(part.get("reason"), str) else "unknown"
+        if reason in LOOP_GOES_ON:
+            return []  # OpenCode calls the model again (with the tools' results)
+        if reason in FAILED_REASONS:
+            return [self.result(reason)]
+        self.error = None  # a later step that ended well: the earlier error was recovered from
+        return [self.result()]
 
     def result(self, bad_reason: str | None = None) -> AgentEvent:
         """The turn so far as a result: failed when an error is pending or the last step ended
         for another reason than `stop` (e.g. `length`)."""
-        self._changed = False
+        self._changed, self._reported = False, True
         errors = None
         subtype = "success"
         if self.error is not None:

@@ -1,22 +1,116 @@
-"""Being written (issue #8)."""
+"""OpenCode (`opencode run --format json`) as a Baton runtime.
+
+`run`, not `serve`: one process per turn is exactly what the dispatcher already contains and
+limits (its own process group, the task's environment marker, wall and stall limits, the
+SIGKILL escalation), with no long-lived server to start, keep alive, authenticate (its
+password would be one more secret) and reattach after a restart. A feedback turn continues the
+session with `-s`, which `run` does as well as the HTTP API.
+"""
 
 from __future__ import annotations
 
-from ..base import Limits, TurnRequest
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..base import Invocation, Limits, OneShotTurn, RuntimeProblem, TurnRequest, command_problem
 from .config import OpenCodeConfig
+from .events import TurnParser
+
+INSTALL_HINT = "npm install -g opencode-ai"
+CONFIG_NAME = "opencode.json"
+# Background traffic and downloads a task does not need (and that could hang it).
+QUIET_ENV = {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1",
+             "OPENCODE_DISABLE_LSP_DOWNLOAD": "1"}
+XDG_DIRS = {"XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data", "XDG_CACHE_HOME": "cache",
+            "XDG_STATE_HOME": "state"}
+STALL_HINT = ("OpenCode retries a failing model provider silently (no output, for minutes, and it may ignore "
+              "SIGTERM meanwhile): check the provider settings in opencode.config in agent.yaml (baseURL, model "
+              "name), that its API key reaches OpenCode (opencode.env), and OpenCode's log (the task's stderr "
+              "log with opencode.extra_args [\"--print-logs\"]; else OpenCode's log folder, "
+              "<task>.runtime/data/opencode/log with isolated_state).")
+
+
+def generated_config(user: dict[str, Any]) -> dict[str, Any]:
+    """The user's `opencode.config` with Baton's pins: no self-update, no sharing of sessions,
+    and (unless the user wrote `permission`) every permission allowed, since `run` rejects a
+    permission it would ask for and nobody is there to answer. `deny` rules the user writes
+    still hold. No snapshots unless asked for: OpenCode's undo history would copy every
+    worktree into its state folder, and Baton keeps the agent's work on the task branch."""
+    out = dict(user)
+    out["autoupdate"] = False
+    out["share"] = "disabled"
+    out.setdefault("permission", {"*": "allow"})
+    out.setdefault("snapshot", False)
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Whole or not at all (a turn may start while an earlier one's file is read), and only
+    for this user: it may hold provider settings."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class OpenCodeRuntime:
     name = "opencode"
-    stall_hint = ""
+    stall_hint = STALL_HINT
+    # `run -s <unknown id>` ends with "Session not found" and exit 1 instead of starting
+    # afresh: only feedback turns (same attempt, same state folder) continue a session.
     resume_after_restart = False
 
     def __init__(self, config: OpenCodeConfig) -> None:
         self.config = config
         self.limits = Limits(timeout=config.timeout, stall_timeout=config.stall_timeout)
 
-    def check(self):
-        return {"code": "runtime_unavailable", "message": "not written yet"}
+    def check(self) -> RuntimeProblem | None:
+        return command_problem(self.config.command, "the OpenCode CLI", "opencode.command", INSTALL_HINT)
 
-    def turn(self, request: TurnRequest):
-        raise NotImplementedError
+    def model_for(self, request_model: str | None) -> str | None:
+        configured = self.config.config.get("model")
+        return request_model or self.config.model or (configured if isinstance(configured, str) else None)
+
+    def turn(self, request: TurnRequest) -> OneShotTurn:
+        parser = TurnParser(model=self.model_for(request.model))
+        return OneShotTurn(self.invocation(request), parser.parse_line)
+
+    def invocation(self, request: TurnRequest) -> Invocation:
+        cfg = self.config
+        cwd = Path(request.cwd)
+        # Outside the worktree (`git add -A` would commit it): the dispatcher's per-task folder.
+        scratch = Path(request.scratch) if request.scratch else Path(tempfile.mkdtemp(prefix="baton-opencode-"))
+        scratch.mkdir(parents=True, exist_ok=True)
+        config_path = scratch / CONFIG_NAME
+        write_atomically(config_path, json.dumps(generated_config(cfg.config), indent=2) + "\n")
+
+        argv = [cfg.command, "run", "--format", "json", "--dir", str(cwd)]
+        if request.model or cfg.model:
+            argv += ["-m", request.model or cfg.model]
+        if cfg.agent:
+            argv += ["--agent", cfg.agent]
+        if request.resume:
+            argv += ["-s", request.resume]
+        argv += cfg.extra_args
+
+        env = {**request.env, **cfg.env_additions(request.env), **QUIET_ENV}
+        # OpenCode's tools run in $PWD, not in the process's working directory: an inherited
+        # PWD would send them to another checkout.
+        env["PWD"] = str(cwd)
+        env["OPENCODE_CONFIG"] = str(config_path)
+        if cfg.isolated_state:
+            # Per task, so a feedback turn's `-s` finds the session the first turn made.
+            for name, folder in XDG_DIRS.items():
+                (scratch / folder).mkdir(exist_ok=True)
+                env[name] = str(scratch / folder)
+        # The prompt goes on stdin: `run` reads it as is when no message argument is given (a
+        # message argument with spaces reaches the model wrapped in double quotes), and a task's
+        # content (up to 256 KiB) would not fit in one argument (Linux: 128 KiB).
+        return Invocation(argv=argv, env=env, stdin=request.prompt, cwd=cwd)

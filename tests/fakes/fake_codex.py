@@ -1,0 +1,450 @@
+"""A stand-in for `codex app-server` (Codex CLI 0.169) that speaks its JSON-RPC protocol exactly.
+
+Invoked as `codex app-server [-c key=value]… [--enable F] [--disable F]`; one JSON object per
+line each way, no "jsonrpc" field (../../PROTOCOLS.md, /tmp/codex-schema/v2). Requests before
+`initialize` are refused ("Not initialized"), unknown methods answered with an error; it ends
+with exit status 0 when its stdin closes. `thread/start` makes a thread, `thread/resume` finds
+one kept in $FAKE_CLI_STATE (else $FAKE_CLAUDE_STATE) or answers "no rollout found";
+`turn/start` runs what the `FAKE: {...}` line of the prompt says (see fake_claude.py's
+docstring: the same steps, "result", "error", "no_result", "exit", "garbage", "fail_once",
+"on_resume": the next entry runs in a resumed thread's turn; with none left, a prompt that
+holds a FAKE line (a new attempt) runs that again, any other a plain success), reporting
+steps as items: Bash/Read → commandExecution, Write → fileChange, text → agentMessage (with
+deltas), and a thread/tokenUsage/updated after each (every model
+request counts 1000 input tokens of which 200 cached, 50 output; `total` is the thread's,
+earlier turns included, and is repeated right after a thread/resume answer, as Codex 0.169
+does). Codex-only keys:
+    {"approval": "command"|"file_change"|"legacy_command"|"legacy_file_change"}
+        asks for that approval first and waits for the answer; accepted: writes approved.txt;
+        declined: the turn ends failed
+    {"request": "item/tool/requestUserInput"}  sends that server request and waits for any answer
+    {"hang_until_interrupt": true}              the turn runs until turn/interrupt, then ends interrupted
+    {"big_output": N}                           a commandExecution with N bytes of aggregatedOutput
+    {"retry_errors": 2}                         `error` notifications with willRetry true first
+Each invocation is appended to $FAKE_CLI_LOG (else $FAKE_CLAUDE_LOG) once its turn starts
+(argv, cwd, prompt, resume, parsed -c config, chosen environment variables), and every message
+received as {"received": ...}.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from steps import do_step  # noqa: E402 - the fakes share their scenario steps
+
+STATE_DIR = Path(os.environ.get("FAKE_CLI_STATE") or os.environ.get("FAKE_CLAUDE_STATE") or Path.home() / ".fake-codex")
+LOG = os.environ.get("FAKE_CLI_LOG") or os.environ.get("FAKE_CLAUDE_LOG")
+MODEL = "gpt-5.5"
+VERSION = "0.169.0"
+ENV_KEYS = ("TASK_PORT", "TASK_ID", "BATON_TOKEN", "GITHUB_TOKEN", "SECRET_FOR_TEST", "CODEX_HOME", "OPENAI_API_KEY")
+REQUEST_USAGE = {"inputTokens": 1000, "cachedInputTokens": 200, "outputTokens": 50, "reasoningOutputTokens": 10,
+                 "totalTokens": 1050, "cacheWriteInputTokens": 0}
+INVALID_REQUEST = -32600
+
+_out = threading.Lock()
+
+
+def emit(obj: dict) -> None:
+    with _out:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def notify(method: str, params: dict) -> None:
+    emit({"method": method, "params": params, "emittedAtMs": now_ms()})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def log(entry: dict) -> None:
+    if LOG:
+        with open(LOG, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def usage_error(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n\nUsage: codex app-server [OPTIONS] [COMMAND]\n")
+    sys.exit(2)
+
+
+def parse_args(argv: list[str]) -> dict:
+    if not argv or argv[0] != "app-server":
+        usage_error("this fake only supports `codex app-server`")
+    config: dict = {}
+    features: dict = {}
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-c", "--config", "--enable", "--disable"):
+            if i + 1 >= len(argv):
+                usage_error(f"a value is required for '{arg}'")
+            value = argv[i + 1]
+            if arg in ("--enable", "--disable"):
+                features[value] = arg == "--enable"
+            else:
+                key, sep, raw = value.partition("=")
+                if not sep:
+                    usage_error(f"invalid override {value!r}: expected key=value")
+                try:  # like Codex: parsed as TOML, else taken as the raw string
+                    config[key] = tomllib.loads(f"v = {raw}")["v"]
+                except tomllib.TOMLDecodeError:
+                    config[key] = raw
+            i += 2
+            continue
+        usage_error(f"unexpected argument '{arg}' found")
+    return {"config": config, "features": features}
+
+
+class Session:
+    """One turn's items, in Codex's shapes (the `session` of steps.py)."""
+
+    def __init__(self, server: "Server", turn_id: str) -> None:
+        self.server, self.turn_id = server, turn_id
+        self.thread_id = server.thread_id
+        self.cwd = os.getcwd()
+
+    def _item(self, method: str, item: dict) -> None:
+        stamp = "startedAtMs" if method == "item/started" else "completedAtMs"
+        notify(method, {"item": item, "threadId": self.thread_id, "turnId": self.turn_id, stamp: now_ms()})
+
+    def model_request(self) -> None:
+        self.server.add_usage(self.turn_id)
+
+    def command(self, command: str, run) -> None:
+        item = {"type": "commandExecution", "id": f"call_{uuid.uuid4().hex[:12]}", "command": command,
+                "cwd": self.cwd, "processId": None, "source": "agent", "status": "inProgress",
+                "commandActions": [{"type": "unknown", "command": command}], "aggregatedOutput": None,
+                "exitCode": None, "durationMs": None}
+        self.model_request()
+        self._item("item/started", item)
+        started = time.monotonic()
+        try:
+            output, code, status = run(), 0, "completed"
+        except Exception as exc:  # noqa: BLE001 - reported as a failed command, like the real CLI
+            output, code, status = str(exc), 1, "failed"
+        self._item("item/completed", {**item, "status": status, "aggregatedOutput": output, "exitCode": code,
+                                      "durationMs": int((time.monotonic() - started) * 1000)})
+
+    def file_change(self, path: str, text: str, run) -> None:
+        item = {"type": "fileChange", "id": f"call_{uuid.uuid4().hex[:12]}", "status": "inProgress",
+                "changes": [{"path": path, "kind": {"type": "add"},
+                             "diff": "".join(f"+{line}\n" for line in text.splitlines())}]}
+        self.model_request()
+        self._item("item/started", item)
+        try:
+            run()
+            status = "completed"
+        except Exception:  # noqa: BLE001
+            status = "failed"
+        self._item("item/completed", {**item, "status": status})
+
+    def tool(self, name: str, tool_input: dict, run) -> None:
+        if name == "Write":
+            self.file_change(tool_input["file_path"], tool_input.get("content", ""), run)
+        elif name == "Read":
+            self.command(f"/bin/bash -lc 'cat {tool_input['file_path']}'", run)
+        else:
+            self.command(f"/bin/bash -lc {json.dumps(tool_input.get('command', name))}", run)
+
+    def text(self, text: str) -> None:
+        item = {"type": "agentMessage", "id": f"msg_{uuid.uuid4().hex[:12]}", "text": "", "phase": None}
+        self.model_request()
+        self._item("item/started", item)
+        for start in range(0, len(text), 16):
+            notify("item/agentMessage/delta", {"threadId": self.thread_id, "turnId": self.turn_id,
+                                               "itemId": item["id"], "delta": text[start:start + 16]})
+        self._item("item/completed", {**item, "text": text})
+
+
+class Server:
+    def __init__(self, args: dict) -> None:
+        self.args = args
+        self.initialized = False
+        self.thread_id: str | None = None
+        self.state: dict = {}
+        self.resumed = False
+        self.turn_id: str | None = None
+        self.interrupted = threading.Event()
+        self.ids = itertools.count(0)
+        self.answers: dict[int, queue.SimpleQueue] = {}
+        self.exit_code = 0
+        self.logged = False
+        self.prompt: str | None = None
+
+    # ----- bookkeeping ---------------------------------------------------------------------
+
+    def log_invocation(self) -> None:
+        if self.logged:
+            return
+        self.logged = True
+        log({"argv": sys.argv[1:], "cwd": os.getcwd(), "prompt": self.prompt, "pid": os.getpid(),
+             "resume": self.thread_id if self.resumed else None, "thread": self.thread_id,
+             "config": self.args["config"], "features": self.args["features"],
+             "env": {k: os.environ.get(k) for k in ENV_KEYS}, "env_names": sorted(os.environ)})
+
+    def save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / f"{self.thread_id}.json").write_text(json.dumps(self.state))
+
+    def add_usage(self, turn_id: str) -> None:
+        total = self.state.setdefault("total", {k: 0 for k in REQUEST_USAGE})
+        for key, value in REQUEST_USAGE.items():
+            total[key] = total.get(key, 0) + value
+        self.save()
+        notify("thread/tokenUsage/updated", {"threadId": self.thread_id, "turnId": turn_id, "tokenUsage": {
+            "total": dict(total), "last": dict(REQUEST_USAGE), "modelContextWindow": 258400}})
+
+    def ask(self, method: str, params: dict) -> dict:
+        """A server→client request; waits for the client's answer (a real one would too)."""
+        request_id = next(self.ids)
+        answer: queue.SimpleQueue = queue.SimpleQueue()
+        self.answers[request_id] = answer
+        emit({"id": request_id, "method": method, "params": params})
+        return answer.get(timeout=600)
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        for raw in sys.stdin:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log({"received_unparsed": line})
+                emit({"error": {"code": -32700, "message": "Parse error"}, "id": None})
+                continue
+            log({"received": message})
+            if "method" in message and "id" in message:
+                self.request(message["id"], message["method"], message.get("params") or {})
+            elif "id" in message and message["id"] in self.answers:
+                self.answers.pop(message["id"]).put(message)
+        self.log_invocation()
+        sys.stdout.flush()
+        os._exit(self.exit_code)  # a turn thread still running (hang) does not hold the exit
+
+    def error(self, request_id, message: str, code: int = INVALID_REQUEST) -> None:
+        emit({"error": {"code": code, "message": message}, "id": request_id})
+
+    def request(self, request_id, method: str, params: dict) -> None:
+        if method != "initialize" and not self.initialized:
+            return self.error(request_id, "Not initialized")
+        if method == "initialize":
+            if self.initialized:
+                return self.error(request_id, "Already initialized")
+            info = params.get("clientInfo") or {}
+            if not isinstance(info.get("name"), str) or not isinstance(info.get("version"), str):
+                return self.error(request_id, "Invalid request: missing field `clientInfo`")
+            self.initialized = True
+            home = os.environ.get("CODEX_HOME") or str(Path.home() / ".codex")
+            emit({"id": request_id, "result": {"userAgent": f"{info['name']}/{VERSION} (fake)", "codexHome": home,
+                                               "platformFamily": "unix", "platformOs": "linux"}})
+        elif method == "thread/start":
+            self.thread_id = str(uuid.uuid4())
+            self.state = {"scenario": None, "turns": 0, "resumes": 0, "params": params}
+            self.resumed = False
+            self.save()
+            thread = self.thread_object(params)
+            emit({"id": request_id, "result": self.thread_result(thread, params)})
+            notify("thread/started", {"thread": thread})
+        elif method == "thread/resume":
+            thread_id = params.get("threadId")
+            path = STATE_DIR / f"{thread_id}.json"
+            if not isinstance(thread_id, str) or not path.exists():
+                return self.error(request_id, f"no rollout found for thread id {thread_id}")
+            self.thread_id, self.state, self.resumed = thread_id, json.loads(path.read_text()), True
+            emit({"id": request_id, "result": self.thread_result(self.thread_object(params), params)})
+            if self.state.get("total"):  # like Codex 0.169: the thread's usage so far, under its last turn
+                notify("thread/tokenUsage/updated", {"threadId": thread_id, "turnId": self.state.get("last_turn"),
+                                                     "tokenUsage": {"total": self.state["total"],
+                                                                    "last": dict(REQUEST_USAGE),
+                                                                    "modelContextWindow": 258400}})
+        elif method == "turn/start":
+            if params.get("threadId") != self.thread_id or self.thread_id is None:
+                return self.error(request_id, f"thread not found: {params.get('threadId')}")
+            if self.turn_id is not None:
+                return self.error(request_id, "a turn is already running")
+            texts = [i.get("text", "") for i in params.get("input") or [] if isinstance(i, dict) and i.get("type") == "text"]
+            self.prompt = "\n".join(texts)
+            self.turn_id = str(uuid.uuid4())
+            self.log_invocation()
+            turn = {"id": self.turn_id, "items": [], "status": "inProgress", "error": None, "startedAt": None,
+                    "completedAt": None, "durationMs": None}
+            emit({"id": request_id, "result": {"turn": turn}})
+            threading.Thread(target=self.run_turn, args=(self.turn_id, self.prompt), daemon=True).start()
+        elif method == "turn/interrupt":
+            if self.turn_id is None or params.get("turnId") != self.turn_id:
+                return self.error(request_id, "no active turn to interrupt")
+            self.interrupted.set()
+            emit({"id": request_id, "result": {}})
+        else:
+            self.error(request_id, f"Invalid request: unknown variant `{method}`")
+
+    def thread_object(self, params: dict) -> dict:
+        return {"id": self.thread_id, "sessionId": self.thread_id, "preview": "", "ephemeral": False,
+                "modelProvider": "openai", "model": params.get("model") or MODEL, "createdAt": int(time.time()),
+                "updatedAt": int(time.time()), "status": {"type": "idle"}, "path": None,
+                "cwd": params.get("cwd") or os.getcwd(), "cliVersion": VERSION, "source": "vscode",
+                "projectId": None, "gitInfo": None, "name": None, "turns": []}
+
+    @staticmethod
+    def thread_result(thread: dict, params: dict) -> dict:
+        sandbox = {"danger-full-access": "dangerFullAccess", "workspace-write": "workspaceWrite",
+                   "read-only": "readOnly"}.get(params.get("sandbox") or "", "readOnly")
+        return {"thread": thread, "model": thread["model"], "modelProvider": "openai", "serviceTier": None,
+                "cwd": thread["cwd"], "approvalPolicy": params.get("approvalPolicy") or "on-request",
+                "approvalsReviewer": "user", "sandbox": {"type": sandbox}, "reasoningEffort": None}
+
+    # ----- a turn --------------------------------------------------------------------------
+
+    def scenario(self, prompt: str) -> dict:
+        match = re.search(r"^FAKE: (.*)$", prompt, re.MULTILINE)
+        if self.resumed:
+            plans = (self.state.get("scenario") or {}).get("on_resume", [])
+            done = self.state.get("resumes", 0)
+            self.state["resumes"] = done + 1
+            if done < len(plans):
+                return plans[done]
+            if not match:
+                return {"steps": [], "result": "success"}
+            # No plan left, and the prompt is the task again (a new attempt): run it again.
+        scenario = json.loads(match.group(1)) if match else {"steps": []}
+        self.state["scenario"] = scenario
+        return scenario
+
+    def run_turn(self, turn_id: str, prompt: str) -> None:
+        started = time.monotonic()
+        scenario = self.scenario(prompt)
+        self.state["turns"] = self.state.get("turns", 0) + 1
+        self.save()
+        session = Session(self, turn_id)
+        ids = {"threadId": self.thread_id, "turnId": turn_id}
+
+        def complete(status: str, error: str | None = None) -> None:
+            turn = {"id": turn_id, "items": [], "status": status, "startedAt": None, "completedAt": int(time.time()),
+                    "durationMs": int((time.monotonic() - started) * 1000),
+                    "error": {"message": error, "codexErrorInfo": "other", "additionalDetails": None} if error else None}
+            self.turn_id = None
+            self.state["last_turn"] = turn_id
+            self.save()
+            notify("turn/completed", {"threadId": self.thread_id, "turn": turn})
+
+        notify("turn/started", {"threadId": self.thread_id, "turn": {"id": turn_id, "items": [], "status": "inProgress",
+                                                                     "error": None}})
+        user = {"type": "userMessage", "id": f"user_{uuid.uuid4().hex[:8]}", "content": [{"type": "text", "text": prompt}]}
+        notify("item/started", {"item": user, **ids, "startedAtMs": now_ms()})
+        notify("item/completed", {"item": user, **ids, "completedAtMs": now_ms()})
+        if scenario.get("garbage"):
+            with _out:
+                sys.stdout.write("this line is not JSON\n")
+                sys.stdout.flush()
+            notify("mystery/notification", {"threadId": self.thread_id})
+        for n in range(scenario.get("retry_errors", 0)):
+            notify("error", {**ids, "willRetry": True, "error": {
+                "message": f"Reconnecting... {n + 1}/5 (stream disconnected before completion)",
+                "codexErrorInfo": {"responseStreamDisconnected": {"httpStatusCode": 500}}, "additionalDetails": None}})
+        if scenario.get("approval") and not self.approval(scenario["approval"], session, ids):
+            notify("error", {**ids, "willRetry": False, "error": {"message": "the approval was declined",
+                                                                  "codexErrorInfo": "other"}})
+            return complete("failed", f"{scenario['approval']} approval declined")
+        if scenario.get("request"):
+            answer = self.ask(scenario["request"], {**ids, "itemId": f"call_{uuid.uuid4().hex[:8]}",
+                                                    "isBlocking": True, "questions": []})
+            log({"answered": answer})
+        for step in scenario.get("steps", []):
+            if self.interrupted.is_set():
+                return complete("interrupted")
+            do_step(session, step, prompt)
+        if scenario.get("big_output"):
+            size = int(scenario["big_output"])
+            session.command("/bin/bash -lc 'yes x | head -c N'", lambda: ("x" * (size - 1) + "\n")[:size])
+        if scenario.get("hang_until_interrupt"):
+            session.text("working on it")
+            self.interrupted.wait(600)
+            return complete("interrupted")
+        if scenario.get("no_result"):
+            sys.stderr.write("fake_codex: crashed without a result\n")
+            sys.stderr.flush()
+            self.log_invocation()
+            os._exit(scenario.get("exit", 3))
+        outcome = scenario.get("result", "success")
+        if "fail_once" in scenario:
+            flag = Path(scenario["fail_once"])
+            outcome = "success" if flag.exists() else "error_during_execution"
+            flag.touch()
+        self.exit_code = scenario.get("exit", 0)
+        if outcome == "success":
+            session.text("Done.")
+            return complete("completed")
+        message = scenario.get("error", "the fake failed")
+        session.model_request()
+        notify("error", {**ids, "willRetry": False, "error": {"message": message, "codexErrorInfo": "other"}})
+        complete("failed", message)
+
+    def approval(self, kind: str, session: Session, ids: dict) -> bool:
+        path = "approved.txt"
+
+        def write() -> str:
+            Path(path).write_text(f"approved {kind}\n")
+            return ""
+
+        item_id = f"call_{uuid.uuid4().hex[:12]}"
+        if kind in ("command", "legacy_command"):
+            command = f"/bin/bash -lc 'echo approved > {path}'"
+            if kind == "command":
+                answer = self.ask("item/commandExecution/requestApproval", {
+                    **ids, "itemId": item_id, "startedAtMs": now_ms(), "command": command, "cwd": os.getcwd(),
+                    "reason": "write outside the sandbox", "commandActions": []})
+            else:
+                answer = self.ask("execCommandApproval", {
+                    "conversationId": self.thread_id, "callId": item_id, "command": ["/bin/bash", "-lc", f"echo > {path}"],
+                    "cwd": os.getcwd(), "parsedCmd": [], "reason": None})
+            decision = (answer.get("result") or {}).get("decision")
+            if decision not in ("accept", "acceptForSession", "approved", "approved_for_session"):
+                return False
+            session.command(command, write)
+            return True
+        if kind in ("file_change", "legacy_file_change"):
+            if kind == "file_change":
+                answer = self.ask("item/fileChange/requestApproval", {
+                    **ids, "itemId": item_id, "startedAtMs": now_ms(), "reason": "write approved.txt", "grantRoot": None})
+            else:
+                answer = self.ask("applyPatchApproval", {
+                    "conversationId": self.thread_id, "callId": item_id, "reason": None, "grantRoot": None,
+                    "fileChanges": {str(Path(os.getcwd()) / path): {"type": "add", "content": f"approved {kind}\n"}}})
+            decision = (answer.get("result") or {}).get("decision")
+            if decision not in ("accept", "acceptForSession", "approved", "approved_for_session"):
+                return False
+            session.file_change(str(Path(os.getcwd()) / path), f"approved {kind}", write)
+            return True
+        raise SystemExit(f"fake_codex: unknown approval kind {kind!r}")
+
+
+def main() -> None:
+    server = Server(parse_args(sys.argv[1:]))
+
+    def on_term(signum, frame) -> None:  # killed mid-turn (cancel, limits): still leave the record
+        server.log_invocation()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""A stand-in for the OpenCode CLI (`opencode-ai` 1.18.33) that speaks `opencode run --format json`.
+
+Invoked as `opencode run --format json [--dir DIR] [-m provider/model] [--agent A] [-s SESSION]
+[MESSAGE...]`. Like the real CLI, the message is the words of the positional arguments (each
+one holding a space wrapped in double quotes), joined to what standard input holds when it is
+not a terminal (positional first, then a newline, then stdin). Output: one JSON line per event,
+`{type, timestamp, sessionID, part|error}`: `step_start`, `tool_use` (when the tool has ended:
+part.tool, part.callID, part.state.{status, input, output|error, metadata}), `text`,
+`step_finish` (part.reason "tool-calls"|"stop", part.tokens, part.cost), `error`
+(error.name, error.data.{message, statusCode}; exit 1). No final line: the process just ends.
+
+Like the real CLI's traps, it fails loudly when OPENCODE_CONFIG is missing or points inside
+its working folder (`git add -A` would commit it) and when $PWD is not its working folder (the
+real tools run in $PWD).
+
+What it does comes from the `FAKE: {...}` line of the prompt, as for tests/fakes/fake_claude.py
+(see its docstring: steps from tests/fakes/steps.py, mapped onto OpenCode's tools bash, write
+and read; "result", "error", "exit", "no_result", "garbage", "fail_once", "on_resume" for
+`-s SESSION`), plus:
+    "silent_retry": true     after the steps: print nothing, ignore SIGTERM and sleep (a failing
+                             provider that OpenCode retries silently)
+    "model_text": "..."      the final assistant text (default "Done.")
+Permissions come from the config file: a tool whose rule is "deny" or "ask" is rejected (as
+`run` rejects what it would ask), the default allows everything.
+Sessions live in $XDG_DATA_HOME/opencode (as the real CLI's do) if set, else in
+$FAKE_CLI_STATE (or $FAKE_CLAUDE_STATE). Every invocation is appended to $FAKE_CLI_LOG (or
+$FAKE_CLAUDE_LOG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from steps import do_step  # noqa: E402 - the fakes share their scenario steps
+
+TOOL_NAMES = {"Bash": "bash", "Write": "write", "Read": "read"}
+LOGGED_ENV = ("TASK_PORT", "TASK_ID", "BATON_TOKEN", "GITHUB_TOKEN", "SECRET_FOR_TEST", "PWD", "OPENCODE_CONFIG",
+              "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "OPENCODE_DISABLE_AUTOUPDATE",
+              "OPENCODE_DISABLE_MODELS_FETCH", "OPENCODE_DISABLE_LSP_DOWNLOAD", "PROVIDER_KEY")
+STEP_TOKENS = {"input": 1000, "output": 20, "reasoning": 5, "cache": {"read": 100, "write": 10}}
+STEP_COST = 0.001
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(f"Error: {message}\n")
+    sys.exit(code)
+
+
+def parse_args(argv: list[str]) -> dict:
+    if not argv or argv[0] != "run":
+        fail("this fake only supports `opencode run`")
+    opts = {"format": "default", "dir": None, "model": None, "agent": None, "session": None, "message": []}
+    takes = {"--format": "format", "--dir": "dir", "-m": "model", "--model": "model", "--agent": "agent",
+             "-s": "session", "--session": "session"}
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in takes:
+            if i + 1 >= len(argv):
+                fail(f"Not enough arguments following: {arg}")
+            opts[takes[arg]] = argv[i + 1]
+            i += 2
+            continue
+        if arg in ("--print-logs", "--thinking", "--auto"):
+            pass
+        elif arg.startswith("-"):
+            fail(f"Unknown argument: {arg}")
+        else:
+            opts["message"].append(arg)
+        i += 1
+    if opts["format"] not in ("default", "json"):
+        fail(f"Invalid values: Argument: format, Given: {opts['format']!r}, Choices: \"default\", \"json\"")
+    return opts
+
+
+def read_message(words: list[str]) -> str:
+    # Exactly as 1.18.33's run.ts: a word holding a space is wrapped in literal double quotes.
+    positional = " ".join(f'"{w.replace(chr(34), chr(92) + chr(34))}"' if " " in w else w for w in words)
+    piped = None if sys.stdin.isatty() else sys.stdin.read()
+    if not positional:
+        return piped or ""
+    if not piped:
+        return positional
+    return positional + "\n" + piped
+
+
+def check_traps(cwd: Path) -> dict:
+    """The real CLI's traps, made loud: returns the config the file holds."""
+    pwd = os.environ.get("PWD")
+    if not pwd or Path(pwd).resolve() != cwd:
+        fail(f"fake opencode: $PWD is {pwd!r} but the working folder is {cwd}: the real CLI's tools would run "
+             f"in {pwd!r}", 2)
+    config = os.environ.get("OPENCODE_CONFIG")
+    if not config:
+        fail("fake opencode: OPENCODE_CONFIG is not set", 2)
+    path = Path(config).resolve()
+    if path == cwd or cwd in path.parents:
+        fail(f"fake opencode: OPENCODE_CONFIG {path} is inside the working folder {cwd}", 2)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"fake opencode: cannot read OPENCODE_CONFIG {path}: {exc}", 2)
+    return {}
+
+
+def permission_for(config: dict, tool: str) -> str:
+    rules = config.get("permission", "allow")
+    if isinstance(rules, str):
+        return rules
+    rule = rules.get(tool, rules.get("edit" if tool == "write" else tool, rules.get("*", "allow")))
+    if isinstance(rule, dict):  # patterns: the catch-all pattern decides here
+        rule = rule.get("*", "allow")
+    return rule
+
+
+class Session:
+    def __init__(self, session_id: str, cwd: str, config: dict) -> None:
+        self.id = session_id
+        self.cwd = cwd
+        self.config = config
+        self.message_id = ""
+        self.steps = 0
+
+    def emit(self, kind: str, **fields) -> None:
+        sys.stdout.write(json.dumps({"type": kind, "timestamp": now_ms(), "sessionID": self.id, **fields}) + "\n")
+        sys.stdout.flush()
+
+    def _part(self, kind: str, **fields) -> dict:
+        return {"id": f"prt_{uuid.uuid4().hex[:24]}", "sessionID": self.id, "messageID": self.message_id,
+                "type": kind, **fields}
+
+    def step_start(self) -> None:
+        self.message_id = f"msg_{uuid.uuid4().hex[:24]}"
+        self.emit("step_start", part=self._part("step-start", snapshot=uuid.uuid4().hex))
+
+    def step_finish(self, reason: str) -> None:
+        self.steps += 1
+        self.emit("step_finish", part=self._part("step-finish", reason=reason, snapshot=uuid.uuid4().hex,
+                                                 cost=STEP_COST, tokens=STEP_TOKENS))
+
+    def tool(self, name: str, tool_input: dict, run) -> None:
+        tool = TOOL_NAMES[name]
+        if "file_path" in tool_input:
+            tool_input = {"filePath": tool_input["file_path"],
+                          **{k: v for k, v in tool_input.items() if k != "file_path"}}
+        if tool == "bash":
+            tool_input = {**tool_input, "description": "Runs a command"}
+        self.step_start()
+        started = now_ms()
+        state: dict
+        if permission_for(self.config, tool) in ("deny", "ask"):
+            state = {"status": "error", "input": tool_input,
+                     "error": "The user rejected permission to use this specific tool call."}
+        else:
+            try:
+                output = run()
+                metadata = {"output": output, "exit": 0, "description": "Runs a command"} if tool == "bash" else {}
+                state = {"status": "completed", "input": tool_input, "output": output, "title": tool,
+                         "metadata": metadata}
+            except Exception as exc:  # noqa: BLE001 - like the real CLI: a failed command still completes
+                if tool == "bash":
+                    state = {"status": "completed", "input": tool_input, "output": str(exc), "title": tool,
+                             "metadata": {"output": str(exc), "exit": 1, "description": "Runs a command"}}
+                else:
+                    state = {"status": "error", "input": tool_input, "error": str(exc)}
+        state["time"] = {"start": started, "end": now_ms()}
+        self.emit("tool_use", part=self._part("tool", callID=f"call_{uuid.uuid4().hex[:20]}", tool=tool,
+                                              state=state))
+        self.step_finish("tool-calls")
+
+    def text(self, text: str) -> None:
+        self.emit("text", part=self._part("text", text=text, time={"start": now_ms(), "end": now_ms()}))
+
+
+def state_dir() -> Path:
+    if os.environ.get("XDG_DATA_HOME"):
+        return Path(os.environ["XDG_DATA_HOME"]) / "opencode" / "fake-sessions"
+    return Path(os.environ.get("FAKE_CLI_STATE") or os.environ.get("FAKE_CLAUDE_STATE")
+                or Path.home() / ".fake-opencode")
+
+
+def main() -> None:
+    opts = parse_args(sys.argv[1:])
+    if opts["dir"]:
+        try:
+            os.chdir(opts["dir"])
+        except OSError:
+            fail(f"Failed to change directory to {opts['dir']}")
+    cwd = Path(os.getcwd()).resolve()
+    prompt = read_message(opts["message"])
+    if log := (os.environ.get("FAKE_CLI_LOG") or os.environ.get("FAKE_CLAUDE_LOG")):
+        config_text = None
+        if os.environ.get("OPENCODE_CONFIG") and Path(os.environ["OPENCODE_CONFIG"]).is_file():
+            config_text = Path(os.environ["OPENCODE_CONFIG"]).read_text()
+        with open(log, "a") as handle:
+            handle.write(json.dumps({
+                "argv": sys.argv[1:], "cwd": str(cwd), "prompt": prompt, "pid": os.getpid(),
+                "env": {k: os.environ.get(k) for k in LOGGED_ENV}, "config": config_text,
+            }) + "\n")
+    config = check_traps(cwd)
+    if not prompt.strip():
+        fail("You must provide a message or a command")
+
+    states = state_dir()
+    states.mkdir(parents=True, exist_ok=True)
+    if opts["session"]:
+        state_path = states / f"{opts['session']}.json"
+        if not state_path.exists():
+            fail("Session not found")
+        state = json.loads(state_path.read_text())
+        session_id = opts["session"]
+        resumes = state.get("resumes", 0)
+        plans = state["scenario"].get("on_resume", [])
+        scenario = plans[resumes] if resumes < len(plans) else {"steps": [], "result": "success"}
+        state["resumes"] = resumes + 1
+    else:
+        match = re.search(r"^FAKE: (.*)$", prompt, re.MULTILINE)
+        scenario = json.loads(match.group(1)) if match else {"steps": []}
+        session_id = f"ses_{uuid.uuid4().hex[:26]}"
+        state = {"scenario": scenario, "resumes": 0}
+    (states / f"{session_id}.json").write_text(json.dumps(state))
+
+    session = Session(session_id, str(cwd), config)
+    if scenario.get("garbage"):
+        sys.stdout.write("this line is not JSON\n")
+        session.emit("mystery", part={})
+    for step in scenario.get("steps", []):
+        do_step(session, step, prompt)
+    if scenario.get("silent_retry"):
+        # A provider answering 500: OpenCode retries with backoff, prints nothing, and does not
+        # stop on SIGTERM while the request is pending.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(scenario.get("seconds", 600))
+    if scenario.get("no_result"):
+        sys.stderr.write("fake opencode: crashed without finishing its step\n")
+        sys.exit(scenario.get("exit", 3))
+    outcome = scenario.get("result", "success")
+    if "fail_once" in scenario:
+        flag = Path(scenario["fail_once"])
+        outcome = "success" if flag.exists() else "error"
+        flag.touch()
+    if outcome == "success":
+        session.step_start()
+        session.text(scenario.get("model_text", "Done."))
+        session.step_finish("stop")
+        sys.exit(scenario.get("exit", 0))
+    session.emit("error", error={"name": "APIError", "data": {
+        "message": scenario.get("error", "the fake failed"), "statusCode": scenario.get("status", 400),
+        "isRetryable": False}})
+    sys.exit(scenario.get("exit", 1))
+
+
+if __name__ == "__main__":
+    main()
