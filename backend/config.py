@@ -99,6 +99,14 @@ class AgentConfig(_Strict):
     # 100 tasks of 256 KiB, even when a JSON encoder's escaping doubles their size.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `codex:` written with nothing under it means "this runtime, with its defaults".
+        if isinstance(data, dict) and any(data.get(name, {}) is None for name in RUNTIMES):
+            data = {**data, **{name: {} for name in RUNTIMES if name in data and data[name] is None}}
+        return data
+
     @field_validator("poll_interval_seconds", "archive_after_days", mode="before")
     @classmethod
     def _int_is_fine(cls, value: Any) -> Any:

@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from anthropic_standin import StandInMessagesAPI  # noqa: E402
 from dispatch_bench import Agent, git, make_project  # noqa: E402
@@ -47,12 +48,11 @@ from openai_standin import StandInChatCompletionsAPI, StandInResponsesAPI  # noq
 
 from backend.dispatcher.process import find_processes  # noqa: E402
 
-CACHE = Path(os.environ.get("BATON_NPM_CACHE", Path.home() / ".cache" / "baton-tests"))
-# runtime: (npm package, pinned version, binary, cache folder prefix) - the versions the e2e tests pin.
+# runtime: (npm package, pinned version, binary) - the versions tests/test_real_*.py pin.
 PINS = {
-    "claude_code": ("@anthropic-ai/claude-code", "2.1.329", "claude", "claude-code"),
-    "codex": ("@openai/codex", "0.169.0", "codex", "codex"),
-    "opencode": ("opencode-ai", "1.18.33", "opencode", "opencode"),
+    "claude_code": ("@anthropic-ai/claude-code", "2.1.329", "claude"),
+    "codex": ("@openai/codex", "0.169.0", "codex"),
+    "opencode": ("opencode-ai", "1.18.33", "opencode"),
 }
 # A new file per task (a task without changes lands nothing), whatever env the tool passes on.
 WRITE = "printf 'bench\\n' > \"bench-$(date +%s%N).txt\""
@@ -70,24 +70,14 @@ exit $rc
 
 
 def ensure_cli(runtime: str) -> tuple[Path | None, str]:
-    """The pinned CLI's binary (installing it into the cache if needed), or (None, why not)."""
-    package, version, name, folder = PINS[runtime]
-    prefix = CACHE / f"{folder}-{version}"
-    binary = prefix / "node_modules" / ".bin" / name
-    if binary.exists():
-        return binary, ""
-    npm = shutil.which("npm")
-    if npm is None:
-        return None, f"{binary} is missing and npm is not installed"
-    prefix.mkdir(parents=True, exist_ok=True)
+    """The pinned CLI's binary, installed into the test cache like the e2e tests do, or (None, why not)."""
+    import pytest  # realcli reports a missing CLI as a test outcome; here it becomes "skipped"
+    from realcli import npm_cli
+
     try:
-        result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                                 f"{package}@{version}"], capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        return None, "npm install did not finish within 600 s (offline?)"
-    if result.returncode != 0 or not binary.exists():
-        return None, f"npm install failed (offline?): {(result.stdout + result.stderr)[-500:]}"
-    return binary, ""
+        return npm_cli(*PINS[runtime]), ""
+    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        return None, exc.msg or "not available"
 
 
 def standin(runtime: str, delay: float):
@@ -107,18 +97,17 @@ def runtime_setup(runtime: str, command: Path, url: str, home: Path) -> tuple[st
                     "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"})
         section = limits
     elif runtime == "codex":
+        provider = {"name": "standin", "base_url": url + "/v1", "wire_api": "responses", "env_key": "STANDIN_KEY",
+                    "request_max_retries": 0, "stream_max_retries": 0}  # a failing stand-in fails at once
         section = {**limits, "model": "gpt-5.5", "isolated_home": True, "config": {
-            "model_provider": "standin",
-            "model_providers.standin": {"name": "standin", "base_url": url + "/v1", "wire_api": "responses",
-                                        "env_key": "STANDIN_KEY", "request_max_retries": 0,
-                                        "stream_max_retries": 0}}}
+            "model_provider": "standin", **{f"model_providers.standin.{k}": v for k, v in provider.items()}}}
     else:
-        section = {**limits, "isolated_state": True, "config": {
+        section = {**limits, "model": "standin/gpt-5.5", "isolated_state": True, "config": {
             "provider": {"standin": {"npm": "@ai-sdk/openai-compatible", "name": "Stand-in",
                                      "options": {"baseURL": url + "/v1", "apiKey": "{env:STANDIN_KEY}"},
                                      "models": {"gpt-5.5": {"tool_call": True, "cost": {"input": 3, "output": 15},
                                                             "limit": {"context": 200000, "output": 8192}}}}},
-            "model": "standin/gpt-5.5", "small_model": "standin/gpt-5.5"}}
+            "small_model": "standin/gpt-5.5"}}
     return f"runtime: {runtime}\n{runtime}: {json.dumps(section)}\n", env  # JSON is YAML
 
 
@@ -145,10 +134,14 @@ def files_landed(project: Path) -> int:
     return sum(name.startswith("bench-") for name in names)
 
 
+def new_task(agent: Agent, title: str) -> str:
+    return agent.client.post("/agent/tasks", json={"title": title, "content": "Write a file."}).json()["id"]
+
+
 def measure_overhead(agent: Agent, project: Path, times: Path, count: int) -> dict:
     own, cli, fraction = [], [], []
     for i in range(count):  # one at a time: nothing else of Baton's runs meanwhile
-        task_id = agent.client.post("/agent/tasks", json={"title": f"overhead {i}", "content": "Write a file."}).json()["id"]
+        task_id = new_task(agent, f"overhead {i}")
         agent.wait_all_done([task_id])
         task = next(t for t in agent.client.get("/agent/tasks").json()["completed"] if t["id"] == task_id)
         total = seconds_between(task["created_at"], task["finished_at"])
@@ -156,7 +149,8 @@ def measure_overhead(agent: Agent, project: Path, times: Path, count: int) -> di
         own.append(total - wall)
         cli.append(wall)
         fraction.append((total - wall) / total)
-    return {"tasks": count, "files_landed": files_landed(project), "baton_s_p50": round(statistics.median(own), 3), "baton_s_max": round(max(own), 3),
+    return {"tasks": count, "files_landed": files_landed(project),
+            "baton_s_p50": round(statistics.median(own), 3), "baton_s_max": round(max(own), 3),
             "cli_s_p50": round(statistics.median(cli), 3), "baton_fraction_p50": round(statistics.median(fraction), 3),
             "baton_s_each": [round(x, 3) for x in own]}
 
@@ -174,30 +168,31 @@ def rss_by_task(project: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for pid in find_processes(None, {"BATON_PROJECT": project}):
         env = dict(e.split(b"=", 1) for e in _read(pid, "environ").split(b"\0") if b"=" in e)
-        rss = next((int(line.split()[1]) for line in _read(pid, "status").splitlines() if line.startswith(b"VmRSS:")), 0)
+        rss = next((int(line.split()[1]) for line in _read(pid, "status").splitlines()
+                    if line.startswith(b"VmRSS:")), 0)
         task_id = env.get(b"TASK_ID", b"").decode()
         out[task_id] = out.get(task_id, 0) + rss
     return out
 
 
 def measure_memory(agent: Agent, project: Path, count: int) -> dict:
-    peak_total, peak_task, samples = 0, {}, 0
+    peak_total, peak_task, samples, most_alive = 0, {}, 0, 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak_total, samples
+        nonlocal peak_total, samples, most_alive
         marker = str(project.resolve())
         while not stop.wait(SAMPLE_SECONDS):
             per_task = rss_by_task(marker)
             samples += 1
+            most_alive = max(most_alive, len(per_task.keys() - {""}))
             peak_total = max(peak_total, sum(per_task.values()))
             for task_id, kb in per_task.items():
                 peak_task[task_id] = max(peak_task.get(task_id, 0), kb)
 
     sampler = threading.Thread(target=sample, daemon=True)
     agent.client.post("/agent/dispatcher/stop")  # all queued first, then started together
-    ids = [agent.client.post("/agent/tasks", json={"title": f"memory {i}", "content": "Write a file."}).json()["id"]
-           for i in range(count)]
+    ids = [new_task(agent, f"memory {i}") for i in range(count)]
     sampler.start()
     agent.client.post("/agent/dispatcher/start")
     try:
@@ -206,15 +201,11 @@ def measure_memory(agent: Agent, project: Path, count: int) -> dict:
         stop.set()
         sampler.join()
     per_task = [peak_task.get(i, 0) / 1024 for i in ids]
-    return {"concurrent": count, "files_landed": files_landed(project), "samples": samples, "peak_total_mb": round(peak_total / 1024, 1),
-            "peak_per_task_mb_max": round(max(per_task), 1), "peak_per_task_mb_p50": round(statistics.median(per_task), 1),
+    return {"concurrent": count, "files_landed": files_landed(project), "samples": samples,
+            "most_tasks_alive_together": most_alive, "peak_total_mb": round(peak_total / 1024, 1),
+            "peak_per_task_mb_max": round(max(per_task), 1),
+            "peak_per_task_mb_p50": round(statistics.median(per_task), 1),
             "baton_agent_peak_rss_mb": agent.peak_rss_mb()}
-
-
-def cli_version(binary: Path, home: Path) -> str:
-    result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HOME": str(home)})
-    return (result.stdout.strip() or result.stderr.strip()).splitlines()[0] if result.returncode == 0 else "?"
 
 
 def bench_runtime(root: Path, runtime: str, args: argparse.Namespace) -> dict:
@@ -231,8 +222,6 @@ def bench_runtime(root: Path, runtime: str, args: argparse.Namespace) -> dict:
     for phase, workers, delay in (("overhead", 1, 0.0), ("memory", args.concurrent, args.delay)):
         home = base / f"home-{phase}"
         home.mkdir()
-        if phase == "overhead":
-            result["cli_version"] = cli_version(binary, home)
         with standin(runtime, delay) as api:
             runtime_yaml, env = runtime_setup(runtime, wrapper, api.url, home)
             project = make_project(base, phase)
@@ -261,7 +250,7 @@ def main() -> None:
         parser.error(f"--runtimes takes {', '.join(PINS)}; --tasks and --concurrent at least 1"
                      + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
     git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
-    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("node") else None
+    node = shutil.which("node") and subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     result: dict = {"machine": {"cores": os.cpu_count(), "platform": platform.platform()},
                     "versions": {"python": platform.python_version(), "git": git, "node": node}}
     with tempfile.TemporaryDirectory(prefix="baton-runtime-bench-") as tmp:

@@ -65,3 +65,24 @@ def test_dashboard_bench_prints_its_figures():
     assert figures["api_projects"]["healthy_reported"] == 2
     assert figures["api_projects"]["hanging_reported_unhealthy"] is True
     assert figures["board"]["cards_rendered"] == 40
+
+
+def test_runtime_bench_prints_its_figures():
+    # The real Claude Code CLI (from the test cache, or npm); only outside CI may it be missing.
+    figures = run_bench("runtime_bench.py", "--runtimes", "claude_code", "--tasks", "1", "--concurrent", "2")
+    assert figures["machine"]["cores"] >= 1 and figures["versions"]["git"].startswith("git version")
+    claude = figures["claude_code"]
+    if "skipped" in claude:
+        import os
+
+        import pytest
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the real Claude Code CLI is required under CI=true: {claude['skipped']}")
+        pytest.skip(f"SKIPPED LOUDLY: {claude['skipped']}")
+    overhead, memory = claude["overhead"], claude["memory"]
+    assert overhead["tasks"] == overhead["files_landed"] == 1
+    assert overhead["cli_s_p50"] > 0 and 0 < overhead["baton_fraction_p50"] < 1
+    assert {"baton_s_p50", "baton_s_max"} <= overhead.keys()
+    assert memory["concurrent"] == memory["files_landed"] == 2
+    assert memory["peak_total_mb"] >= memory["peak_per_task_mb_max"] >= memory["peak_per_task_mb_p50"] > 0
+    assert memory["baton_agent_peak_rss_mb"] > 0

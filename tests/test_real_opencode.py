@@ -41,7 +41,10 @@ def header(request: dict, name: str) -> str | None:
     return next((v for k, v in request["headers"].items() if k.lower() == name), None)
 
 
-def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_binary, tmp_path, monkeypatch):
+@pytest.fixture
+def opencode_env(tmp_path, monkeypatch) -> str:
+    """A fresh HOME, no inherited OpenCode or XDG settings, and the provider key in Baton's
+    environment under another name (the opencode section's `env` maps it). Returns the key."""
     key = f"sk-standin-{secrets.token_hex(12)}"
     home = tmp_path / "home"
     home.mkdir()
@@ -49,37 +52,58 @@ def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_
     monkeypatch.setenv("BATON_TEST_STANDIN_SECRET", key)
     for name in [n for n in os.environ if n.startswith(("OPENCODE", "XDG_"))] + ["STANDIN_KEY"]:
         monkeypatch.delenv(name, raising=False)
-    command, argv_log = recording_wrapper(opencode_binary, tmp_path / "bin")
+    return key
 
+
+def opencode_config(command: Path, api: StandInChatCompletionsAPI, **overrides) -> AgentConfig:
+    section = OpenCodeConfig(
+        command=str(command), model=f"standin/{MODEL}", isolated_state=True, timeout=180, stall_timeout=120,
+        config={
+            "provider": {"standin": {
+                "npm": "@ai-sdk/openai-compatible", "name": "standin",
+                "options": {"baseURL": api.url + "/v1", "apiKey": "{env:STANDIN_KEY}"},
+                "models": {MODEL: {"tool_call": True, "cost": {"input": 3, "output": 15},
+                                   "limit": {"context": 200000, "output": 8192}}},
+            }},
+            "small_model": f"standin/{MODEL}",
+        },
+        env={"STANDIN_KEY": "$BATON_TEST_STANDIN_SECRET"},
+    )
+    base = {"test_command": "", "poll_interval_seconds": 0.5, **overrides}
+    return AgentConfig(runtime="opencode", opencode=section, **base)
+
+
+def run_task(agent, body: dict, timeout: float = 240):
+    resp = agent.client.post("/agent/tasks", json=body)
+    assert resp.status_code == 201, resp.text
+    task_id = resp.json()["id"]
+    task = wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=timeout,
+                    what="the real OpenCode task to finish")
+    stderr = agent.settings.logs_dir / f"{task_id}.stderr.log"
+    assert task.status is TaskStatus.completed, (
+        f"{task.error_reason}: {task.error_message}\n--- stderr ---\n"
+        f"{stderr.read_text()[-3000:] if stderr.exists() else ''}")
+    return task
+
+
+def task_events(agent, task_id: str) -> list[dict]:
+    return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
+
+
+def step_requests(api: StandInChatCompletionsAPI) -> list[dict]:
+    """One request per agent step (the title request has no tools, and no step reports it)."""
+    return [r for r in api.model_requests() if r["body"].get("tools")]
+
+
+def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_binary, opencode_env, tmp_path):
+    key = opencode_env
+    command, argv_log = recording_wrapper(opencode_binary, tmp_path / "bin")
     with StandInChatCompletionsAPI("bash", {"command": "printf 'hello from opencode\\n' > hello.txt",
                                             "description": "write hello.txt"}, usage=USAGE) as api:
-        section = OpenCodeConfig(
-            command=str(command), model=f"standin/{MODEL}", isolated_state=True, timeout=180, stall_timeout=120,
-            config={
-                "provider": {"standin": {
-                    "npm": "@ai-sdk/openai-compatible", "name": "standin",
-                    "options": {"baseURL": api.url + "/v1", "apiKey": "{env:STANDIN_KEY}"},
-                    "models": {MODEL: {"tool_call": True, "cost": {"input": 3, "output": 15},
-                                       "limit": {"context": 200000, "output": 8192}}},
-                }},
-                "small_model": f"standin/{MODEL}",
-            },
-            env={"STANDIN_KEY": "$BATON_TEST_STANDIN_SECRET"},
-        )
-        config = AgentConfig(runtime="opencode", opencode=section, test_command="", poll_interval_seconds=0.5)
-        agent = agent_factory(config=config, dispatch=True)
-        resp = agent.client.post("/agent/tasks", json={
-            "title": "Say hello from opencode", "content": f"Create hello.txt.\n\n{DISTINCTIVE}\n",
-            "task_type": "docs"})
-        assert resp.status_code == 201, resp.text
-        task_id = resp.json()["id"]
-        task = wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=240,
-                        what="the real OpenCode task to finish")
-        logs = agent.settings.logs_dir
-        stderr = logs / f"{task_id}.stderr.log"
-        assert task.status is TaskStatus.completed, (
-            f"{task.error_reason}: {task.error_message}\n--- stderr ---\n"
-            f"{stderr.read_text()[-3000:] if stderr.exists() else ''}")
+        agent = agent_factory(config=opencode_config(command, api), dispatch=True)
+        task = run_task(agent, {"title": "Say hello from opencode", "content": f"Create hello.txt.\n\n{DISTINCTIVE}\n",
+                                "task_type": "docs"})
+        task_id, logs = task.id, agent.settings.logs_dir
 
         origin = origin_of(agent.settings.project_dir)
         assert git(origin, "show", "main:hello.txt") == "hello from opencode\n"
@@ -88,10 +112,9 @@ def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_
         # Nothing Baton generated for OpenCode (opencode.json, its state) was committed.
         assert git(origin, "diff", "--name-only", "main~1", "main").split() == ["hello.txt"]
 
-        # One request per agent step (the title request has no tools, and no step reports it).
-        steps = [r for r in api.model_requests() if r["body"].get("tools")]
+        steps = step_requests(api)
         assert len(steps) >= 2  # the bash call, then the final text after its result
-        events = agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
+        events = task_events(agent, task_id)
         started = [e for e in events if e["kind"] == "session_started"]
         assert task.agent_runtime == "opencode" and task.session_id and started[0]["session_id"] == task.session_id
         assert {header(r, "x-session-id") for r in steps} == {task.session_id}
@@ -121,3 +144,40 @@ def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_
         assert argv and key.encode() not in argv and b"--format" in argv
         assert files_containing(key, logs, agent.settings.data_dir) == []
         assert key not in git(origin, "log", "-p", "--all")
+
+
+def test_real_opencode_feedback_turn_continues_the_session(agent_factory, opencode_binary, opencode_env, tmp_path):
+    """Tests that fail after the first turn bring a feedback turn in the same OpenCode session
+    (`run -s`), and the task's tokens and cost add up both turns' steps."""
+    command, _ = recording_wrapper(opencode_binary, tmp_path / "bin")
+    # The same bash call both turns: the first writes hello.txt, the second (hello.txt is there)
+    # also writes fixed.txt, which the tests want once hello.txt exists. They pass on main.
+    script = "if [ -f hello.txt ]; then echo fixed > fixed.txt; fi; printf 'hello from opencode\\n' > hello.txt"
+    with StandInChatCompletionsAPI("bash", {"command": script, "description": "write files"}, usage=USAGE) as api:
+        config = opencode_config(command, api, test_command="sh -c 'test ! -f hello.txt || test -f fixed.txt'")
+        agent = agent_factory(config=config, dispatch=True)
+        task = run_task(agent, {"title": "Hello, then fix the tests", "content": "Create hello.txt.",
+                                "task_type": "feature"})
+
+        origin = origin_of(agent.settings.project_dir)
+        assert git(origin, "show", "main:fixed.txt") == "fixed\n"
+        events = task_events(agent, task.id)
+        sessions = [e["session_id"] for e in events if e["kind"] == "session_started"]
+        assert len(sessions) == 2 and sessions[0] == sessions[1] == task.session_id
+        assert any(e["kind"] == "baton" and "feedback turn 1" in (e.get("text") or "") for e in events)
+
+        steps = step_requests(api)
+        # The feedback turn's requests carry the first turn (its prompt and the tool's result)
+        # ahead of the feedback prompt: the session was continued, not started afresh.
+        def continued(request: dict) -> bool:
+            messages = [(m.get("role"), user_text(m)) for m in request["body"]["messages"]]
+
+            def where(role: str, text: str = "") -> int:
+                return next((n for n, (r, t) in enumerate(messages) if r == role and text in t), -1)
+            return 0 <= where("user", "Hello, then fix the tests") < where("tool") < where("user", "Landing your work")
+        assert any(continued(r) for r in steps), "the feedback turn did not continue the session"
+        # Both turns' steps, each counted once.
+        assert task.input_tokens == (USAGE["input"] - USAGE["cached"]) * len(steps)
+        assert task.output_tokens == USAGE["output"] * len(steps)
+        results = [e for e in events if e["kind"] == "result"]
+        assert task.cost_usd == pytest.approx(sum(e["cost_usd"] for e in results)) and task.cost_usd > 0
