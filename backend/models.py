@@ -6,9 +6,11 @@ import re
 import secrets
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator,
+)
 
 # Anchored for pydantic's `pattern` (Rust regex: `$` is the very end). Python code must use
 # fullmatch: there `$` also matches before a trailing newline, so "abc\n" would pass.
@@ -132,6 +134,18 @@ class Task(_TextRules):
     """One task as stored in data/dev-tasks.json. Frozen: change it with `model_copy(update=...)`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before_runtimes(cls, data: Any) -> Any:
+        """A task stored before tasks chose runtimes (no `runtime` or `agent_runtime` key): its
+        `model` is what Claude Code, then the only runtime, reported (any string), not a
+        choice: kept as `agent_model`, so the store still loads and a rerun passes no --model."""
+        if isinstance(data, dict) and "runtime" not in data and "agent_runtime" not in data and "model" in data:
+            data = {**data, "agent_model": data.get("model"), "model": None}
+            if data.get("session_id") or data.get("agent_model"):
+                data["agent_runtime"] = "claude_code"
+        return data
 
     id: Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)]
     title: str

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support import wait_for
+
 INSTALL_TIMEOUT = 600  # seconds: the first install downloads the CLI's native binary
 
 
@@ -76,6 +78,16 @@ def files_containing(needle: str, *roots: Path) -> list[Path]:
     found = []
     for root in roots:
         for path in [root] if root.is_file() else root.rglob("*"):
-            if path.is_file() and not path.is_symlink() and data in path.read_bytes():
-                found.append(path)
+            try:
+                if path.is_file() and not path.is_symlink() and data in path.read_bytes():
+                    found.append(path)
+            except FileNotFoundError:
+                pass  # removed meanwhile (e.g. a store's temporary file): nothing left to leak
     return found
+
+
+def wait_for_cleanup(agent, task_id: str) -> None:
+    """A landed task's runtime folder (generated configs, the CLI's isolated state) is removed
+    right after the landing is recorded; wait for that before looking at what is left."""
+    runtime_dir = agent.settings.logs_dir / f"{task_id}.runtime"
+    wait_for(lambda: not runtime_dir.exists(), timeout=30, what=f"{runtime_dir} to be removed")

@@ -425,3 +425,15 @@ def test_the_turn_id_comes_from_turn_started_too(tmp_path):
     (ask,) = sent(turn.interrupt())
     assert ask["params"]["turnId"] == "tu-7"
 
+
+
+def test_a_stop_before_the_turn_started_closes_stdin_and_starts_nothing_more(tmp_path):
+    # No turn id yet (still in the handshake): Codex cannot be asked to interrupt, but closing
+    # its stdin ends it at once; a late answer must not start the thread's turn after all.
+    turn = runtime().turn(request(tmp_path))
+    (init,) = sent(turn.opening())
+    _, thread_start = sent(turn.on_line(answer_to(init, {"userAgent": "x"})))
+    stop = turn.interrupt()
+    assert stop.send == [] and stop.close_stdin is True
+    assert turn.on_line(answer_to(thread_start, thread_result())).send == []
+    assert turn.interrupt().close_stdin is False  # asked once is enough

@@ -14,7 +14,7 @@ from backend.config import AgentConfig
 from backend.models import TaskStatus
 from backend.runtimes.codex import CodexConfig
 from fakes.openai_standin import StandInResponsesAPI
-from realcli import files_containing, npm_cli, recording_wrapper
+from realcli import files_containing, npm_cli, recording_wrapper, wait_for_cleanup
 from support import git, origin_of, wait_for
 
 CODEX_VERSION = "0.169.0"
@@ -80,7 +80,7 @@ def task_events(agent, task_id: str) -> list[dict]:
     return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
 
 
-def assert_key_kept_out(agent, key: str, argv_log: Path, api) -> None:
+def assert_key_kept_out(agent, task_id: str, key: str, argv_log: Path, api) -> None:
     """The key reached Codex (the stand-in saw it) but no command line, log or task file."""
     sent = {v for r in api.model_requests() for k, v in r["headers"].items() if k.lower() == "authorization"}
     assert sent == {f"Bearer {key}"}
@@ -88,6 +88,7 @@ def assert_key_kept_out(agent, key: str, argv_log: Path, api) -> None:
     assert argv and key.encode() not in argv
     assert b"model_provider=" in argv  # the codex.config overrides did go on the command line
     logs, data = agent.settings.logs_dir, agent.settings.data_dir
+    wait_for_cleanup(agent, task_id)
     assert logs.is_dir() and data.is_dir()
     assert files_containing(key, logs, data) == []
     assert key not in git(origin_of(agent.settings.project_dir), "log", "-p", "--all")
@@ -129,7 +130,7 @@ def test_real_codex_writes_a_file_and_baton_lands_it(agent_factory, codex_binary
         assert "Say hello from codex" in first_input and "Create hello.txt." in first_input
         # Nothing Baton generated for Codex (its CODEX_HOME) was committed.
         assert git(origin, "diff", "--name-only", "main~1", "main").split() == ["hello.txt"]
-        assert_key_kept_out(agent, key, argv_log, api)
+        assert_key_kept_out(agent, task.id, key, argv_log, api)
 
 
 def test_real_codex_feedback_turn_continues_the_thread(agent_factory, codex_binary, codex_env, tmp_path):

@@ -14,7 +14,7 @@ from backend.config import AgentConfig
 from backend.models import TaskStatus
 from backend.runtimes.opencode import OpenCodeConfig
 from fakes.openai_standin import StandInChatCompletionsAPI
-from realcli import files_containing, npm_cli, recording_wrapper
+from realcli import files_containing, npm_cli, recording_wrapper, wait_for_cleanup
 from support import git, origin_of, wait_for
 
 OPENCODE_VERSION = "1.18.33"
@@ -142,6 +142,7 @@ def test_real_opencode_writes_a_file_and_baton_lands_it(agent_factory, opencode_
         assert {header(r, "authorization") for r in api.model_requests()} == {f"Bearer {key}"}
         argv = argv_log.read_bytes()
         assert argv and key.encode() not in argv and b"--format" in argv
+        wait_for_cleanup(agent, task_id)
         assert files_containing(key, logs, agent.settings.data_dir) == []
         assert key not in git(origin, "log", "-p", "--all")
 

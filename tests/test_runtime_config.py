@@ -83,3 +83,21 @@ def test_valid_sections_are_read(tmp_path):
 )
 def test_configured_runtimes_are_the_default_then_each_written_section(tmp_path, text, configured):
     assert load(tmp_path, text).configured_runtimes == configured
+
+
+def test_codex_config_refuses_credentials_on_the_command_line_and_values_toml_cannot_hold(tmp_path):
+    for text, key in [
+        ("codex:\n  config:\n    model_providers.x.experimental_bearer_token: sk-abc\n", "experimental_bearer_token"),
+        ("codex:\n  config:\n    model_providers.x: {name: x, api_key: sk-abc}\n", "model_providers.x"),
+        ("codex:\n  config:\n    release: 2026-01-01\n", "release"),
+    ]:
+        path = tmp_path / "agent.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as exc:
+            load_agent_config(path)
+        assert f"{path}: codex.config:" in str(exc.value) and key in str(exc.value)
+        assert "sk-abc" not in str(exc.value)
+    path = tmp_path / "agent.yaml"
+    path.write_text("codex:\n  config:\n    model_providers.x.env_key: X_KEY\n"
+                    "    model_providers.x.env_http_headers: {X-Org: X_ORG}\n")
+    assert load_agent_config(path).codex.config["model_providers.x.env_key"] == "X_KEY"

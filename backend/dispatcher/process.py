@@ -418,6 +418,7 @@ def run_streaming(
         reader = _Reader(proc.stdout.fileno(), out, on_line, stdout_log)
         exit_watch = _ExitWatch(proc)
         stopped: str | None = "error"  # until _watch says otherwise: stop with the full grace
+        grace = GRACE_SECONDS
         try:
             if on_start is not None:
                 on_start(proc.pid)
@@ -432,15 +433,20 @@ def run_streaming(
             if stopped == "ended" and writer is not None:
                 stopped = writer.end_reason
             elif stopped is not None and writer is not None and talk is not None:
-                writer.handle(talk.interrupt())  # ask first; the kill below follows regardless
-                exit_watch.wait(INTERRUPT_GRACE)
+                say = talk.interrupt()  # ask first; the kill below follows regardless
+                if say.lines or say.close:
+                    writer.handle(say)
+                    asked = time.monotonic()
+                    exit_watch.wait(INTERRUPT_GRACE)
+                    # The time spent asking comes off the SIGTERM grace: a cancel still ends within 5 s.
+                    grace = max(EXIT_GRACE_SECONDS, GRACE_SECONDS - (time.monotonic() - asked))
         finally:
             if writer is not None:
                 writer.close()
             exit_watch.close()
             # Whatever the task left running goes too, however it detached; then the pipe has
             # no writer of ours left and the reader ends.
-            stop_processes(pgid, marker, proc, grace=GRACE_SECONDS if stopped else EXIT_GRACE_SECONDS)
+            stop_processes(pgid, marker, proc, grace=grace if stopped else EXIT_GRACE_SECONDS)
             reader.finish.set()
             if reader.is_alive():
                 reader.join()

@@ -214,6 +214,7 @@ class TaskRun:
         turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
                                              model=self.task.model, scratch=self.logs.runtime_dir))
         inv = turn.invocation
+        self._refuse_secrets_in(inv.argv)
         summary = RunSummary()
 
         def record(ev: AgentEvent) -> None:
@@ -234,6 +235,16 @@ class TaskRun:
         if moved:
             raise AgentFailed("agent_moved_refs", moved)
         self._judge(outcome, summary)
+
+    def _refuse_secrets_in(self, argv: list[str]) -> None:
+        """Every local user can read a process's arguments: a secret (the value of a variable
+        named in secret_env_vars) written into a runtime's extra_args or config never gets there."""
+        for name in set(self.ctx.config.secret_env_vars):
+            value = os.environ.get(name, "")
+            if len(value) >= 4 and any(value in arg for arg in argv):
+                raise AgentFailed("runtime_unavailable", f"refusing to start {self.runtime_name}: the value of {name} "
+                                  f"(listed in secret_env_vars) is in its command line; check "
+                                  f"{self.runtime_name}.extra_args and {self.runtime_name}.config in agent.yaml")
 
     def _agent_started(self, pid: int) -> None:
         self._update(agent_pid=pid, **{**self._started_fields, "port": self.port})  # a feedback turn's own port

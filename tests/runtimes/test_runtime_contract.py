@@ -188,3 +188,15 @@ def test_one_project_runs_a_mix_of_runtimes_task_by_task(agent_factory, tmp_path
         assert task.status is TaskStatus.completed, task.error_message
         assert task.runtime == name and task.agent_runtime == name
         assert git(origin, "show", f"main:{name}.txt") == f"{name}\n"
+
+
+def test_a_secret_written_into_the_command_line_is_refused_before_the_cli_starts(agent_factory, runtime_fake,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("SECRET_FOR_TEST", "s3cr3t-in-argv")
+    config = runtime_fake.config(section={"extra_args": ["--note=s3cr3t-in-argv"]},
+                                 secret_env_vars=["BATON_TOKEN", "SECRET_FOR_TEST"])
+    agent = agent_factory(config=config, dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Leaky", {"steps": []})))
+    assert task.status is TaskStatus.failed and task.error_reason == "runtime_unavailable"
+    assert "SECRET_FOR_TEST" in task.error_message and "s3cr3t-in-argv" not in task.error_message
+    assert runtime_fake.calls() == []  # never started

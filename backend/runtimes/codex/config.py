@@ -10,6 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..section import RuntimeSection
 
 _CONFIG_KEY_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+# Keys whose values are credentials: on the command line every local user could read them.
+# Codex takes them from the environment instead (`env_key`, `env_http_headers`).
+_SECRET_NAME_RE = re.compile(r"(.*_)?(api_key|token|secret|password|http_headers|headers)", re.IGNORECASE)
+
+
+def _secret_key(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return not last.lower().startswith("env_") and _SECRET_NAME_RE.fullmatch(last) is not None
 
 ApprovalRequest = Literal["command", "file_change"]
 
@@ -45,9 +53,19 @@ class CodexConfig(RuntimeSection):
     @field_validator("config")
     @classmethod
     def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key in value:
+        from .overrides import toml_value
+
+        for key, item in value.items():
             if not _CONFIG_KEY_RE.fullmatch(key):
                 raise ValueError(f"{key!r} is not a dotted config.toml key")
+            if _secret_key(key) or (isinstance(item, dict) and any(_secret_key(str(k)) for k in item)):
+                raise ValueError(f"{key!r} would put a credential on Codex's command line, readable by every local "
+                                 "user: name an environment variable instead (a provider's env_key or "
+                                 "env_http_headers) and pass it through codex.env or Baton's environment")
+            try:
+                toml_value(item)
+            except ValueError as exc:
+                raise ValueError(f"{key!r}: {exc}") from None
         return value
 
     @field_validator("prices", mode="before")

@@ -2,56 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ..base import Invocation, Limits, RuntimeProblem, TurnRequest, command_problem
 from .config import CodexConfig
+from .overrides import config_args
 from .turn import CodexTurn
 
 INSTALL_HINT = "npm install -g @openai/codex"
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def toml_value(value: Any) -> str:
-    """`value` as a TOML literal, for `-c key=value` (Codex parses the value as TOML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string is a TOML basic string, as long as non-ASCII stays raw (JSON's
-        # surrogate-pair escapes are not valid TOML).
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, dict):
-        items = (f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{" + ", ".join(items) + "}"
-    raise ValueError(f"{value!r} cannot be written as a TOML value")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-
-
-def config_args(config: dict[str, Any]) -> list[str]:
-    args: list[str] = []
-    for key, value in config.items():
-        if value is None:
-            continue  # TOML has no null: an unset key is Codex's default anyway
-        args += ["-c", f"{key}={toml_value(value)}"]
-    return args
 
 
 class CodexRuntime:

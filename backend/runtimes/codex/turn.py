@@ -108,8 +108,13 @@ class CodexTurn:
 
     def interrupt(self) -> Reply:
         with self._lock:
-            if self.done or not (self.thread_id and self.turn_id):
+            if self.done:
                 return Reply()
+            if not (self.thread_id and self.turn_id):
+                # No turn to interrupt yet: closing stdin ends the app-server at once (exit 0),
+                # instead of it starting the turn while the dispatcher waits to kill it.
+                self.done = True
+                return Reply(close_stdin=True)
             return Reply(send=[self._call("turn/interrupt", {"threadId": self.thread_id, "turnId": self.turn_id})])
 
     # ----- messages ------------------------------------------------------------------------
@@ -159,6 +164,8 @@ class CodexTurn:
         return self._call("thread/start", self._thread_params())
 
     def _answer(self, method: str, result: Any) -> Reply:
+        if self.done:
+            return Reply()  # stopped while starting: start nothing more
         if method == "initialize":
             if self.request.resume:
                 # excludeTurns: the whole history would come back in one line otherwise.
@@ -186,6 +193,8 @@ class CodexTurn:
 
     def _error_answer(self, method: str, error: dict) -> Reply:
         message = str(error.get("message") or error)
+        if self.done:
+            return Reply()
         if method == "thread/resume":
             note = event(EventKind.system, subtype="resume_failed",
                          text=f"Codex could not continue thread {self.request.resume} ({message}); "
