@@ -226,6 +226,9 @@ def read_yaml_mapping(path: Path) -> dict | None:
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    except RecursionError:
+        # PyYAML's composer recurses per level: "[[[[…" would otherwise escape as a crash.
+        raise ConfigError(f"{path}: nested too deeply to be a configuration file") from None
     if data is None:
         return None
     if not isinstance(data, dict):

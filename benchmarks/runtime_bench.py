@@ -77,7 +77,7 @@ def ensure_cli(runtime: str) -> tuple[Path | None, str]:
     try:
         return npm_cli(*PINS[runtime]), ""
     except (pytest.skip.Exception, pytest.fail.Exception) as exc:
-        return None, exc.msg or "not available"
+        return None, (exc.msg or "not available").removeprefix("SKIPPED LOUDLY: ")
 
 
 def standin(runtime: str, delay: float):

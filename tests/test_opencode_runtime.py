@@ -186,6 +186,14 @@ def test_invocation_argv_env_and_stdin(tmp_path):
     assert "XDG_DATA_HOME" not in inv.env  # the user's own state unless isolated_state
 
 
+def test_inherited_opencode_variables_cannot_override_the_pins(tmp_path):
+    runtime = OpenCodeRuntime(OpenCodeConfig(env={"OPENCODE_EXPERIMENTAL": "1"}))
+    inherited = {"OPENCODE_PERMISSION": '{"*":"ask"}', "OPENCODE_CONFIG_CONTENT": "{}", "OPENCODE_CONFIG": "/x.json"}
+    env = runtime.turn(request(tmp_path, env=inherited)).invocation.env
+    assert "OPENCODE_PERMISSION" not in env and "OPENCODE_CONFIG_CONTENT" not in env
+    assert env["OPENCODE_CONFIG"] != "/x.json" and env["OPENCODE_EXPERIMENTAL"] == "1"  # opencode.env may set them
+
+
 def test_the_tasks_model_wins_and_no_model_means_no_flag(tmp_path):
     runtime = OpenCodeRuntime(OpenCodeConfig(model="local/m1"))
     assert runtime.turn(request(tmp_path, model="other/m2")).invocation.argv[6:8] == ["-m", "other/m2"]

@@ -100,7 +100,11 @@ class OpenCodeRuntime:
             argv += ["-s", request.resume]
         argv += cfg.extra_args
 
-        env = {**request.env, **cfg.env_additions(request.env), **QUIET_ENV}
+        # OPENCODE_* variables inherited from Baton's environment (OPENCODE_CONFIG_CONTENT,
+        # OPENCODE_PERMISSION …) would override the generated config's pins; opencode.env may
+        # still set them on purpose.
+        inherited = {k: v for k, v in request.env.items() if not k.startswith("OPENCODE_")}
+        env = {**inherited, **cfg.env_additions(request.env), **QUIET_ENV}
         # OpenCode's tools run in $PWD, not in the process's working directory: an inherited
         # PWD would send them to another checkout.
         env["PWD"] = str(cwd)
