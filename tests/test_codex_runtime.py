@@ -245,6 +245,14 @@ def test_items_become_tool_and_text_events(tmp_path):
     assert text.kind is EventKind.assistant_text and text.text == "All done." and text.session_id == "th-1"
 
 
+def test_a_command_is_shown_as_the_agent_wrote_it_not_codexs_shell_wrapper(tmp_path):
+    turn, _ = started_turn(tmp_path)
+    item = {"type": "commandExecution", "id": "c1", "command": "/bin/bash -lc \"printf 'hi\\n' > a.txt\"",
+            "status": "inProgress", "commandActions": [{"type": "unknown", "command": "printf 'hi\\n' > a.txt"}]}
+    (use,) = turn.on_line(notification("item/started", item=item, threadId="th-1", turnId="tu-1")).events
+    assert use.tool_input == "printf 'hi\\n' > a.txt"
+
+
 def test_large_command_output_is_clipped(tmp_path):
     turn, _ = started_turn(tmp_path)
     item = {"type": "commandExecution", "id": "c1", "command": "yes", "status": "completed", "exitCode": 0,

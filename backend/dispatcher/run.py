@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -330,7 +331,7 @@ class TaskRun:
         checkout of the base commit."""
         with open(self.logs.tests, "ab") as handle:
             where = f"on the base {base[0][:12]}: " if base else ""
-            handle.write(f"\n=== {where}{' '.join(argv)} ===\n".encode())
+            handle.write(f"\n=== {where}{shlex.join(argv)} ===\n".encode())
         start = self.logs.tests.stat().st_size
         tested = None if base else self.ws.head()
         outcome = run_streaming(

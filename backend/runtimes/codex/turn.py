@@ -60,6 +60,17 @@ def _command_text(command: Any) -> str:
     return str(command or "")
 
 
+def _item_command(item: dict) -> str:
+    """What the agent ran: Codex wraps it (`/bin/bash -lc "…"`) and lists the plain command in
+    `commandActions`; the wrapped form when it does not."""
+    actions = item.get("commandActions")
+    if isinstance(actions, list):
+        plain = [a["command"] for a in actions if isinstance(a, dict) and isinstance(a.get("command"), str)]
+        if plain:
+            return "; ".join(plain)
+    return _command_text(item.get("command"))
+
+
 class CodexTurn:
     def __init__(self, invocation: Invocation, request: TurnRequest, config: CodexConfig) -> None:
         self.invocation = invocation
@@ -280,7 +291,7 @@ class CodexTurn:
     def _item_started(self, item: dict) -> list[AgentEvent]:
         kind = item.get("type")
         if kind == "commandExecution":
-            return [self._tool_use(item, "command", _clip(_command_text(item.get("command"))))]
+            return [self._tool_use(item, "command", _clip(_item_command(item)))]
         if kind in ("mcpToolCall", "dynamicToolCall"):
             return [self._tool_use(item, self._tool_name(item), self._arguments(item))]
         return []
@@ -295,7 +306,7 @@ class CodexTurn:
             return []
         if kind == "commandExecution":
             out = [] if item_id in self._started_tools else [
-                self._tool_use(item, "command", _clip(_command_text(item.get("command"))))]
+                self._tool_use(item, "command", _clip(_item_command(item)))]
             output = item.get("aggregatedOutput")
             ok = item.get("status") == "completed" and item.get("exitCode") == 0
             text = _clip_output(output) if isinstance(output, str) and output else None
