@@ -151,8 +151,10 @@ def test_isolated_home_lives_outside_the_worktree(agent_factory, fake_codex):
     assert task.status is TaskStatus.completed, task.error_message
     (call,) = fake_codex.calls()
     home = Path(call["env"]["CODEX_HOME"])
-    assert home.is_dir() and home.name == "codex-home"
+    assert home == agent.settings.project_dir / "logs" / f"{task_id}.runtime" / "codex-home"
     assert agent.settings.project_dir / "worktrees" not in home.parents
+    # Gone with the landed task (a failed one keeps it, so a rerun can resume the thread).
+    wait_for(lambda: not home.exists(), what="the task's codex home to be removed")
     assert git(origin_of(agent.settings.project_dir), "show", "--stat", "--format=", "main").count("|") == 1  # a.txt only
 
 

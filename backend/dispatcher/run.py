@@ -230,7 +230,7 @@ class TaskRun:
             on_start=self._agent_started, marker=self._marker(),
             talk=talk if inv.stdin is None else None,  # None: the CLI takes its prompt on stdin and only prints
         )
-        self._account(summary)
+        self._account(summary, turn)
         moved = self._undo_ref_moves()
         self._check_stop()
         if moved:
@@ -260,9 +260,10 @@ class TaskRun:
             self._update(last_activity_at=ev.ts, **self._session_fields(summary))
             self._last_activity_write = now
 
-    def _account(self, summary: RunSummary) -> None:
-        """Add this run's cost and tokens to the task's totals (feedback turns add up)."""
-        result = summary.result
+    def _account(self, summary: RunSummary, turn: Turn) -> None:
+        """Add this run's cost and tokens to the task's totals (feedback turns add up). A turn
+        killed before its result still counts what it used (the runtime's usage so far)."""
+        result = summary.result or turn.usage()
         if result is None:
             self._update(agent_pid=None, **self._session_fields(summary))
             return
@@ -279,7 +280,8 @@ class TaskRun:
             cache_read_tokens=plus(current.cache_read_tokens, result.cache_read_tokens),
             cache_creation_tokens=plus(current.cache_creation_tokens, result.cache_creation_tokens),
             num_turns=plus(current.num_turns, result.num_turns),
-            result_text=result.text or ("; ".join(result.errors) if result.errors else current.result_text),
+            result_text=(result.text or ("; ".join(result.errors) if result.errors else current.result_text))
+            if summary.result is not None else current.result_text,
             last_activity_at=result.ts,
             agent_pid=None,
             **self._session_fields(summary),

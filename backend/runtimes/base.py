@@ -169,6 +169,12 @@ class Turn(Protocol):
         Empty when the CLI has no such request; the kill follows either way."""
         ...
 
+    def usage(self) -> AgentEvent | None:
+        """What the turn has used so far (tokens, cost) as a `result`-kind event that is not
+        logged: accounted when the turn ends without its result (killed by a limit or a
+        cancel), so paid model calls are never lost from the task's totals. None: unknown."""
+        ...
+
 
 class Runtime(Protocol):
     name: str  # as written in agent.yaml `runtime:` and a task's `runtime`
@@ -207,9 +213,10 @@ class OneShotTurn:
     """A turn for CLIs that take the whole prompt up front and only print (Claude Code,
     OpenCode): nothing to answer, no polite interrupt."""
 
-    def __init__(self, invocation: Invocation, parse_line) -> None:
+    def __init__(self, invocation: Invocation, parse_line, usage=None) -> None:
         self.invocation = invocation
         self._parse_line = parse_line
+        self._usage = usage
 
     def opening(self) -> Reply:
         return Reply()
@@ -219,3 +226,6 @@ class OneShotTurn:
 
     def interrupt(self) -> Reply:
         return Reply()
+
+    def usage(self) -> AgentEvent | None:
+        return self._usage() if self._usage is not None else None

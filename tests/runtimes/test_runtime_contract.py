@@ -200,3 +200,12 @@ def test_a_secret_written_into_the_command_line_is_refused_before_the_cli_starts
     assert task.status is TaskStatus.failed and task.error_reason == "runtime_unavailable"
     assert "SECRET_FOR_TEST" in task.error_message and "s3cr3t-in-argv" not in task.error_message
     assert runtime_fake.calls() == []  # never started
+
+
+def test_a_turn_killed_by_a_limit_still_counts_the_model_calls_it_made(agent_factory, runtime_fake):
+    agent = agent_factory(config=runtime_fake.config(limits={"stall_timeout": 1}), dispatch=True)
+    task = wait_done(agent, submit(agent, fake_task("Works, then goes quiet", {"steps": [
+        {"write": "a.txt", "text": "a\n"}, {"sleep": 60}]})))
+    assert task.status is TaskStatus.failed and task.error_reason == "stalled"
+    assert task.input_tokens and task.output_tokens  # what the model calls before the stall used
+    assert not [e for e in events(agent, task.id) if e["kind"] == "result"]  # no result was invented

@@ -58,6 +58,29 @@ def _content_blocks(message: Any) -> list[dict]:
     return content
 
 
+class MessageUsage:
+    """Tokens of the assistant messages seen so far, for a turn killed before its result line
+    (which alone carries the cost). A message spans several lines that repeat its usage."""
+
+    def __init__(self) -> None:
+        self._by_message: dict[str, dict] = {}
+
+    def add(self, message: Any) -> None:
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            self._by_message[str(message.get("id"))] = message["usage"]
+
+    def event(self) -> AgentEvent | None:
+        if not self._by_message:
+            return None
+
+        def total(key: str) -> int:
+            return sum(_int(u.get(key)) or 0 for u in self._by_message.values())
+
+        return event(EventKind.result, subtype="partial", ok=None, input_tokens=total("input_tokens"),
+                     output_tokens=total("output_tokens"), cache_read_tokens=total("cache_read_input_tokens"),
+                     cache_creation_tokens=total("cache_creation_input_tokens"))
+
+
 class ClaudeCodeRuntime:
     name = "claude_code"
     stall_hint = ""
@@ -73,7 +96,8 @@ class ClaudeCodeRuntime:
     def turn(self, request: TurnRequest) -> OneShotTurn:
         inv = self.invocation(prompt=request.prompt, cwd=request.cwd, env=request.env, resume=request.resume,
                               model=request.model)
-        return OneShotTurn(inv, self.parse_line)
+        usage = MessageUsage()
+        return OneShotTurn(inv, lambda line: self.parse_line(line, usage), usage.event)
 
     def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None,
                    model: str | None = None) -> Invocation:
@@ -105,7 +129,7 @@ class ClaudeCodeRuntime:
         argv += cfg.extra_args
         return Invocation(argv=argv, env=env, stdin=prompt, cwd=cwd)
 
-    def parse_line(self, line: str) -> list[AgentEvent]:
+    def parse_line(self, line: str, usage: MessageUsage | None = None) -> list[AgentEvent]:
         line = line.strip()
         if not line:
             return []
@@ -116,6 +140,8 @@ class ClaudeCodeRuntime:
         if not isinstance(data, dict):
             return [event(EventKind.unparsed, text=line[:RAW_KEEP])]
         try:
+            if usage is not None and data.get("type") == "assistant":
+                usage.add(data.get("message"))
             return self._parse(data, line)
         except (AttributeError, TypeError, ValueError):
             # Right type, unexpected shape: keep it visible, never crash the dispatcher.

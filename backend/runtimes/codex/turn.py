@@ -373,6 +373,18 @@ class CodexTurn:
         turn = {k: max(0, self._total[k] - before.get(k, 0)) for k in _TOKEN_FIELDS}
         return Usage(input=turn["inputTokens"], cached=turn["cachedInputTokens"], output=turn["outputTokens"])
 
+    def usage(self) -> AgentEvent | None:
+        """This turn's tokens so far (for a turn killed before turn/completed), cost estimated."""
+        with self._lock:
+            usage = self._usage()
+        if usage is None:
+            return None
+        price = price_for(self.model, self.config.prices)
+        cost = round(cost_usd(usage, price), 6) if price is not None else None
+        return event(EventKind.result, session_id=self.thread_id, subtype="partial", ok=None,
+                     cost_usd=cost, cost_estimated=True if cost is not None else None,
+                     input_tokens=usage.input, output_tokens=usage.output, cache_read_tokens=usage.cached)
+
     def _completed(self, turn: dict) -> Reply:
         self.done = True
         status = turn.get("status")

@@ -163,6 +163,15 @@ class TurnParser:
         self.error = None  # a later step that ended well: the earlier error was recovered from
         return [self.result()]
 
+    def usage(self) -> AgentEvent | None:
+        """The steps finished so far (for a turn killed before its result)."""
+        if not self.steps:
+            return None
+        return event(EventKind.result, session_id=self.session_id, subtype="partial", ok=None,
+                     num_turns=self.steps, cost_usd=self.cost, cost_estimated=False, input_tokens=self.input,
+                     output_tokens=self.output, cache_read_tokens=self.cache_read,
+                     cache_creation_tokens=self.cache_write)
+
     def result(self, bad_reason: str | None = None) -> AgentEvent:
         """The turn so far as a result: failed when an error is pending or the last step ended
         for another reason than `stop` (e.g. `length`)."""

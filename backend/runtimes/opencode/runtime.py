@@ -80,7 +80,7 @@ class OpenCodeRuntime:
 
     def turn(self, request: TurnRequest) -> OneShotTurn:
         parser = TurnParser(model=self.model_for(request.model))
-        return OneShotTurn(self.invocation(request), parser.parse_line)
+        return OneShotTurn(self.invocation(request), parser.parse_line, parser.usage)
 
     def invocation(self, request: TurnRequest) -> Invocation:
         cfg = self.config
