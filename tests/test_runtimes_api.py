@@ -81,6 +81,19 @@ def test_create_refuses_an_unconfigured_runtime_and_stores_a_configured_one(agen
     assert agent.client.post("/agent/tasks", json={"title": "d", "runtime": "claude_code"}).status_code == 201
 
 
+def test_a_repeated_create_answers_its_task_even_after_its_runtime_was_dropped(agent_factory, fake_cli):
+    before = agent_factory(config=two_runtimes(fake_cli))
+    body, key = {"title": "t", "runtime": "opencode"}, {"Idempotency-Key": "create-1"}
+    first = before.client.post("/agent/tasks", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    # agent.yaml no longer configures opencode; the same project, another agent.
+    after = agent_factory(config=fake_cli.config(), project=before.settings.project_dir)
+    again = after.client.post("/agent/tasks", json=body, headers=key)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"], again.text
+    assert_error(after.client.post("/agent/tasks", json=body, headers={"Idempotency-Key": "create-2"}),
+                 422, "runtime_not_configured")
+
+
 def test_bulk_is_all_or_nothing_and_names_the_item(agent_factory, fake_cli):
     agent = agent_factory(config=two_runtimes(fake_cli))
     tasks = [{"title": "a"}, {"title": "b", "runtime": "opencode"}, {"title": "c", "runtime": "codex"}]

@@ -31,11 +31,6 @@ def describe(config: AgentConfig, runtimes: Mapping[str, Runtime]) -> dict[str, 
     return {"default": config.runtime, "runtimes": listed}
 
 
-def build(config: AgentConfig) -> dict[str, Runtime]:
-    """The configured runtimes, as the dispatcher builds them (for a project without an agent)."""
-    return {name: RUNTIMES[name].build(config.runtime_section(name)) for name in config.configured_runtimes}
-
-
 def unconfigured(tasks: Sequence[NewTask], configured: Sequence[str], *, bulk: bool = False) -> str | None:
     """Why one of `tasks` cannot be created here (it names a runtime this project does not
     configure), or None. A dispatcher would only fail such a task later: refuse it now."""

@@ -20,7 +20,7 @@ from ..agent.settings import AgentSettings
 from ..archive import Archiver
 from ..gitrepo import has_commits
 from ..models import Owner, Task, TaskStatus, utcnow
-from ..runtimes import RUNTIMES
+from ..runtimes import build_configured
 from ..runtimes.base import Runtime
 from ..store import StoreError, TaskStore
 from ..storeview import StoreView
@@ -38,11 +38,6 @@ CANCEL_WAIT = 5.0
 SHUTDOWN_WAIT = 30.0
 
 
-def build_runtimes(config) -> dict[str, Runtime]:
-    """The configured runtimes, the project's default first."""
-    return {name: RUNTIMES[name].build(config.runtime_section(name)) for name in config.configured_runtimes}
-
-
 class Dispatcher:
     def __init__(self, settings: AgentSettings, store: TaskStore, runtimes: dict[str, Runtime] | None = None) -> None:
         settings = resolve_settings(settings)  # base_branch: null means detect (once, here at the latest)
@@ -57,7 +52,7 @@ class Dispatcher:
             store=store,
             config=config,
             git=git,
-            runtimes=runtimes if runtimes is not None else build_runtimes(config),
+            runtimes=runtimes if runtimes is not None else build_configured(config),
             logs_dir=settings.project_dir / "logs",
             follow_base=self.local_base.request,
             ports=self.ports,

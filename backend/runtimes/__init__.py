@@ -40,3 +40,8 @@ def _kinds() -> dict[str, RuntimeKind]:
 
 RUNTIMES: dict[str, RuntimeKind] = _kinds()
 RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES)
+
+
+def build_configured(config) -> dict[str, Runtime]:
+    """The runtimes an AgentConfig configures (`configured_runtimes`), the default first."""
+    return {name: RUNTIMES[name].build(config.runtime_section(name)) for name in config.configured_runtimes}

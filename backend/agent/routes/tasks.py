@@ -91,8 +91,13 @@ def reused_key(exc: IdempotencyKeyReusedError) -> ApiError:
     return ApiError(409, "idempotency_key_reused", str(exc))
 
 
-def check_runtimes(tasks: list[NewTask], dispatcher, bulk: bool = False) -> None:
-    """A runtime this project does not configure: 422 naming the ones it does."""
+def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str | None, bulk: bool = False) -> None:
+    """A runtime this project does not configure: 422 naming the ones it does. Not for the
+    repeat of a create that already happened: it answers what was created then (the store
+    decides), even if agent.yaml dropped that runtime since."""
+    if idempotency_key is not None and any(
+            t.idempotency_key == idempotency_key for t in store.snapshot().tasks.values()):
+        return
     problem = unconfigured(tasks, list(dispatcher.ctx.runtimes), bulk=bulk)
     if problem is not None:
         raise ApiError(422, "runtime_not_configured", problem)
@@ -104,7 +109,7 @@ def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
     """`runtime` must be configured for this project (GET /agent/runtimes), else 422
     runtime_not_configured."""
     check_idempotency_key(idempotency_key)
-    check_runtimes([body], dispatcher)
+    check_runtimes([body], dispatcher, store, idempotency_key)
     try:
         return store.create(body, idempotency_key)
     except IdempotencyKeyReusedError as exc:
@@ -116,7 +121,7 @@ def create_bulk(body: BulkCreate, store: StoreDep, dispatcher: DispatcherDep,
                 idempotency_key: IdempotencyKey = None) -> TaskList:
     """Creates every task or none (one naming an unconfigured runtime: none, 422 naming its index)."""
     check_idempotency_key(idempotency_key)
-    check_runtimes(body.tasks, dispatcher, bulk=True)
+    check_runtimes(body.tasks, dispatcher, store, idempotency_key, bulk=True)
     try:
         return TaskList(tasks=store.create_many(body.tasks, idempotency_key))
     except IdempotencyKeyReusedError as exc:

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ... import taskviews
-from ...agent.runtimechoice import build, describe, unconfigured
+from ...agent.runtimechoice import describe, unconfigured
+from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate
 from ...config import AgentConfig, ConfigError, load_agent_config
 from ...dispatcher.events import TaskLogs, follow_task, read_events
@@ -153,7 +154,7 @@ class LocalConnector(Connector):
 
     def _describe_runtimes(self) -> dict:
         config = self._config()
-        return describe(config, build(config))
+        return describe(config, build_configured(config))
 
     async def rerun(self, task_id: str) -> dict:
         return (await self._write(self.store.rerun, task_id)).model_dump(mode="json")
