@@ -9,26 +9,18 @@ from typing import Any
 
 from ..base import (RAW_KEEP, AgentEvent, EventKind, Invocation, Limits, OneShotTurn, RuntimeProblem, TurnRequest,
                     command_problem, event)
+from ..text import OUTPUT_CHARS
+from ..text import clip as _clip
+from ..text import summarize_input as _summarize
 from .config import ClaudeCodeConfig
 
-SUMMARY_CHARS = 200
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
 # Input fields that say most about a tool call, in order of preference.
 _SUMMARY_KEYS = ("command", "file_path", "path", "pattern", "url", "description", "prompt", "query")
 
 
 def summarize_input(value: Any) -> str:
-    if isinstance(value, dict):
-        for key in _SUMMARY_KEYS:
-            if isinstance(value.get(key), str):
-                return _clip(value[key])
-        return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
-    return _clip(str(value))
-
-
-def _clip(text: str, limit: int = SUMMARY_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _summarize(value, _SUMMARY_KEYS)
 
 
 def _int(value: Any) -> int | None:
@@ -37,10 +29,10 @@ def _int(value: Any) -> int | None:
 
 def _tool_result_text(content: Any) -> str | None:
     if isinstance(content, str):
-        return _clip(content, 500)
+        return _clip(content, OUTPUT_CHARS)
     if isinstance(content, list):
         parts = [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text"]
-        return _clip(" ".join(parts), 500) if parts else None
+        return _clip(" ".join(parts), OUTPUT_CHARS) if parts else None
     return None
 
 
@@ -154,7 +146,7 @@ class ClaudeCodeRuntime:
             if data.get("subtype") == "init":
                 return [event(EventKind.session_started, session_id=session, model=data.get("model"))]
             if data.get("subtype") == "permission_denied":
-                return [event(EventKind.system, subtype="permission_denied", text=_clip(line, 500))]
+                return [event(EventKind.system, subtype="permission_denied", text=_clip(line, OUTPUT_CHARS))]
             return []  # hooks, status and the like: kept in the raw log only
         if kind == "assistant":
             return self._assistant(data.get("message"), session)

@@ -15,12 +15,12 @@ import time
 from typing import Any
 
 from ..base import RAW_KEEP, AgentEvent, EventKind, Invocation, Reply, TurnRequest, event
+from ..text import OUTPUT_CHARS
+from ..text import clip as _clip
 from .config import CodexConfig
 from .prices import Usage, cost_usd, price_for
 
 CLIENT_VERSION = "1"
-SUMMARY_CHARS = 200
-OUTPUT_CHARS = 500
 METHOD_NOT_FOUND = -32601
 
 # Server requests that ask for an approval Baton may give by policy: method -> (kind, legacy).
@@ -35,12 +35,8 @@ _HUMAN = {"item/tool/requestUserInput", "item/permissions/requestApproval", "mcp
 _TOKEN_FIELDS = ("inputTokens", "cachedInputTokens", "outputTokens")
 
 
-def _clip(text: str, limit: int = SUMMARY_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _clip_output(text: str, limit: int = OUTPUT_CHARS) -> str:
+    """Output keeps its lines, unlike a summary."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -17,9 +17,9 @@ import json
 from typing import Any
 
 from ..base import RAW_KEEP, AgentEvent, EventKind, event
+from ..text import OUTPUT_CHARS, clip
+from ..text import summarize_input as _summarize
 
-SUMMARY_CHARS = 200
-OUTPUT_CHARS = 500
 # Input fields that say most about a tool call (OpenCode's names), in order of preference.
 _SUMMARY_KEYS = ("command", "filePath", "path", "pattern", "url", "description", "prompt", "query")
 # Step finish reasons after which OpenCode's agent loop calls the model again (as 1.18.33 does);
@@ -29,18 +29,8 @@ FAILED_REASONS = {"length", "content-filter", "error"}
 _KNOWN = {"step_start", "text", "reasoning", "tool_use", "step_finish", "error", "done"}
 
 
-def clip(text: str, limit: int = SUMMARY_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def summarize_input(value: Any) -> str:
-    if isinstance(value, dict):
-        for key in _SUMMARY_KEYS:
-            if isinstance(value.get(key), str):
-                return clip(value[key])
-        return clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
-    return clip(str(value))
+    return _summarize(value, _SUMMARY_KEYS)
 
 
 def _int(value: Any) -> int:
