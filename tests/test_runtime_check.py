@@ -49,3 +49,39 @@ def test_check_resolves_names_on_path_and_paths_to_executables(tmp_path, monkeyp
     assert ClaudeCodeRuntime(ClaudeCodeConfig(command="claude")).check() is None
     assert ClaudeCodeRuntime(ClaudeCodeConfig(command=str(plain))).check() is None
     assert ClaudeCodeRuntime(ClaudeCodeConfig(command=str(Path(tmp_path) / "gone"))).check() is not None
+
+
+def test_each_configured_runtime_is_checked_and_only_its_own_tasks_wait(agent_factory, tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "runtimes"))
+    from runtime_fakes import make_fake
+
+    from backend.models import NewTask
+
+    claude, codex = make_fake("claude_code", tmp_path, monkeypatch), make_fake("codex", tmp_path, monkeypatch)
+    missing = tmp_path / "later" / "codex"
+    config = claude.config(codex={"command": str(missing)})
+    agent = agent_factory(config=config, dispatch=True)
+    waits = agent.client.post("/agent/tasks", json=fake_task("On codex", {"steps": [
+        {"write": "codex.txt", "text": "c\n"}]}, runtime="codex")).json()["id"]
+    runs = agent.client.post("/agent/tasks", json=fake_task("On the default", {"steps": [
+        {"write": "claude.txt", "text": "d\n"}]})).json()["id"]
+    # Written behind the API's back (e.g. agent.yaml changed since): fails at once, saying why.
+    stray = agent.store.create(NewTask(title="On a runtime nobody configured", runtime="opencode")).id
+
+    assert wait_for(lambda: agent.store.get(runs).status is TaskStatus.completed, timeout=60,
+                    what="the default runtime's task to land")
+    failed = wait_for(lambda: (t := agent.store.get(stray)).status is TaskStatus.failed and t,
+                      what="the task of an unconfigured runtime to fail")
+    assert failed.error_reason == "runtime_unavailable" and "claude_code, codex" in failed.error_message
+    assert agent.store.get(waits).status is TaskStatus.pending
+    [problem] = agent.client.get("/agent/dispatcher").json()["problems"]
+    assert problem["code"] == "runtime_unavailable" and "codex.command" in problem["message"]
+
+    missing.parent.mkdir()
+    shutil.copy2(codex.command, missing)  # "installing" Codex
+    agent.app.state.dispatcher.wake()
+    assert wait_for(lambda: agent.store.get(waits).status is TaskStatus.completed, timeout=60,
+                    what="the codex task to run once its CLI exists")
+    assert agent.client.get("/agent/dispatcher").json()["problems"] == []
