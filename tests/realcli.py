@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from support import wait_for
+from backend.models import TaskStatus
+from support import submit_task, wait_for, wait_task_done
 
 INSTALL_TIMEOUT = 600  # seconds: the first install downloads the CLI's native binary
 
@@ -91,3 +92,14 @@ def wait_for_cleanup(agent, task_id: str) -> None:
     right after the landing is recorded; wait for that before looking at what is left."""
     runtime_dir = agent.settings.logs_dir / f"{task_id}.runtime"
     wait_for(lambda: not runtime_dir.exists(), timeout=30, what=f"{runtime_dir} to be removed")
+
+
+def run_task(agent, body: dict, timeout: float = 240):
+    """Submit `body` and wait for it; a task that did not complete fails with its error and the
+    tail of the CLI's stderr (what the real CLI said is the only clue on a failure)."""
+    task = wait_task_done(agent, submit_task(agent, body), timeout=timeout)
+    stderr = agent.settings.logs_dir / f"{task.id}.stderr.log"
+    assert task.status is TaskStatus.completed, (
+        f"{task.error_reason}: {task.error_message}\n--- stderr ---\n"
+        f"{stderr.read_text()[-3000:] if stderr.exists() else ''}")
+    return task

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from backend.models import TaskStatus
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Baton Test",
     "GIT_AUTHOR_EMAIL": "test@baton.invalid",
@@ -81,6 +83,44 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# ----- tasks through an agent app (the agent_factory fixture's `agent`) ----------------------
+
+FINISHED = frozenset({TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled})
+
+
+def submit_task(agent, body: dict) -> str:
+    """POST a task; returns its id."""
+    resp = agent.client.post("/agent/tasks", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def wait_task_done(agent, task_id: str, timeout: float = 60):
+    """The task once it has finished (completed, failed or cancelled)."""
+    return wait_for(lambda: (t := agent.store.get(task_id)).status in FINISHED and t, timeout=timeout,
+                    what=f"task {task_id} to finish")
+
+
+def task_events(agent, task_id: str) -> list[dict]:
+    """The task's whole transcript (limit high enough for every test's task)."""
+    return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
+
+
+def add_status_check(repo: Path) -> str:
+    """Commit (and push) a check that passes only while status.txt says "fixed" and prints what
+    it found; returns the test_command that runs it. Pairs with BREAK_THEN_FIX."""
+    commit_and_push(repo, {
+        "check.py": "import os, sys\nstatus = open('status.txt').read().strip() if os.path.exists('status.txt') else ''\n"
+                    "print('status is', repr(status))\nsys.exit(0 if status == 'fixed' else 1)\n",
+        "status.txt": "fixed\n"}, "add check")
+    return f"{sys.executable} check.py"
+
+
+# A fake-CLI scenario that breaks add_status_check's check, then fixes it in the feedback turn.
+BREAK_THEN_FIX = {"steps": [{"write": "status.txt", "text": "broken\n"}, {"commit": "break it"}],
+                  "on_resume": [{"steps": [{"write": "status.txt", "text": "fixed\n"}, {"commit": "fix it"}]}]}
 
 
 @contextlib.contextmanager

@@ -3,71 +3,25 @@ tests/fakes/fake_codex.py speaking `codex app-server`'s JSON-RPC."""
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from backend.config import AgentConfig
 from backend.models import TaskStatus
-from backend.runtimes.codex import CodexConfig
 from conftest import fake_task
-from support import commit_and_push, git, origin_of, pid_alive, wait_for
-
-FAKE_CODEX = Path(__file__).parent / "fakes" / "fake_codex.py"
-DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
-
-
-@dataclass
-class FakeCodex:
-    command: str
-    log: Path
-    state: Path
-
-    def entries(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-    def calls(self) -> list[dict]:
-        return [e for e in self.entries() if "argv" in e]
-
-    def received(self, method: str) -> list[dict]:
-        return [e["received"] for e in self.entries() if e.get("received", {}).get("method") == method]
-
-    def config(self, codex: dict | None = None, **overrides) -> AgentConfig:
-        section = {"command": self.command, "timeout": 60, "stall_timeout": 30, **(codex or {})}
-        base = {"test_command": "", "poll_interval_seconds": 0.5, "max_parallel_workers": 2, **overrides}
-        return AgentConfig(runtime="codex", codex=CodexConfig(**section), **base)
+from runtimes.runtime_fakes import RuntimeFake, make_fake
+from support import (BREAK_THEN_FIX, add_status_check, git, origin_of, pid_alive, submit_task, task_events, wait_for,
+                     wait_task_done)
 
 
 @pytest.fixture
-def fake_codex(tmp_path: Path, monkeypatch) -> FakeCodex:
-    wrapper = tmp_path / "bin" / "codex"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_CODEX} \"$@\"\n")
-    wrapper.chmod(0o755)
-    log, state = tmp_path / "fake-codex-calls.jsonl", tmp_path / "fake-codex-state"
-    monkeypatch.setenv("FAKE_CLI_LOG", str(log))
-    monkeypatch.setenv("FAKE_CLI_STATE", str(state))
-    return FakeCodex(command=str(wrapper), log=log, state=state)
+def fake_codex(tmp_path: Path, monkeypatch) -> RuntimeFake:
+    return make_fake("codex", tmp_path, monkeypatch)
 
 
-def submit(agent, body: dict) -> str:
-    resp = agent.client.post("/agent/tasks", json=body)
-    assert resp.status_code == 201, resp.text
-    return resp.json()["id"]
-
-
-def wait_done(agent, task_id: str, timeout: float = 60):
-    return wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=timeout,
-                    what=f"task {task_id} to finish")
-
-
-def events(agent, task_id: str) -> list[dict]:
-    return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
+def received(fake: RuntimeFake, method: str) -> list[dict]:
+    """The JSON-RPC messages with this method that Baton sent the fake."""
+    return [e["received"] for e in fake.entries() if e.get("received", {}).get("method") == method]
 
 
 # ----- landing --------------------------------------------------------------------------------
@@ -75,9 +29,9 @@ def events(agent, task_id: str) -> list[dict]:
 
 def test_success_lands_a_commit_with_estimated_cost_and_tokens(agent_factory, fake_codex):
     agent = agent_factory(config=fake_codex.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Add hello", {"steps": [
+    task_id = submit_task(agent, fake_task("Add hello", {"steps": [
         {"write": "hello.txt", "text": "hi\n"}, {"commit": "feature: hello"}]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     origin = origin_of(agent.settings.project_dir)
     assert git(origin, "show", "main:hello.txt") == "hi\n" and git(origin, "rev-parse", "main").strip() == task.commit_sha
@@ -89,12 +43,12 @@ def test_success_lands_a_commit_with_estimated_cost_and_tokens(agent_factory, fa
     assert task.cost_estimated is True
     shown = agent.client.get(f"/agent/tasks/completed/{task_id}").json()
     assert shown["cost_estimated"] is True and shown["cost_usd"] == pytest.approx(task.cost_usd)
-    kinds = [e["kind"] for e in events(agent, task_id)]
+    kinds = [e["kind"] for e in task_events(agent, task_id)]
     assert kinds.index("session_started") < kinds.index("tool_use") < kinds.index("result")
     # The conversation was the documented one, and it ended by closing stdin.
-    assert [m for m in ("initialize", "thread/start", "turn/start") if fake_codex.received(m)] == [
+    assert [m for m in ("initialize", "thread/start", "turn/start") if received(fake_codex, m)] == [
         "initialize", "thread/start", "turn/start"]
-    assert fake_codex.received("thread/start")[0]["params"]["cwd"] == str(agent.settings.project_dir / "worktrees" / task_id)
+    assert received(fake_codex, "thread/start")[0]["params"]["cwd"] == str(agent.settings.project_dir / "worktrees" / task_id)
 
 
 def test_config_overrides_and_extra_args_reach_the_command_line_exactly(agent_factory, fake_codex):
@@ -102,8 +56,8 @@ def test_config_overrides_and_extra_args_reach_the_command_line_exactly(agent_fa
                         "model_providers.standin.wire_api": "responses", "request_max_retries": 0,
                         "sandbox_permissions": ["disk-full-read-access"], "tools": {"web_search": False}},
              "extra_args": ["--enable", "unified_exec"], "model": "gpt-5.4"}
-    agent = agent_factory(config=fake_codex.config(codex), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Configured", {"steps": []})))
+    agent = agent_factory(config=fake_codex.config(section=codex), dispatch=True)
+    task = wait_task_done(agent, submit_task(agent, fake_task("Configured", {"steps": []})))
     assert task.status is TaskStatus.completed, task.error_message
     (call,) = fake_codex.calls()
     assert call["argv"] == [
@@ -120,34 +74,14 @@ def test_config_overrides_and_extra_args_reach_the_command_line_exactly(agent_fa
     assert call["config"] == {"model_provider": "standin", "model_providers.standin.base_url": "http://127.0.0.1:9/v1",
                               "model_providers.standin.wire_api": "responses", "request_max_retries": 0,
                               "sandbox_permissions": ["disk-full-read-access"], "tools": {"web_search": False}}
-    assert fake_codex.received("thread/start")[0]["params"]["model"] == "gpt-5.4"
+    assert received(fake_codex, "thread/start")[0]["params"]["model"] == "gpt-5.4"
     assert task.agent_model == "gpt-5.4"
 
 
-def test_secrets_never_reach_the_cli(agent_factory, fake_codex, monkeypatch):
-    monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret_value_1")
-    monkeypatch.setenv("SECRET_FOR_TEST", "s3cret_value_2")
-    monkeypatch.setenv("BATON_TOKEN", "baton_secret_value_3")
-    config = fake_codex.config({"env": {"PASSED_ON": "$SECRET_FOR_TEST"}},
-                               secret_env_vars=["GITHUB_TOKEN", "SECRET_FOR_TEST"])
-    agent = agent_factory(config=config, dispatch=True)
-    task_id = submit(agent, fake_task("Look around", {"steps": [{"run": ["env"]}]}))
-    assert wait_done(agent, task_id).status is TaskStatus.completed
-    (call,) = fake_codex.calls()
-    assert call["env"]["GITHUB_TOKEN"] is None and call["env"]["SECRET_FOR_TEST"] is None
-    assert call["env"]["BATON_TOKEN"] is None and call["env"]["TASK_ID"] == task_id
-    assert not {"GITHUB_TOKEN", "SECRET_FOR_TEST", "BATON_TOKEN", "PASSED_ON"} & set(call["env_names"])
-    logs = agent.settings.project_dir / "logs"
-    written = fake_codex.log.read_text() + "".join(
-        p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file())
-    for secret in ("ghp_secret_value_1", "s3cret_value_2", "baton_secret_value_3"):
-        assert secret not in written
-
-
 def test_isolated_home_lives_outside_the_worktree(agent_factory, fake_codex):
-    agent = agent_factory(config=fake_codex.config({"isolated_home": True}), dispatch=True)
-    task_id = submit(agent, fake_task("Isolated", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
-    task = wait_done(agent, task_id)
+    agent = agent_factory(config=fake_codex.config(section={"isolated_home": True}), dispatch=True)
+    task_id = submit_task(agent, fake_task("Isolated", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     (call,) = fake_codex.calls()
     home = Path(call["env"]["CODEX_HOME"])
@@ -164,7 +98,7 @@ def test_isolated_home_lives_outside_the_worktree(agent_factory, fake_codex):
 @pytest.mark.parametrize("kind", ["command", "file_change"])
 def test_an_approval_the_policy_does_not_allow_fails_the_task(agent_factory, fake_codex, kind):
     agent = agent_factory(config=fake_codex.config(), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Needs approval", {"approval": kind})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Needs approval", {"approval": kind})))
     assert task.status is TaskStatus.failed and task.error_reason == "approval_required"
     assert f"codex.approve: [{kind}]" in task.error_message
     (answer,) = [e["received"] for e in fake_codex.entries()
@@ -173,15 +107,15 @@ def test_an_approval_the_policy_does_not_allow_fails_the_task(agent_factory, fak
 
 
 def test_an_allowed_approval_is_accepted_and_the_work_lands(agent_factory, fake_codex):
-    agent = agent_factory(config=fake_codex.config({"approve": ["file_change"]}), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Approved", {"approval": "file_change"})))
+    agent = agent_factory(config=fake_codex.config(section={"approve": ["file_change"]}), dispatch=True)
+    task = wait_task_done(agent, submit_task(agent, fake_task("Approved", {"approval": "file_change"})))
     assert task.status is TaskStatus.completed, task.error_message
     assert git(origin_of(agent.settings.project_dir), "show", "main:approved.txt") == "approved file_change\n"
 
 
 def test_a_request_for_user_input_fails_the_task_at_once(agent_factory, fake_codex):
-    agent = agent_factory(config=fake_codex.config({"approve": ["command", "file_change"]}), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Asks a question", {
+    agent = agent_factory(config=fake_codex.config(section={"approve": ["command", "file_change"]}), dispatch=True)
+    task = wait_task_done(agent, submit_task(agent, fake_task("Asks a question", {
         "request": "item/tool/requestUserInput", "hang_until_interrupt": True})))
     assert task.status is TaskStatus.failed and task.error_reason == "approval_required"
     assert "item/tool/requestUserInput" in task.error_message
@@ -194,20 +128,20 @@ def test_a_request_for_user_input_fails_the_task_at_once(agent_factory, fake_cod
 
 def test_cancel_interrupts_the_turn_first_then_stops_everything(agent_factory, fake_codex):
     agent = agent_factory(config=fake_codex.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Hangs", {"steps": [{"write": "partial.txt", "text": "started\n"}],
+    task_id = submit_task(agent, fake_task("Hangs", {"steps": [{"write": "partial.txt", "text": "started\n"}],
                                                 "hang_until_interrupt": True}))
-    wait_for(lambda: any(e["kind"] == "assistant_text" for e in events(agent, task_id)), timeout=30,
+    wait_for(lambda: any(e["kind"] == "assistant_text" for e in task_events(agent, task_id)), timeout=30,
              what="the turn to be under way")
     (call,) = fake_codex.calls()
     resp = agent.client.post(f"/agent/tasks/{task_id}/cancel")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"  # the API waits at most 5 s
-    (interrupt,) = fake_codex.received("turn/interrupt")
+    (interrupt,) = received(fake_codex, "turn/interrupt")
     assert interrupt["params"]["threadId"] == call["thread"]
     assert not pid_alive(call["pid"])
     project = agent.settings.project_dir
     assert git(project, "show", f"task/{task_id}:partial.txt") == "started\n"
     # Codex ended the turn itself when asked.
-    results = [e for e in events(agent, task_id) if e["kind"] == "result"]
+    results = [e for e in task_events(agent, task_id) if e["kind"] == "result"]
     assert [r["subtype"] for r in results] == ["interrupted"]
 
 
@@ -215,19 +149,12 @@ def test_cancel_interrupts_the_turn_first_then_stops_everything(agent_factory, f
 
 
 def test_failing_tests_get_a_feedback_turn_on_the_same_thread(agent_factory, fake_codex, repo):
-    commit_and_push(repo, {
-        "check.py": "import os, sys\nstatus = open('status.txt').read().strip() if os.path.exists('status.txt') else ''\n"
-                    "print('status is', repr(status))\nsys.exit(0 if status == 'fixed' else 1)\n",
-        "status.txt": "fixed\n"}, "add check")
-    agent = agent_factory(config=fake_codex.config(test_command=f"{sys.executable} check.py"), project=repo,
-                          dispatch=True)
-    task_id = submit(agent, fake_task("Break then fix", {
-        "steps": [{"write": "status.txt", "text": "broken\n"}, {"commit": "break it"}],
-        "on_resume": [{"steps": [{"write": "status.txt", "text": "fixed\n"}, {"commit": "fix it"}]}]}))
-    task = wait_done(agent, task_id)
+    agent = agent_factory(config=fake_codex.config(test_command=add_status_check(repo)), project=repo, dispatch=True)
+    task_id = submit_task(agent, fake_task("Break then fix", BREAK_THEN_FIX))
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     first, second = fake_codex.calls()
-    (resume,) = fake_codex.received("thread/resume")
+    (resume,) = received(fake_codex, "thread/resume")
     assert resume["params"]["threadId"] == first["thread"] == second["resume"] == task.session_id
     assert "status is 'broken'" in second["prompt"]
     assert git(origin_of(repo), "show", "main:status.txt") == "fixed\n"
@@ -237,7 +164,7 @@ def test_failing_tests_get_a_feedback_turn_on_the_same_thread(agent_factory, fak
 
 def _stopped_mid_task(agent, fake_codex, tmp_path, on_resume: list[dict]) -> tuple[str, dict]:
     marker = tmp_path / "blocked"
-    task_id = submit(agent, fake_task("Interrupted", {
+    task_id = submit_task(agent, fake_task("Interrupted", {
         "steps": [{"write": "first.txt", "text": "1\n"}, {"commit": "first part"},
                   {"block_once": str(marker), "seconds": 120}, {"write": "second.txt", "text": "2\n"}],
         "on_resume": on_resume}))
@@ -256,7 +183,7 @@ def test_a_restarted_task_resumes_its_thread(agent_factory, fake_codex, tmp_path
     task_id, first = _stopped_mid_task(agent, fake_codex, tmp_path,
                                        on_resume=[{"steps": [{"write": "second.txt", "text": "resumed\n"}]}])
     agent.client.post("/agent/dispatcher/start")
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     _, second = fake_codex.calls()
     assert second["resume"] == first["thread"] == task.session_id
@@ -268,14 +195,14 @@ def test_a_restarted_task_whose_thread_is_gone_starts_a_new_one_with_the_prompt(
     task_id, first = _stopped_mid_task(agent, fake_codex, tmp_path, on_resume=[])
     (fake_codex.state / f"{first['thread']}.json").unlink()  # Codex no longer knows the thread
     agent.client.post("/agent/dispatcher/start")
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     _, second = fake_codex.calls()
-    assert [r["params"]["threadId"] for r in fake_codex.received("thread/resume")] == [first["thread"]]
+    assert [r["params"]["threadId"] for r in received(fake_codex, "thread/resume")] == [first["thread"]]
     assert second["resume"] is None and second["thread"] != first["thread"]
     assert "FAKE:" in second["prompt"] and "earlier attempt" in second["prompt"]
     assert task.session_id == second["thread"]
-    said = [e.get("text") or "" for e in events(agent, task_id) if e["kind"] == "system"]
+    said = [e.get("text") or "" for e in task_events(agent, task_id) if e["kind"] == "system"]
     assert any(first["thread"] in text and "new thread" in text for text in said)
     origin = origin_of(agent.settings.project_dir)
     assert git(origin, "show", "main:first.txt") == "1\n" and git(origin, "show", "main:second.txt") == "2\n"

@@ -10,29 +10,16 @@ import pytest
 
 from backend.models import TaskStatus
 from conftest import fake_task
-from support import commit_and_push, git, make_local_repo, origin_of, pid_alive, wait_for
-
-DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
-
-
-def submit(agent, body: dict) -> str:
-    resp = agent.client.post("/agent/tasks", json=body)
-    assert resp.status_code == 201, resp.text
-    return resp.json()["id"]
-
-
-def wait_done(agent, task_id: str, timeout: float = 60):
-    return wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=timeout,
-                    what=f"task {task_id} to finish")
+from support import (add_status_check, commit_and_push, git, make_local_repo, origin_of, pid_alive, submit_task,
+                     task_events, wait_for, wait_task_done)
 
 
 def event_kinds(agent, task_id: str) -> list[str]:
-    return [e["kind"] for e in agent.client.get(f"/agent/tasks/{task_id}/events").json()["events"]]
+    return [e["kind"] for e in task_events(agent, task_id)]
 
 
 def baton_says(agent, task_id: str) -> str:
-    events = agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
-    return "\n".join(e.get("text", "") for e in events if e["kind"] == "baton")
+    return "\n".join(e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
 
 
 # ----- the happy path -------------------------------------------------------------------------
@@ -41,9 +28,9 @@ def baton_says(agent, task_id: str) -> str:
 def test_success_lands_a_tested_commit_on_origin_main(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     project = agent.settings.project_dir
-    task_id = submit(agent, fake_task("Add hello", {"steps": [
+    task_id = submit_task(agent, fake_task("Add hello", {"steps": [
         {"write": "hello.txt", "text": "hi\n"}, {"commit": "feature: hello"}]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
 
     origin = origin_of(project)
@@ -69,8 +56,8 @@ def test_success_lands_a_tested_commit_on_origin_main(agent_factory, fake_cli):
 def test_agent_invocation_is_exact(agent_factory, fake_cli, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Check the call", {"steps": []}, task_type="docs"))
-    assert wait_done(agent, task_id).status is TaskStatus.completed
+    task_id = submit_task(agent, fake_task("Check the call", {"steps": []}, task_type="docs"))
+    assert wait_task_done(agent, task_id).status is TaskStatus.completed
     (call,) = fake_cli.calls()
     assert call["argv"][:5] == ["-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"]
     assert call["cwd"] == str(agent.settings.project_dir / "worktrees" / task_id)
@@ -85,16 +72,16 @@ def test_agent_invocation_is_exact(agent_factory, fake_cli, monkeypatch):
 def test_run_without_changes_completes_flagged(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     before = git(origin_of(agent.settings.project_dir), "rev-parse", "main")
-    task = wait_done(agent, submit(agent, fake_task("Nothing to do", {"steps": []})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Nothing to do", {"steps": []})))
     assert task.status is TaskStatus.completed and task.no_changes and task.commit_sha is None
     assert git(origin_of(agent.settings.project_dir), "rev-parse", "main") == before
 
 
 def test_leftover_changes_are_committed_with_the_task_message(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Leave it uncommitted", {"steps": [{"write": "new.txt", "text": "x\n"}]},
+    task_id = submit_task(agent, fake_task("Leave it uncommitted", {"steps": [{"write": "new.txt", "text": "x\n"}]},
                                       task_type="bugfix"))
-    assert wait_done(agent, task_id).status is TaskStatus.completed
+    assert wait_task_done(agent, task_id).status is TaskStatus.completed
     origin = origin_of(agent.settings.project_dir)
     assert git(origin, "log", "-1", "--format=%s", "main").strip() == f"bugfix({task_id}): Leave it uncommitted"
 
@@ -104,7 +91,7 @@ def test_batons_own_files_never_land_and_the_project_is_unharmed(agent_factory, 
     project = agent.settings.project_dir
     (project / "CLAUDE.md").write_text("# conventions (untracked in the project)\n")
     store_before = agent.store.path.read_bytes()
-    task_id = submit(agent, fake_task("Sneaky", {"steps": [
+    task_id = submit_task(agent, fake_task("Sneaky", {"steps": [
         {"write": "work.txt", "text": "real work\n"},
         {"git": ["add", "-f", "data/dev-tasks.json", "CLAUDE.md", "work.txt"]},
         {"commit": "work plus baton files"},
@@ -112,7 +99,7 @@ def test_batons_own_files_never_land_and_the_project_is_unharmed(agent_factory, 
         {"git": ["add", "-A", "-f"]},
         {"run": ["git", "clean", "-fdx"]},
     ]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     origin = origin_of(project)
     files = set(git(origin, "ls-tree", "-r", "--name-only", "main").split())
@@ -132,10 +119,10 @@ def test_batons_own_files_never_land_and_the_project_is_unharmed(agent_factory, 
 def test_error_result_fails_and_keeps_the_work_on_a_pushed_branch(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     project = agent.settings.project_dir
-    task_id = submit(agent, fake_task("Will fail", {
+    task_id = submit_task(agent, fake_task("Will fail", {
         "steps": [{"write": "partial.txt", "text": "half done\n"}],
         "result": "error_during_execution", "error": "model exploded"}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.failed
     assert task.error_reason == "agent_error" and "model exploded" in task.error_message
     assert Path(task.log_path).exists()
@@ -148,7 +135,7 @@ def test_error_result_fails_and_keeps_the_work_on_a_pushed_branch(agent_factory,
 
 def test_exit_without_result_is_an_agent_error(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Crash", {"no_result": True, "exit": 3})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Crash", {"no_result": True, "exit": 3})))
     assert task.status is TaskStatus.failed and task.error_reason == "agent_error"
     assert "exited with status 3 without a result" in task.error_message
     assert "crashed without a result" in task.error_message
@@ -156,8 +143,8 @@ def test_exit_without_result_is_an_agent_error(agent_factory, fake_cli):
 
 def test_unparseable_lines_are_kept_and_do_not_crash(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Noisy", {"garbage": True, "steps": []}))
-    assert wait_done(agent, task_id).status is TaskStatus.completed
+    task_id = submit_task(agent, fake_task("Noisy", {"garbage": True, "steps": []}))
+    assert wait_task_done(agent, task_id).status is TaskStatus.completed
     assert event_kinds(agent, task_id).count("unparsed") == 2
     raw = Path(agent.store.get(task_id).log_path).read_text()
     assert "this line is not JSON" in raw and '"type": "mystery"' in raw
@@ -167,9 +154,9 @@ def test_wall_clock_timeout_kills_the_whole_group(agent_factory, fake_cli, tmp_p
     config = fake_cli.config(claude_code={"timeout": 2, "stall_timeout": 30})
     agent = agent_factory(config=config, dispatch=True)
     pidfile = tmp_path / "grandchild.pid"
-    task_id = submit(agent, fake_task("Busy forever", {"steps": [
+    task_id = submit_task(agent, fake_task("Busy forever", {"steps": [
         {"grandchild": str(pidfile)}, {"tick": 1000, "every": 0.1}]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.failed and task.error_reason == "timeout"
     grandchild = int(pidfile.read_text())
     wait_for(lambda: not pid_alive(grandchild), timeout=10, what="the grandchild to be gone")
@@ -178,7 +165,7 @@ def test_wall_clock_timeout_kills_the_whole_group(agent_factory, fake_cli, tmp_p
 
 def test_stall_limit(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(claude_code={"stall_timeout": 1}), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Silent", {"steps": [{"sleep": 60}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Silent", {"steps": [{"sleep": 60}]})))
     assert task.status is TaskStatus.failed and task.error_reason == "stalled"
     assert "printed nothing for 1s" in task.error_message
 
@@ -187,17 +174,12 @@ def test_stall_limit(agent_factory, fake_cli):
 
 
 def test_failing_tests_get_a_feedback_turn_then_land(agent_factory, fake_cli, repo):
-    commit_and_push(repo, {
-        "check.py": "import os, sys\nstatus = open('status.txt').read().strip() if os.path.exists('status.txt') else ''\n"
-                    "print('status is', repr(status))\nsys.exit(0 if status == 'fixed' else 1)\n",
-        "status.txt": "fixed\n"}, "add check")
-    agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} check.py"), project=repo,
-                          dispatch=True)
-    task_id = submit(agent, fake_task("Break then fix", {
+    agent = agent_factory(config=fake_cli.config(test_command=add_status_check(repo)), project=repo, dispatch=True)
+    task_id = submit_task(agent, fake_task("Break then fix", {
         "steps": [{"write": "status.txt", "text": "broken\n"}, {"commit": "break it"}],
         "on_resume": [{"steps": [{"write": "status.txt", "text": "fixed\n"}, {"write": "more.txt", "text": "1\n"},
                                  {"commit": "fix it"}]}]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     first, second = fake_cli.calls()
     assert second["argv"][-2:] == ["--resume", task.session_id]
@@ -212,7 +194,7 @@ def test_tests_failing_every_time_fail_the_task_after_the_retries(agent_factory,
     commit_and_push(repo, {"check.py": "import os, sys\nsys.exit(1 if os.path.exists('a.txt') else 0)\n"}, "check")
     agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} check.py", max_merge_retries=1),
                           project=repo, dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Hopeless", {"steps": [{"write": "a.txt", "text": "a\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Hopeless", {"steps": [{"write": "a.txt", "text": "a\n"}]})))
     assert task.status is TaskStatus.failed and task.error_reason == "tests_failed"
     assert len(fake_cli.calls()) == 2  # the first run and one feedback turn
     assert git(origin_of(repo), "show", f"task/{task.id}:a.txt") == "a\n"
@@ -235,7 +217,7 @@ def test_two_parallel_tasks_on_the_same_line_both_land(agent_factory, fake_cli, 
     ]})
     ids = [t["id"] for t in resp.json()["tasks"]]
     agent.client.post("/agent/dispatcher/start")
-    tasks = [wait_done(agent, i) for i in ids]
+    tasks = [wait_task_done(agent, i) for i in ids]
     assert [t.status for t in tasks] == [TaskStatus.completed] * 2, [t.error_message for t in tasks]
     origin = origin_of(agent.settings.project_dir)
     assert git(origin, "show", "main:README.md") == "# demo, by A and B\n"
@@ -263,7 +245,7 @@ def test_push_race_is_retried_after_fetch_and_rebase(agent_factory, fake_cli, re
     git(tmp_path, "clone", "-q", str(origin_of(repo)), str(other))
     agent = agent_factory(config=fake_cli.config(test_command=f"{sys.executable} race.py"), project=repo,
                           dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Race", {"steps": [{"write": "r.txt", "text": "r\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Race", {"steps": [{"write": "r.txt", "text": "r\n"}]})))
     assert task.status is TaskStatus.completed, task.error_message
     assert git(origin_of(repo), "log", "-2", "--format=%s", "main").splitlines()[1] == "someone else"
     assert git(origin_of(repo), "rev-parse", "main").strip() == task.commit_sha
@@ -277,7 +259,7 @@ def test_push_race_is_retried_after_fetch_and_rebase(agent_factory, fake_cli, re
 def test_cancel_a_running_task_keeps_its_branch(agent_factory, fake_cli, tmp_path):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     marker = tmp_path / "running"
-    task_id = submit(agent, fake_task("Long", {"steps": [
+    task_id = submit_task(agent, fake_task("Long", {"steps": [
         {"write": "partial.txt", "text": "started\n"}, {"marker": str(marker)}, {"sleep": 120}]}))
     wait_for(marker.exists, timeout=30, what="the agent to start")
     agent_pid = int(marker.read_text())
@@ -293,7 +275,7 @@ def test_cancel_a_running_task_keeps_its_branch(agent_factory, fake_cli, tmp_pat
 def test_forced_stop_returns_running_tasks_to_pending_and_rerun_continues(agent_factory, fake_cli, tmp_path):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     marker = tmp_path / "running"
-    task_id = submit(agent, fake_task("Interrupted", {"steps": [
+    task_id = submit_task(agent, fake_task("Interrupted", {"steps": [
         {"write": "first.txt", "text": "1\n"}, {"commit": "first part"},
         {"block_once": str(marker), "seconds": 120}, {"write": "second.txt", "text": "2\n"}]}))
     wait_for(marker.exists, timeout=30, what="the agent to start")
@@ -302,7 +284,7 @@ def test_forced_stop_returns_running_tasks_to_pending_and_rerun_continues(agent_
     task = agent.store.get(task_id)
     assert task.status is TaskStatus.pending and task.owner is None
     agent.client.post("/agent/dispatcher/start")
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     assert "earlier attempt" in fake_cli.calls()[-1]["prompt"]
     origin = origin_of(agent.settings.project_dir)
@@ -312,9 +294,9 @@ def test_forced_stop_returns_running_tasks_to_pending_and_rerun_continues(agent_
 def test_rerun_of_a_failed_task_continues_from_its_branch(agent_factory, fake_cli, tmp_path):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     flag = tmp_path / "failed-once"
-    task_id = submit(agent, fake_task("Second time lucky", {
+    task_id = submit_task(agent, fake_task("Second time lucky", {
         "fail_once": str(flag), "steps": [{"append": "log.txt", "text": "attempt\n"}]}))
-    assert wait_done(agent, task_id).status is TaskStatus.failed
+    assert wait_task_done(agent, task_id).status is TaskStatus.failed
     assert agent.client.post(f"/agent/tasks/{task_id}/rerun").json()["status"] == "pending"
     task = wait_for(lambda: (t := agent.store.get(task_id)).status is TaskStatus.completed and t, timeout=60,
                     what="the rerun to land")
@@ -325,7 +307,7 @@ def test_rerun_of_a_failed_task_continues_from_its_branch(agent_factory, fake_cl
 
 def test_new_task_wakes_the_dispatcher_without_waiting_for_the_poll(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(poll_interval_seconds=3600), dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Now", {"steps": []})), timeout=30)
+    task = wait_task_done(agent, submit_task(agent, fake_task("Now", {"steps": []})), timeout=30)
     assert task.status is TaskStatus.completed
 
 
@@ -339,7 +321,7 @@ def test_priority_then_age_decides_the_order(agent_factory, fake_cli):
     ]}).json()["tasks"]]
     agent.client.post("/agent/dispatcher/start")
     for task_id in ids:
-        wait_done(agent, task_id)
+        wait_task_done(agent, task_id)
     order = [c["env"]["TASK_ID"] for c in fake_cli.calls()]
     assert order == [ids[1], ids[3], ids[2], ids[0]]
 
@@ -352,7 +334,7 @@ def test_a_dirty_user_checkout_is_left_alone(agent_factory, fake_cli):
     project = agent.settings.project_dir
     before = git(project, "rev-parse", "HEAD").strip()
     (project / "README.md").write_text("# my unsaved edit\n")
-    task = wait_done(agent, submit(agent, fake_task("Elsewhere", {"steps": [{"write": "x.txt", "text": "x\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Elsewhere", {"steps": [{"write": "x.txt", "text": "x\n"}]})))
     assert task.status is TaskStatus.completed
     agent.app.state.dispatcher.local_base.flush()  # the follower has done whatever it will do
     assert git(project, "rev-parse", "HEAD").strip() == before
@@ -363,7 +345,7 @@ def test_a_dirty_user_checkout_is_left_alone(agent_factory, fake_cli):
 def test_project_without_a_remote_lands_on_its_local_main(agent_factory, fake_cli, tmp_path):
     project = make_local_repo(tmp_path, "local-only")
     agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Local", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Local", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
     assert task.status is TaskStatus.completed, task.error_message
     assert git(project, "rev-parse", "main").strip() == task.commit_sha
     assert (project / "l.txt").read_text() == "l\n"  # the clean checkout was fast-forwarded
@@ -373,7 +355,7 @@ def test_project_without_a_remote_and_a_dirty_checkout_fails_clearly(agent_facto
     project = make_local_repo(tmp_path, "local-dirty")
     (project / "README.md").write_text("# unsaved\n")
     agent = agent_factory(config=fake_cli.config(), project=project, dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Blocked", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Blocked", {"steps": [{"write": "l.txt", "text": "l\n"}]})))
     assert task.status is TaskStatus.failed and task.error_reason == "push_failed"
     assert "uncommitted changes" in task.error_message
     assert (project / "README.md").read_text() == "# unsaved\n"
@@ -385,7 +367,7 @@ def test_project_without_a_remote_and_a_dirty_checkout_fails_clearly(agent_facto
 
 def test_a_failed_task_has_no_worktree_left_once_it_is_failed(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Fails", {"steps": [{"write": "w.txt", "text": "w\n"}], "result": "error_x"}))
+    task_id = submit_task(agent, fake_task("Fails", {"steps": [{"write": "w.txt", "text": "w\n"}], "result": "error_x"}))
     wait_for(lambda: agent.store.get(task_id).status is TaskStatus.failed, what="failure")
     # No waiting here: a rerun claimed right now must not meet a worktree still being removed.
     assert not (agent.settings.project_dir / "worktrees" / task_id).exists()
@@ -400,36 +382,36 @@ def test_cancel_while_waiting_for_another_tasks_landing(agent_factory, fake_cli,
         "while not os.path.exists(gate):\n    time.sleep(0.05)\n")}, "slow tests")
     config = fake_cli.config(test_command=f"{sys.executable} slow_tests.py", max_parallel_workers=2)
     agent = agent_factory(config=config, project=repo, dispatch=True)
-    first = submit(agent, fake_task("Lands slowly", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
+    first = submit_task(agent, fake_task("Lands slowly", {"steps": [{"write": "a.txt", "text": "a\n"}]}))
     wait_for(lambda: (agent.settings.logs_dir / f"{first}.test.log").exists(), what="first task's tests to run")
-    second = submit(agent, fake_task("Waits to land", {"steps": [{"write": "b.txt", "text": "b\n"}]}))
+    second = submit_task(agent, fake_task("Waits to land", {"steps": [{"write": "b.txt", "text": "b\n"}]}))
     wait_for(lambda: any(r["task_id"] == second and r["phase"] == "waiting to land"
                          for r in agent.client.get("/agent/dispatcher").json()["running"]), what="second to wait")
     resp = agent.client.post(f"/agent/tasks/{second}/cancel")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
     assert git(repo, "show", f"task/{second}:b.txt") == "b\n"
     gate.touch()
-    assert wait_done(agent, first).status is TaskStatus.completed
+    assert wait_task_done(agent, first).status is TaskStatus.completed
 
 
 def test_work_is_saved_despite_a_stale_index_lock_left_by_the_agent(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Leaves a lock", {"steps": [
+    task_id = submit_task(agent, fake_task("Leaves a lock", {"steps": [
         {"write": "precious.txt", "text": "keep me\n"},
         {"run": ["sh", "-c", 'touch "$(git rev-parse --git-dir)/index.lock"']}],
         "result": "error_during_execution"}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.failed
     assert git(agent.settings.project_dir, "show", f"task/{task_id}:precious.txt") == "keep me\n"
 
 
 def test_work_on_a_detached_head_is_kept_on_the_task_branch(agent_factory, fake_cli):
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit(agent, fake_task("Detaches", {"steps": [
+    task_id = submit_task(agent, fake_task("Detaches", {"steps": [
         {"git": ["checkout", "-q", "--detach"]},
         {"write": "one.txt", "text": "1\n"}, {"commit": "on a detached head"},
         {"write": "two.txt", "text": "2\n"}]}))
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     origin = origin_of(agent.settings.project_dir)
     assert git(origin, "show", "main:one.txt") == "1\n" and git(origin, "show", "main:two.txt") == "2\n"
@@ -440,7 +422,7 @@ def test_a_copied_file_that_main_starts_tracking_does_not_block_the_rebase(agent
     project = agent.settings.project_dir
     (project / "CLAUDE.md").write_text("# conventions\n")  # untracked: copied into the worktree
     go = tmp_path / "go"
-    task_id = submit(agent, fake_task("Meanwhile", {"steps": [
+    task_id = submit_task(agent, fake_task("Meanwhile", {"steps": [
         {"marker": str(tmp_path / "started")}, {"wait_for": str(go)}, {"write": "m.txt", "text": "m\n"}]}))
     wait_for((tmp_path / "started").exists, what="the agent to start")
     other = tmp_path / "other"
@@ -450,7 +432,7 @@ def test_a_copied_file_that_main_starts_tracking_does_not_block_the_rebase(agent
     git(other, "commit", "-q", "-m", "track CLAUDE.md")
     git(other, "push", "-q", "origin", "HEAD:main")
     go.touch()
-    task = wait_done(agent, task_id)
+    task = wait_task_done(agent, task_id)
     assert task.status is TaskStatus.completed, task.error_message
     assert git(origin_of(project), "show", "main:CLAUDE.md") == "# conventions, now tracked\n"
     assert len(fake_cli.calls()) == 1  # no pointless feedback turn
@@ -465,7 +447,7 @@ def test_test_command_timeout_kills_its_process_group(agent_factory, fake_cli, r
         "time.sleep(600)\n")}, "hanging tests")
     config = fake_cli.config(test_command=f"{sys.executable} hang.py", test_timeout=1, max_merge_retries=0)
     agent = agent_factory(config=config, project=repo, dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Hangs in tests", {"steps": [{"write": "h.txt", "text": "h"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Hangs in tests", {"steps": [{"write": "h.txt", "text": "h"}]})))
     assert task.status is TaskStatus.failed and task.error_reason == "tests_failed"
     assert "timed out after 1s" in task.error_message
     wait_for(lambda: not pid_alive(int(pidfile.read_text())), timeout=10, what="the test's grandchild to die")
@@ -483,7 +465,7 @@ def test_a_push_meeting_a_locked_ref_is_retried(agent_factory, fake_cli, repo, t
                     f"else rm -f '{lock}'; fi\n")
     hook.chmod(0o755)
     agent = agent_factory(config=fake_cli.config(), project=repo, dispatch=True)
-    task = wait_done(agent, submit(agent, fake_task("Locked", {"steps": [{"write": "k.txt", "text": "k\n"}]})))
+    task = wait_task_done(agent, submit_task(agent, fake_task("Locked", {"steps": [{"write": "k.txt", "text": "k\n"}]})))
     assert task.status is TaskStatus.completed, task.error_message
     assert "push rejected" in baton_says(agent, task.id)
     assert git(origin, "rev-parse", "main").strip() == task.commit_sha
@@ -497,12 +479,12 @@ def test_two_dispatchers_racing_to_push_the_same_origin_both_land(agent_factory,
     second = agent_factory(config=fake_cli.config(), project=clone, dispatch=True)
     a, b = tmp_path / "a-ready", tmp_path / "b-ready"
     ids = [
-        submit(first, fake_task("From clone one", {"steps": [
+        submit_task(first, fake_task("From clone one", {"steps": [
             {"write": "one.txt", "text": "1\n"}, {"marker": str(a)}, {"wait_for": str(b)}]})),
-        submit(second, fake_task("From clone two", {"steps": [
+        submit_task(second, fake_task("From clone two", {"steps": [
             {"write": "two.txt", "text": "2\n"}, {"marker": str(b)}, {"wait_for": str(a)}]})),
     ]
-    tasks = [wait_done(first, ids[0]), wait_done(second, ids[1])]
+    tasks = [wait_task_done(first, ids[0]), wait_task_done(second, ids[1])]
     assert [t.status for t in tasks] == [TaskStatus.completed] * 2, [t.error_message for t in tasks]
     assert git(origin, "show", "main:one.txt") == "1\n" and git(origin, "show", "main:two.txt") == "2\n"
     assert git(origin, "rev-list", "--merges", "main").strip() == ""

@@ -11,17 +11,15 @@ from pathlib import Path
 import pytest
 
 from backend.config import AgentConfig
-from backend.models import TaskStatus
 from backend.runtimes.codex import CodexConfig
 from fakes.openai_standin import StandInResponsesAPI
-from realcli import files_containing, npm_cli, recording_wrapper, wait_for_cleanup
-from support import git, origin_of, wait_for
+from realcli import files_containing, npm_cli, recording_wrapper, run_task, wait_for_cleanup
+from support import git, origin_of, task_events
 
 CODEX_VERSION = "0.169.0"
 MODEL = "gpt-5.5"  # a model Codex knows: it gets classic function tools (see PROTOCOLS.md)
 # Distinct numbers, so a token count can only come from adding up this stand-in's reports.
 USAGE = {"input": 1234, "cached": 200, "output": 56, "reasoning": 7}
-DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +58,6 @@ def codex_config(command: Path, api: StandInResponsesAPI, **overrides) -> AgentC
     )
     base = {"test_command": "", "poll_interval_seconds": 0.5, **overrides}
     return AgentConfig(runtime="codex", codex=section, **base)
-
-
-def run_task(agent, body: dict, timeout: float = 240):
-    resp = agent.client.post("/agent/tasks", json=body)
-    assert resp.status_code == 201, resp.text
-    task_id = resp.json()["id"]
-    task = wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=timeout,
-                    what="the real Codex task to finish")
-    logs = agent.settings.logs_dir
-    stderr = logs / f"{task_id}.stderr.log"
-    assert task.status is TaskStatus.completed, (
-        f"{task.error_reason}: {task.error_message}\n--- stderr ---\n"
-        f"{stderr.read_text()[-3000:] if stderr.exists() else ''}")
-    return task
-
-
-def task_events(agent, task_id: str) -> list[dict]:
-    return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
 
 
 def assert_key_kept_out(agent, task_id: str, key: str, argv_log: Path, api) -> None:

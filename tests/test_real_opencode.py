@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from backend.config import AgentConfig
-from backend.models import TaskStatus
 from backend.runtimes.opencode import OpenCodeConfig
 from fakes.openai_standin import StandInChatCompletionsAPI
-from realcli import files_containing, npm_cli, recording_wrapper, wait_for_cleanup
-from support import git, origin_of, wait_for
+from realcli import files_containing, npm_cli, recording_wrapper, run_task, wait_for_cleanup
+from support import git, origin_of, task_events
 
 OPENCODE_VERSION = "1.18.33"
 MODEL = "gpt-5.5"
 USAGE = {"input": 1234, "cached": 200, "output": 56, "reasoning": 7}
-DONE = {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
 # Quotes, a backtick, a dollar and a line of its own: what a shell or an argument would mangle.
 DISTINCTIVE = 'Mind the "double quotes", the `backticks` and $HOME: keep them as they are.'
 
@@ -71,23 +69,6 @@ def opencode_config(command: Path, api: StandInChatCompletionsAPI, **overrides) 
     )
     base = {"test_command": "", "poll_interval_seconds": 0.5, **overrides}
     return AgentConfig(runtime="opencode", opencode=section, **base)
-
-
-def run_task(agent, body: dict, timeout: float = 240):
-    resp = agent.client.post("/agent/tasks", json=body)
-    assert resp.status_code == 201, resp.text
-    task_id = resp.json()["id"]
-    task = wait_for(lambda: (t := agent.store.get(task_id)).status in DONE and t, timeout=timeout,
-                    what="the real OpenCode task to finish")
-    stderr = agent.settings.logs_dir / f"{task_id}.stderr.log"
-    assert task.status is TaskStatus.completed, (
-        f"{task.error_reason}: {task.error_message}\n--- stderr ---\n"
-        f"{stderr.read_text()[-3000:] if stderr.exists() else ''}")
-    return task
-
-
-def task_events(agent, task_id: str) -> list[dict]:
-    return agent.client.get(f"/agent/tasks/{task_id}/events", params={"limit": 5000}).json()["events"]
 
 
 def step_requests(api: StandInChatCompletionsAPI) -> list[dict]:

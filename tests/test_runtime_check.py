@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 from backend.config import ClaudeCodeConfig
-from backend.models import TaskStatus
+from backend.models import NewTask, TaskStatus
 from backend.runtimes.claude_code import ClaudeCodeRuntime
 from conftest import fake_task
+from runtimes.runtime_fakes import make_fake
 from support import wait_for
 
 
@@ -52,13 +53,6 @@ def test_check_resolves_names_on_path_and_paths_to_executables(tmp_path, monkeyp
 
 
 def test_each_configured_runtime_is_checked_and_only_its_own_tasks_wait(agent_factory, tmp_path, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "runtimes"))
-    from runtime_fakes import make_fake
-
-    from backend.models import NewTask
-
     claude, codex = make_fake("claude_code", tmp_path, monkeypatch), make_fake("codex", tmp_path, monkeypatch)
     missing = tmp_path / "later" / "codex"
     config = claude.config(codex={"command": str(missing)})

@@ -51,12 +51,15 @@ class RuntimeFake:
         base = {"test_command": "", "poll_interval_seconds": 0.5, "max_parallel_workers": 2, **overrides}
         return AgentConfig.model_validate({"runtime": self.runtime, self.runtime: values, **base})
 
-    def calls(self) -> list[dict]:
-        """Every invocation the fake logged (lines of other kinds, e.g. protocol messages, skipped)."""
+    def entries(self) -> list[dict]:
+        """Every line the fake logged: invocations, and e.g. protocol messages (fake_codex)."""
         if not self.log.exists():
             return []
-        entries = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-        return [e for e in entries if "argv" in e]
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def calls(self) -> list[dict]:
+        """Every invocation the fake logged."""
+        return [e for e in self.entries() if "argv" in e]
 
 
 def make_fake(runtime: str, tmp_path: Path, monkeypatch) -> RuntimeFake:
