@@ -1,8 +1,9 @@
 """What a Codex turn costs: Codex reports tokens, never money, so Baton estimates it.
 
-DEFAULT_PRICES are OpenAI's published API list prices (USD per million tokens, standard tier)
-as read on 2026-11-21 for the models Codex 0.169 offers. They change: override or add models
-with `codex.prices` in agent.yaml. Every cost computed here is marked estimated.
+DEFAULT_PRICES are OpenAI's API list prices (USD per million tokens, standard tier) for the
+models Codex 0.169 offers, as quoted by public pages read on 2026-11-21 (OpenAI's own pricing
+page was not reachable from here). They change: override or add models with `codex.prices` in
+agent.yaml. Every cost computed here is marked estimated.
 """
 
 from __future__ import annotations
