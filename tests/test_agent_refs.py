@@ -13,7 +13,8 @@ from pathlib import Path
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, git, origin_of, wait_for
-from test_dispatcher import baton_says, submit, wait_done
+from support import submit_task as submit, wait_task_done as wait_done
+from test_dispatcher import baton_says
 
 COMMIT_ON_MAIN = [
     {"git": ["checkout", "-q", "--ignore-other-worktrees", "main"]},

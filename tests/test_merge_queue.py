@@ -8,7 +8,8 @@ from pathlib import Path
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, git, origin_of, wait_for
-from test_dispatcher import baton_says, wait_done
+from support import wait_task_done as wait_done
+from test_dispatcher import baton_says
 
 # Passes while items/ holds at most two files: each task alone adds one, two together break it.
 COUNT_CHECK = "import os, sys\nn = len(os.listdir('items'))\nprint('items:', n)\nsys.exit(0 if n <= 2 else 1)\n"

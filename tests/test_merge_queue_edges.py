@@ -15,7 +15,8 @@ from backend.dispatcher.workspace import ProjectGit
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import git, make_repo, origin_of, wait_for
-from test_dispatcher import baton_says, submit, wait_done
+from support import submit_task as submit, wait_task_done as wait_done
+from test_dispatcher import baton_says
 
 
 def test_a_cancel_during_the_landing_push_leaves_the_task_completed(agent_factory, fake_cli, repo, tmp_path):

@@ -8,7 +8,8 @@ import sys
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, wait_for
-from test_dispatcher import baton_says, wait_done
+from support import wait_task_done as wait_done
+from test_dispatcher import baton_says
 from test_merge_queue import bulk, main_subjects
 
 # The project's own pre-rebase hook refuses to rebase a branch holding poison.txt: for Baton

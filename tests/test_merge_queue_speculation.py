@@ -17,7 +17,8 @@ from pathlib import Path
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, git, origin_of, wait_for
-from test_dispatcher import baton_says, wait_done
+from support import wait_task_done as wait_done
+from test_dispatcher import baton_says
 from test_merge_queue import bulk, main_subjects
 
 PROBE = """\

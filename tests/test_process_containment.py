@@ -24,7 +24,7 @@ from backend.models import NewTask, Owner, TaskStatus
 from backend.store import TaskStore
 from conftest import fake_task
 from support import commit_and_push, pid_alive, wait_for
-from test_dispatcher import submit, wait_done
+from support import submit_task as submit, wait_task_done as wait_done
 
 REQUIRED = 5.0  # seconds: "gone within 5 s of cancel or timeout"
 ESCAPE = ["setsid", "sh", "-c", "trap '' TERM; exec sleep 600"]

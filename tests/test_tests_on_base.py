@@ -11,7 +11,8 @@ from backend.dispatcher.recovery import reconcile
 from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, git
-from test_dispatcher import baton_says, submit, wait_done
+from support import submit_task as submit, wait_task_done as wait_done
+from test_dispatcher import baton_says
 
 
 def no_tests_command(runs: Path) -> str:
