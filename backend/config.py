@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .runtimes import RUNTIMES, RuntimeName
 from .runtimes.claude_code import ClaudeCodeConfig
 from .runtimes.codex import CodexConfig
+from .runtimes.demo import DemoConfig
 from .runtimes.opencode import OpenCodeConfig
 
 __all__ = ["AgentConfig", "ClaudeCodeConfig", "CodexConfig", "ConfigError", "OpenCodeConfig", "load_agent_config"]
@@ -65,6 +66,7 @@ class AgentConfig(_Strict):
     claude_code: ClaudeCodeConfig = Field(default_factory=ClaudeCodeConfig)
     codex: CodexConfig = Field(default_factory=CodexConfig)
     opencode: OpenCodeConfig = Field(default_factory=OpenCodeConfig)
+    demo: DemoConfig = Field(default_factory=DemoConfig)  # the scripted demo agent
     port_range_start: int = Field(default=9200, ge=1, le=65535)
     port_range_end: int = Field(default=9299, ge=1, le=65535)
     test_command: str = "pytest"

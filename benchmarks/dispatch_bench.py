@@ -109,7 +109,9 @@ class Agent:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend.agent.cli", "--port", str(self.port), "--project-dir", str(project),
-             "--log-level", "warning"],
+             "--log-level", "warning",
+             # The runtimes benchmarked here skip their prompts, as Baton runs them by default.
+             "--i-understand-that-this-will-be-running-without-the-usual-guardrails"],
             env={**os.environ, **GIT_ENV, "PYTHONPATH": str(ROOT), **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.client = httpx.Client(base_url=self.url, timeout=30)

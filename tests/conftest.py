@@ -15,7 +15,7 @@ from backend.mirrors import MirrorWriter
 from backend.agent.settings import AgentSettings
 from backend.config import AgentConfig, ClaudeCodeConfig
 from backend.store import TaskStore
-from support import AgentProcess, free_port, make_repo, serve, wait_for_http
+from support import AgentProcess, acknowledge_guardrails, free_port, make_repo, serve, wait_for_http
 
 
 @pytest.fixture
@@ -43,8 +43,11 @@ def agent_factory(tmp_path: Path):
         project: Path | None = None,
         lock_timeout: float = 30.0,
         dispatch: bool = False,
+        guardrails_acknowledged: bool = True,
     ) -> RunningAgent:
         project_dir = project or make_repo(tmp_path, f"project{len(started)}")
+        if guardrails_acknowledged:  # the fake CLIs are configured as the real ones are by default
+            acknowledge_guardrails(project_dir)
         config = (config or AgentConfig()).model_copy(update={"dispatcher_autostart": dispatch})
         settings = AgentSettings(project_dir=project_dir, config=config, token=token)
         store = TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir), lock_timeout=lock_timeout)
@@ -110,10 +113,11 @@ def fake_task(title: str, scenario: dict, **fields) -> dict:
 def started(tmp_path):
     running: list[AgentProcess] = []
 
-    def start(repo: Path, *extra: str, env=None, cwd: Path | None = None) -> tuple[AgentProcess, str]:
+    def start(repo: Path, *extra: str, env=None, cwd: Path | None = None,
+              guardrails_acknowledged: bool = True) -> tuple[AgentProcess, str]:
         port = free_port()
         agent = AgentProcess(["--port", str(port), "--project-dir", str(repo), *extra], cwd or repo,
-                             tmp_path / f"logs{len(running)}", env)
+                             tmp_path / f"logs{len(running)}", env, guardrails_acknowledged)
         running.append(agent)
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/agent/health", agent.proc)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from backend.guardrails import acknowledge
 from backend.models import TaskStatus
 
 GIT_ENV = {
@@ -31,6 +32,17 @@ def git(cwd: Path, *args: str) -> str:
         ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=True
     )
     return proc.stdout
+
+
+# Tests run fake CLIs configured as the real ones are by default (Claude Code with
+# skip_permissions...): the agents they start acknowledge the guardrails (agent_factory,
+# AgentProcess) unless a test asks otherwise. make_repo writes nothing: refusals must leave a
+# fresh repository untouched.
+UNGUARDED = ["claude_code", "codex", "opencode"]
+
+
+def acknowledge_guardrails(project: Path) -> None:
+    acknowledge(project, UNGUARDED, by="tests")
 
 
 def make_repo(root: Path, name: str = "project") -> Path:
@@ -160,9 +172,21 @@ AGENT = [sys.executable, "-m", "backend.agent.cli"]
 ROOT = Path(__file__).parent.parent
 
 
+def _project_of(args: list[str], cwd: Path, env: dict[str, str]) -> Path | None:
+    """The repository a baton-agent started with `args` serves, as the CLI resolves it."""
+    raw = args[args.index("--project-dir") + 1] if "--project-dir" in args else env.get("BATON_PROJECT_DIR") or cwd
+    try:
+        return Path(git(Path(raw), "rev-parse", "--show-toplevel").strip())
+    except (subprocess.CalledProcessError, OSError):
+        return None  # not a repository: the agent refuses to start anyway
+
+
 class AgentProcess:
-    def __init__(self, args: list[str], cwd: Path, log_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], cwd: Path, log_dir: Path, env: dict[str, str] | None = None,
+                 guardrails_acknowledged: bool = True):
         log_dir.mkdir(parents=True, exist_ok=True)
+        if guardrails_acknowledged and (project := _project_of(args, cwd, env or {})) is not None:
+            acknowledge_guardrails(project)
         self.out_path, self.err_path = log_dir / "agent.out", log_dir / "agent.err"
         inherited = {k: v for k, v in os.environ.items() if k != "BATON_PROJECT_DIR"}
         full_env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}

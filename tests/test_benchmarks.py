@@ -86,3 +86,11 @@ def test_runtime_bench_prints_its_figures():
     assert memory["concurrent"] == memory["files_landed"] == 2
     assert memory["peak_total_mb"] >= memory["peak_per_task_mb_max"] >= memory["peak_per_task_mb_p50"] > 0
     assert memory["baton_agent_peak_rss_mb"] > 0
+
+
+def test_demo_bench_times_readme_command_one_until_every_seeded_task_lands():
+    figures = run_bench("demo_bench.py", "--timeout", "500")
+    assert "problem" not in figures, figures
+    assert 0 < figures["board_up_s"] <= figures["first_landed_s"] <= figures["all_landed_s"]
+    assert figures["exit_code"] == 0 and figures["command"].endswith("baton-dashboard --demo --port " +
+                                                                      figures["command"].rsplit(" ", 1)[1])

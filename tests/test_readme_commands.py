@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+
+import httpx
 
 from support import ROOT, free_port, wait_for_http
 
@@ -28,19 +31,26 @@ def test_both_commands_install_into_a_venv_not_the_system_python():
         assert "python3 -m pip" not in command and " pip install" not in command.replace(".venv/bin/pip", "")
 
 
-def test_command_one_starts_no_coding_agent_on_batons_own_clone():
+def test_command_one_runs_the_demo_and_no_coding_agent_on_batons_own_clone():
     first, _ = readme_commands()
-    assert "baton-agent" not in first and first.endswith(".venv/bin/baton-dashboard")
+    assert "baton-agent" not in first and first.endswith(".venv/bin/baton-dashboard --demo")
 
 
-def test_command_one_serves_the_board_from_a_clone(tmp_path):
-    # What command 1 ends with, run from the clone: the board answers (with or without projects).
+def test_command_one_serves_the_board_of_the_demo_from_a_clone(tmp_path):
+    # What command 1 ends with, run from the clone (its demo folder moved to tmp_path so the test
+    # leaves the clone alone): the board answers, with the demo project, and prints its URL.
+    first, _ = readme_commands()
+    options = first.split(".venv/bin/baton-dashboard", 1)[1].split()
     port = free_port()
     with open(tmp_path / "out", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.dashboard.cli", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "backend.dashboard.cli", *options, "--demo-dir",
+                                 str(tmp_path / "demo"), "--port", str(port)],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         assert wait_for_http(f"http://127.0.0.1:{port}/", proc).status_code == 200
+        projects = httpx.get(f"http://127.0.0.1:{port}/api/projects", timeout=10).json()
+        assert "demo" in json.dumps(projects)
+        assert f"open http://127.0.0.1:{port}/" in (tmp_path / "out").read_text()
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=30)

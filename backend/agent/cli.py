@@ -2,13 +2,18 @@
 check the task store, then serve the API (and only then start the dispatcher).
 
 Exit status:
-  0  clean stop (SIGINT or SIGTERM)
+  0  clean stop (SIGINT or SIGTERM); or, with the guardrails flag, acknowledged while another
+     agent already runs for this repository (that one picks the acknowledgement up)
   1  another baton-agent already runs for this repository (linked worktrees included)
   2  usage, configuration or start-up problem: bad agent.yaml or arguments, a base branch that
      does not exist, a token too weak for a non-loopback address, a refused or unreadable task
      store, a data/ or .git folder that cannot be written. Nothing is changed.
   3  cannot listen on host:port (e.g. the port is busy); no task was claimed
 Every failure is reported as one line on stderr: `baton-agent: <file or option>: <problem>`.
+
+--i-understand-that-this-will-be-running-without-the-usual-guardrails records, once, that the
+configured runtimes that bypass their permission prompts may run (backend/guardrails.py);
+without it their tasks wait.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import ConfigError, load_agent_config, resolve_secret, token_problem
 from ..gitrepo import GitError, ensure_excluded, toplevel
+from ..guardrails import FLAG as GUARDRAILS_FLAG, ack_path, acknowledge, unguarded
 from ..store import StoreError
 from ..web.serve import cannot_listen, listen, serve
 from .app import build_store, create_app
@@ -32,7 +38,8 @@ from .settings import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_PATTERNS, AgentSetting
 log = logging.getLogger("baton.agent")
 
 EXIT_OK, EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_CANNOT_LISTEN = 0, 1, 2, 3
-_EPILOG = ("exit status: 0 clean stop; 1 another agent runs for this repository; 2 usage, configuration "
+_EPILOG = ("exit status: 0 clean stop (or, with the guardrails flag, acknowledged for an agent already "
+           "running); 1 another agent runs for this repository; 2 usage, configuration "
            "or start-up problem (bad agent.yaml, missing base branch, weak token off loopback, refused or "
            "unreadable task store, unwritable data/ or .git); 3 cannot listen on host:port")
 
@@ -49,6 +56,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the project's git repository (default: $BATON_PROJECT_DIR, else the current directory)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(GUARDRAILS_FLAG, dest="acknowledge_guardrails", action="store_true",
+                        help="acknowledge, once for this project, that its configured runtimes that bypass their "
+                             "permission prompts (claude_code skip_permissions, codex danger-full-access, opencode "
+                             "without `permission`) may run; stored in data/guardrails-acknowledged.json")
     parser.add_argument("--version", action="version", version=f"baton-agent {__version__}")
     return parser.parse_args(argv)
 
@@ -87,6 +98,17 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
         raise ConfigError(f"{project_dir}: {exc}") from None
 
 
+def acknowledge_guardrails(settings: AgentSettings) -> str:
+    """Write the acknowledgement (once) for the configured runtimes that need it; what happened."""
+    names = sorted(unguarded(settings.config))
+    if not names:
+        return "no configured runtime bypasses its permission prompts: nothing to acknowledge"
+    where = ack_path(settings.project_dir)
+    if acknowledge(settings.project_dir, names, by="baton-agent"):
+        return f"acknowledged running {', '.join(names)} without the usual guardrails (recorded in {where})"
+    return f"already acknowledged for {', '.join(names)} ({where}); nothing changed"
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split("\n"))
 
@@ -111,10 +133,21 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(f"baton-agent: {line}" for line in str(exc).splitlines()), file=sys.stderr)
         return EXIT_CONFIG
 
+    if args.acknowledge_guardrails:
+        try:
+            print(f"baton-agent: {acknowledge_guardrails(settings)}", file=sys.stderr)
+        except OSError as exc:
+            return fail(EXIT_CONFIG, f"{_os_problem(exc)} (cannot record the guardrails acknowledgement)")
+        except GitError as exc:
+            return fail(EXIT_CONFIG, f"{settings.project_dir}: {exc}")
+
     try:
         instance = InstanceLock.for_repository(settings.project_dir)
         instance.acquire(settings.host, settings.port)
     except AlreadyRunningError as exc:
+        if args.acknowledge_guardrails:  # the running agent reads the acknowledgement each tick
+            print(f"baton-agent: {_one_line(exc)}; it picks the acknowledgement up", file=sys.stderr)
+            return EXIT_OK
         return fail(EXIT_ALREADY_RUNNING, exc)
     except GitError as exc:
         return fail(EXIT_CONFIG, f"{settings.project_dir}: {exc}")

@@ -22,6 +22,7 @@ RUNTIME_PATTERNS = [
     "/data/snapshot/",
     "/data/baton-agent.lock",
     "/data/baton-agent.json",
+    "/data/guardrails-acknowledged.json",  # a local decision (backend/guardrails.py)
     "/logs/",
     "/worktrees/",
     *(f"/tasks/{status}/" for status in STATUSES),

@@ -3,6 +3,7 @@ guards. The shared HTTP client for all agents lives in the lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
@@ -17,6 +18,7 @@ from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .config import DashboardConfig
 from .sessions import LoginThrottle, SessionStore
+from .supervisor import AgentSupervisor, Timing
 from .settings import SESSION_COOKIE, DashboardSettings
 from .connectors.base import AgentError, Connector, Unavailable
 from .connectors.http import HTTPConnector
@@ -40,7 +42,13 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(limits=limits) as client:
             app.state.connectors = build_connectors(settings.config, client)
-            yield
+            app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env())
+            app.state.supervisor.start()
+            try:
+                yield
+            finally:
+                # The agents run in their own sessions (a Ctrl+C reaches only us): stop them here.
+                await asyncio.to_thread(app.state.supervisor.stop)
 
     # FastAPI's own /docs and /redoc load a CDN and inline script; web/docs.py serves ours.
     app = FastAPI(title="baton-dashboard", version=__version__, lifespan=lifespan,

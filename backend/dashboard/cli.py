@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from ..config import ConfigError, resolve_secret, token_problem
 from ..web.serve import cannot_listen, listen, serve, serve_reloading
 from .app import create_app
 from .config import load_dashboard_config
+from .demo import DEFAULT_DIR as DEMO_DIR
+from .demo import Demo, DemoError, prepare as prepare_demo
 from .settings import DashboardSettings
 
 DEFAULT_PORT = 8888
@@ -39,6 +42,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=Path("config/projects.yaml"),
                         help="projects file (default config/projects.yaml)")
     parser.add_argument("--reload", action="store_true", help="restart when the code changes (development)")
+    parser.add_argument("--start-agents", action="store_true",
+                        help="start (and restart) the baton-agent of every project with a path and a loopback "
+                             "agent_url, as if each had `start: true`; stopped when the dashboard exits")
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo: a sample repository (in --demo-dir) whose agent the dashboard starts, "
+                             "worked on by the scripted demo runtime (no model, no key); replaces --config")
+    parser.add_argument("--demo-dir", type=Path, default=None,
+                        help=f"the demo's folder (default {DEMO_DIR}, reused when valid; implies --demo)")
+    parser.add_argument("--demo-reset", action="store_true",
+                        help="delete and recreate the demo folder (implies --demo)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--version", action="version", version=f"baton-dashboard {__version__}")
     return parser.parse_args(argv)
@@ -48,6 +61,8 @@ def load_settings(args: argparse.Namespace) -> DashboardSettings:
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be between 1 and 65535")
     config = load_dashboard_config(args.config.expanduser().resolve())
+    if args.start_agents:
+        config = config.start_all()
     token = os.environ.get("BATON_DASHBOARD_TOKEN") or resolve_secret(config.token)
     if config.token and config.token.startswith("$") and not token:
         raise ConfigError(f"{args.config}: token: environment variable {config.token[1:]} is not set")
@@ -55,6 +70,21 @@ def load_settings(args: argparse.Namespace) -> DashboardSettings:
     if problem:
         raise ConfigError(problem)
     return DashboardSettings(config=config, host=args.host, port=args.port, token=token)
+
+
+def _prepare_demo(args: argparse.Namespace) -> Demo:
+    """--demo: create or reuse the demo folder; its projects.yaml becomes the config."""
+    if args.reload:
+        raise ConfigError("--demo cannot be combined with --reload")
+    try:
+        demo = prepare_demo(args.demo_dir or DEMO_DIR, reset=args.demo_reset)
+    except DemoError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"--demo: cannot create the demo folder: {exc}") from None
+    args.config = demo.projects_file
+    print(f"baton-dashboard: {demo.note}", file=sys.stderr)
+    return demo
 
 
 def reload_factory():
@@ -67,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(raw)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request is noise
+    demo = None
     try:
+        if args.demo or args.demo_dir or args.demo_reset:
+            demo = _prepare_demo(args)
         settings = load_settings(args)
     except ConfigError as exc:
         print("\n".join(f"baton-dashboard: {line}" for line in str(exc).splitlines()), file=sys.stderr)
@@ -80,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("baton.dashboard").info(
         "%d project(s) from %s; auth %s", len(settings.config.projects), args.config,
         "on" if settings.token else "off")
+    if demo is not None:
+        print(f"Baton demo: open http://{settings.host}:{settings.port}/ to watch its tasks land "
+              "(Ctrl+C stops everything)", flush=True)
     if args.reload:
         os.environ[_ENV_ARGS] = json.dumps(raw)
         serve_reloading("backend.dashboard.cli:reload_factory", sock=sock, log_level=args.log_level)
         return EXIT_OK
+    # A closed terminal (SIGHUP) would kill us outright, leaving the agents we started (own
+    # sessions) running: stop as on SIGTERM instead.
+    signal.signal(signal.SIGHUP, lambda *_: signal.raise_signal(signal.SIGTERM))
     if not serve(create_app(settings), sock=sock, log_level=args.log_level):
         print("baton-dashboard: start-up failed (the reason is logged above)", file=sys.stderr)
         return EXIT_CONFIG

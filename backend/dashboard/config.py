@@ -13,6 +13,8 @@
         color: "#4f8cff"
         token: $BATON_TOKEN             # the agent's token, if it has one
         agent_project_id: baton         # the project_id its health must name (default: id)
+        start: true                     # the dashboard runs this agent itself (needs path and a
+                                        # loopback agent_url with a port): supervisor.py
 
 Problems are reported one per line with the file, the entry and the key. A missing file means
 no projects (the page says so).
@@ -24,9 +26,11 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ..config import ConfigError, read_yaml_mapping, resolve_secret
+from ..web.security import is_loopback
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _COLOR_RE = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -47,6 +51,8 @@ class ProjectConfig(BaseModel):
     # The project_id the agent at agent_url must report in its health (default: `id`), so an
     # agent of another project that took the port is never shown under this name.
     agent_project_id: str | None = None
+    # The dashboard starts (and restarts) this project's baton-agent itself: supervisor.py.
+    start: bool = False
 
     @field_validator("timeout_seconds", mode="before")
     @classmethod
@@ -87,6 +93,16 @@ class ProjectConfig(BaseModel):
             raise ValueError(f"{value!r} has an invalid port") from None
         return value.rstrip("/")
 
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: bool, info: ValidationInfo) -> bool:
+        # A path or agent_url that failed its own check is absent here and reported by it.
+        if value and "path" in info.data and "agent_url" in info.data:
+            problem = start_problem(info.data["path"], info.data["agent_url"])
+            if problem:
+                raise ValueError(f"true {problem}")
+        return value
+
     @field_validator("color")
     @classmethod
     def _color(cls, value: str | None) -> str | None:
@@ -99,6 +115,23 @@ class ProjectConfig(BaseModel):
         if not self.agent_url and not self.path:
             raise ValueError("needs agent_url (a running baton-agent) or path (read its store directly)")
         return self
+
+
+def start_problem(path: str | None, agent_url: str | None) -> str | None:
+    """Why the dashboard cannot start this project's agent, or None: it needs the repository and
+    a plain-HTTP loopback agent_url with an explicit port (the port the agent is told to bind)."""
+    if not path:
+        return "needs path (the repository to run baton-agent in)"
+    if not agent_url:
+        return "needs agent_url (the loopback address the agent is to listen on, e.g. http://127.0.0.1:9100)"
+    parts = urlsplit(agent_url)
+    if parts.scheme != "http":
+        return f"needs an http:// agent_url (baton-agent serves plain HTTP on loopback), not {agent_url!r}"
+    if not is_loopback(parts.hostname or ""):
+        return f"needs agent_url on a loopback host (127.0.0.1, ::1 or localhost), not {parts.hostname!r}"
+    if parts.port is None:
+        return f"needs an explicit port in agent_url, e.g. http://{parts.netloc}:9100"
+    return None
 
 
 class DashboardConfig(BaseModel):
@@ -124,6 +157,12 @@ class DashboardConfig(BaseModel):
                 raise ValueError(f"projects[{index}] (id {project.id!r}): id: duplicate id")
             seen.add(project.id)
         return self
+
+    def start_all(self) -> DashboardConfig:
+        """`--start-agents`: every project the dashboard can start gets `start: true`."""
+        projects = [p.model_copy(update={"start": True}) if start_problem(p.path, p.agent_url) is None else p
+                    for p in self.projects]
+        return self.model_copy(update={"projects": projects})
 
     def with_defaults(self) -> DashboardConfig:
         """Names default to ids, colours to a palette."""

@@ -19,6 +19,7 @@ from ..agent.basebranch import resolve_settings
 from ..agent.settings import AgentSettings
 from ..archive import Archiver
 from ..gitrepo import has_commits
+from ..guardrails import Guardrails, unguarded_reason
 from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes import build_configured
 from ..runtimes.base import Runtime
@@ -60,6 +61,10 @@ class Dispatcher:
             wake_dispatcher=self.wake,
         )
         self.queue = self.ctx.queue = MergeQueue(self.ctx)
+        # Runtimes that run without their permission prompts wait for a one-time acknowledgement.
+        self.guardrails = Guardrails(settings.project_dir, {
+            name: why for name in self.ctx.runtimes
+            if (why := unguarded_reason(name, getattr(config, name, None))) is not None})
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
@@ -261,14 +266,17 @@ class Dispatcher:
     def problems(self) -> list[dict]:
         """What keeps this dispatcher from doing its job, as [{code, message}] (empty when none).
         /agent/health reports them (status `degraded`) and the board shows them."""
-        problems = self._runtime_check()  # cheap: a PATH lookup per runtime
+        problems = self._runtime_check()  # cheap: a PATH lookup per runtime, a stat of the acknowledgement
         if set(problems) != set(self._runtime_problems):
             self.wake()  # a CLI appeared (or went): claim on the new facts now, not at the next poll
         return [dict(problem) for problem in problems.values()]
 
-    def _runtime_check(self) -> dict[str, dict]:
-        return {name: dict(problem) for name, runtime in self.ctx.runtimes.items()
-                if (problem := runtime.check()) is not None}
+    def _runtime_check(self) -> dict[tuple[str, str], dict]:
+        """{(runtime, code): problem}: a missing CLI, an unacknowledged bypass of its prompts."""
+        problems = {(name, problem["code"]): dict(problem) for name, runtime in self.ctx.runtimes.items()
+                    if (problem := runtime.check()) is not None}
+        problems.update({(name, problem["code"]): problem for name, problem in self.guardrails.problems().items()})
+        return problems
 
     def _repository_has_commits(self) -> bool:
         if not self._has_commits:
@@ -279,13 +287,14 @@ class Dispatcher:
         """Re-check every configured runtime (each tick: installing a CLI later unblocks its
         tasks); log when that changes. Returns the names of those that cannot start now."""
         problems = self._runtime_check()
-        for name, problem in problems.items():
-            if name not in self._runtime_problems:
-                log.error("dispatcher: not claiming tasks for runtime %s: %s", name, problem["message"])
-        for name in set(self._runtime_problems) - set(problems):
+        for key, problem in problems.items():
+            if key not in self._runtime_problems:
+                log.error("dispatcher: not claiming tasks for runtime %s: %s", key[0], problem["message"])
+        blocked = {name for name, _ in problems}
+        for name in {name for name, _ in self._runtime_problems} - blocked:
             log.info("dispatcher: runtime %s is available again; claiming its tasks", name)
         self._runtime_problems = problems
-        return set(problems)
+        return blocked
 
     def _runnable(self, unavailable: set[str]):
         """Which pending tasks to claim: those whose runtime can start now. A task for a runtime

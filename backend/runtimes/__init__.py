@@ -15,7 +15,7 @@ from .base import Runtime
 from .claude_code import ClaudeCodeConfig, ClaudeCodeRuntime
 from .section import RuntimeSection
 
-RuntimeName = Literal["claude_code", "codex", "opencode"]
+RuntimeName = Literal["claude_code", "codex", "opencode", "demo"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,14 @@ class RuntimeKind:
 
 def _kinds() -> dict[str, RuntimeKind]:
     from .codex import CodexConfig, CodexRuntime
+    from .demo import DemoConfig, DemoRuntime
     from .opencode import OpenCodeConfig, OpenCodeRuntime
 
     kinds = [
         RuntimeKind("claude_code", ClaudeCodeConfig, ClaudeCodeRuntime, "reported"),
         RuntimeKind("codex", CodexConfig, CodexRuntime, "estimated"),
         RuntimeKind("opencode", OpenCodeConfig, OpenCodeRuntime, "reported"),
+        RuntimeKind("demo", DemoConfig, DemoRuntime, "reported"),  # a scripted agent: always 0
     ]
     return {kind.name: kind for kind in kinds}
 

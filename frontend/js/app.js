@@ -1,5 +1,6 @@
 // Wiring: state, the refresh loop, URL state, forms and keyboard shortcuts.
 
+import { showAgentLog } from "./agentlog.js";
 import { api, newRequestKey, projectPath, setUnauthorizedHandler } from "./api.js";
 import { buildColumns, renderBoard, renderProjects } from "./board.js";
 import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
@@ -47,10 +48,12 @@ function findTask(projectId, taskId) {
 }
 
 function render() {
-  renderProjects($("projects"), state.projects, { onDispatcher: dispatcherAction, onDetails: loadDetails });
+  renderProjects($("projects"), state.projects,
+                 { onDispatcher: dispatcherAction, onDetails: loadDetails, onAgentLog: showAgentLog });
   const notices = state.projects.filter((p) => !p.healthy).map((p) =>
     el("div", { class: "notice", dataset: { project: p.id } },
-      `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`));
+      `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`,
+      p.agent && p.agent.state !== "running" ? ` (${p.agent.message})` : ""));
   for (const p of state.projects.filter((p) => p.healthy && (p.problems || []).length)) {
     notices.push(el("div", { class: "notice warn", dataset: { project: p.id, role: "degraded" } },
       `${p.name} is degraded: ${p.problems.map((problem) => problem.message).join("; ")}`));

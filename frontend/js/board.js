@@ -101,7 +101,8 @@ export function renderProjects(container, projects, handlers) {
     const stamp = JSON.stringify([project.name, project.color, project.description, project.healthy, project.reason,
                                   project.counts, project.dispatcher && project.dispatcher.state,
                                   project.dispatcher && project.dispatcher.workers,
-                                  project.dispatcher && project.dispatcher.merge_queue, project.mode, project.problems]);
+                                  project.dispatcher && project.dispatcher.merge_queue, project.mode, project.problems,
+                                  project.agent && project.agent.message]);
     const cached = projectCache.get(project.id);
     if (cached && cached.stamp === stamp) return cached.node;
     const node = projectCard(project, handlers);
@@ -118,7 +119,7 @@ export function renderProjects(container, projects, handlers) {
   }
 }
 
-function projectCard(project, { onDispatcher, onDetails }) {
+function projectCard(project, { onDispatcher, onDetails, onAgentLog }) {
   const d = project.dispatcher;
   const counts = project.counts || {};
   const agentless = project.mode === "local";
@@ -141,13 +142,19 @@ function projectCard(project, { onDispatcher, onDetails }) {
     project.healthy ? null : el("p", { class: "project-reason", text: project.reason || "unavailable" }),
     problems.length ? el("ul", { class: "project-problems" }, ...problems.map((problem) =>
       el("li", { dataset: { code: problem.code }, text: problem.message }))) : null,
+    // The baton-agent this dashboard runs for the project (start: true): its state, and its log.
+    project.agent ? el("p", { class: "agent-state", dataset: { role: "agent-state", state: project.agent.state },
+                              text: project.agent.message }) : null,
     el("div", { class: "counts" },
       ...STATUSES.filter((s) => counts[s]).map((s) => el("span", { text: `${LABELS[s]}: ${counts[s]}` }))),
     mergeQueue(d && d.merge_queue),
     el("div", { class: "project-controls" },
       el("span", { class: "state", dataset: { role: "dispatcher-state" },
                    text: d ? `dispatcher ${d.state}${d.workers ? ` · ${d.workers.busy}/${d.workers.max} busy` : ""}` : "dispatcher unknown" }),
-      button("start", "Start"), button("stop", "Stop"), button("restart", "Restart")),
+      button("start", "Start"), button("stop", "Stop"), button("restart", "Restart"),
+      project.agent ? el("button", { type: "button", text: "Log", dataset: { role: "agent-log" },
+                                     title: "the agent's log (logs/baton-agent.log)",
+                                     onclick: () => onAgentLog(project) }) : null),
     details);
 }
 

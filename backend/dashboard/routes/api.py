@@ -14,6 +14,7 @@ from ...models import STATUSES, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import FilenamePath, StatusPath, TaskIdPath
 from ..connectors.base import AgentError, Connector, Unavailable, reason_of
+from ..supervisor import MAX_TAIL_LINES
 
 router = APIRouter(prefix="/api", tags=["projects"], responses=ERROR_RESPONSES)
 
@@ -27,10 +28,11 @@ def connector_for(request: Request, project_id: str) -> Connector:
     return connector
 
 
-def _describe(connector: Connector, overview: dict) -> dict:
+def _describe(connector: Connector, overview: dict, request: Request) -> dict:
     p = connector.project
+    # `agent`: the state of the baton-agent this dashboard runs for the project (null: not ours).
     return {"id": p.id, "name": p.name, "color": p.color, "description": p.description,
-            "mode": connector.mode, **overview}
+            "mode": connector.mode, "agent": request.app.state.supervisor.status(p.id), **overview}
 
 
 @router.get("/projects")
@@ -39,7 +41,7 @@ async def projects(request: Request) -> dict:
     a slow or dead agent costs at most its timeout and never hides the others."""
     connectors: dict[str, Connector] = request.app.state.connectors
     overviews = await asyncio.gather(*(c.overview() for c in connectors.values()))
-    return {"projects": [_describe(c, o) for c, o in zip(connectors.values(), overviews)]}
+    return {"projects": [_describe(c, o, request) for c, o in zip(connectors.values(), overviews)]}
 
 
 @router.get("/board")
@@ -52,7 +54,7 @@ async def board(request: Request) -> dict:
         overview, tasks = await asyncio.gather(connector.overview(), connector.tasks(), return_exceptions=True)
         if isinstance(overview, BaseException):
             raise overview
-        entry = _describe(connector, overview)
+        entry = _describe(connector, overview, request)
         if connector.identity_problem is not None:
             # Another project's agent answers: its tasks (even if read before health said so) are
             # not this project's.
@@ -68,6 +70,17 @@ async def board(request: Request) -> dict:
         return entry
 
     return {"projects": await asyncio.gather(*(one(c) for c in connectors.values()))}
+
+
+@router.get("/projects/{project_id}/agent-log")
+async def agent_log(project_id: str, request: Request,
+                    lines: Annotated[int, Query(ge=1, le=MAX_TAIL_LINES)] = 200) -> dict:
+    """The last lines of `<path>/logs/baton-agent.log` of an agent this dashboard started."""
+    connector_for(request, project_id)
+    tail = await asyncio.to_thread(request.app.state.supervisor.log_tail, project_id, lines)
+    if tail is None:
+        raise ApiError(404, "not_found", f"project {project_id!r} has no agent started by this dashboard")
+    return {"lines": tail}
 
 
 @router.get("/projects/{project_id}/tasks")
