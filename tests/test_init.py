@@ -397,3 +397,41 @@ def test_the_interactive_questions_in_a_terminal(tmp_path):
 def test_baton_init_is_a_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["baton-init"] == "backend.init.cli:main"
+
+
+def test_run_starts_the_board_in_its_place_and_one_ctrl_c_stops_it_and_the_agent(tmp_path):
+    import signal
+
+    import httpx
+
+    from support import free_port, pid_alive, wait_for
+
+    repo = make_repo(tmp_path, "shop")
+    board = free_port()
+    agent_port = str(free_port())
+    proc = subprocess.Popen([*INIT, str(repo), "--yes", ACK, "--test-command", "none", "--port", agent_port,
+                             "--run", "--dashboard-port", str(board)],
+                            cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        def project_agent():
+            try:
+                projects = httpx.get(f"http://127.0.0.1:{board}/api/projects", timeout=2).json()["projects"]
+            except (httpx.HTTPError, ValueError):
+                return None
+            agent = projects[0].get("agent") or {}
+            return agent if agent.get("state") == "running" else None
+
+        agent = wait_for(project_agent, timeout=60, what="the board to start the project's agent")
+        assert httpx.get(f"http://127.0.0.1:{agent_port}/agent/health", timeout=5).json()["project_id"] == "shop"
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl+C
+        assert proc.wait(timeout=60) == 0
+        output = proc.stdout.read()
+        assert "starting the board" in output
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{agent_port}/agent/health", timeout=2)
+        assert agent["pid"] and not pid_alive(agent["pid"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

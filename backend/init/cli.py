@@ -17,6 +17,7 @@ per line on stderr as `baton-init: <problem>`.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -65,7 +66,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="acknowledge that the runtime runs without its permission prompts")
     parser.add_argument("--start", action=argparse.BooleanOptionalAction, default=None,
                         help="start: true in projects.yaml, so baton-dashboard starts this project's agent "
-                             "(default: yes); baton-init itself starts nothing")
+                             "(default: yes)")
+    parser.add_argument("--run", action=argparse.BooleanOptionalAction, default=None,
+                        help="start the board (baton-dashboard) now, in place of baton-init (asked when "
+                             "interactive; default: no)")
+    parser.add_argument("--dashboard-port", type=int, default=None, help="with --run: the board's port (default 8888)")
     return parser.parse_args(argv)
 
 
@@ -326,6 +331,8 @@ class Init:
                 print(f"{name}: {plan.config.runtime_section(name).command} found")
         dashboard = "baton-dashboard" + (f" --config {shlex.quote(str(config_path))}"
                                          if config_path != Path("config/projects.yaml") else "")
+        if plan.start and self.ask.confirm(f"Start the board now ({dashboard})?", False, given=self.args.run):
+            self.start_board(config_path)
         if plan.start:
             print(f"next: {dashboard}   (starts this project's agent: start: true)")
         elif plan.port is None:  # registered without an agent: the board reads its store
@@ -333,6 +340,16 @@ class Init:
         else:
             print(f"next: baton-agent --project-dir {shlex.quote(str(plan.project))} --port {plan.port}, "
                   f"then {dashboard}")
+
+    def start_board(self, config_path: Path) -> None:
+        """Become the dashboard (exec, so one Ctrl+C stops it and the agent it starts)."""
+        argv = [sys.executable, "-m", "backend.dashboard.cli", "--config", str(config_path)]
+        if self.args.dashboard_port is not None:
+            argv += ["--port", str(self.args.dashboard_port)]
+        print(f"starting the board: baton-dashboard --config {shlex.quote(str(config_path))}", flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
 
     def warn(self, message: str) -> None:
         for line in str(message).splitlines():
