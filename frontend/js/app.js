@@ -230,6 +230,7 @@ async function fillRuntimes() {
   const projectId = form.elements.project.value;
   const keep = select.value;
   const asked = ++runtimesAsked;
+  delete form.dataset.runtimesFor;  // set again once this (the latest) list is in
   let data = null;
   if (projectId) {
     try { data = await api(projectPath(projectId, "/runtimes")); } catch (err) { data = null; }
