@@ -45,6 +45,15 @@ def start_as(pid: int, argv: list[str]) -> subprocess.Popen | None:
     return None
 
 
+def start_tick(pid: int) -> int:
+    """When `pid` started, in clock ticks since boot (what tells a reused pid from the first)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def now_tick() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK")
+
+
 def deaf(env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen(DEAF, start_new_session=True, env=env)
     wait_for(lambda: Path(f"/proc/{proc.pid}/comm").read_text().strip() == "sleep", timeout=10,
@@ -57,6 +66,7 @@ def test_a_group_id_reused_after_the_group_emptied_is_not_the_tasks(tmp_path):
     stopped, and a stranger's new session gets the same number."""
     env = {**os.environ, **task_marker("t1", tmp_path)}
     leader = subprocess.Popen(["sleep", "600"], start_new_session=True, env=env)
+    leader_started = start_tick(leader.pid)
     lingering = deaf(env)
     stopper = threading.Thread(target=stop_processes, args=(leader.pid, task_marker("t1", tmp_path)),
                                kwargs={"grace": 600})
@@ -64,6 +74,9 @@ def test_a_group_id_reused_after_the_group_emptied_is_not_the_tasks(tmp_path):
     try:
         stopper.start()
         leader.wait(timeout=10)  # SIGTERM ended it; reaped here, its group is gone
+        # A pid reused within the same clock tick cannot be told apart by any means; in life a pid
+        # comes round again much later. So the stranger starts at least one tick after the leader.
+        wait_for(lambda: now_tick() >= leader_started + 2, timeout=5, what="the next clock tick")
         stranger = start_as(leader.pid, ["sleep", "600"])
         if stranger is None:
             pytest.skip(f"pid {leader.pid} was taken by another process")
