@@ -27,6 +27,7 @@ def render_markdown(task: Task) -> str:
         f"- created: {task.created_at.isoformat()}",
         f"- updated: {task.updated_at.isoformat()}",
         f"- attempts: {task.attempts}",
+        f"- runs: {task.runs}",
         *([f"- runtime: {task.runtime}"] if task.runtime else []),
         *([f"- model: {task.model}"] if task.model else []),
         "",

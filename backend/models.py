@@ -147,6 +147,14 @@ class Task(_TextRules):
                 data["agent_runtime"] = "claude_code"
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _before_runs(cls, data: Any) -> Any:
+        """A task stored before `runs` existed was started at least `attempts` times."""
+        if isinstance(data, dict) and "runs" not in data and isinstance(data.get("attempts"), int):
+            data = {**data, "runs": data["attempts"]}
+        return data
+
     id: Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)]
     title: str
     content: str = ""
@@ -163,6 +171,8 @@ class Task(_TextRules):
     finished_at: AwareDatetime | None = None
     # How many times the task was started (claimed); a rerun starts counting again.
     attempts: int = Field(default=0, ge=0)
+    # How many times it was started in all, across reruns: never reset (numbers each run's log).
+    runs: int = Field(default=0, ge=0)
     # Filled by the dispatcher.
     branch: str | None = None
     worktree: str | None = None

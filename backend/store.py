@@ -231,6 +231,7 @@ class TaskStore:
                 finished_at=None,
                 updated_at=now,
                 attempts=candidate.attempts + 1,
+                runs=candidate.runs + 1,  # never reset: a rerun's runs keep counting
                 commit_sha=None,  # recovery reads it as "this attempt pushed this commit"
             )
             changes.append((candidate, claimed))

@@ -61,10 +61,16 @@ def test_dashboard_bench_prints_its_figures():
         import pytest
         pytest.skip("SKIPPED LOUDLY: /usr/bin/chromium is missing (.ci/run installs it)")
     figures = run_bench("dashboard_bench.py", "--agents", "3", "--samples", "2", "--board-tasks", "40",
-                        "--board-samples", "1")
+                        "--board-samples", "1", "--idle-seconds", "2", "--probes", "2", "--big-projects", "2",
+                        "--big-tasks", "60", "--big-samples", "1")
     assert figures["api_projects"]["healthy_reported"] == 2
     assert figures["api_projects"]["hanging_reported_unhealthy"] is True
     assert figures["board"]["cards_rendered"] == 40
+    live = figures["live"]
+    assert live["probes"] == 2 and live["write_to_page_p50_ms"] > 0 and live["idle_bytes_per_minute"] >= 0
+    assert figures["big_board"]["cards_rendered"] > 0 and figures["big_board"]["api_board_bytes_on_the_wire"] > 0
+    assert set(figures["targets_met"]) == {"api_projects_overhead", "hanging_agent_bounded", "board_render",
+                                           "write_to_page_p95", "big_board_render"}
 
 
 def test_runtime_bench_prints_its_figures():

@@ -188,9 +188,15 @@ def test_stream_errors_have_the_error_shape_before_any_event(world):
 
 def test_board_json_is_what_the_page_reads(world):
     client, _, _ = world
-    alpha = client.get("/api/board").json()["projects"][0]
-    assert {"id", "name", "color", "healthy", "reason", "counts", "dispatcher", "tasks", "tasks_error"} <= set(alpha)
+    board = client.get("/api/board").json()
+    projects = {p["id"]: p for p in board["projects"]}
+    alpha = projects["alpha"]
+    assert {"id", "name", "color", "healthy", "reason", "counts", "dispatcher", "tasks", "tasks_error",
+            "usage", "cursor"} <= set(alpha)
     assert list(alpha["tasks"]) == [s.value for s in TaskStatus] and alpha["tasks_error"] is None
+    # The combined cursor names the projects that could be read, each with its feed's cursor.
+    assert board["cursor"] == f"alpha:{alpha['cursor']},local:{projects['local']['cursor']}"
+    assert projects["dead"]["cursor"] is None and projects["dead"]["usage"] is None
 
 
 def test_a_hanging_agent_is_not_waited_for_twice(world):
@@ -289,7 +295,7 @@ def test_an_agent_answering_4xx_everywhere_does_not_break_the_board(dashboard_fa
 
 
 def test_the_breaker_asks_again_what_failed_and_does_not_flap(dashboard_factory, stand_in):
-    half = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER, "/agent/tasks": (200, "hang")})
+    half = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER, "/agent/changes": (200, "hang")})
     client = dashboard_factory([{"id": "half", "agent_url": half.url, "agent_project_id": "x"}], timeout=0.5)
     first = client.get("/api/board").json()["projects"][0]
     assert first["tasks"] is None and "within 0.5s" in first["tasks_error"]
@@ -301,10 +307,13 @@ def test_the_breaker_asks_again_what_failed_and_does_not_flap(dashboard_factory,
 def test_tasks_that_are_not_tasks_make_the_project_unavailable(dashboard_factory, stand_in):
     statuses = {s.value: [] for s in TaskStatus}
     bad = stand_in({"/agent/health": HEALTH, "/agent/dispatcher": DISPATCHER,
-                    "/agent/tasks": (200, {**statuses, "pending": [{"id": "x", "title": "no dates"}]})})
+                    "/agent/tasks": (200, {**statuses, "pending": [{"id": "x", "title": "no dates"}]}),
+                    "/agent/changes": (200, {"cursor": "e.1", "revision": 1, "reset": True, "removed": [],
+                                             "tasks": [{"id": "x", "title": "no status, no sort"}]})})
     client = dashboard_factory([{"id": "bad", "agent_url": bad.url, "agent_project_id": "x"}])
     board = client.get("/api/board").json()["projects"][0]
-    assert board["tasks"] is None and "not a task" in board["tasks_error"]
+    assert board["tasks"] is None and "not a change set" in board["tasks_error"]
+    assert "not a task" in assert_error(client.get("/api/projects/bad/tasks"), 502, "agent_unavailable")["message"]
 
 
 def test_answers_are_size_capped(dashboard_factory, agent_factory, monkeypatch):

@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..changefeed import ChangeFeed
 from ..dispatcher.dispatcher import Dispatcher
 from ..gitrepo import GitError, ensure_excluded
 from ..mirrors import MirrorWriter
@@ -29,7 +31,7 @@ from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
 from .basebranch import resolve_settings
-from .routes import archive, events, git, health, runtimes, tasks
+from .routes import archive, changes, events, git, health, runtimes, tasks
 from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -70,16 +72,21 @@ def create_app(
     app.state.store = store
     app.state.dispatcher = dispatcher
     app.state.started_monotonic = time.monotonic()
+    app.state.change_feed = ChangeFeed(store)
+    app.state.change_poll_seconds = 1.0  # catches other processes' writes to the store
 
     install_error_handlers(app)
     install_method_not_allowed(app)
     install_docs(app)
     _install_store_errors(app)
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
-    for module in (health, events, tasks, archive, dispatcher_routes, runtimes, git):
+    for module in (health, events, tasks, archive, dispatcher_routes, runtimes, git, changes):
         app.include_router(module.router)
     runtimes.document_choices(app, list(dispatcher.ctx.runtimes))
 
+    # Large answers (task lists, windows of summaries) shrink ~10x; text/event-stream is never
+    # compressed (Starlette's default exclusion), so streams are not buffered.
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)
     allowed = list(settings.config.allowed_hosts)
     if settings.host not in ("0.0.0.0", "::", ""):
         allowed.append(settings.host)

@@ -126,3 +126,60 @@ class DispatcherStatus(BaseModel):
     ports_in_use: dict[str, str]
     owner: dict
     problems: list[Problem] = []  # e.g. runtime_unavailable: nothing is claimed meanwhile
+
+
+class TaskSummary(BaseModel):
+    """A board card (backend/changefeed.py: summary): null values and false booleans are left out.
+    `sort`: within one status, cards go in ascending plain string order of it."""
+
+    id: str
+    title: str
+    status: Literal["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"]
+    sort: str
+    priority: str | None = None
+    task_type: str | None = None
+    runtime: str | None = None
+    agent_runtime: str | None = None
+    needs_plan_review: bool | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    last_activity_at: str | None = None
+    runs: int | None = None  # times started in all, never reset
+    attempts: int | None = None  # times started since the last rerun
+    error_reason: str | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class UsageHour(BaseModel):
+    hour: str  # the UTC hour's start, e.g. 2026-11-21T10:00:00Z
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    tasks: int
+
+
+class Usage(BaseModel):
+    """Non-empty UTC hour buckets of the last 8 days (live and archived tasks)."""
+
+    hours: list[UsageHour]
+
+
+class Changes(BaseModel):
+    """`reset`: `tasks` is the window (each status's first summaries), replacing what the
+    client held; else the summaries changed since the cursor and the ids that left (archived)."""
+
+    cursor: str
+    revision: int
+    reset: bool
+    tasks: list[TaskSummary]
+    removed: list[str]
+    usage: Usage
+
+
+class SummaryPage(BaseModel):
+    tasks: list[TaskSummary]
+    more: bool

@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
 
 from .. import __version__
 from ..web.docs import install_docs
@@ -83,6 +84,9 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     for folder in ("css", "js"):
         app.mount(f"/{folder}", StaticFiles(directory=settings.frontend_dir / folder), name=folder)
 
+    # Large answers (the board) are compressed; Starlette leaves text/event-stream alone, so the
+    # board's and the tasks' streams stay unbuffered.
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)
     allowed = list(settings.config.allowed_hosts)
     if settings.host not in ("0.0.0.0", "::", ""):
         allowed.append(settings.host)

@@ -133,6 +133,9 @@ class TaskRun:
 
     def _execute(self) -> None:
         task, ctx = self.task, self.ctx
+        # One per start, so a transcript that runs on across reruns can mark where each run began.
+        self.events.append(event(EventKind.baton, subtype="attempt_started", attempt=task.runs,
+                                 text=f"run {task.runs} started (attempt {task.attempts} since the last rerun)"))
         if self.runtime is None:
             raise AgentFailed("runtime_unavailable", f"runtime {self.runtime_name!r} is not configured for this project "
                                                      f"(agent.yaml); configured: {', '.join(ctx.runtimes)}")

@@ -63,6 +63,7 @@ class AgentEvent(BaseModel):
     cache_read_tokens: int | None = None
     cache_creation_tokens: int | None = None
     errors: list[str] | None = None
+    attempt: int | None = None  # on a baton `attempt_started` event: the task's run number (Task.runs)
 
 
 def event(kind: EventKind, **fields) -> AgentEvent:

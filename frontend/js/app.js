@@ -1,86 +1,122 @@
-// Wiring: state, the refresh loop, URL state, forms and keyboard shortcuts.
+// Wiring: state, the live board (js/live.js), URL state, forms and keyboard shortcuts.
 
 import { showAgentLog } from "./agentlog.js";
 import { api, newRequestKey, projectPath, setUnauthorizedHandler } from "./api.js";
-import { buildColumns, renderBoard, renderProjects } from "./board.js";
+import { STATUSES, buildColumns, renderBoard, renderProjects, renderTotals, tick } from "./board.js";
 import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
 import { el, toast } from "./dom.js";
+import { setupKeys } from "./keys.js";
+import { setupColumnPicker, setupProjectsBox } from "./layout.js";
+import { PAGE, fetchPage, findSummary, live, reload, startLive } from "./live.js";
+import { announce, notifyToggle } from "./notify.js";
 import { runtimeOptions } from "./runtimes.js";
 
-const REFRESH_MS = 2000;
 const TASK_TYPES = ["feature", "bugfix", "refactor", "chore", "docs", "test"];
 const $ = (id) => document.getElementById(id);
-const state = { projects: [], projectFilter: "", search: "", loaded: false, failure: null, updatedAt: null };
-let timer = null;
-let inFlight = false;
-let refreshes = 0;
+const state = { projectFilter: "", search: "" };
 
 // ----- URL state: ?project=<id>&task=<project>/<id>&q=<search> ----------------------------
+// Opening a task pushes a history entry (Back closes the drawer, Forward opens it again); search
+// and project filter replace the current entry.
+
+function taskFromUrl() {
+  const task = new URLSearchParams(location.search).get("task");
+  return task && task.includes("/") ? task.split("/", 2) : null;
+}
 
 function readUrl() {
   const params = new URLSearchParams(location.search);
   state.projectFilter = params.get("project") || "";
   state.search = params.get("q") || "";
-  const task = params.get("task");
-  return task && task.includes("/") ? task.split("/", 2) : null;
+  return taskFromUrl();
 }
 
-function writeUrl() {
+function writeUrl(push = false) {
   const params = new URLSearchParams();
   if (state.projectFilter) params.set("project", state.projectFilter);
   if (state.search) params.set("q", state.search);
   const open = currentTask();
   if (open) params.set("task", `${open.projectId}/${open.taskId}`);
   const query = params.toString();
-  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+  const url = query ? `?${query}` : location.pathname;
+  // {pushed: true} marks an entry this page added: closing the drawer there goes Back to it.
+  if (push) history.pushState({ pushed: true }, "", url);
+  else history.replaceState(open ? history.state : null, "", url);
 }
 
-// ----- data ------------------------------------------------------------------------------
-
-function findTask(projectId, taskId) {
-  const project = state.projects.find((p) => p.id === projectId);
-  if (!project || !project.tasks) return null;
-  for (const list of Object.values(project.tasks)) {
-    const task = list.find((t) => t.id === taskId);
-    if (task) return task;
+window.addEventListener("popstate", () => {
+  const linked = taskFromUrl();
+  const open = currentTask();
+  if (linked && (!open || open.projectId !== linked[0] || open.taskId !== linked[1])) {
+    showTask(linked[0], linked[1], { fromHistory: true });
+  } else if (!linked && open) {
+    hideTask({ fromHistory: true });
   }
-  return null;
+  writeUrl();  // the entry keeps today's search and filter, not the ones it had
+});
+
+// ----- data: live by change (js/live.js) ------------------------------------------------
+
+const findTask = findSummary;  // the drawer gets the board's summary; it reads the full task itself
+const limits = Object.fromEntries(STATUSES.map((s) => [s, PAGE]));  // cards shown per column
+const searchMore = {};  // status -> the server has more matches for the current search
+let lastShown = {};  // status -> sort key of the last card shown ("Show more" continues there)
+let renderTimer = null;
+let knownProjects = "";
+
+// Stream events come one by one; the page is drawn once per burst.
+function renderSoon() {
+  if (renderTimer === null) renderTimer = setTimeout(render, 30);
 }
 
 function render() {
-  renderProjects($("projects"), state.projects,
-                 { onDispatcher: dispatcherAction, onDetails: loadDetails, onAgentLog: showAgentLog });
-  const notices = state.projects.filter((p) => !p.healthy).map((p) =>
+  clearTimeout(renderTimer);
+  renderTimer = null;
+  const projects = live.projects;
+  if (projects.map((p) => p.id).join() !== knownProjects) {
+    knownProjects = projects.map((p) => p.id).join();
+    fillProjectSelects();
+  }
+  renderProjects($("projects"), projects, { onDispatcher: dispatcherAction, onDetails: loadDetails,
+                                            onAgentLog: showAgentLog, onForceStop: confirmForceStop });
+  renderTotals(totalsBox, projects);
+  const notices = projects.filter((p) => !p.healthy).map((p) =>
     el("div", { class: "notice", dataset: { project: p.id } },
       `${p.name} is unavailable: ${p.reason || "no answer"}. Its tasks are not shown until it answers again.`,
       p.agent && p.agent.state !== "running" ? ` (${p.agent.message})` : ""));
-  for (const p of state.projects.filter((p) => p.healthy && (p.problems || []).length)) {
+  for (const p of projects.filter((p) => p.healthy && (p.problems || []).length)) {
     notices.push(el("div", { class: "notice warn", dataset: { project: p.id, role: "degraded" } },
       `${p.name} is degraded: ${p.problems.map((problem) => problem.message).join("; ")}`));
   }
-  if (state.failure) {
-    const when = state.updatedAt ? state.updatedAt.toLocaleTimeString() : "the start";
+  if (live.failure) {
+    const when = live.updatedAt ? live.updatedAt.toLocaleTimeString() : "the start";
     notices.unshift(el("div", { class: "notice", dataset: { role: "stale" } },
-      `The board could not be updated (${state.failure}); it shows the state of ${when}.`));
+      `The board could not be updated (${live.failure}); it shows the state of ${when}.`));
   }
   $("notices").replaceChildren(...notices);
   const open = currentTask();
-  renderBoard($("board"), state.projects, {
-    projectFilter: state.projectFilter, search: state.search,
-    selectedKey: open ? `${open.projectId}/${open.taskId}` : "", onOpen: showTask,
+  lastShown = renderBoard($("board"), {
+    projects, tasks: live.tasks, projectFilter: state.projectFilter, search: state.search,
+    selectedKey: open ? `${open.projectId}/${open.taskId}` : "", onOpen: showTask, limits, searchMore,
   });
   refreshDrawer(findTask, refreshSoon, projectProblem(open && open.projectId));
+  // Lets tests wait for stream events to be on the page.
+  document.body.dataset.changes = String(live.applied);
+  if (live.loaded && !document.body.dataset.boardReady) {
+    document.body.dataset.boardReady = "1";
+    document.body.dataset.boardReadyMs = String(Math.round(performance.now()));
+  }
 }
 
 function projectProblem(projectId) {
   if (!projectId) return null;
-  if (state.failure) return state.failure;
-  const project = state.projects.find((p) => p.id === projectId);
+  if (live.failure) return live.failure;
+  const project = live.projects.find((p) => p.id === projectId);
   return !project ? "not configured" : project.healthy ? null : project.reason || "unavailable";
 }
 
 function fillProjectSelects() {
-  const options = state.projects.map((p) => el("option", { value: p.id, text: p.name }));
+  const options = live.projects.map((p) => el("option", { value: p.id, text: p.name }));
   const filter = $("project-filter");
   filter.replaceChildren(el("option", { value: "", text: "All projects" }), ...options.map((o) => o.cloneNode(true)));
   filter.value = state.projectFilter;
@@ -93,65 +129,101 @@ function fillProjectSelects() {
   }
 }
 
-async function refresh() {
-  if (inFlight) return;
-  inFlight = true;
-  clearTimeout(timer);
+// Nothing to ask: the stream brings every change. Kept for callers that used to ask for a refresh.
+function refreshSoon() { renderSoon(); }
+
+// "Show more": 50 more cards; the next page is asked from the server after the last card shown
+// (what the page holds may have gaps past the first window).
+async function showMore(status) {
+  const after = lastShown[status];
+  limits[status] += PAGE;
   try {
-    const data = await api("/api/board");
-    const known = state.projects.map((p) => p.id).join();
-    state.projects = data.projects;
-    state.failure = null;
-    state.updatedAt = new Date();
-    if (state.projects.map((p) => p.id).join() !== known) fillProjectSelects();
-    render();
-    document.body.dataset.refreshes = String(++refreshes);  // lets tests wait for a refresh
-    if (!state.loaded) {
-      state.loaded = true;
-      document.body.dataset.boardReady = "1";
-      document.body.dataset.boardReadyMs = String(Math.round(performance.now()));
-    }
+    const more = await fetchPage(status, { after, q: state.search.trim(), project: state.projectFilter });
+    if (state.search.trim()) searchMore[status] = more;
   } catch (err) {
-    if (err.status !== 401) {
-      state.failure = err.message;  // the board stays, marked as stale
-      render();
-    }
-  } finally {
-    inFlight = false;
-    // The next refresh is scheduled only after this one finished: requests never pile up.
-    timer = setTimeout(refresh, REFRESH_MS);
+    toast(`Could not load more: ${err.message}`);
   }
+  render();
 }
 
-function refreshSoon() {
-  clearTimeout(timer);
-  timer = setTimeout(refresh, 150);
+// A search filters the cards the page holds at once, and asks the server for matches it does not hold.
+let searchTimer = null;
+let searchAsked = 0;
+function searchServer() {
+  clearTimeout(searchTimer);
+  for (const status of STATUSES) { limits[status] = PAGE; delete searchMore[status]; }
+  const q = state.search.trim();
+  if (!q) return;
+  searchTimer = setTimeout(async () => {
+    const asked = ++searchAsked;
+    const answers = await Promise.all(STATUSES.map((status) =>
+      fetchPage(status, { q, project: state.projectFilter }).catch(() => false)));
+    if (asked !== searchAsked) return;  // typed on meanwhile
+    STATUSES.forEach((status, i) => { searchMore[status] = answers[i]; });
+    render();
+  }, 250);
 }
 
 // ----- actions ---------------------------------------------------------------------------
 
-function showTask(projectId, taskId) {
+function showTask(projectId, taskId, { fromHistory = false } = {}) {
+  const wasOpen = Boolean(currentTask());
   openDrawer(projectId, taskId, findTask, refreshSoon, projectProblem(projectId));
-  writeUrl();
+  // A new entry only when the drawer opens; switching tasks inside it replaces the entry.
+  if (!fromHistory) writeUrl(!wasOpen);
   render();
 }
 
-function hideTask() {
+function hideTask({ fromHistory = false } = {}) {
   const closed = closeDrawer();
-  writeUrl();
+  if (!fromHistory) {
+    if (closed && history.state && history.state.pushed) history.back();  // the entry before the drawer opened
+    else writeUrl();
+  }
   render();
   // Back to where the person was: the card of the task they closed.
   if (closed) document.querySelector(`.card[data-key="${CSS.escape(`${closed.projectId}/${closed.taskId}`)}"]`)?.focus();
 }
 
-async function dispatcherAction(projectId, action) {
+async function dispatcherAction(projectId, action, { force = false } = {}) {
   try {
-    const status = await api(projectPath(projectId, `/dispatcher/${action}`), { method: "POST" });
+    const status = await api(projectPath(projectId, `/dispatcher/${action}${force ? "?force=true" : ""}`),
+                             { method: "POST" });
+    // The buttons change when the stream says so (within a second): the answer is not applied
+    // here, or a change made elsewhere meanwhile could leave the page on a state nobody reports.
     toast(`Dispatcher ${status.state}`);
   } catch (err) {
     toast(`Could not ${action} the dispatcher: ${err.message}`);
   }
-  refreshSoon();
+}
+
+// Force stop interrupts running agents (their tasks go back to pending): asked first, naming how many.
+let forceDialog = null;
+function confirmForceStop(project) {
+  if (!forceDialog) {
+    forceDialog = el("dialog", { id: "force-stop-dialog", "aria-labelledby": "force-stop-title" },
+      el("form", { method: "dialog" },
+        el("h2", { id: "force-stop-title" }),
+        el("p", { dataset: { role: "force-stop-text" } }),
+        el("div", { class: "buttons" },
+          el("button", { type: "submit", value: "cancel", text: "Cancel", autofocus: true }),
+          el("button", { type: "submit", value: "force", class: "danger", text: "Force stop" }))));
+    document.body.append(forceDialog);
+    forceDialog.addEventListener("close", () => {
+      const target = forceDialog.dataset.project;
+      if (forceDialog.returnValue === "force" && target) dispatcherAction(target, "stop", { force: true });
+    });
+  }
+  const running = (project.dispatcher && project.dispatcher.running) || [];
+  const count = running.length;
+  forceDialog.dataset.project = project.id;
+  forceDialog.returnValue = "";
+  forceDialog.querySelector("h2").textContent = `Force stop ${project.name}?`;
+  forceDialog.querySelector('[data-role="force-stop-text"]').textContent = count
+    ? `${count} running task${count === 1 ? "" : "s"} will be interrupted and put back to pending`
+      + ` (${running.map((r) => `“${r.title}”`).join(", ")}). The dispatcher stops claiming new tasks.`
+    : "No task is running. The dispatcher stops claiming new tasks.";
+  forceDialog.showModal();
 }
 
 async function loadDetails(projectId, details) {
@@ -263,7 +335,7 @@ $("login-form").addEventListener("submit", async (event) => {
     event.target.reset();
     error.hidden = true;
     $("login-dialog").close();
-    refresh();
+    reload();
   } catch (err) {
     error.textContent = err.message;
     error.hidden = false;
@@ -283,17 +355,21 @@ api("/api/health").then((health) => { $("logout-button").hidden = !health.auth; 
 
 // ----- start -----------------------------------------------------------------------------
 
-buildColumns($("board"));
+buildColumns($("board"), showMore);
+// The cost and token totals above the board, with the "Notify me" toggle.
+const totalsBox = el("div", { class: "totals-figures" });
+$("board").before(el("section", { id: "totals", class: "totals", "aria-label": "Cost and tokens, all projects" },
+  totalsBox, notifyToggle()));
 for (const select of document.querySelectorAll('select[name="task_type"]')) {
   select.replaceChildren(...TASK_TYPES.map((type) => el("option", { value: type, text: type })));
 }
 const linked = readUrl();
 $("search").value = state.search;
-$("search").addEventListener("input", (event) => { state.search = event.target.value; writeUrl(); render(); });
-$("project-filter").addEventListener("change", (event) => { state.projectFilter = event.target.value; writeUrl(); render(); });
+$("search").addEventListener("input", (event) => { state.search = event.target.value; writeUrl(); searchServer(); render(); });
+$("project-filter").addEventListener("change", (event) => { state.projectFilter = event.target.value; writeUrl(); searchServer(); render(); });
 $("new-task-button").addEventListener("click", openNewTask);
 $("bulk-button").addEventListener("click", openBulk);
-$("drawer-close").addEventListener("click", hideTask);
+$("drawer-close").addEventListener("click", () => hideTask());
 document.addEventListener("keydown", (event) => {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
   if (event.key === "Escape" && !$("drawer").hidden && !document.querySelector("dialog[open]")) {
@@ -304,4 +380,21 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault(); openNewTask();
   }
 });
-refresh().then(() => { if (linked) showTask(linked[0], linked[1]); });
+setupKeys({ board: $("board"), drawer: $("drawer"), skipLink: document.querySelector(".skip-link") });
+setupColumnPicker($("column-picker"), $("board"));
+setupProjectsBox($("projects-box"), $("projects-summary"));
+// Running times and ages tick here, on the page: no request.
+setInterval(tick, 1000);
+let first = true;
+startLive({
+  onChange: () => {
+    renderSoon();
+    if (first && live.loaded) {
+      first = false;
+      render();
+      searchServer();  // a search from the URL also asks the server
+      if (linked) showTask(linked[0], linked[1], { fromHistory: true });
+    }
+  },
+  onAttention: (project, task) => announce(project, task, showTask),
+});

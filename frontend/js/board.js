@@ -1,93 +1,149 @@
-// The kanban: project cards with health and dispatcher controls, and one column per status.
-// Cards are keyed by project and id and only rebuilt when their task changed.
+// The kanban: project cards with health, usage and dispatcher controls, and one column per
+// status showing a page of task summaries (more on demand). Cards are keyed by project and id
+// and only rebuilt when their summary changed; times on them tick locally, without requests.
 
 import { el, age } from "./dom.js";
 import { costText, runtimeBadge } from "./runtimes.js";
+import { periods, reasonText, span, usageSince, usageText } from "./words.js";
 
 export const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
 const LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
                  completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
-const PRIORITY = { urgent: 3, high: 2, medium: 1, low: 0 };
 
-const cardCache = new Map(); // "project/id" -> { stamp, node, ageNode, created }
+const cardCache = new Map(); // "project/id" -> { task, look, node }
 const projectCache = new Map(); // project id -> { stamp, node }
 
-export function buildColumns(board) {
+export function buildColumns(board, onMore) {
   for (const status of STATUSES) {
     board.append(el("section", { class: "column", dataset: { status }, "aria-label": LABELS[status] },
       el("h2", {}, el("span", { text: LABELS[status] }), el("span", { class: "count", text: "0" })),
-      el("ul", { class: "cards" })));
+      // A div of role=button cards: a list may hold only list items (axe's "list" rule).
+      el("div", { class: "cards" }),
+      el("button", { type: "button", class: "more", hidden: true, dataset: { role: "more" },
+                     text: "Show more", onclick: () => onMore(status) })));
   }
 }
 
-function order(status, a, b) {
-  if (status === "pending") {
-    return (PRIORITY[b.task.priority] - PRIORITY[a.task.priority]) || a.task.created_at.localeCompare(b.task.created_at);
+// A time on a card: `tick` tells tick() how to redraw it every second.
+function clock(kind, since, prefix = "", suffix = "") {
+  const node = el("span", { dataset: { role: kind, tick: kind, since, prefix, suffix }, title: since });
+  drawClock(node, Date.now());
+  return node;
+}
+
+function drawClock(node, now) {
+  const { tick, since, prefix, suffix } = node.dataset;
+  const elapsed = now - Date.parse(since);
+  const text = `${prefix}${tick === "age" ? age(since) : span(elapsed)}${suffix}`;
+  if (node.textContent !== text) node.textContent = text;
+}
+
+export function tick() {
+  const now = Date.now();
+  for (const node of document.querySelectorAll("[data-tick]")) drawClock(node, now);
+}
+
+function times(task) {
+  if (task.status === "in_progress" && task.started_at) {
+    return [clock("running", task.started_at, "running "),
+            task.last_activity_at ? clock("activity", task.last_activity_at, "active ", " ago") : null];
   }
-  return b.task.updated_at.localeCompare(a.task.updated_at);
+  const finished = task.finished_at && ["completed", "failed", "cancelled"].includes(task.status);
+  return [finished ? clock("age", task.finished_at, "", " ago") : clock("age", task.created_at)];
 }
 
 function card(project, task, onOpen) {
   const key = `${project.id}/${task.id}`;
-  const stamp = `${task.updated_at}|${task.status}|${project.color}`;
+  const look = `${project.color}|${project.name}`;
   const cached = cardCache.get(key);
-  if (cached && cached.stamp === stamp) {
-    const shown = age(task.created_at);
-    if (cached.ageNode.textContent !== shown) cached.ageNode.textContent = shown;  // time moves on
-    return cached.node;
-  }
-  const ageNode = el("span", { text: age(task.created_at), title: task.created_at });
+  // Summaries are replaced, never changed in place: the same object means the same card.
+  if (cached && cached.task === task && cached.look === look) return cached.node;
   const open = () => onOpen(project.id, task.id);
   const runsOn = runtimeBadge(task);
-  const node = el("li", {
+  const priority = task.priority || "medium";
+  // Named by its visible text (title, priority, project...): an aria-label that differs from what
+  // is shown fails axe's label-content-name-mismatch; the column names the status.
+  const node = el("div", {
     class: "card", tabindex: 0, role: "button", style: { "--project-color": project.color },
-    dataset: { key, project: project.id, id: task.id, status: task.status },
-    "aria-label": `${task.title} (${project.name}, ${task.status})`,
+    dataset: { key, project: project.id, id: task.id, status: task.status, priority },
     onclick: open,
     onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } },
   },
-    el("div", { class: "card-title", text: task.title }),
+    // Clamped to two lines by the stylesheet; the whole title is in the tooltip and the drawer.
+    el("div", { class: "card-title", text: task.title, title: task.title }),
     el("div", { class: "card-meta" },
+      el("span", { class: `priority priority-${priority}`, dataset: { role: "priority" }, text: priority }),
       el("span", { text: project.name }), el("span", { text: task.task_type }),
-      ageNode,
+      ...times(task),
       task.cost_usd !== null && task.cost_usd !== undefined
         ? el("span", { dataset: { role: "cost" }, text: costText(task.cost_usd, task.cost_estimated),
                        title: task.cost_estimated ? "estimated from a price table" : undefined }) : null,
       runsOn ? el("span", { class: "runtime-badge", dataset: { role: "runtime" }, text: runsOn,
                             title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null),
-    task.status === "failed" && task.error_reason ? el("div", { class: "card-error", text: task.error_reason }) : null);
-  cardCache.set(key, { stamp, node, ageNode });
+    task.status === "failed" && task.error_reason
+      ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
+                    text: reasonText(task.error_reason) }) : null);
+  cardCache.set(key, { task, look, node });
   return node;
 }
 
-export function renderBoard(board, projects, { projectFilter, search, selectedKey, onOpen }) {
+const bySort = (a, b) => (a.task.sort < b.task.sort ? -1 : a.task.sort > b.task.sort ? 1 : 0);
+
+// view: { projects, tasks (project id -> Map of summaries), projectFilter, search, selectedKey,
+// onOpen, limits (status -> cards to show), searchMore (status -> the server has more matches) }.
+// Returns, per status, the sort key of the last card shown (where "Show more" continues).
+export function renderBoard(board, view) {
+  const { projects, tasks, projectFilter, search, selectedKey, onOpen, limits, searchMore } = view;
   const needle = search.trim().toLowerCase();
   const byStatus = Object.fromEntries(STATUSES.map((s) => [s, []]));
+  const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
   const live = new Set();
   for (const project of projects) {
-    if (!project.tasks || (projectFilter && project.id !== projectFilter)) continue;
-    for (const status of STATUSES) {
-      for (const task of project.tasks[status] || []) {
-        if (needle && !`${task.title} ${task.id} ${task.content}`.toLowerCase().includes(needle)) continue;
-        byStatus[status].push({ project, task });
-        live.add(`${project.id}/${task.id}`);
-      }
+    // An unavailable project's tasks are not shown: they may be out of date (a notice says so).
+    if (!project.healthy || (projectFilter && project.id !== projectFilter)) continue;
+    for (const status of STATUSES) totals[status] += (project.counts && project.counts[status]) || 0;
+    for (const task of (tasks.get(project.id) || new Map()).values()) {
+      if (!byStatus[task.status]) continue;
+      if (needle && !`${task.title} ${task.id}`.toLowerCase().includes(needle)) continue;
+      byStatus[task.status].push({ project, task });
     }
   }
-  for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
+  const lastShown = {};
   const focused = document.activeElement;
   for (const status of STATUSES) {
     const column = board.querySelector(`.column[data-status="${status}"]`);
-    const items = byStatus[status].sort((a, b) => order(status, a, b));
-    const nodes = items.map(({ project, task }) => card(project, task, onOpen));
+    const items = byStatus[status].sort(bySort);
+    const shown = items.slice(0, limits[status]);
+    for (const { project, task } of shown) live.add(`${project.id}/${task.id}`);
+    const nodes = shown.map(({ project, task }) => card(project, task, onOpen));
     for (const node of nodes) node.classList.toggle("selected", node.dataset.key === selectedKey);
     const list = column.querySelector(".cards");
     // Touch the list only when it changed: moving nodes would take the keyboard focus away.
     const same = nodes.length === list.children.length && nodes.every((node, i) => list.children[i] === node);
     if (!same) list.replaceChildren(...nodes);
-    column.querySelector(".count").textContent = String(items.length);
+    // Exact counts come from the dispatchers; a search counts what it found (+: more on the server).
+    const total = needle ? items.length : Math.max(totals[status], items.length);
+    const more = shown.length < total || (needle && searchMore[status]);
+    column.querySelector(".count").textContent = `${total}${needle && searchMore[status] ? "+" : ""}`;
+    const button = column.querySelector(".more");
+    button.hidden = !more;
+    button.textContent = `Show more (${shown.length} of ${total}${needle && searchMore[status] ? "+" : ""})`;
+    lastShown[status] = shown.length ? shown[shown.length - 1].task.sort : "";
   }
+  for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
   if (focused && focused.isConnected && document.activeElement !== focused) focused.focus();
+  return lastShown;
+}
+
+// The strip above the board: cost and tokens of every project, today and over 7 days.
+export function renderTotals(container, projects) {
+  const { today, week } = periods();
+  const sum = (since) => projects.map((p) => usageSince(p.usage, since)).reduce(
+    (a, b) => ({ cost: a.cost + b.cost, tokens: a.tokens + b.tokens, tasks: a.tasks + b.tasks }),
+    { cost: 0, tokens: 0, tasks: 0 });
+  const text = (role, label, total) => el("span", { class: "total", dataset: { role } },
+    el("span", { class: "total-label", text: label }), usageText(total));
+  container.replaceChildren(text("total-today", "Today ", sum(today)), text("total-week", "7 days ", sum(week)));
 }
 
 export function renderProjects(container, projects, handlers) {
@@ -102,7 +158,9 @@ export function renderProjects(container, projects, handlers) {
                                   project.counts, project.dispatcher && project.dispatcher.state,
                                   project.dispatcher && project.dispatcher.workers,
                                   project.dispatcher && project.dispatcher.merge_queue, project.mode, project.problems,
-                                  project.agent && project.agent.message]);
+                                  project.agent && project.agent.message,
+                                  project.dispatcher && (project.dispatcher.running || []).length,
+                                  projectUsage(project)]);
     const cached = projectCache.get(project.id);
     if (cached && cached.stamp === stamp) return cached.node;
     const node = projectCard(project, handlers);
@@ -119,7 +177,14 @@ export function renderProjects(container, projects, handlers) {
   }
 }
 
-function projectCard(project, { onDispatcher, onDetails, onAgentLog }) {
+// "today $0.12 · 3.4k tokens · 7 days $1.20 · 40k tokens" (empty until the project reports usage).
+function projectUsage(project) {
+  if (!project.usage) return "";
+  const { today, week } = periods();
+  return `today ${usageText(usageSince(project.usage, today))} · 7 days ${usageText(usageSince(project.usage, week))}`;
+}
+
+function projectCard(project, { onDispatcher, onDetails, onAgentLog, onForceStop }) {
   const d = project.dispatcher;
   const counts = project.counts || {};
   const agentless = project.mode === "local";
@@ -127,10 +192,15 @@ function projectCard(project, { onDispatcher, onDetails, onAgentLog }) {
   const health = !project.healthy ? el("span", { class: "badge bad", text: "unavailable" })
     : problems.length ? el("span", { class: "badge warn", text: "degraded" })
     : el("span", { class: "badge ok", text: agentless ? "store only" : "healthy" });
-  const button = (action, label) => el("button", {
-    type: "button", text: label, disabled: !project.healthy || agentless,
+  // The buttons follow the dispatcher's state: what would do nothing is disabled.
+  const running = d && d.state === "running";
+  const busy = d ? (d.running || []).length : 0;
+  const allowed = { start: d && !running, stop: running, restart: running, force: running || busy > 0 };
+  const button = (action, label, onclick = () => onDispatcher(project.id, action)) => el("button", {
+    type: "button", text: label, disabled: !project.healthy || agentless || !allowed[action],
+    dataset: { action },
     title: agentless ? "needs a running baton-agent" : undefined,
-    onclick: () => onDispatcher(project.id, action),
+    onclick,
   });
   const details = el("details", { ontoggle: (event) => { if (event.target.open) onDetails(project.id, event.target); } },
     el("summary", { text: "Commits and worktrees" }), el("div", { class: "details-body", text: "Loading…" }));
@@ -147,11 +217,13 @@ function projectCard(project, { onDispatcher, onDetails, onAgentLog }) {
                               text: project.agent.message }) : null,
     el("div", { class: "counts" },
       ...STATUSES.filter((s) => counts[s]).map((s) => el("span", { text: `${LABELS[s]}: ${counts[s]}` }))),
+    project.usage ? el("div", { class: "counts usage", dataset: { role: "usage" }, text: projectUsage(project) }) : null,
     mergeQueue(d && d.merge_queue),
     el("div", { class: "project-controls" },
       el("span", { class: "state", dataset: { role: "dispatcher-state" },
                    text: d ? `dispatcher ${d.state}${d.workers ? ` · ${d.workers.busy}/${d.workers.max} busy` : ""}` : "dispatcher unknown" }),
       button("start", "Start"), button("stop", "Stop"), button("restart", "Restart"),
+      button("force", "Force stop", () => onForceStop(project)),
       project.agent ? el("button", { type: "button", text: "Log", dataset: { role: "agent-log" },
                                      title: "the agent's log (logs/baton-agent.log)",
                                      onclick: () => onAgentLog(project) }) : null),

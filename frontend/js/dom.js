@@ -29,10 +29,33 @@ export function age(iso) {
 
 export const money = (usd) => (usd === null || usd === undefined ? "" : `$${Number(usd).toFixed(usd < 1 ? 4 : 2)}`);
 
-export function toast(message) {
-  const box = document.getElementById("toast");
-  box.textContent = message;
+// Toasts stack in one role=status container (#toast); each is its own element so an Undo toast is not
+// replaced by the next message. toast(msg) keeps working; options: {action: {label, run}, timeout}.
+// Returns a handle whose close() removes that toast early.
+export function toast(message, { action = null, timeout = 4000 } = {}) {
+  let box = document.getElementById("toast");
+  if (!box) {
+    box = el("div", { id: "toast", role: "status", "aria-live": "polite" });
+    document.body.append(box);
+  }
+  box.classList.add("toasts");
   box.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
+  const item = el("div", { class: "toast-item" }, el("span", { class: "toast-text", text: message }));
+  let timer = null;
+  const close = () => {
+    clearTimeout(timer);
+    item.remove();
+    if (!box.children.length) box.hidden = true;
+  };
+  if (action) {
+    item.append(el("button", {
+      type: "button",
+      class: "toast-action",
+      text: action.label,
+      onclick: () => { close(); action.run(); },
+    }));
+  }
+  box.append(item);
+  if (timeout > 0) timer = setTimeout(close, timeout);
+  return { element: item, close };
 }

@@ -7,8 +7,15 @@ import { costText } from "./runtimes.js";
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
 const OPEN = new Set(["pending", "in_progress", "plan_review"]);
+const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
+const SETTLED = new Set(["plan_review", "completed", "failed", "cancelled"]);
+// A cancel is sent only after this long unless undone: closing the page meanwhile cancels nothing.
+const UNDO_MS = 5000;
 let stream = null;
 let current = null; // { projectId, taskId }
+let full = null; // the task as last read in full (GET …/tasks/{status}/{id}.md), for `current`
+let reads = 0; // numbers the reads: an answer older than the latest is dropped
+const cancelling = new Map(); // "project/id" -> timer of a cancel not sent yet (Undo stops it)
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,6 +26,8 @@ export function closeDrawer() {
   stream = null;
   const closed = current;
   current = null;
+  full = null;
+  shownArgs = null;
   $("drawer").hidden = true;
   return closed;
 }
@@ -47,6 +56,12 @@ function line(event) {
     case "system": text = [event.subtype, event.text].filter(Boolean).join(": ") || JSON.stringify(event); break;
     default: text = event.text || JSON.stringify(event);
   }
+  if (kind === "baton" && event.subtype === "attempt_started" && event.attempt) {
+    // Each run of the task starts here: a separator instead of the line.
+    const when = event.ts ? new Date(event.ts).toLocaleString() : "";
+    return el("li", { class: "attempt-separator", dataset: { seq: event.seq, kind: "attempt", attempt: event.attempt } },
+      [`Attempt ${event.attempt}`, when].filter(Boolean).join(" · "));
+  }
   return el("li", { class: `${kind}${failed ? " failed" : ""}`, dataset: { seq: event.seq, kind } },
     el("span", { class: "kind", text: kind.replace("_", " ") }), text);
 }
@@ -58,6 +73,14 @@ function duration(task) {
   return seconds < 120 ? `${seconds}s` : `${Math.round(seconds / 60)}m`;
 }
 
+// `runs` counts every start; `attempts` only those since the last rerun.
+function attempts(task) {
+  const runs = task.runs ?? task.attempts;
+  if (runs === null || runs === undefined) return "";
+  return task.attempts !== undefined && task.attempts !== null && task.attempts !== runs
+    ? `${runs} (${task.attempts} since the last rerun)` : String(runs);
+}
+
 function meta(task) {
   const rows = [
     ["Status", task.status], ["Type", task.task_type], ["Priority", task.priority],
@@ -67,7 +90,7 @@ function meta(task) {
     ["Cost", costText(task.cost_usd, task.cost_estimated, true)],
     ["Tokens", task.input_tokens !== null && task.input_tokens !== undefined
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
-    ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", task.attempts],
+    ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     ["Failure", task.error_reason || ""], ["Id", task.id],
   ].filter(([, value]) => value !== "" && value !== null && value !== undefined);
@@ -86,7 +109,54 @@ async function act(projectId, taskId, action, onChange) {
   onChange();
 }
 
+// Cancel with a short undo: the request goes only when the toast's time is up.
+function cancelLater(projectId, taskId, title, onChange) {
+  const key = `${projectId}/${taskId}`;
+  if (cancelling.has(key)) return;
+  const timer = setTimeout(() => {
+    cancelling.delete(key);
+    act(projectId, taskId, "cancel", onChange);
+  }, UNDO_MS);
+  cancelling.set(key, timer);
+  toast(`Cancelling “${title}”`, { timeout: UNDO_MS, action: { label: "Undo", run: () => {
+    clearTimeout(cancelling.get(key));
+    cancelling.delete(key);
+    toast(`Kept “${title}”`);
+    redrawActions();
+  } } });
+  redrawActions();
+}
+
 let shownStamp = "";
+let shownArgs = null; // what showDetails last drew, to redraw the buttons after an Undo
+
+function redrawActions() {
+  if (shownArgs) showDetails(...shownArgs);
+}
+
+// What the board knows of a task changed: read it in full again (the board has summaries only).
+// The summary's fields (the board's whole answer before it carried summaries holds more, such as
+// heartbeats, which must not cause a read); last activity alone changes nothing the drawer reads.
+const SUMMARY = ["id", "title", "status", "priority", "task_type", "runtime", "agent_runtime", "needs_plan_review",
+                 "created_at", "started_at", "finished_at", "runs", "attempts", "error_reason", "cost_usd",
+                 "cost_estimated", "input_tokens", "output_tokens", "sort"];
+const stampOf = (task) => JSON.stringify(SUMMARY.map((key) => task[key] ?? null));
+
+async function read(projectId, taskId, statuses, onChange) {
+  const mine = ++reads;
+  for (const status of statuses) {
+    try {
+      const task = await api(projectPath(projectId, `/tasks/${status}/${encodeURIComponent(taskId)}.md`));
+      if (mine !== reads || !current || current.projectId !== projectId || current.taskId !== taskId) return;
+      full = task;
+      showDetails(task, projectId, taskId, onChange);
+      return;
+    } catch (err) {
+      if (mine !== reads) return;
+      if (err.status !== 404) { $("drawer-content").textContent = `Could not read the task: ${err.message}`; return; }
+    }
+  }
+}
 
 export function refreshDrawer(getTask, onChange, projectProblem) {
   if (!current) return;
@@ -99,20 +169,32 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
   if (task) {
     // Started again (here or elsewhere) after its stream ended: follow the new run.
     if (!stream && OPEN.has(task.status) && !projectProblem) follow(projectId, taskId, onChange);
-    const stamp = `${task.updated_at}|${task.status}`;
+    const stamp = stampOf(task);
     if (stamp !== shownStamp) {
       shownStamp = stamp;
-      showDetails(task, projectId, taskId, onChange);
+      // The summary at once (merged over the last full read), the whole task when it is read.
+      showDetails({ ...(full || {}), ...task }, projectId, taskId, onChange);
+      // Read when opened, then when the task settles: a running task's changes (cost, tokens) are
+      // in its summary, and a read by a status it is about to leave would miss it (404).
+      if (!full || SETTLED.has(task.status)) read(projectId, taskId, [task.status], onChange);
     }
+  } else if (!shownStamp && !full) {
+    // Not among the board's cards (a link to an old task): look for it in each status.
+    shownStamp = "searching";
+    read(projectId, taskId, STATUSES, onChange);
   }
   // Actions on data that may be out of date would mislead: off while the project is unavailable.
-  for (const button of $("drawer-actions").querySelectorAll("button")) button.disabled = Boolean(projectProblem);
+  $("drawer-actions").dataset.problem = projectProblem ? "1" : "";
+  for (const button of $("drawer-actions").querySelectorAll("button")) {
+    button.disabled = Boolean(projectProblem) || button.dataset.role === "cancel" && cancelling.has(`${projectId}/${taskId}`);
+  }
 }
 
 function showDetails(task, projectId, taskId, onChange) {
+  shownArgs = [task, projectId, taskId, onChange];
   $("drawer-title").textContent = task.title;
   $("drawer-meta").replaceChildren(meta(task));
-  $("drawer-content").textContent = task.content || "(none)";
+  $("drawer-content").textContent = "content" in task ? task.content || "(none)" : "Loading…";
   const error = $("drawer-error");
   error.hidden = !task.error_message;
   error.textContent = task.error_message ? `${task.error_reason ? `${task.error_reason}: ` : ""}${task.error_message}` : "";
@@ -122,9 +204,13 @@ function showDetails(task, projectId, taskId, onChange) {
                                 onclick: () => act(projectId, taskId, "rerun", onChange) }));
   }
   if (task.status === "pending" || task.status === "in_progress" || task.status === "plan_review") {
-    actions.push(el("button", { type: "button", class: "danger", text: "Cancel",
-                                onclick: () => act(projectId, taskId, "cancel", onChange) }));
+    const waiting = cancelling.has(`${projectId}/${taskId}`);
+    actions.push(el("button", { type: "button", class: "danger", text: waiting ? "Cancelling…" : "Cancel",
+                                disabled: waiting, dataset: { role: "cancel" },
+                                onclick: () => cancelLater(projectId, taskId, task.title, onChange) }));
   }
+  const problem = $("drawer-actions").dataset.problem === "1";
+  for (const button of actions) if (problem) button.disabled = true;
   $("drawer-actions").replaceChildren(...actions);
 }
 
@@ -162,6 +248,7 @@ function follow(projectId, taskId, onChange) {
 
 export function openDrawer(projectId, taskId, getTask, onChange, projectProblem) {
   current = { projectId, taskId };
+  full = null;
   shownStamp = "";
   $("drawer").hidden = false;
   $("drawer-title").textContent = "Loading…";

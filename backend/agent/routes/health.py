@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from ... import __version__
 from ...gitrepo import GitError, has_commits
 from ...store import StoreBusyError, StoreCorruptError, StoreError, StoreUnreadableError, TaskStore
-from ..deps import SettingsDep
 from ..schemas import Health, Problem
 
 router = APIRouter(prefix="/agent", tags=["health"])
@@ -78,24 +77,30 @@ class CommitsProbe:
                        "(tasks stay pending until then)")
 
 
-def _probes(request: Request) -> tuple[StoreProbe, CommitsProbe]:
-    state = request.app.state
+def _probes(state) -> tuple[StoreProbe, CommitsProbe]:
     if getattr(state, "health_probes", None) is None:
         state.health_probes = (StoreProbe(state.store), CommitsProbe())
     return state.health_probes
 
 
-@router.get("/health", response_model=Health)
-def health(request: Request, settings: SettingsDep) -> Health:
-    """`status` is `ok`, or `degraded` with `problems` ([{code, message}]); always HTTP 200."""
-    store_probe, commits_probe = _probes(request)
+def compute_health(state) -> Health:
+    """The health of the app whose `app.state` this is (blocking: it may read the store and ask git).
+    Shared by GET /agent/health and the change stream's `state` event."""
+    settings = state.settings
+    store_probe, commits_probe = _probes(state)
     problems = [p for p in (store_probe.problem(), commits_probe.problem(settings.project_dir)) if p]
-    problems += [Problem.model_validate(p) for p in request.app.state.dispatcher.problems()]
+    problems += [Problem.model_validate(p) for p in state.dispatcher.problems()]
     return Health(
         status="degraded" if problems else "ok",
         project=settings.project_name,
         project_id=settings.project_id,
         version=__version__,
-        uptime_seconds=round(time.monotonic() - request.app.state.started_monotonic, 3),
+        uptime_seconds=round(time.monotonic() - state.started_monotonic, 3),
         problems=problems,
     )
+
+
+@router.get("/health", response_model=Health)
+def health(request: Request) -> Health:
+    """`status` is `ok`, or `degraded` with `problems` ([{code, message}]); always HTTP 200."""
+    return compute_health(request.app.state)

@@ -9,6 +9,10 @@ from typing import Any
 from ..config import ProjectConfig
 
 
+# (event, data, id) of a project's change stream; ("", None, None) is a keep-alive.
+ChangeEvent = tuple[str, dict | None, str | None]
+
+
 class Unavailable(Exception):
     """The project cannot be read right now (agent down, slow, answering garbage, store
     unreadable). `str()` is the reason shown to the person."""
@@ -85,6 +89,23 @@ class Connector(ABC):
 
     @abstractmethod
     async def task(self, status: str, filename: str) -> dict: ...
+
+    # ----- the change feed (as the agent's /agent/changes, /agent/summaries, /agent/changes/stream)
+
+    @abstractmethod
+    async def changes(self, since: str | None, window: int) -> dict:
+        """{cursor, revision, reset, tasks: [summary], removed: [id], usage}."""
+
+    @abstractmethod
+    async def summaries(self, status: str, after: str | None, limit: int, q: str | None) -> dict:
+        """{tasks: [summary], more}: the summaries of `status` with sort > after, ascending."""
+
+    @abstractmethod
+    def follow_changes(self, since: str | None, window: int) -> AsyncIterator[ChangeEvent]:
+        """(event, data, id): a `state` event first and whenever it changes, `changes` events
+        (id = cursor), ("", None, None) for a keep-alive. Raises Unavailable/AgentError when
+        the project cannot be followed (before or during the stream); it never ends on its own
+        while the project is there (an end is a lost stream, to be followed again)."""
 
     # With an idempotency_key, a repeat of the same create answers what the first one created.
     @abstractmethod

@@ -28,12 +28,13 @@ import httpx
 
 from ...config import resolve_secret
 from ...models import STATUSES
-from ...web.sse import sse_event
+from ...web.sse import SSEParser, sse_event
 from ..config import ProjectConfig
-from .base import AgentError, Connector, Unavailable, health_problems, unavailable_overview
+from .base import AgentError, ChangeEvent, Connector, Unavailable, health_problems, unavailable_overview
 
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+STREAM_SILENCE_SECONDS = 50.0  # the agent's change stream sends a keep-alive every 15 s
 _TASK_KEYS = ("id", "title", "status", "created_at", "updated_at")
 _HEALTH = "/agent/health"
 
@@ -209,6 +210,82 @@ class HTTPConnector(Connector):
     async def task(self, status: str, filename: str) -> dict:
         return self._expect(await self._call("GET", f"/agent/tasks/{q(status)}/{q(filename)}"), ("id",), "task")
 
+    async def changes(self, since: str | None, window: int) -> dict:
+        params: dict[str, Any] = {"window": window}
+        if since is not None:
+            params["since"] = since
+        return _checked_changes(await self._call("GET", "/agent/changes", params=params))
+
+    async def summaries(self, status: str, after: str | None, limit: int, q: str | None) -> dict:
+        params: dict[str, Any] = {"status": status, "limit": limit}
+        if after is not None:
+            params["after"] = after
+        if q:
+            params["q"] = q
+        data = self._expect(await self._call("GET", "/agent/summaries", params=params), ("tasks", "more"), "summaries")
+        if not _summaries_ok(data["tasks"]):
+            raise Unavailable("unexpected answer for summaries: an entry is not a task summary")
+        return data
+
+    async def follow_changes(self, since: str | None, window: int) -> AsyncIterator[ChangeEvent]:
+        """The agent's change stream, parsed. Who answers is asked first and again in every
+        `state` event: another project's agent ends the stream before anything of it is passed on."""
+        await self.health()
+        if self._down is not None:
+            self._start_probe()
+            raise Unavailable(f"{self._down} (checking again in the background)")
+        params: dict[str, Any] = {"window": window}
+        headers = dict(self.headers)
+        if since is not None:
+            params["since"] = since
+            headers["Last-Event-ID"] = since
+        # Silence longer than a few of the agent's keep-alives (15 s) means the connection is gone.
+        request = self.client.build_request("GET", f"{self.base}/agent/changes/stream", params=params, headers=headers,
+                                            timeout=httpx.Timeout(self.timeout, read=STREAM_SILENCE_SECONDS))
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise Unavailable(f"no answer from {self.base} within {self.timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        try:
+            if resp.status_code != 200:
+                raise Unavailable(f"{self.base} answered the change stream with HTTP {resp.status_code}")
+            parser = SSEParser()
+            try:
+                async for text in resp.aiter_text():
+                    for event, raw, event_id in parser.feed(text):
+                        yield self._change_event(event, raw, event_id)
+            except httpx.ReadTimeout:
+                raise Unavailable(f"no word from {self.base} in {STREAM_SILENCE_SECONDS:g}s on its change stream"
+                                  ) from None
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"lost the agent's change stream: {type(exc).__name__}") from None
+            except ValueError as exc:
+                raise Unavailable(f"{self.base} sent a broken change stream: {exc}") from None
+            raise Unavailable(f"{self.base} ended its change stream")
+        finally:
+            await resp.aclose()
+
+    def _change_event(self, event: str, raw: str | None, event_id: str | None) -> tuple[str, dict | None, str | None]:
+        if event == "":
+            return "", None, None
+        try:
+            data = json.loads(raw or "")
+        except ValueError:
+            raise Unavailable(f"{self.base} sent a {event!r} event that is not JSON") from None
+        if event == "state":
+            health = data.get("health") if isinstance(data, dict) else None
+            if not isinstance(health, dict) or not isinstance(data.get("dispatcher"), dict):
+                raise Unavailable("unexpected state on the agent's change stream")
+            self._note_identity(health)
+            if self._identity is not None:
+                raise Unavailable(self._identity)
+        elif event == "changes":
+            data = _checked_changes(data)
+        return event, data, event_id
+
     async def runtimes(self) -> dict:
         data = self._expect(await self._call("GET", "/agent/runtimes"), ("default", "runtimes"), "runtimes")
         if not isinstance(data["runtimes"], list) or not all(
@@ -283,6 +360,19 @@ class HTTPConnector(Connector):
             yield sse_event("gone", {"message": f"lost the agent's stream: {type(exc).__name__}"}).encode()
         finally:
             await resp.aclose()
+
+
+def _summaries_ok(items: Any) -> bool:
+    return isinstance(items, list) and all(
+        isinstance(t, dict) and all(isinstance(t.get(k), str) for k in ("id", "status", "sort")) for t in items)
+
+
+def _checked_changes(data: Any) -> dict:
+    """An /agent/changes answer (or `changes` event) of the right shape, or Unavailable."""
+    if (not isinstance(data, dict) or not isinstance(data.get("cursor"), str) or not isinstance(data.get("reset"), bool)
+            or not _summaries_ok(data.get("tasks")) or not isinstance(data.get("removed", []), list)):
+        raise Unavailable("unexpected answer for changes: not a change set")
+    return data
 
 
 def _key(idempotency_key: str | None) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ... import taskviews
+from ...changefeed import ChangeFeed, change_events
 from ...agent.runtimechoice import describe, unconfigured
 from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate
@@ -33,9 +34,10 @@ from ...store import (
     TaskStore,
 )
 from ..config import ProjectConfig
-from .base import AgentError, Connector, Unavailable
+from .base import AgentError, ChangeEvent, Connector, Unavailable
 
 _FILENAME_SUFFIX = ".md"
+POLL_SECONDS = 1.0  # how soon another process's write (an agent-less CLI, a hand edit) shows
 
 
 def _refuse(status: int, code: str, message: str) -> AgentError:
@@ -50,6 +52,7 @@ class LocalConnector(Connector):
         self.path = Path(project.path or "").expanduser()
         self.store = TaskStore(self.path / "data" / "dev-tasks.json", mirrors=MirrorWriter(self.path / "tasks"))
         self.logs_dir = self.path / "logs"
+        self.feed = ChangeFeed(self.store)  # reads nothing until asked
 
     def _needs_agent(self, what: str) -> AgentError:
         return _refuse(409, "needs_agent",
@@ -87,14 +90,60 @@ class LocalConnector(Connector):
         if (missing := self._folder_missing()) is not None:
             raise missing
         await self._run(self.store.snapshot)
-        return {"status": "ok", "project": self.path.name, "version": "local", "uptime_seconds": None}
+        return {**self._health(), "uptime_seconds": None}
 
-    async def dispatcher(self) -> dict:
-        snap = await self._run(self.store.snapshot)
-        counts = taskviews.counts(snap)
+    def _health(self) -> dict:
+        return {"status": "ok", "project": self.path.name, "version": "local"}
+
+    def _dispatcher(self) -> dict:
+        counts = taskviews.counts(self.store.snapshot())
         return {"state": "no agent", "workers": {"max": 0, "busy": 0}, "running": [],
                 "queue_length": counts["pending"], "merge_queue": [], "counts": counts,
                 "ports_in_use": {}}
+
+    async def dispatcher(self) -> dict:
+        return await self._run(self._dispatcher)
+
+    # ----- the change feed: the agent's own ChangeFeed, over the store on disk -------------
+    # Writes through this dashboard wake it; other processes' writes are caught by polling.
+
+    def _state(self) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        return {"health": self._health(), "dispatcher": self._dispatcher(), "usage": self.feed.usage()}
+
+    async def changes(self, since: str | None, window: int) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        try:
+            return await self._run(self.feed.changes, since, window)
+        except ValueError as exc:
+            raise _refuse(400, "invalid_cursor", str(exc)) from None
+
+    async def summaries(self, status: str, after: str | None, limit: int, q: str | None) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        try:
+            return await self._run(self.feed.summaries, status, after, limit, q)
+        except ValueError as exc:
+            raise _refuse(400, "bad_request", str(exc)) from None
+
+    async def follow_changes(self, since: str | None, window: int) -> AsyncIterator[ChangeEvent]:
+        await self.health()  # a missing folder or unreadable store: unavailable before anything is sent
+
+        async def never() -> bool:
+            return False  # the board's relay closes this generator when the page leaves
+
+        try:
+            async for item in change_events(self.feed, self._state, since, window, never,
+                                            poll_seconds=POLL_SECONDS):
+                yield item
+        except StoreError as exc:
+            raise Unavailable(f"task store: {exc}") from None
+        except OSError as exc:
+            raise Unavailable(str(exc)) from None
+        except ValueError as exc:
+            raise _refuse(400, "invalid_cursor", str(exc)) from None
 
     async def dispatcher_action(self, action: str, force: bool) -> dict:
         raise self._needs_agent(f"{action.capitalize()}ing the dispatcher")

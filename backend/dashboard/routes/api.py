@@ -7,13 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from ...agent.schemas import BulkCreate, RuntimeList
 from ...agent.routes.tasks import IdempotencyKey, check_id, check_idempotency_key
 from ...models import STATUSES, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import FilenamePath, StatusPath, TaskIdPath
+from ..boardfeed import WINDOW, BoardFeed, board_cursor, describe, group, parse_board_cursor
 from ..connectors.base import AgentError, Connector, Unavailable, reason_of
+from ..schemas import Board, BoardPage
 from ..supervisor import MAX_TAIL_LINES
 
 router = APIRouter(prefix="/api", tags=["projects"], responses=ERROR_RESPONSES)
@@ -29,10 +32,7 @@ def connector_for(request: Request, project_id: str) -> Connector:
 
 
 def _describe(connector: Connector, overview: dict, request: Request) -> dict:
-    p = connector.project
-    # `agent`: the state of the baton-agent this dashboard runs for the project (null: not ours).
-    return {"id": p.id, "name": p.name, "color": p.color, "description": p.description,
-            "mode": connector.mode, "agent": request.app.state.supervisor.status(p.id), **overview}
+    return describe(connector, overview, request.app.state.supervisor.status(connector.project.id))
 
 
 @router.get("/projects")
@@ -44,32 +44,85 @@ async def projects(request: Request) -> dict:
     return {"projects": [_describe(c, o, request) for c, o in zip(connectors.values(), overviews)]}
 
 
-@router.get("/board")
+@router.get("/board", response_model=None, responses={200: {"model": Board}})
 async def board(request: Request) -> dict:
-    """What the page shows in one answer: every project (as /api/projects) and its tasks
-    grouped by status; `tasks` is null, with `tasks_error`, for a project that cannot be read."""
+    """What the page shows first, in one answer: every project (as /api/projects) with its usage
+    and each status's first summaries (content comes when a task is opened); `tasks` is null,
+    with `tasks_error`, for a project that cannot be read. Then follow /api/board/stream from
+    `cursor`."""
     connectors: dict[str, Connector] = request.app.state.connectors
 
     async def one(connector: Connector) -> dict:
-        overview, tasks = await asyncio.gather(connector.overview(), connector.tasks(), return_exceptions=True)
+        overview, changes = await asyncio.gather(connector.overview(), connector.changes(None, WINDOW),
+                                                 return_exceptions=True)
         if isinstance(overview, BaseException):
             raise overview
         entry = _describe(connector, overview, request)
         if connector.identity_problem is not None:
             # Another project's agent answers: its tasks (even if read before health said so) are
             # not this project's.
-            entry.update(tasks=None, tasks_error=connector.identity_problem, healthy=False,
-                         reason=connector.identity_problem)
-        elif isinstance(tasks, (Unavailable, AgentError)):
-            why = reason_of(tasks)
-            entry.update(tasks=None, tasks_error=why, healthy=False, reason=overview["reason"] or why)
-        elif isinstance(tasks, BaseException):
-            raise tasks
+            why = connector.identity_problem
+            entry.update(tasks=None, tasks_error=why, healthy=False, reason=why, usage=None, cursor=None)
+        elif isinstance(changes, (Unavailable, AgentError)):
+            why = reason_of(changes)
+            entry.update(tasks=None, tasks_error=why, healthy=False, reason=overview["reason"] or why,
+                         usage=None, cursor=None)
+        elif isinstance(changes, BaseException):
+            raise changes
         else:
-            entry.update(tasks=tasks, tasks_error=None)
+            entry.update(tasks=group(changes["tasks"]), tasks_error=None, usage=changes.get("usage"),
+                         cursor=changes["cursor"])
         return entry
 
-    return {"projects": await asyncio.gather(*(one(c) for c in connectors.values()))}
+    entries = await asyncio.gather(*(one(c) for c in connectors.values()))
+    return {"projects": entries, "cursor": board_cursor({e["id"]: e["cursor"] for e in entries if e["cursor"]})}
+
+
+@router.get("/board/stream", response_class=StreamingResponse)
+async def board_stream(request: Request, cursor: Annotated[str | None, Query(max_length=100_000)] = None,
+                       last_event_id: Annotated[str | None, Header(max_length=100_000)] = None) -> StreamingResponse:
+    """Every project's changes as Server-Sent Events: `project` (a project as in /api/board,
+    without tasks and cursor) when what it shows changes, `tasks` ({project, reset, tasks,
+    removed}; `id:` = the combined cursor) when its tasks change. Resume with Last-Event-ID (it
+    wins over `cursor`); a project whose cursor is missing or stale starts with a reset."""
+    supervisor = request.app.state.supervisor
+    feed = BoardFeed(request.app.state.connectors, supervisor.status,
+                     parse_board_cursor(last_event_id if last_event_id else cursor))
+    events = feed.events()
+    # Closed explicitly once the page has gone: a generator cancelled while it waits at a `yield`
+    # would otherwise keep following every agent until garbage collection.
+    return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(events.aclose),
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+StatusQuery = Annotated[str, Query(description="A task status.", json_schema_extra={"enum": list(STATUSES)})]
+
+
+@router.get("/board/page", response_model=None, responses={200: {"model": BoardPage}})
+async def board_page(request: Request, status: StatusQuery,
+                     after: Annotated[str | None, Query(max_length=200)] = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     q: Annotated[str | None, Query(max_length=200)] = None,
+                     project: Annotated[str | None, Query(max_length=64)] = None) -> dict:
+    """The next page of one status column (summaries with sort > `after`), across every project
+    (or one), merged by `sort`; `q`: case-insensitive substring of title or id."""
+    if status not in STATUSES:
+        raise ApiError(400, "invalid_status", f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+    connectors = [connector_for(request, project)] if project else list(request.app.state.connectors.values())
+    answers = await asyncio.gather(*(c.summaries(status, after, limit, q or None) for c in connectors),
+                                   return_exceptions=True)
+    merged, more, unavailable = [], False, []
+    for connector, answer in zip(connectors, answers):
+        if isinstance(answer, (Unavailable, AgentError)) and not project:
+            unavailable.append({"project": connector.project.id, "reason": reason_of(answer)})
+            continue  # shown unhealthy on the board; the other projects' cards still page
+        if isinstance(answer, BaseException):
+            raise answer
+        pid = connector.project.id
+        merged.extend({**item, "project": pid} for item in answer["tasks"])
+        more = more or bool(answer["more"])
+    merged.sort(key=lambda item: (item["sort"], item["project"]))
+    return {"tasks": merged[:limit], "more": more or len(merged) > limit, "unavailable": unavailable}
 
 
 @router.get("/projects/{project_id}/agent-log")

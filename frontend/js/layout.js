@@ -1,0 +1,59 @@
+// Small screens: a picker that scrolls the swipeable board to a column, and the projects folded
+// into one summary line so the board gets the height. The CSS media queries do the rest.
+
+import { el } from "./dom.js";
+
+const SMALL = "(max-width: 900px)";
+
+function columnName(column) {
+  return column.querySelector("h2 span")?.textContent || column.dataset.status;
+}
+
+// The column whose left edge is nearest the board's: the one being looked at.
+function shownColumn(board, columns) {
+  const left = board.getBoundingClientRect().left;
+  let best = columns[0];
+  for (const column of columns) {
+    if (Math.abs(column.getBoundingClientRect().left - left) < Math.abs(best.getBoundingClientRect().left - left)) best = column;
+  }
+  return best;
+}
+
+export function setupColumnPicker(picker, board) {
+  const columns = [...board.querySelectorAll(".column")];
+  const buttons = columns.map((column) => el("button", {
+    type: "button", text: columnName(column), dataset: { status: column.dataset.status },
+    onclick: () => {
+      board.scrollTo({ left: column.offsetLeft - board.firstElementChild.offsetLeft, behavior: "smooth" });
+      mark(column);
+    },
+  }));
+  const mark = (column) => {
+    for (const button of buttons) {
+      if (button.dataset.status === column.dataset.status) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+    }
+  };
+  picker.replaceChildren(...buttons);
+  if (columns.length) mark(columns[0]);
+  let pending = false;
+  board.addEventListener("scroll", () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; mark(shownColumn(board, columns)); });
+  }, { passive: true });
+}
+
+// Folded on a phone or tablet when the page opens (a tap opens it); the summary counts projects.
+export function setupProjectsBox(box, summary) {
+  if (window.matchMedia(SMALL).matches) box.open = false;
+  const update = () => {
+    const projects = box.querySelectorAll(".project");
+    const down = box.querySelectorAll('.project[data-healthy="false"]').length;
+    const text = `Projects: ${projects.length}${down ? ` · ${down} unavailable` : ""}`;
+    if (summary.textContent !== text) summary.textContent = text;
+  };
+  new MutationObserver(update).observe(box.querySelector(".projects"), { childList: true, subtree: true, attributes: true,
+                                                                          attributeFilter: ["data-healthy"] });
+  update();
+}
