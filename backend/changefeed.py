@@ -318,6 +318,10 @@ class ChangeFeed:
 
     # ----- waking streams -----------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Wake every change stream now (something its `state` shows may have changed)."""
+        self._wake()
+
     def _wake(self) -> None:
         # Runs in the writer's thread: hand the wake-up to each stream's event loop.
         for loop, event in list(self._waiters.values()):
@@ -363,7 +367,8 @@ async def change_events(
             if result is not None:
                 cursor = result["cursor"]
                 if result["reset"] or result["tasks"] or result["removed"]:
-                    yield "changes", result, cursor
+                    # Without usage: the `state` event carries it, and only when it changed.
+                    yield "changes", {k: v for k, v in result.items() if k != "usage"}, cursor
                     last_sent = time.monotonic()
             current = await anyio.to_thread.run_sync(state)
             if current != last_state:

@@ -186,7 +186,10 @@ class TaskStore:
                     return earlier
             now = utcnow()
             taken = set(snap.tasks)
-            for item in items:
+            for index, item in enumerate(items):
+                # A microsecond apart: "oldest first" (the board's pending order) is then the store's
+                # order, the order claims take equal-priority tasks in.
+                created = now + timedelta(microseconds=index)
                 task_id = new_task_id()
                 while task_id in taken:
                     task_id = new_task_id()
@@ -194,8 +197,8 @@ class TaskStore:
                 task = Task(
                     id=task_id,
                     status=TaskStatus.pending,
-                    created_at=now,
-                    updated_at=now,
+                    created_at=created,
+                    updated_at=created,
                     idempotency_key=idempotency_key,
                     **item.model_dump(),
                 )

@@ -337,6 +337,9 @@ def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> di
                 client.get(f"{url}/api/board")  # the agents' first read of their store is not the page's
                 answer = client.get(f"{url}/api/board", headers={"Accept-Encoding": "gzip"})
                 wire = answer.num_bytes_downloaded
+                listed = answer.json()["projects"]
+                with_tasks = sum(1 for item in listed if item["tasks"] is not None)
+                summaries = sum(len(column) for item in listed if item["tasks"] for column in item["tasks"].values())
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
                 for _ in range(samples):
@@ -353,7 +356,7 @@ def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> di
         for agent, _ in agents:
             stop(agent)
     return {"projects": projects, "tasks_per_project": tasks, "cards_rendered": cards, "samples": samples,
-            "api_board_bytes_on_the_wire": wire,
+            "api_board_bytes_on_the_wire": wire, "projects_with_tasks": with_tasks, "summaries_in_api_board": summaries,
             "navigation_to_board_complete_p50_ms": p50_ms(times),
             "navigation_to_board_complete_max_ms": round(max(times) * 1000, 1), "target_ms_max": 1500}
 

@@ -222,7 +222,10 @@ def test_a_failed_tasks_reason_and_rerun(page, world):
     expect(failed.locator(".card-error")).to_have_attribute("title", "agent_error")
     failed.focus()
     page.keyboard.press("Enter")  # keyboard works as well as the mouse
-    expect(page.locator("#drawer-error")).to_contain_text("the model gave up")
+    # In the drawer too: words first, the code beside them in the details.
+    expect(page.locator("#drawer-error")).to_have_text(re.compile(r"^the coding agent reported an error: .*the model gave up"))
+    expect(page.locator("#drawer-meta dd[data-field='failure']")).to_have_text(
+        "the coding agent reported an error (agent_error)")
     page.locator("#drawer-actions").get_by_role("button", name="Rerun", exact=True).click()
     expect(column(page, "completed").locator(f".card[data-id='{task_id}']")).to_be_visible(timeout=30000)
     page.keyboard.press("Escape")

@@ -178,3 +178,38 @@ def test_cards_show_priority_running_time_failure_words_and_a_clamped_title(brow
     finally:
         board.close()
         dashboard.stop()
+
+
+def test_a_task_waiting_for_plan_review_toasts(browser, agent_factory, tmp_path):
+    agent = agent_factory()  # no dispatcher: the test moves the task itself
+    dashboard = BoardDashboard(tmp_path, {"alpha": agent})
+    board = BoardPage(browser, dashboard.url)
+    try:
+        page = board.page
+        task = agent.store.create(NewTask(title="Needs a look", needs_plan_review=True))
+        expect(page.locator(f".column[data-status='pending'] .card[data-id='{task.id}']")).to_be_visible()
+        agent.store.transition(task.id, TaskStatus.plan_review)
+        expect(page.locator(f".column[data-status='plan_review'] .card[data-id='{task.id}']")).to_be_visible()
+        expect(page.locator("#toast .toast-item", has_text="“Needs a look” waits for plan review")).to_have_count(1)
+        assert board.errors == [], board.errors
+    finally:
+        board.close()
+        dashboard.stop()
+
+
+def test_cost_finished_days_ago_counts_in_7_days_not_today(browser, agent_factory, tmp_path):
+    agent = agent_factory()
+    finish(agent.store, "Today", TaskStatus.completed, cost_usd=0.5, input_tokens=400, output_tokens=100)
+    old = finish(agent.store, "Three days ago", TaskStatus.completed, cost_usd=2.0, input_tokens=1500,
+                 output_tokens=500)
+    agent.store.update(old.id, finished_at=utcnow() - timedelta(days=3))
+    dashboard = BoardDashboard(tmp_path, {"alpha": agent})
+    board = BoardPage(browser, dashboard.url)
+    try:
+        page = board.page
+        expect(page.locator("[data-role='total-today']")).to_have_text("Today $0.5000 · 500 tokens")
+        expect(page.locator("[data-role='total-week']")).to_have_text("7 days $2.50 · 2.5k tokens")
+        assert board.errors == [], board.errors
+    finally:
+        board.close()
+        dashboard.stop()

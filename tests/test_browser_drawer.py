@@ -94,6 +94,27 @@ def test_without_undo_the_cancel_is_sent_after_the_delay(page, world):
         gate.write_text("")
 
 
+
+def test_the_undo_toast_is_reachable_by_keyboard_from_the_open_drawer(page, world):
+    task_id, gate = running(world, page, "Undone by keyboard")
+    try:
+        page.locator("#drawer-actions [data-role='cancel']").focus()
+        page.keyboard.press("Enter")
+        undo = page.locator(".toast-item", has_text="Cancelling “Undone by keyboard”").get_by_role("button", name="Undo")
+        expect(undo).to_be_visible()
+        # The drawer keeps the focus, but not away from the one button that stops the cancel.
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            if undo.evaluate("node => node === document.activeElement"):
+                break
+        expect(undo).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(undo).to_be_hidden()
+        page.clock.run_for(UNDO_MS * 2)
+        assert page.cancels == [] and world.task(task_id)["status"] == "in_progress"
+    finally:
+        gate.write_text("")
+
 def test_attempts_are_counted_across_reruns_with_a_separator_per_run(page, world):
     flag = world.root / "fail-once"
     title = "Runs twice"

@@ -4,6 +4,7 @@ pages, usage buckets, and the event sequence of the change stream."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -263,3 +264,16 @@ def test_when_old_removals_are_forgotten_older_cursors_reset(store, monkeypatch)
     store.archive_finished(lambda task: task.id == b)  # `a`'s removal is forgotten
     assert feed.changes(before)["reset"]
     assert feed.changes(middle["cursor"])["removed"] == [b]
+
+
+def test_a_bulk_create_shows_pending_in_the_order_claims_take_it(tmp_path):
+    # Equal priority: claims take the oldest first, i.e. the first in the store; the board's
+    # pending order (`sort`) must be the same, also within one bulk create (same instant).
+    store = TaskStore(tmp_path / "data" / "dev-tasks.json")
+    store.initialize()
+    created = store.create_many([NewTask(title=f"Bulk task {i:02d}") for i in range(40)])
+    feed = ChangeFeed(store)
+    shown = [item["id"] for item in feed.summaries("pending", None, limit=100)["tasks"]]
+    owner = Owner(pid=os.getpid(), host="test", instance="feed")
+    claimed = [store.claim(owner, 60).id for _ in range(40)]
+    assert shown == claimed == [task.id for task in created]

@@ -40,3 +40,11 @@ def test_a_line_that_never_ends_is_refused_not_buffered_forever():
     parser = SSEParser(max_buffer=100)
     with pytest.raises(ValueError):
         parser.feed("data: " + "x" * 200)
+
+
+def test_an_empty_chunk_between_cr_and_lf_is_still_one_line_end():
+    # A decoder may hand over an empty piece; the LF after it still belongs to the CR before it,
+    # or it would read as a blank line and dispatch the event before its second data line.
+    parser = SSEParser()
+    got = [item for chunk in ("data: one\r", "", "\ndata: two\n\n") for item in parser.feed(chunk)]
+    assert got == [("message", "one\ntwo", None)]

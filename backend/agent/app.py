@@ -73,6 +73,9 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.started_monotonic = time.monotonic()
     app.state.change_feed = ChangeFeed(store)
+    # Dispatcher state that is no store write (start/stop, a run's phase, the merge queue) wakes
+    # the change streams at once instead of at their next poll.
+    dispatcher.listen(app.state.change_feed.wake)
     app.state.change_poll_seconds = 1.0  # catches other processes' writes to the store
 
     install_error_handlers(app)

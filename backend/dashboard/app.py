@@ -24,6 +24,7 @@ from .settings import SESSION_COOKIE, DashboardSettings
 from .connectors.base import AgentError, Connector, Unavailable
 from .connectors.http import HTTPConnector
 from .connectors.local import LocalConnector
+from .projecthub import build_hubs
 from .routes import api, session
 
 def build_connectors(config: DashboardConfig, client: httpx.AsyncClient) -> dict[str, Connector]:
@@ -45,9 +46,12 @@ def create_app(settings: DashboardSettings) -> FastAPI:
             app.state.connectors = build_connectors(settings.config, client)
             app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env())
             app.state.supervisor.start()
+            # One upstream follow per project, shared by every open board page.
+            app.state.hubs = build_hubs(app.state.connectors, app.state.supervisor.status)
             try:
                 yield
             finally:
+                await asyncio.gather(*(hub.close() for hub in app.state.hubs.values()))
                 # The agents run in their own sessions (a Ctrl+C reaches only us): stop them here.
                 await asyncio.to_thread(app.state.supervisor.stop)
 

@@ -1,18 +1,21 @@
 """The board's one live stream (GET /api/board/stream): every project's change feed, merged.
 
-Per page, one upstream follow per project (the agent's SSE change stream, or the local store's
-ChangeFeed) runs as a task feeding one queue; the page gets
+Each project is followed upstream ONCE by its ProjectHub (projecthub.py), whatever the number of
+pages. A page joining a project subscribes to its hub first, then catches up with one
+`changes(page cursor)` call and forwards the hub's items from there (a delta the catch-up already
+covered is skipped). The page gets
 
-- `project` (the project as in /api/board, without tasks and cursor) whenever what it shows
-  changes: health, dispatcher, counts, usage, the dashboard-started agent's state (checked each
-  second), the project becoming unavailable with the reason, or coming back;
+- `project` (the project as in /api/board, without tasks, cursor and usage) whenever what it
+  shows changes: health, dispatcher, counts, the dashboard-started agent's state, the project
+  becoming unavailable with the reason, or coming back;
+- `usage` ({project, usage}) only when the project's usage changed (it can be large);
 - `tasks` ({project, reset, tasks, removed}) with SSE `id:` = the combined cursor
   "pid:epoch.rev,pid2:epoch.rev", which the browser sends back as Last-Event-ID to resume.
 
-A lost upstream is followed again after 0.5 s, doubling to 5 s, from the last cursor it gave
-(the agent answers a reset when that cursor means nothing to it any more, e.g. after a restart).
-An agent that names another project is unavailable and none of its tasks are relayed (the HTTP
-connector refuses its stream). While nothing changes, only a keep-alive comment every 15 s.
+A page that falls QUEUE_LIMIT items behind (a stalled connection) is dropped by the hub and
+catches up afresh from its own cursor. A catch-up that fails shows the project unavailable to
+that page and is tried again when the hub next reports the project healthy (or after a backoff).
+While nothing changes, only a keep-alive comment every 15 s.
 """
 
 from __future__ import annotations
@@ -20,23 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
 
 from ..changefeed import parse_cursor
 from ..models import STATUSES
 from ..web.sse import sse_event
-from .connectors.base import AgentError, Connector, Unavailable, health_problems, reason_of
+from .connectors.base import AgentError, Connector, Unavailable, reason_of
+from .projecthub import (BACKOFF_FIRST, BACKOFF_MAX, QUEUE_LIMIT, WINDOW, ProjectHub, Subscription, agent_key,
+                         lost_overview, state_overview)
 
 log = logging.getLogger(__name__)
 
-WINDOW = 100  # summaries per status on a reset (as /api/board)
+__all__ = ["WINDOW", "BoardFeed", "board_cursor", "describe", "group", "lost_overview", "parse_board_cursor",
+           "state_overview"]
+
 KEEPALIVE_SECONDS = 15.0
-AGENT_CHECK_SECONDS = 1.0
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+PAGE_QUEUE = 64  # events ready for the page; a page that stops reading backs up into its hub queues
 _PROJECT_ID = re.compile(r"^[a-z0-9-]{1,64}$")
-# What of a dashboard-started agent's state is worth an event (its countdown is not: the page
-# counts down from next_attempt_at itself).
-_AGENT_KEYS = ("state", "reason", "restarts", "last_exit_code", "next_attempt_at", "pid", "port")
 
 
 def parse_board_cursor(text: str | None) -> dict[str, str]:
@@ -77,44 +79,30 @@ def group(tasks: list[dict]) -> dict[str, list[dict]]:
     return columns
 
 
-def state_overview(state: dict) -> dict:
-    """The project part of an agent's `state` event: {healthy, reason, health, dispatcher, counts,
-    problems, usage, tasks_error}."""
-    health, dispatcher = state["health"], state["dispatcher"]
-    status = health.get("status")
-    healthy = status in ("ok", "degraded")  # degraded: still serving, with problems to show
-    reason = None if healthy else f"agent reports status {status!r}"
-    return {"healthy": healthy, "reason": reason, "health": health, "dispatcher": dispatcher,
-            "counts": dispatcher.get("counts"), "problems": health_problems(health),
-            "usage": state.get("usage"), "tasks_error": reason}
 
-
-def lost_overview(reason: str) -> dict:
-    return {"healthy": False, "reason": reason, "health": None, "dispatcher": None, "counts": None,
-            "problems": [], "usage": None, "tasks_error": reason}
-
-
-def _agent_key(agent: dict | None) -> tuple | None:
-    return None if agent is None else tuple(agent.get(k) for k in _AGENT_KEYS)
+def _same_epoch_and_not_newer(cursor: str, than: str | None) -> bool:
+    """True when `cursor` is of the epoch of `than` and not after it (nothing new for the page)."""
+    if than is None:
+        return False
+    (epoch, revision), (page_epoch, page_revision) = parse_cursor(cursor), parse_cursor(than)
+    return epoch == page_epoch and revision <= page_revision
 
 
 class BoardFeed:
-    def __init__(self, connectors: dict[str, Connector], agent_state: Callable[[str], dict | None],
-                 cursors: dict[str, str], window: int = WINDOW) -> None:
-        self.connectors = connectors
-        self.agent_state = agent_state
-        self.cursors = {pid: c for pid, c in cursors.items() if pid in connectors}
-        self.window = window
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.overviews: dict[str, dict] = {}  # the last upstream word per project
-        self.agents: dict[str, dict | None] = {}
-        self.sent: dict[str, tuple] = {}  # what the page was last told per project (for "changed?")
-        self.retry_now: dict[str, asyncio.Event] = {}
+    """One page's stream over the dashboard's hubs (one per project)."""
 
-    async def events(self) -> AsyncIterator[str]:
+    def __init__(self, hubs: dict[str, ProjectHub], cursors: dict[str, str], window: int = WINDOW,
+                 limit: int = QUEUE_LIMIT, buffer: int = PAGE_QUEUE) -> None:
+        self.hubs = hubs
+        self.cursors = {pid: c for pid, c in cursors.items() if pid in hubs}
+        self.window = window
+        self.limit = limit
+        self.queue: asyncio.Queue = asyncio.Queue(buffer)
+        self.sent: dict[str, tuple] = {}  # what the page was last told per project (for "changed?")
+
+    async def events(self):
         """SSE text for the page, until the caller stops iterating (the page left)."""
-        workers = [asyncio.create_task(self._follow(pid, c)) for pid, c in self.connectors.items()]
-        workers.append(asyncio.create_task(self._watch_agents()))
+        workers = [asyncio.create_task(self._relay(pid, hub)) for pid, hub in self.hubs.items()]
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         try:
@@ -135,11 +123,10 @@ class BoardFeed:
                 worker.cancel()
             # Shielded: when the page leaves, this generator is cancelled again at every await
             # (Starlette's cancel scope); a cancelled gather would cancel the workers a second
-            # time, inside their clean-up, and leave the agents' streams open (and pooled
-            # connections taken) for good.
+            # time, inside their clean-up (a catch-up request under way, a subscription).
             await asyncio.shield(asyncio.gather(*workers, return_exceptions=True))
 
-    # ----- what the workers report, turned into events -----------------------------------
+    # ----- the page's events, in the order it gets them -----------------------------------
 
     def _apply(self, item: tuple) -> str | None:
         kind, pid, data = item
@@ -149,62 +136,98 @@ class BoardFeed:
         if kind == "tasks":
             self.cursors[pid] = data.pop("cursor")
             return sse_event("tasks", {"project": pid, **data}, board_cursor(self.cursors))
-        if kind == "overview":
-            self.overviews[pid] = data
-        elif kind == "agent":
-            self.agents[pid] = data
-        if pid not in self.overviews:
-            return None  # nothing known of the project yet: its first word will carry the agent too
-        agent = self.agents[pid] if pid in self.agents else self.agent_state(pid)
-        entry = describe(self.connectors[pid], self.overviews[pid], agent)
-        key = (repr({k: v for k, v in entry.items() if k != "agent"}), _agent_key(agent))
+        if kind == "usage":
+            return sse_event("usage", {"project": pid, "usage": data})
+        overview, agent = data
+        entry = describe(self.hubs[pid].connector, {k: v for k, v in overview.items() if k != "usage"}, agent)
+        key = (repr({k: v for k, v in entry.items() if k != "agent"}), agent_key(agent))
         if self.sent.get(pid) == key:
             return None
         self.sent[pid] = key
         return sse_event("project", entry)
 
-    async def _follow(self, pid: str, connector: Connector) -> None:
-        backoff = BACKOFF_FIRST
-        since = self.cursors.get(pid)
-        while True:
+    # ----- one project for this page ------------------------------------------------------
+
+    async def _relay(self, pid: str, hub: ProjectHub) -> None:
+        cursor = self.cursors.get(pid)
+        while True:  # once more after each overflow, from where the page got to
+            sub = hub.subscribe(self.limit)
             try:
-                async for event, data, _ in connector.follow_changes(since, self.window):
-                    backoff = BACKOFF_FIRST  # it answered: the next loss retries quickly again
-                    if event == "state":
-                        await self.queue.put(("overview", pid, state_overview(data)))
-                    elif event == "changes":
-                        reset = bool(data.get("reset")) or since is None  # no cursor: the page starts over
-                        since = data["cursor"]
-                        if reset or data.get("tasks") or data.get("removed"):
-                            await self.queue.put(("tasks", pid, {
-                                "reset": reset, "tasks": data.get("tasks", []),
-                                "removed": data.get("removed", []), "cursor": since}))
-                        else:
-                            await self.queue.put(("cursor", pid, since))
-                reason = "the project's change stream ended"
-            except (Unavailable, AgentError) as exc:
-                reason = reason_of(exc)
-            except Exception:  # a bug must not silently stop this project's updates for good
-                log.exception("following project %s", pid)
-                reason = "the dashboard failed following this project (see its log)"
-            await self.queue.put(("overview", pid, lost_overview(reason)))
-            retry = self.retry_now.setdefault(pid, asyncio.Event())
-            retry.clear()
-            try:  # the backoff, cut short (and begun again) when the dashboard's own agent changed state
-                await asyncio.wait_for(retry.wait(), backoff)
-                backoff = BACKOFF_FIRST
-            except TimeoutError:
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                cursor = await _PageOfProject(self, pid, hub, sub, cursor).run()
+            finally:
+                hub.unsubscribe(sub)
 
-    async def _watch_agents(self) -> None:
-        last = {pid: _agent_key(self.agent_state(pid)) for pid in self.connectors}
+
+class _PageOfProject:
+    """What one page knows of one project: its cursor, its usage, whether it caught up."""
+
+    def __init__(self, feed: BoardFeed, pid: str, hub: ProjectHub, sub: Subscription, cursor: str | None) -> None:
+        self.feed, self.pid, self.hub, self.sub = feed, pid, hub, sub
+        self.cursor = cursor
+        self.usage: dict | None = None
+        self.failure: str | None = None  # why the catch-up failed, while it has not succeeded
+        self.caught_up = False
+
+    async def put(self, kind: str, data) -> None:
+        await self.feed.queue.put((kind, self.pid, data))
+
+    async def show(self) -> None:
+        overview = lost_overview(self.failure) if self.failure is not None else self.hub.overview
+        if overview is not None:  # None: the hub has not heard from the project yet; its first word will come
+            await self.put("project", (overview, self.hub.agent))
+
+    async def catch_up(self) -> None:
+        try:
+            answer = await self.hub.connector.changes(self.cursor, self.feed.window)
+        except (Unavailable, AgentError) as exc:
+            self.failure = reason_of(exc)
+            return
+        except Exception:  # a bug must not silently stop this project's updates for good
+            log.exception("catching up with project %s", self.pid)
+            self.failure = "the dashboard failed reading this project (see its log)"
+            return
+        self.failure, self.caught_up = None, True
+        self.cursor = answer["cursor"]
+        if answer["reset"] or answer["tasks"] or answer.get("removed"):
+            await self.put("tasks", {"reset": answer["reset"], "tasks": answer["tasks"],
+                                     "removed": answer.get("removed", []), "cursor": self.cursor})
+            if answer.get("usage") is not None:  # things changed since the page last heard: so may have usage
+                await self.put("usage", answer["usage"])
+        else:
+            await self.put("cursor", self.cursor)
+        self.usage = answer.get("usage")
+
+    async def run(self) -> str | None:
+        """Follows until the page's queue overflows; returns the cursor the page will have."""
+        await self.catch_up()
+        await self.show()
+        retry_in = BACKOFF_FIRST
         while True:
-            await asyncio.sleep(AGENT_CHECK_SECONDS)
-            for pid in self.connectors:
-                agent = self.agent_state(pid)
-                if _agent_key(agent) != last[pid]:
-                    last[pid] = _agent_key(agent)
-                    await self.queue.put(("agent", pid, agent))
-                    if pid in self.retry_now:
-                        self.retry_now[pid].set()
-
+            if self.caught_up:
+                item = await self.sub.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(self.sub.get(), retry_in)
+                except TimeoutError:
+                    item = ("retry", None)
+            if item is None:
+                return self.cursor  # overflowed: catch up afresh
+            kind, data = item
+            if kind == "retry" or (kind == "overview" and data["healthy"] and not self.caught_up):
+                await self.catch_up()
+                retry_in = min(retry_in * 2, BACKOFF_MAX) if not self.caught_up else BACKOFF_FIRST
+            if kind in ("overview", "agent", "retry"):
+                await self.show()
+            if kind == "overview" and data.get("usage") is not None and data["usage"] != self.usage:
+                self.usage = data["usage"]
+                await self.put("usage", self.usage)
+            elif kind == "tasks" and self.caught_up:
+                if _same_epoch_and_not_newer(data["cursor"], self.cursor):
+                    continue  # the catch-up already covered it
+                self.cursor = data["cursor"]
+                await self.put("tasks", dict(data))
+            elif kind == "cursor" and self.caught_up and self.cursor is not None:
+                if parse_cursor(data)[0] == parse_cursor(self.cursor)[0] and \
+                        not _same_epoch_and_not_newer(data, self.cursor):
+                    self.cursor = data
+                    await self.put("cursor", data)

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from .. import taskviews
@@ -59,12 +60,14 @@ class Dispatcher:
             ports=self.ports,
             slots=WorkerSlots(config.max_parallel_workers),
             wake_dispatcher=self.wake,
+            on_change=self._changed,
         )
         self.queue = self.ctx.queue = MergeQueue(self.ctx)
         # Runtimes that run without their permission prompts wait for a one-time acknowledgement.
         self.guardrails = Guardrails(settings.project_dir, {
             name: why for name in self.ctx.runtimes
             if (why := unguarded_reason(name, getattr(config, name, None))) is not None})
+        self._listeners: list[Callable[[], None]] = []
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.RLock()
@@ -109,12 +112,14 @@ class Dispatcher:
                 self._loop_thread = threading.Thread(target=self._loop, name="baton-dispatcher", daemon=True)
                 self._loop_thread.start()
         self.wake()
+        self._changed()
 
     def stop(self, force: bool = False) -> None:
         """No new claims. Running tasks finish, unless `force`: then they go back to pending."""
         self._claiming.clear()
         with self._lock:
             pass  # a tick that is claiming right now finishes its claim before we report
+        self._changed()
         if force:
             self._interrupt_all("interrupted")
 
@@ -148,6 +153,15 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """`listener()` runs (in whichever thread) when the status may have changed without a
+        store write: started or stopped, a run's phase, the merge queue. It must not block."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     def _loop(self) -> None:
         while not self._exit.is_set():

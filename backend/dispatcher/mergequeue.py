@@ -163,6 +163,7 @@ class MergeQueue:
     def _poke_locked(self) -> None:
         self._dirty = True
         self._cond.notify_all()
+        self.ctx.on_change()  # an entry came or left (or its test reported)
 
     def _poke(self) -> None:
         with self._cond:
@@ -188,6 +189,7 @@ class MergeQueue:
             except Exception as exc:  # noqa: BLE001 - the queue must survive; the task in trouble is ejected
                 log.exception("merge queue: round failed")
                 self._eject_on_error(exc)
+            self.ctx.on_change()  # a round moves entries (testing, passed, landing)
 
     def _eject_on_error(self, exc: Exception) -> None:
         """Fail the entry the round was changing when the error came (its rebase, its landing),

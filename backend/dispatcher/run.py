@@ -55,6 +55,7 @@ class RunContext:
     wake_dispatcher: Callable[[], None]
     base_tests: BaseTests = field(default_factory=BaseTests)  # verdicts on base commits, per process
     queue: MergeQueue | None = None  # set by the dispatcher once the context exists
+    on_change: Callable[[], None] = lambda: None  # what the dispatcher reports changed (a phase, the queue)
 
 
 class AgentFailed(Exception):
@@ -530,6 +531,7 @@ class TaskRun:
 
     def _phase(self, phase: str) -> None:
         self.phase = phase
+        self.ctx.on_change()
 
     def say(self, text: str) -> None:
         self.events.append(event(EventKind.baton, text=text))

@@ -26,6 +26,8 @@ class SSEParser:
         self._max = max_buffer
 
     def feed(self, chunk: str) -> list[tuple[str, str | None, str | None]]:
+        if not chunk:
+            return []  # keeps a pending CR's claim on the LF that may start the next chunk
         if self._skip_lf and chunk.startswith("\n"):
             chunk = chunk[1:]
         self._skip_lf = False

@@ -63,6 +63,7 @@ const searchMore = {};  // status -> the server has more matches for the current
 let lastShown = {};  // status -> sort key of the last card shown ("Show more" continues there)
 let renderTimer = null;
 let knownProjects = "";
+let noticesSaid = "";
 
 // Stream events come one by one; the page is drawn once per burst.
 function renderSoon() {
@@ -93,7 +94,13 @@ function render() {
     notices.unshift(el("div", { class: "notice", dataset: { role: "stale" } },
       `The board could not be updated (${live.failure}); it shows the state of ${when}.`));
   }
-  $("notices").replaceChildren(...notices);
+  // #notices is aria-live: redrawn only when what it says changed, or a screen reader would say
+  // it again at every change of any task.
+  const said = JSON.stringify(notices.map((n) => [n.className, n.dataset.project, n.textContent]));
+  if (said !== noticesSaid) {
+    noticesSaid = said;
+    $("notices").replaceChildren(...notices);
+  }
   const open = currentTask();
   lastShown = renderBoard($("board"), {
     projects, tasks: live.tasks, projectFilter: state.projectFilter, search: state.search,
@@ -396,5 +403,5 @@ startLive({
       if (linked) showTask(linked[0], linked[1], { fromHistory: true });
     }
   },
-  onAttention: (project, task) => announce(project, task, showTask),
+  onAttention: (project, tasks) => announce(project, tasks, showTask),
 });

@@ -131,7 +131,11 @@ export function renderBoard(board, view) {
     lastShown[status] = shown.length ? shown[shown.length - 1].task.sort : "";
   }
   for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
-  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus();
+  // A changed task's card is a new node (a running card changes every few seconds): the focus
+  // moves to it, or a keyboard user would be thrown back to the start of the page.
+  const target = focused && !focused.isConnected && focused.dataset && focused.dataset.key
+    ? board.querySelector(`.card[data-key="${CSS.escape(focused.dataset.key)}"]`) : focused;
+  if (target && target.isConnected && document.activeElement !== target) target.focus({ preventScroll: true });
   return lastShown;
 }
 

@@ -3,6 +3,7 @@
 import { api, projectPath } from "./api.js";
 import { el, toast } from "./dom.js";
 import { costText } from "./runtimes.js";
+import { reasonText } from "./words.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
@@ -92,7 +93,8 @@ function meta(task) {
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
-    ["Failure", task.error_reason || ""], ["Id", task.id],
+    // In words, with the code the logs and the API carry.
+    ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],
   ].filter(([, value]) => value !== "" && value !== null && value !== undefined);
   return el("dl", { class: "meta" }, ...rows.flatMap(([k, v]) => [
     el("dt", { text: k }), el("dd", { dataset: { field: k.toLowerCase() }, text: String(v) })]));
@@ -197,7 +199,7 @@ function showDetails(task, projectId, taskId, onChange) {
   $("drawer-content").textContent = "content" in task ? task.content || "(none)" : "Loading…";
   const error = $("drawer-error");
   error.hidden = !task.error_message;
-  error.textContent = task.error_message ? `${task.error_reason ? `${task.error_reason}: ` : ""}${task.error_message}` : "";
+  error.textContent = task.error_message ? `${task.error_reason ? `${reasonText(task.error_reason)}: ` : ""}${task.error_message}` : "";
   const actions = [];
   if (task.status === "failed" || task.status === "cancelled") {
     actions.push(el("button", { type: "button", class: "primary", text: "Rerun",

@@ -1,5 +1,6 @@
 // Keyboard: the skip link, one tabbable card in the board (a roving tabindex) with arrow keys
-// between cards and columns, and the open drawer keeping the focus (it is a modal dialog).
+// between cards and columns, and the open drawer keeping the focus (it is a modal dialog; the
+// toasts' buttons, such as a cancel's Undo, stay in its Tab cycle).
 // Independent of how the board is rendered: it only needs `.column` > `.card[data-key]`.
 
 const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), '
@@ -53,19 +54,17 @@ function next(board, card, key) {
 
 const KEYS = new Set(["ArrowDown", "ArrowUp", "ArrowLeft", "ArrowRight", "Home", "End"]);
 
+// The toasts' buttons take part: the Undo of a cancel made in the drawer must be reachable.
 function trapFocus(drawer, event) {
-  const items = [...drawer.querySelectorAll(FOCUSABLE)].filter((node) => node.getClientRects().length);
+  const toasts = document.getElementById("toast");
+  const items = [drawer, toasts].filter(Boolean).flatMap((box) => [...box.querySelectorAll(FOCUSABLE)])
+    .filter((node) => node.getClientRects().length);
   if (!items.length) return;
-  const first = items[0];
-  const last = items[items.length - 1];
-  const inside = drawer.contains(document.activeElement);
-  if (!inside || (event.shiftKey && document.activeElement === first)) {
-    event.preventDefault();
-    (event.shiftKey ? last : first).focus();
-  } else if (!event.shiftKey && document.activeElement === last) {
-    event.preventDefault();
-    first.focus();
-  }
+  event.preventDefault();
+  const index = items.indexOf(document.activeElement);
+  const step = event.shiftKey ? -1 : 1;
+  if (index < 0) (event.shiftKey ? items[items.length - 1] : items[0]).focus();
+  else items[(index + step + items.length) % items.length].focus();
 }
 
 export function setupKeys({ board, drawer, skipLink }) {

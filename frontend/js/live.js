@@ -17,6 +17,13 @@ let source = null;
 let retryTimer = null;
 let retryMs = FIRST_RETRY_MS;
 let loading = null;
+// Per project: bumped when its tasks are replaced (a load, a reset): a page asked before that is
+// older than what the page holds. gone: ids the stream removed (archived) while a page was
+// being asked, which that page may still carry (kept only while one is on its way).
+const generation = new Map();
+const gone = new Map();
+let pagesAsked = 0;
+const replaced = (projectId) => { generation.set(projectId, (generation.get(projectId) || 0) + 1); gone.delete(projectId); };
 
 const summaries = (groups) => new Map(Object.values(groups || {}).flat().map((t) => [t.id, t]));
 
@@ -44,6 +51,7 @@ async function load() {
   }
   live.projects = data.projects.map(({ tasks, cursor, ...project }) => project);
   live.tasks = new Map(data.projects.map((p) => [p.id, summaries(p.tasks)]));
+  for (const projectId of new Set([...generation.keys(), ...live.tasks.keys()])) replaced(projectId);
   live.cursor = data.cursor || "";
   live.failure = null;
   live.updatedAt = new Date();
@@ -70,6 +78,7 @@ function follow() {
     if (live.failure) { live.failure = null; hooks.onChange("open"); }
   });
   stream.addEventListener("project", (message) => applyProject(JSON.parse(message.data)));
+  stream.addEventListener("usage", (message) => applyUsage(JSON.parse(message.data)));
   stream.addEventListener("tasks", (message) => {
     applyTasks(JSON.parse(message.data));
     // EventSource sends it back as Last-Event-ID when it reconnects; kept for a full reload too.
@@ -92,10 +101,18 @@ function follow() {
 function applyProject(project) {
   const { tasks, cursor, ...entry } = project;
   const index = live.projects.findIndex((p) => p.id === entry.id);
-  if (index >= 0) live.projects[index] = entry;
+  // `usage` comes in its own event, only when it changed: a project event keeps the one known.
+  if (index >= 0) live.projects[index] = { usage: live.projects[index].usage, ...entry };
   else live.projects.push(entry);
   if (!live.tasks.has(entry.id)) live.tasks.set(entry.id, new Map());
   changed("project");
+}
+
+function applyUsage({ project: projectId, usage }) {
+  const project = live.projects.find((p) => p.id === projectId);
+  if (!project) return;
+  project.usage = usage;
+  changed("usage");
 }
 
 function applyTasks({ project: projectId, reset, tasks = [], removed = [] }) {
@@ -103,17 +120,25 @@ function applyTasks({ project: projectId, reset, tasks = [], removed = [] }) {
   if (reset || !known) {
     // A reset replaces what the page had for that project; nothing in it is news.
     live.tasks.set(projectId, new Map(tasks.map((t) => [t.id, t])));
+    replaced(projectId);
   } else {
+    const news = [];
     for (const task of tasks) {
       const before = known.get(task.id);
       known.set(task.id, task);
+      gone.get(projectId)?.delete(task.id);  // back from the archive
       // A task that reached completed/failed/plan_review (not one merely updated there).
-      if (ATTENTION.has(task.status) && (!before || before.status !== task.status)) {
-        const project = live.projects.find((p) => p.id === projectId);
-        if (project) hooks.onAttention(project, task);
-      }
+      if (ATTENTION.has(task.status) && (!before || before.status !== task.status)) news.push(task);
     }
-    for (const id of removed) known.delete(id);
+    for (const id of removed) {
+      known.delete(id);
+      if (!pagesAsked) continue;
+      if (!gone.has(projectId)) gone.set(projectId, new Set());
+      gone.get(projectId).add(id);
+    }
+    // One call per event: a resumed stream may bring many at once (the page says so once).
+    const project = live.projects.find((p) => p.id === projectId);
+    if (project && news.length) hooks.onAttention(project, news);
   }
   changed("tasks");
 }
@@ -131,12 +156,23 @@ export async function fetchPage(status, { after = "", q = "", project = "" } = {
   if (after) params.set("after", after);
   if (q) params.set("q", q);
   if (project) params.set("project", project);
-  const data = await api(`/api/board/page?${params}`);
+  const asked = new Map(live.projects.map((p) => [p.id, generation.get(p.id) || 0]));
+  let data;
+  pagesAsked += 1;
+  try {
+    data = await api(`/api/board/page?${params}`);
+  } finally {
+    pagesAsked -= 1;
+  }
   for (const { project: projectId, ...task } of data.tasks) {
+    // Replaced or removed meanwhile: this answer is older than what the stream brought.
+    if ((generation.get(projectId) || 0) !== (asked.get(projectId) || 0)) continue;
+    if (gone.get(projectId)?.has(task.id)) continue;
     let known = live.tasks.get(projectId);
     if (!known) live.tasks.set(projectId, (known = new Map()));
     if (!known.has(task.id)) known.set(task.id, task);
   }
+  if (!pagesAsked) gone.clear();
   return data.more;
 }
 

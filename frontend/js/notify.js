@@ -7,11 +7,32 @@ import { reasonText } from "./words.js";
 
 const KEY = "baton.notify";
 const SAID = { completed: "completed", failed: "failed", plan_review: "waits for plan review" };
+const SAID_OF_MANY = { completed: "completed", failed: "failed", plan_review: "waiting for plan review" };
 
 const supported = () => typeof window.Notification === "function";
 export const notifying = () => supported() && localStorage.getItem(KEY) === "1" && Notification.permission === "granted";
 
-export function announce(project, task, open) {
+// More news than this at once (a stream resumed after a while, a batch landing) is said in one
+// toast and one notification, not one each.
+const AT_ONCE = 3;
+
+export function announce(project, tasks, open) {
+  if (tasks.length <= AT_ONCE) {
+    for (const task of tasks) announceOne(project, task, open);
+    return;
+  }
+  const counts = new Map();
+  for (const task of tasks) counts.set(task.status, (counts.get(task.status) || 0) + 1);
+  const parts = [...counts].map(([status, n], i) => `${n}${i ? "" : " tasks"} ${SAID_OF_MANY[status]}`);
+  const message = `${project.name}: ${parts.join(", ")}`;
+  toast(message, { timeout: 8000 });
+  if (notifying() && document.visibilityState !== "visible") {
+    const note = new Notification("Baton", { body: message, tag: `${project.id}/batch` });
+    note.onclick = () => { window.focus(); note.close(); };
+  }
+}
+
+function announceOne(project, task, open) {
   const why = task.status === "failed" && task.error_reason ? `: ${reasonText(task.error_reason)}` : "";
   const message = `${project.name}: “${task.title}” ${SAID[task.status]}${why}`;
   toast(message, { action: { label: "Open", run: () => open(project.id, task.id) }, timeout: 8000 });

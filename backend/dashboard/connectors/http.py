@@ -250,13 +250,21 @@ class HTTPConnector(Connector):
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
         try:
+            if resp.status_code in (401, 403):
+                raise Unavailable(f"{self.base} refused the dashboard ({resp.status_code}): check the project's token")
             if resp.status_code != 200:
                 raise Unavailable(f"{self.base} answered the change stream with HTTP {resp.status_code}")
             parser = SSEParser()
+            confirmed = False  # no task of this stream is passed on before its `state` named the project
             try:
                 async for text in resp.aiter_text():
                     for event, raw, event_id in parser.feed(text):
-                        yield self._change_event(event, raw, event_id)
+                        item = self._change_event(event, raw, event_id)
+                        if event == "state":
+                            confirmed = True  # _change_event raised if it named another project
+                        elif event == "changes" and not confirmed:
+                            raise Unavailable(f"{self.base} sent changes before saying which project it serves")
+                        yield item
             except httpx.ReadTimeout:
                 raise Unavailable(f"no word from {self.base} in {STREAM_SILENCE_SECONDS:g}s on its change stream"
                                   ) from None
