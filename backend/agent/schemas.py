@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -168,6 +168,15 @@ class Usage(BaseModel):
     hours: list[UsageHour]
 
 
+class ChangeState(BaseModel):
+    """As the change stream's `state` event: the health without `uptime_seconds`; the dispatcher and
+    usage are the last ones known (null before any) while the store cannot be read."""
+
+    health: dict[str, Any]
+    dispatcher: DispatcherStatus | None
+    usage: Usage | None
+
+
 class Changes(BaseModel):
     """`reset`: `tasks` is the window (each status's first summaries), replacing what the
     client held; else the summaries changed since the cursor and the ids that left (archived)."""
@@ -178,6 +187,7 @@ class Changes(BaseModel):
     tasks: list[TaskSummary]
     removed: list[str]
     usage: Usage
+    state: ChangeState | None = Field(default=None, description="Only with `state=true`.")
 
 
 class SummaryPage(BaseModel):

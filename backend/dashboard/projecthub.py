@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from .connectors.base import AgentError, Connector, Unavailable, health_problems, reason_of
+from .connectors.base import AgentError, Connector, Unavailable, reason_of, state_overview
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,6 @@ AGENT_KEYS = ("state", "reason", "restarts", "last_exit_code", "next_attempt_at"
 
 def agent_key(agent: dict | None) -> tuple | None:
     return None if agent is None else tuple(agent.get(k) for k in AGENT_KEYS)
-
-
-def state_overview(state: dict) -> dict:
-    """The project part of an agent's `state` event: {healthy, reason, health, dispatcher, counts,
-    problems, usage, tasks_error}."""
-    health, dispatcher = state["health"], state["dispatcher"]
-    status = health.get("status")
-    healthy = status in ("ok", "degraded")  # degraded: still serving, with problems to show
-    reason = None if healthy else f"agent reports status {status!r}"
-    return {"healthy": healthy, "reason": reason, "health": health, "dispatcher": dispatcher,
-            "counts": dispatcher.get("counts"), "problems": health_problems(health),
-            "usage": state.get("usage"), "tasks_error": reason}
 
 
 def lost_overview(reason: str) -> dict:

@@ -56,11 +56,16 @@ def board_state(app_state) -> dict:
 # Answered as built (JSONResponse): re-validating thousands of summaries per call would cost
 # more than computing them; the models document the shape.
 @router.get("/changes", response_model=None, responses={200: {"model": Changes}})
-async def changes(request: Request, since: SinceQuery = None, window: WindowQuery = 100) -> JSONResponse:
+async def changes(request: Request, since: SinceQuery = None, window: WindowQuery = 100,
+                  state: Annotated[bool, Query(description="Add `state` as the stream's state event has it.")] = False
+                  ) -> JSONResponse:
     """Without `since` (or when the cursor is from another agent process, too old or too new):
     `reset` and, per status, the first `window` summaries in `sort` order. Otherwise every
-    summary that changed after the cursor and the ids that left the live store (archived)."""
+    summary that changed after the cursor and the ids that left the live store (archived).
+    With `state=true`, also `state` ({health, dispatcher, usage}): a board's first read in one request."""
     result = await run_in_threadpool(feed_of(request).changes, _checked(since), window)
+    if state:
+        result["state"] = await run_in_threadpool(board_state, request.app.state)
     return JSONResponse(result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,6 +51,18 @@ def health_problems(health: dict) -> list[dict[str, str]]:
     return problems
 
 
+def state_overview(state: dict) -> dict:
+    """The project part of an agent's `state` event: {healthy, reason, health, dispatcher, counts,
+    problems, usage, tasks_error}."""
+    health, dispatcher = state["health"], state["dispatcher"]
+    status = health.get("status")
+    healthy = status in ("ok", "degraded")  # degraded: still serving, with problems to show
+    reason = None if healthy else f"agent reports status {status!r}"
+    return {"healthy": healthy, "reason": reason, "health": health, "dispatcher": dispatcher,
+            "counts": dispatcher.get("counts"), "problems": health_problems(health),
+            "usage": state.get("usage"), "tasks_error": reason}
+
+
 class Connector(ABC):
     mode: str
 
@@ -70,6 +83,14 @@ class Connector(ABC):
             return unavailable_overview(exc)
         return {"healthy": True, "reason": None, "health": health, "dispatcher": dispatcher,
                 "counts": dispatcher.get("counts"), "problems": health_problems(health)}
+
+    async def board(self, window: int) -> tuple[dict[str, Any], dict | Exception]:
+        """For /api/board: (overview, the first `window` summaries per status as changes(None) —
+        or the error that kept them from being read). Never raises for an unavailable project."""
+        overview, changes = await asyncio.gather(self.overview(), self.changes(None, window), return_exceptions=True)
+        if isinstance(overview, BaseException):
+            raise overview
+        return overview, changes
 
     @abstractmethod
     async def health(self) -> dict: ...

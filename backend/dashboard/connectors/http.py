@@ -30,7 +30,7 @@ from ...config import resolve_secret
 from ...models import STATUSES
 from ...web.sse import SSEParser, sse_event
 from ..config import ProjectConfig
-from .base import AgentError, ChangeEvent, Connector, Unavailable, health_problems, unavailable_overview
+from .base import AgentError, ChangeEvent, Connector, Unavailable, health_problems, state_overview, unavailable_overview
 
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
@@ -215,6 +215,27 @@ class HTTPConnector(Connector):
         if since is not None:
             params["since"] = since
         return _checked_changes(await self._call("GET", "/agent/changes", params=params))
+
+    async def board(self, window: int) -> tuple[dict[str, Any], dict | Exception]:
+        """One request: the window with the agent's state (health, dispatcher, usage) beside it.
+        The health inside names the project, so no separate health request is needed to know
+        who answered (at 20 projects, a third of the requests a board read made)."""
+        try:
+            changes = _checked_changes(await self._send("GET", "/agent/changes",
+                                                        params={"window": window, "state": "true"}))
+            state = changes.get("state")
+            if (not isinstance(state, dict) or not isinstance(state.get("health"), dict)
+                    or not isinstance(state.get("dispatcher"), dict)):
+                raise Unavailable("unexpected answer for changes: no state (an older baton-agent?)")
+            self._note_identity(state["health"])
+            if self._identity is not None:
+                raise Unavailable(self._identity)
+        except (Unavailable, AgentError) as exc:
+            # The usual questions then say best why (who answers, whether it is there at all).
+            return await self.overview(), exc
+        overview = state_overview(state)
+        overview.pop("tasks_error")
+        return overview, changes
 
     async def summaries(self, status: str, after: str | None, limit: int, q: str | None) -> dict:
         params: dict[str, Any] = {"status": status, "limit": limit}

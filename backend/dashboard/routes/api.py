@@ -54,10 +54,7 @@ async def board(request: Request) -> Response:
     connectors: dict[str, Connector] = request.app.state.connectors
 
     async def one(connector: Connector) -> dict:
-        overview, changes = await asyncio.gather(connector.overview(), connector.changes(None, WINDOW),
-                                                 return_exceptions=True)
-        if isinstance(overview, BaseException):
-            raise overview
+        overview, changes = await connector.board(WINDOW)
         entry = _describe(connector, overview, request)
         if connector.identity_problem is not None:
             # Another project's agent answers: its tasks (even if read before health said so) are
