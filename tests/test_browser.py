@@ -165,7 +165,7 @@ def test_create_in_the_page_and_watch_it_move_with_a_live_transcript(page, world
     gate.touch()
     expect(column(page, "completed").locator(f".card[data-id='{task_id}']")).to_be_visible(timeout=30000)
     expect(transcript.locator("li[data-kind='result']")).to_contain_text("Done.", timeout=15000)
-    expect(page.locator("#drawer-meta")).to_contain_text("completed")
+    expect(page.locator("#drawer-meta dd[data-field='status']")).to_have_text("Completed")  # in words
 
 
 def test_the_stopped_agent_is_shown_unavailable_while_the_other_works(page, world):

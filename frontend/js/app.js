@@ -297,7 +297,7 @@ const openForm = setupDialog("new-task-dialog", "new-task-form", async (data) =>
     priority: data.get("priority"), needs_plan_review: data.get("needs_plan_review") === "on",
     runtime: data.get("runtime") || null, model: model || null,  // null: the project's defaults
   });
-  toast(`Created ${task.id}`);
+  toast(`Created “${task.title}”`);  // named as the person wrote it (the id means nothing to them)
 });
 
 // The Runtime select offers what the chosen project configures (asked each time the form opens

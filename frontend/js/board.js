@@ -49,6 +49,8 @@ function times(task) {
             task.last_activity_at ? clock("activity", task.last_activity_at, "active ", " ago") : null];
   }
   const finished = task.finished_at && ["completed", "failed", "cancelled"].includes(task.status);
+  // A pending task says what its time is: how long it has waited for a worker.
+  if (task.status === "pending") return [clock("age", task.created_at, "waiting ")];
   return [finished ? clock("age", task.finished_at, "", " ago") : clock("age", task.created_at)];
 }
 
@@ -131,12 +133,30 @@ export function renderBoard(board, view) {
     lastShown[status] = shown.length ? shown[shown.length - 1].task.sort : "";
   }
   for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
+  noMatches(board, needle ? search.trim() : "", STATUSES.every((s) => !byStatus[s].length),
+            STATUSES.every((s) => s in searchMore));
   // A changed task's card is a new node (a running card changes every few seconds): the focus
   // moves to it, or a keyboard user would be thrown back to the start of the page.
   const target = focused && !focused.isConnected && focused.dataset && focused.dataset.key
     ? board.querySelector(`.card[data-key="${CSS.escape(focused.dataset.key)}"]`) : focused;
   if (target && target.isConnected && document.activeElement !== target) target.focus({ preventScroll: true });
   return lastShown;
+}
+
+// A search that matches nothing: one clear sentence instead of six empty columns (while the server
+// has not answered yet, it says it is still looking).
+function noMatches(board, search, none, answered) {
+  let note = document.getElementById("no-matches");
+  const show = Boolean(search) && none;
+  board.classList.toggle("searched-empty", show);
+  if (!show) { if (note) note.hidden = true; return; }
+  if (!note) {
+    note = el("p", { id: "no-matches", class: "no-matches", role: "status" });
+    board.before(note);
+  }
+  note.hidden = false;
+  const text = answered ? `No tasks match “${search}”` : `No loaded tasks match “${search}”; searching…`;
+  if (note.textContent !== text) note.textContent = text;
 }
 
 // The strip above the board: cost and tokens of every project, today and over 7 days.

@@ -31,7 +31,11 @@ export const money = (usd) => (usd === null || usd === undefined ? "" : `$${Numb
 
 // Toasts stack in one role=status container (#toast); each is its own element so an Undo toast is not
 // replaced by the next message. toast(msg) keeps working; options: {action: {label, run}, timeout}.
-// Returns a handle whose close() removes that toast early.
+// Returns a handle whose close() removes that toast early. Each toast is one line (the whole message
+// is in its tooltip) with a × to dismiss it; at most SHOWN are up at once, so a burst of news cannot
+// cover the board: a new one replaces the oldest, preferably one without an action (an Undo).
+const SHOWN = 3;
+
 export function toast(message, { action = null, timeout = 4000 } = {}) {
   let box = document.getElementById("toast");
   if (!box) {
@@ -40,20 +44,30 @@ export function toast(message, { action = null, timeout = 4000 } = {}) {
   }
   box.classList.add("toasts");
   box.hidden = false;
-  const item = el("div", { class: "toast-item" }, el("span", { class: "toast-text", text: message }));
+  const item = el("div", { class: "toast-item" }, el("span", { class: "toast-text", text: message, title: message }));
   let timer = null;
   const close = () => {
     clearTimeout(timer);
     item.remove();
     if (!box.children.length) box.hidden = true;
   };
+  item.close = close;  // lets a newer toast replace this one
   if (action) {
+    item.dataset.action = "1";
     item.append(el("button", {
       type: "button",
       class: "toast-action",
       text: action.label,
       onclick: () => { close(); action.run(); },
     }));
+  }
+  item.append(el("button", { type: "button", class: "toast-close", "aria-label": "Dismiss", title: "Dismiss",
+                             text: "×", onclick: close }));
+  const items = [...box.children];
+  for (let extra = items.length - SHOWN + 1; extra > 0; extra--) {
+    const oldest = items.find((other) => !other.dataset.action) || items[0];
+    items.splice(items.indexOf(oldest), 1);
+    oldest.close ? oldest.close() : oldest.remove();
   }
   box.append(item);
   if (timeout > 0) timer = setTimeout(close, timeout);

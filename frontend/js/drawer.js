@@ -3,7 +3,7 @@
 import { api, projectPath } from "./api.js";
 import { el, toast } from "./dom.js";
 import { costText } from "./runtimes.js";
-import { reasonText } from "./words.js";
+import { reasonText, span, statusText } from "./words.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
@@ -67,11 +67,13 @@ function line(event) {
     el("span", { class: "kind", text: kind.replace("_", " ") }), text);
 }
 
+// A running task's duration is a clock that board.js tick() redraws every second, as on its card.
 function duration(task) {
   if (!task.started_at) return "";
-  const end = task.finished_at ? Date.parse(task.finished_at) : Date.now();
-  const seconds = Math.round((end - Date.parse(task.started_at)) / 1000);
-  return seconds < 120 ? `${seconds}s` : `${Math.round(seconds / 60)}m`;
+  if (task.finished_at) return span(Date.parse(task.finished_at) - Date.parse(task.started_at));
+  if (task.status !== "in_progress") return "";
+  return el("span", { dataset: { tick: "running", since: task.started_at, prefix: "", suffix: "" },
+                      text: span(Date.now() - Date.parse(task.started_at)) });
 }
 
 // `runs` counts every start; `attempts` only those since the last rerun.
@@ -84,7 +86,7 @@ function attempts(task) {
 
 function meta(task) {
   const rows = [
-    ["Status", task.status], ["Type", task.task_type], ["Priority", task.priority],
+    ["Status", statusText(task.status)], ["Type", task.task_type], ["Priority", task.priority],
     ["Runtime", `${task.runtime || "project default"}${task.agent_runtime ? ` · ran on ${task.agent_runtime}` : ""}`],
     ["Model", task.model || task.agent_model
       ? `${task.model || "runtime default"}${task.agent_model ? ` · reported ${task.agent_model}` : ""}` : ""],
@@ -97,7 +99,7 @@ function meta(task) {
     ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],
   ].filter(([, value]) => value !== "" && value !== null && value !== undefined);
   return el("dl", { class: "meta" }, ...rows.flatMap(([k, v]) => [
-    el("dt", { text: k }), el("dd", { dataset: { field: k.toLowerCase() }, text: String(v) })]));
+    el("dt", { text: k }), el("dd", { dataset: { field: k.toLowerCase() } }, v instanceof Node ? v : String(v))]));
 }
 
 async function act(projectId, taskId, action, onChange) {
@@ -227,8 +229,11 @@ function follow(projectId, taskId, onChange) {
     const event = JSON.parse(message.data);
     if (seen.has(event.seq)) return;
     seen.add(event.seq);
+    // Stick to the end only while the person is there: reading earlier lines is never interrupted,
+    // and only the transcript's own box scrolls (the drawer's head and actions stay where they are).
+    const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
     list.append(line(event));
-    list.lastElementChild.scrollIntoView({ block: "nearest" });
+    if (atEnd) list.scrollTop = list.scrollHeight;
   };
   for (const kind of KINDS) stream.addEventListener(kind, add);
   stream.addEventListener("end", () => {
@@ -253,6 +258,7 @@ export function openDrawer(projectId, taskId, getTask, onChange, projectProblem)
   full = null;
   shownStamp = "";
   $("drawer").hidden = false;
+  $("drawer").scrollTop = 0;  // a drawer opens at its top: title, ×, details and actions
   $("drawer-title").textContent = "Loading…";
   $("drawer-meta").replaceChildren();
   $("drawer-actions").replaceChildren();

@@ -19,19 +19,35 @@ function shownColumn(board, columns) {
   return best;
 }
 
+// Each button says its column's count, kept in step with the column header's.
 export function setupColumnPicker(picker, board) {
   const columns = [...board.querySelectorAll(".column")];
-  const buttons = columns.map((column) => el("button", {
-    type: "button", text: columnName(column), dataset: { status: column.dataset.status },
-    onclick: () => {
-      board.scrollTo({ left: column.offsetLeft - board.firstElementChild.offsetLeft, behavior: "smooth" });
-      mark(column);
-    },
-  }));
+  const buttons = columns.map((column) => {
+    const count = el("span", { class: "picker-count", dataset: { role: "count" } });
+    const header = column.querySelector(".count");
+    const copy = () => { if (header && count.textContent !== header.textContent) count.textContent = header.textContent; };
+    if (header) new MutationObserver(copy).observe(header, { childList: true, characterData: true, subtree: true });
+    copy();
+    return el("button", {
+      type: "button", dataset: { status: column.dataset.status },
+      onclick: () => {
+        board.scrollTo({ left: column.offsetLeft - board.firstElementChild.offsetLeft, behavior: "smooth" });
+        mark(column);
+      },
+    }, columnName(column), " ", count);
+  });
   const mark = (column) => {
     for (const button of buttons) {
-      if (button.dataset.status === column.dataset.status) button.setAttribute("aria-current", "true");
-      else button.removeAttribute("aria-current");
+      if (button.dataset.status !== column.dataset.status) { button.removeAttribute("aria-current"); continue; }
+      if (button.getAttribute("aria-current") === "true") continue;
+      button.setAttribute("aria-current", "true");
+      // The current column's button in view in the picker (which scrolls sideways on a phone);
+      // only the picker moves, not the page as scrollIntoView would.
+      const shown = picker.getBoundingClientRect();
+      const at = button.getBoundingClientRect();
+      if (at.left < shown.left || at.right > shown.right) {
+        picker.scrollLeft += at.left - shown.left - (shown.width - at.width) / 2;
+      }
     }
   };
   picker.replaceChildren(...buttons);

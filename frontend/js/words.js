@@ -20,6 +20,11 @@ const REASONS = {
 
 export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_", " ") : "");
 
+// A task's status as the board's columns name it.
+export const STATUS_LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
+                               completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+export const statusText = (status) => STATUS_LABELS[status] || (status ? status.replaceAll("_", " ") : "");
+
 // Cost and tokens from `usage.hours` (UTC hour buckets) since a moment.
 export function usageSince(usage, since) {
   const total = { cost: 0, tokens: 0, tasks: 0 };
