@@ -223,6 +223,25 @@ def percentile_ms(samples: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 1)
 
 
+def time_first_render(url: str, samples: int) -> tuple[list[float], int]:
+    """Seconds from navigation to the page's first complete render (measured in the page), per
+    fresh page; and how many cards that render shows."""
+    from playwright.sync_api import sync_playwright
+
+    times, cards = [], 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        for _ in range(samples):
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.goto(url)
+            page.wait_for_selector("body[data-board-ready='1']", timeout=120000)
+            times.append(int(page.evaluate("document.body.dataset.boardReadyMs")) / 1000)
+            cards = page.locator(".card").count()
+            page.close()
+        browser.close()
+    return times, cards
+
+
 def measure_live(root: Path, tasks: int, idle_seconds: float, probes: int) -> dict:
     """One agent with `tasks` tasks and one page: what an idle page receives, then how fast a
     store write reaches the page."""
@@ -311,8 +330,6 @@ def seed_store(project: Path, count: int, rng: random.Random) -> None:
 
 
 def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@x"}
     rng = random.Random(11)
@@ -331,7 +348,6 @@ def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> di
         for agent, agent_url in agents:
             wait_http(f"{agent_url}/agent/health", agent)
         dashboard, url = start_dashboard(root / "big", "\n".join(lines) + "\n")
-        times, cards = [], 0
         try:
             with httpx.Client(timeout=60) as client:
                 client.get(f"{url}/api/board")  # the agents' first read of their store is not the page's
@@ -340,16 +356,7 @@ def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> di
                 listed = answer.json()["projects"]
                 with_tasks = sum(1 for item in listed if item["tasks"] is not None)
                 summaries = sum(len(column) for item in listed if item["tasks"] for column in item["tasks"].values())
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
-                for _ in range(samples):
-                    page = browser.new_page(viewport={"width": 1500, "height": 950})
-                    page.goto(url)
-                    page.wait_for_selector("body[data-board-ready='1']", timeout=120000)
-                    times.append(int(page.evaluate("document.body.dataset.boardReadyMs")) / 1000)
-                    cards = page.locator(".card").count()
-                    page.close()
-                browser.close()
+            times, cards = time_first_render(url, samples)
         finally:
             stop(dashboard)
     finally:
@@ -362,30 +369,13 @@ def measure_big_board(root: Path, projects: int, tasks: int, samples: int) -> di
 
 
 def measure_board(root: Path, tasks: int, samples: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
     project = make_board(root, tasks)
     (project / "agent.yaml").write_text("dispatcher_autostart: false\n")
-    port = free_port()
-    agent = subprocess.Popen([sys.executable, "-m", "backend.agent.cli", "--port", str(port), "--project-dir",
-                              str(project), "--log-level", "warning"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_http(f"http://127.0.0.1:{port}/agent/health", agent)
-    dashboard, url = start_dashboard(root, f"projects:\n  - id: board\n    agent_url: http://127.0.0.1:{port}\n")
-    times, cards = [], 0
+    agent, agent_url = start_agent(project)
+    wait_http(f"{agent_url}/agent/health", agent)
+    dashboard, url = start_dashboard(root, f"projects:\n  - id: board\n    agent_url: {agent_url}\n")
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            for _ in range(samples):
-                page = browser.new_page(viewport={"width": 1500, "height": 950})
-                page.goto(url)
-                page.wait_for_selector("body[data-board-ready='1']", timeout=60000)
-                times.append(int(page.evaluate("document.body.dataset.boardReadyMs")) / 1000)
-                cards = page.locator(".card").count()
-                page.close()
-            browser.close()
+        times, cards = time_first_render(url, samples)
     finally:
         stop(dashboard)
         stop(agent)

@@ -18,6 +18,16 @@ from backend.store import TaskStore
 from support import AgentProcess, acknowledge_guardrails, free_port, make_repo, serve, wait_for_http
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, one per test module (each browser test module skips loudly first when
+    Playwright or Chromium is missing: browsing.playwright_or_skip)."""
+    from browsing import chromium, playwright_or_skip
+
+    with chromium(playwright_or_skip()) as launched:
+        yield launched
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path)

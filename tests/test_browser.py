@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 
 from conftest import FAKE_CLAUDE, fake_task
 from support import ROOT, AgentProcess, free_port, make_repo, wait_for, wait_for_http
@@ -85,12 +85,6 @@ def world(tmp_path_factory):
     w = World(tmp_path_factory.mktemp("browser"))
     yield w
     w.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture(autouse=True)

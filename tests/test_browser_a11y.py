@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from board_world import AXE, Board, open_page, wait_ready
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 from support import wait_for
 
@@ -32,12 +32,6 @@ def world(tmp_path_factory):
     board.pending = board.create("Waits its turn", priority="high")
     yield board
     board.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 def serious_violations(page) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 
 from backend.models import NewTask, Owner, TaskStatus, utcnow
 from boardpage import BoardDashboard, BoardPage
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 
 playwright_api = playwright_or_skip()
@@ -37,12 +37,6 @@ RECORD_NOTIFICATIONS = """
   Object.defineProperty(Document.prototype, "visibilityState", { get: () => "hidden" });
 })();
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 def notes(page) -> list[dict]:
@@ -169,7 +163,7 @@ def test_cards_show_priority_running_time_failure_words_and_a_clamped_title(brow
         expect(reason).to_have_attribute("title", "tests_failed")
 
         title = card(long.id).locator(".card-title")
-        expect(title).to_have_attribute("title", long_title)
+        expect(card(long.id)).to_have_attribute("title", long_title)  # the card's tooltip: the whole title
         assert title.evaluate("node => getComputedStyle(node).webkitLineClamp") == "2"
         assert title.evaluate("node => node.scrollHeight > node.clientHeight")  # cut, not grown
         card(long.id).click()

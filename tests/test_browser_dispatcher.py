@@ -7,18 +7,12 @@ from __future__ import annotations
 import pytest
 
 from boardpage import BoardDashboard, BoardPage
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 from support import wait_for
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture

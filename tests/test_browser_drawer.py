@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from board_world import Board, open_page, wait_ready
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 from support import wait_for
 
@@ -23,12 +23,6 @@ def world(tmp_path_factory):
     board = Board(tmp_path_factory.mktemp("drawer"), agent=True)
     yield board
     board.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture
@@ -132,7 +126,9 @@ def test_attempts_are_counted_across_reruns_with_a_separator_per_run(page, world
     expect(separators).to_have_count(2, timeout=15_000)
     expect(separators.nth(0)).to_contain_text("Attempt 1 · ")
     expect(separators.nth(1)).to_contain_text("Attempt 2 · ")
-    # Each run's lines follow its own separator: the failure under 1, the success under 2.
+    # Each run's lines follow its own separator: the failure under 1, the success under 2 (the
+    # second run's lines may still be on their way when its card reaches Completed).
+    expect(page.locator("#transcript li[data-kind='result']")).to_have_count(2, timeout=15_000)
     order = page.locator("#transcript li").evaluate_all("items => items.map(i => i.dataset.kind)")
     first, second = order.index("attempt"), order.index("attempt", order.index("attempt") + 1)
     assert "result" in order[first:second] and "result" in order[second:]

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from board_world import Board, open_page, wait_ready
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
@@ -23,12 +23,6 @@ def world(tmp_path_factory):
         httpx.post(f"{board.url}/api/projects/p/tasks/{board.create(f'Cancelled {i}')}/cancel").raise_for_status()
     yield board
     board.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture

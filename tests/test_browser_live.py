@@ -11,17 +11,11 @@ import pytest
 
 from backend.models import NewTask, Owner, TaskStatus
 from boardpage import BoardDashboard, BoardPage, DroppingProxy
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
 OWNER = Owner(pid=os.getpid(), host="test", instance="browser-live")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture

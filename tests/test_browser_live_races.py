@@ -13,18 +13,12 @@ import pytest
 
 from backend.models import NewTask, Owner, TaskStatus, utcnow
 from boardpage import BoardDashboard, BoardPage
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from support import free_port, wait_for
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
 OWNER = Owner(pid=os.getpid(), host="test", instance="browser-live-races")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture
@@ -138,3 +132,27 @@ def test_a_notice_is_not_said_again_on_every_change(browser, world, tmp_path):
     finally:
         board.close()
         dashboard.stop()
+
+
+def test_a_click_pressed_before_its_card_changes_still_opens_the_task(browser, world):
+    # A running card changes every few seconds (last activity): a press and release that straddle
+    # that redraw must still open the task, as a person's click would.
+    agent, dashboard = world
+    running = agent.store.create(NewTask(title="Changes under the pointer"))
+    agent.store.claim(OWNER, 600, task_id=running.id)
+    board = BoardPage(browser, dashboard.url)
+    try:
+        page = board.page
+        card = page.locator(f".column[data-status='in_progress'] .card[data-id='{running.id}']")
+        box = card.locator(".card-title").bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        before = changes(page)
+        agent.store.update(running.id, last_activity_at=utcnow() - timedelta(seconds=1))
+        page.wait_for_selector(f"body:not([data-changes='{before}'])")
+        expect(card.locator("[data-role='activity']")).to_be_visible()  # drawn again meanwhile
+        page.mouse.up()
+        expect(page.locator("#drawer-title")).to_have_text("Changes under the pointer")
+        assert board.errors == [], board.errors
+    finally:
+        board.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from board_world import Board, open_page, wait_ready
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
@@ -26,12 +26,6 @@ def world(tmp_path_factory):
         board.create(f"Pending {i}")
     yield board
     board.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from board_world import Board, open_page, wait_ready
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 
 playwright_api = playwright_or_skip()
@@ -19,12 +19,6 @@ expect = playwright_api.expect
 
 PHONE = (390, 844)
 DESKTOP = (1440, 900)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,12 @@ import pytest
 from backend.config import CodexConfig
 from backend.dispatcher.events import EventWriter, TaskLogs
 from backend.runtimes.base import EventKind, event
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 from conftest import fake_task
 from support import wait_for
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 @pytest.fixture

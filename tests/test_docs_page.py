@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from browsing import chromium, playwright_or_skip
+from browsing import playwright_or_skip
 
 
 playwright_api = playwright_or_skip()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium(playwright_api) as launched:
-        yield launched
 
 
 def render_docs(browser, url: str, operation: str) -> tuple[str, list[str], list[str]]:

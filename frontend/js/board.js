@@ -54,25 +54,36 @@ function times(task) {
   return [finished ? clock("age", task.finished_at, "", " ago") : clock("age", task.created_at)];
 }
 
+// Named by its visible text (title, priority, project...): an aria-label that differs from what
+// is shown fails axe's label-content-name-mismatch; the column names the status.
+function newCard(key, open) {
+  return el("div", {
+    class: "card", tabindex: 0, role: "button", dataset: { key },
+    onclick: open,
+    onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } },
+  });
+}
+
 function card(project, task, onOpen) {
   const key = `${project.id}/${task.id}`;
   const look = `${project.color}|${project.name}`;
   const cached = cardCache.get(key);
   // Summaries are replaced, never changed in place: the same object means the same card.
   if (cached && cached.task === task && cached.look === look) return cached.node;
-  const open = () => onOpen(project.id, task.id);
   const runsOn = runtimeBadge(task);
   const priority = task.priority || "medium";
-  // Named by its visible text (title, priority, project...): an aria-label that differs from what
-  // is shown fails axe's label-content-name-mismatch; the column names the status.
-  const node = el("div", {
-    class: "card", tabindex: 0, role: "button", style: { "--project-color": project.color },
-    dataset: { key, project: project.id, id: task.id, status: task.status, priority },
-    onclick: open,
-    onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } },
-  },
+  // A changed task keeps its node and only its insides are drawn again: a click whose press and
+  // release straddle a redraw (a running card changes every few seconds) still reaches the card,
+  // and the focus and the roving tabindex stay where they were.
+  const node = cached ? cached.node : newCard(key, () => onOpen(project.id, task.id));
+  node.style.setProperty("--project-color", project.color);
+  Object.assign(node.dataset, { project: project.id, id: task.id, status: task.status, priority });
+  // The tooltip (the card's insides take no pointer, see the CSS): the whole clamped title, and
+  // a failure's code beside its words.
+  node.title = task.status === "failed" && task.error_reason ? `${task.title}\n(${task.error_reason})` : task.title;
+  node.replaceChildren(
     // Clamped to two lines by the stylesheet; the whole title is in the tooltip and the drawer.
-    el("div", { class: "card-title", text: task.title, title: task.title }),
+    el("div", { class: "card-title", text: task.title }),
     el("div", { class: "card-meta" },
       el("span", { class: `priority priority-${priority}`, dataset: { role: "priority" }, text: priority }),
       el("span", { text: project.name }), el("span", { text: task.task_type }),
