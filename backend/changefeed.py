@@ -27,12 +27,10 @@ from typing import Any
 
 import anyio.to_thread
 
-from .models import PRIORITY_RANK, Task
+from .models import PRIORITY_RANK, STATUSES, Task
 from .store import StoreError
 
-OPEN = ("pending", "plan_review", "in_progress")
 FINISHED = ("completed", "failed", "cancelled")
-STATUSES = OPEN + FINISHED
 
 USAGE_DAYS = 8
 WINDOW_MAX = 1000
@@ -282,7 +280,7 @@ class ChangeFeed:
         needle = q.casefold() if q else None
         found: list[dict] = []
         for item in items[start:]:
-            if needle is None or needle in item["title"].casefold() or needle in item["id"]:
+            if needle is None or needle in item["title"].casefold() or needle in item["id"].casefold():
                 if len(found) == limit:
                     return {"tasks": found, "more": True}
                 found.append(item)

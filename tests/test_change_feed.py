@@ -143,6 +143,7 @@ def test_summaries_page_through_a_column_and_search(store):
     found = feed.summaries("pending", None, limit=2, q="NEEDLE")
     assert [t["id"] for t in found["tasks"]] == [ids[1], ids[3]] and found["more"]
     assert [t["id"] for t in feed.summaries("pending", None, q=ids[4])["tasks"]] == [ids[4]]
+    assert [t["id"] for t in feed.summaries("pending", None, q=ids[4].upper())["tasks"]] == [ids[4]]
     assert feed.summaries("completed", None) == {"tasks": [], "more": False}
 
 

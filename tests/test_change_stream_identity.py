@@ -5,6 +5,7 @@ agents here are small real HTTP servers (uvicorn) that misbehave in exactly one 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -51,4 +52,15 @@ def test_a_refused_change_stream_says_to_check_the_token(status):
     refused = JSONResponse({"error": {"status": status, "code": "unauthorized", "message": "no"}}, status_code=status)
     with serve(_agent(refused)) as url:
         with pytest.raises(Unavailable, match="check the project's token"):
+            _follow(url)
+
+
+def test_a_change_event_whose_cursor_is_not_a_cursor_is_refused():
+    # Passed on, it would break the page's relay (it compares cursors) and come back to this
+    # agent as `since` on every reconnect; refused here, the project shows why.
+    state = {"health": HEALTH, "dispatcher": {"state": "stopped"}, "usage": {"hours": []}}
+    bad = ('event: state\ndata: ' + json.dumps(state) + '\n\n'
+           'event: changes\ndata: {"cursor": "../../x", "revision": 1, "reset": true, "tasks": [], "removed": []}\n\n')
+    with serve(_agent(Response(bad, media_type="text/event-stream"))) as url:
+        with pytest.raises(Unavailable, match="not a change set"):
             _follow(url)

@@ -20,7 +20,8 @@ class SSEParser:
     comment (a keep-alive: the stream is alive)."""
 
     def __init__(self, max_buffer: int = 16 * 1024 * 1024) -> None:
-        self._pending = ""
+        self._pending: list[str] = []  # the start of an unfinished line, as it came (joined once it ends)
+        self._pending_size = 0
         self._skip_lf = False  # the last chunk ended with CR: a LF starting the next belongs to it
         self._event, self._data, self._id = "", [], None
         self._max = max_buffer
@@ -31,7 +32,14 @@ class SSEParser:
         if self._skip_lf and chunk.startswith("\n"):
             chunk = chunk[1:]
         self._skip_lf = False
-        text = self._pending + chunk
+        if "\n" not in chunk and "\r" not in chunk:
+            # Still inside one line: keep the piece; joining on every chunk would make a long
+            # line (a reset's window) cost its length squared.
+            self._pending.append(chunk)
+            self._pending_size += len(chunk)
+            self._check_size()
+            return []
+        text = "".join(self._pending) + chunk
         out: list[tuple[str, str | None, str | None]] = []
         start = 0
         while True:
@@ -48,10 +56,14 @@ class SSEParser:
                 if end == cr and end + 1 == len(text):
                     self._skip_lf = True
             self._line(line, out)
-        self._pending = text[start:]
-        if len(self._pending) > self._max:
-            raise ValueError(f"an event stream line longer than {self._max} bytes")
+        rest = text[start:]
+        self._pending, self._pending_size = ([rest] if rest else []), len(rest)
+        self._check_size()
         return out
+
+    def _check_size(self) -> None:
+        if self._pending_size > self._max:
+            raise ValueError(f"an event stream line longer than {self._max} bytes")
 
     def _line(self, line: str, out: list) -> None:
         if line == "":

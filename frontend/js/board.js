@@ -4,11 +4,9 @@
 
 import { el, age } from "./dom.js";
 import { costText, runtimeBadge } from "./runtimes.js";
-import { periods, reasonText, span, usageSince, usageText } from "./words.js";
+import { STATUSES, STATUS_LABELS as LABELS, periods, reasonText, span, usageSince, usageText } from "./words.js";
 
-export const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
-const LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
-                 completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+export { STATUSES };
 
 const cardCache = new Map(); // "project/id" -> { task, look, node }
 const projectCache = new Map(); // project id -> { stamp, node }
@@ -146,11 +144,10 @@ export function renderBoard(board, view) {
   for (const key of cardCache.keys()) if (!live.has(key)) cardCache.delete(key);
   noMatches(board, needle ? search.trim() : "", STATUSES.every((s) => !byStatus[s].length),
             STATUSES.every((s) => s in searchMore));
-  // A changed task's card is a new node (a running card changes every few seconds): the focus
-  // moves to it, or a keyboard user would be thrown back to the start of the page.
-  const target = focused && !focused.isConnected && focused.dataset && focused.dataset.key
-    ? board.querySelector(`.card[data-key="${CSS.escape(focused.dataset.key)}"]`) : focused;
-  if (target && target.isConnected && document.activeElement !== target) target.focus({ preventScroll: true });
+  // A card keeps its node while its task changes (see card()); one that moved to another column
+  // was taken out and put back, which loses the focus: it gets it back, or a keyboard user would
+  // be thrown back to the start of the page.
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
   return lastShown;
 }
 

@@ -3,12 +3,11 @@
 import { api, projectPath } from "./api.js";
 import { el, toast } from "./dom.js";
 import { costText } from "./runtimes.js";
-import { reasonText, span, statusText } from "./words.js";
+import { STATUSES, reasonText, span, statusText } from "./words.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton"];
 const OPEN = new Set(["pending", "in_progress", "plan_review"]);
-const STATUSES = ["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"];
 const SETTLED = new Set(["plan_review", "completed", "failed", "cancelled"]);
 // A cancel is sent only after this long unless undone: closing the page meanwhile cancels nothing.
 const UNDO_MS = 5000;
@@ -138,13 +137,10 @@ function redrawActions() {
   if (shownArgs) showDetails(...shownArgs);
 }
 
-// What the board knows of a task changed: read it in full again (the board has summaries only).
-// The summary's fields (the board's whole answer before it carried summaries holds more, such as
-// heartbeats, which must not cause a read); last activity alone changes nothing the drawer reads.
-const SUMMARY = ["id", "title", "status", "priority", "task_type", "runtime", "agent_runtime", "needs_plan_review",
-                 "created_at", "started_at", "finished_at", "runs", "attempts", "error_reason", "cost_usd",
-                 "cost_estimated", "input_tokens", "output_tokens", "sort"];
-const stampOf = (task) => JSON.stringify(SUMMARY.map((key) => task[key] ?? null));
+// What the board knows of a task (its summary) changed: the drawer is drawn again. The whole
+// summary but its last activity, which changes every few seconds while output flows and is
+// nothing the drawer shows (derived, not listed: a field the summary gains counts at once).
+const stampOf = ({ last_activity_at: _, ...summary }) => JSON.stringify(summary);
 
 async function read(projectId, taskId, statuses, onChange) {
   const mine = ++reads;
@@ -159,6 +155,11 @@ async function read(projectId, taskId, statuses, onChange) {
       if (mine !== reads) return;
       if (err.status !== 404) { $("drawer-content").textContent = `Could not read the task: ${err.message}`; return; }
     }
+  }
+  // Looked for in every status (a link) and in none: say so rather than "Loading…" for ever.
+  if (statuses.length > 1 && mine === reads) {
+    $("drawer-title").textContent = "Task not found";
+    $("drawer-content").textContent = `There is no task ${taskId} in ${projectId}.`;
   }
 }
 

@@ -23,6 +23,8 @@ export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_"
 // A task's status as the board's columns name it.
 export const STATUS_LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
                                completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+// The board's columns, in order (the same keys).
+export const STATUSES = Object.keys(STATUS_LABELS);
 export const statusText = (status) => STATUS_LABELS[status] || (status ? status.replaceAll("_", " ") : "");
 
 // Cost and tokens from `usage.hours` (UTC hour buckets) since a moment.

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from ...changefeed import parse_cursor
 from ...config import resolve_secret
 from ...models import STATUSES
 from ...web.sse import SSEParser, sse_event
@@ -399,8 +400,13 @@ def _summaries_ok(items: Any) -> bool:
 def _checked_changes(data: Any) -> dict:
     """An /agent/changes answer (or `changes` event) of the right shape, or Unavailable."""
     if (not isinstance(data, dict) or not isinstance(data.get("cursor"), str) or not isinstance(data.get("reset"), bool)
-            or not _summaries_ok(data.get("tasks")) or not isinstance(data.get("removed", []), list)):
+            or not _summaries_ok(data.get("tasks")) or not isinstance(data.get("removed", []), list)
+            or not all(isinstance(i, str) for i in data.get("removed", []))):
         raise Unavailable("unexpected answer for changes: not a change set")
+    try:
+        parse_cursor(data["cursor"])  # the relay compares cursors, and sends this one back as `since`
+    except ValueError:
+        raise Unavailable("unexpected answer for changes: not a change set (its cursor)") from None
     return data
 
 
