@@ -10,8 +10,8 @@
 - A board of 2,000 tasks (a real baton-agent's store) rendered in Debian's Chromium: time from
   navigation to the board being complete, measured in the page (performance.now() when the
   first full render finished). Target <= 1 s.
-- The same page left idle: bytes per minute it receives (counted by Chromium's DevTools network
-  events, headers included), after it settled. Goal: near zero.
+- The same page left idle: bytes per minute it receives (body bytes counted by Chromium's DevTools
+  network events, plus the headers of any response), after it settled. Goal: near zero.
 - Store write -> change on the page: a task created through the agent's API (one store write in
   the agent) until its card is in the page (a MutationObserver notes Date.now()), p50/p95.
   Goal p95 <= 300 ms.
@@ -265,9 +265,11 @@ def measure_live(root: Path, tasks: int, idle_seconds: float, probes: int) -> di
             arrivals = []  # what came while idle: (seconds into the window, bytes)
 
             def on_data(event: dict) -> None:
+                # dataLength: the body bytes of this chunk, reported as it arrives (Chromium reports
+                # a stream's encodedDataLength late, in lumps, so it lands in the wrong window).
                 if counting["on"]:
-                    received["bytes"] += event.get("encodedDataLength", 0)
-                    arrivals.append((round(time.monotonic() - counting["since"], 1), event.get("encodedDataLength", 0)))
+                    received["bytes"] += event.get("dataLength", 0)
+                    arrivals.append((round(time.monotonic() - counting["since"], 1), event.get("dataLength", 0)))
 
             def on_response(event: dict) -> None:
                 if counting["on"]:

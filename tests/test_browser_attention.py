@@ -147,6 +147,8 @@ def test_cards_show_priority_running_time_failure_words_and_a_clamped_title(brow
         expect(card(urgent.id).locator("[data-role='priority']")).to_have_text("urgent")
         expect(card(urgent.id).locator("[data-role='priority']")).to_have_class("priority priority-urgent")
         expect(card(low.id).locator("[data-role='priority']")).to_have_text("low")
+        for text in page.locator(".card").all_inner_texts():  # nothing absent is written as a word
+            assert "null" not in text and "undefined" not in text, text
         # Urgent first in the pending column.
         assert page.locator(".column[data-status='pending'] .card").first.get_attribute("data-id") == urgent.id
 

@@ -126,3 +126,24 @@ def test_the_drawer_is_full_screen_on_a_phone(sized, world):
     assert hit(page, "#drawer-close")
     page.locator("#drawer-close").tap()
     expect(drawer).to_be_hidden()
+
+
+
+def test_the_drawers_details_wrap_instead_of_running_off_a_phone(browser, tmp_path):
+    # A commit sha, a branch or a model name has no spaces: it must wrap, not widen the details.
+    board = Board(tmp_path, agent=False)
+    try:
+        task_id = board.create("Unbroken values", model="m" * 120)
+        context, page = open_page(browser, board.url, width=PHONE[0], height=PHONE[1], is_mobile=True, has_touch=True)
+        page.goto(board.url)
+        wait_ready(page)
+        page.locator(f".card[data-id='{task_id}']").tap()
+        model = page.locator("#drawer-meta dd[data-field='model']")
+        expect(model).to_contain_text("m" * 40)
+        box = model.bounding_box()
+        assert box["x"] + box["width"] <= PHONE[0], box
+        assert page.locator("#drawer").evaluate("node => node.scrollWidth <= node.clientWidth")
+        assert page.errors == [], page.errors
+        context.close()
+    finally:
+        board.close()

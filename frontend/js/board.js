@@ -79,7 +79,7 @@ function card(project, task, onOpen) {
   // The tooltip (the card's insides take no pointer, see the CSS): the whole clamped title, and
   // a failure's code beside its words.
   node.title = task.status === "failed" && task.error_reason ? `${task.title}\n(${task.error_reason})` : task.title;
-  node.replaceChildren(
+  node.replaceChildren(...[  // (replaceChildren would write a null as the text "null")
     // Clamped to two lines by the stylesheet; the whole title is in the tooltip and the drawer.
     el("div", { class: "card-title", text: task.title }),
     el("div", { class: "card-meta" },
@@ -93,7 +93,7 @@ function card(project, task, onOpen) {
                             title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null),
     task.status === "failed" && task.error_reason
       ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
-                    text: reasonText(task.error_reason) }) : null);
+                    text: reasonText(task.error_reason) }) : null].filter(Boolean));
   cardCache.set(key, { task, look, node });
   return node;
 }
