@@ -79,7 +79,6 @@ def group(tasks: list[dict]) -> dict[str, list[dict]]:
     return columns
 
 
-
 def _same_epoch_and_not_newer(cursor: str, than: str | None) -> bool:
     """True when `cursor` is of the epoch of `than` and not after it (nothing new for the page)."""
     if than is None:
