@@ -41,9 +41,9 @@ _SUMMARY_FIELDS = (
     "id", "title", "status", "priority", "task_type", "runtime", "model", "agent_runtime", "agent_model",
     "needs_plan_review",
     "created_at", "started_at", "finished_at", "last_activity_at", "runs", "attempts", "error_reason",
-    "cost_usd", "cost_estimated", "input_tokens", "output_tokens",
+    "cost_usd", "cost_estimated", "input_tokens", "output_tokens", "landing",
 )
-_SUMMARY_SET = set(_SUMMARY_FIELDS)
+_SUMMARY_SET = set(_SUMMARY_FIELDS) | {"inbox", "pr"}
 
 
 def _iso(value: datetime) -> str:
@@ -64,6 +64,11 @@ def summary(task: Task) -> dict:
     """What a board card needs; None values and False booleans are left out to keep it small."""
     data = task.model_dump(mode="json", include=_SUMMARY_SET)
     out = {key: data[key] for key in _SUMMARY_FIELDS if data.get(key) is not None and data.get(key) is not False}
+    if task.inbox:
+        out["inbox"] = len(task.inbox)  # messages waiting for the agent's next turn
+    if task.pr is not None:
+        pr = task.pr
+        out["pr"] = {"number": pr.number, "state": pr.state, "checks": pr.checks.state if pr.checks else "none"}
     out["sort"] = sort_key(task)
     return out
 

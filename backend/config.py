@@ -10,7 +10,7 @@ import os
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -57,6 +57,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+_REPO_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")  # always fullmatch
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+
+
+class GitHubConfig(_Strict):
+    """agent.yaml `github:`, for `landing: pr`. The token is read from the environment
+    variable `token_env` when a request is made; it is never written anywhere."""
+
+    # owner/name; None: read from the remote's URL when it points at github.com.
+    repo: str | None = None
+    # https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server.
+    api_url: str = "https://api.github.com"
+    token_env: str = "GITHUB_TOKEN"
+    poll_seconds: float = Field(default=30, gt=0)  # how often open pull requests are read
+    timeout: float = Field(default=20, gt=0)  # seconds per request
+    draft: bool = False  # open pull requests as drafts
+
+    @field_validator("poll_seconds", "timeout", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str | None) -> str | None:
+        if value is not None and (not _REPO_RE.fullmatch(value) or ".." in value):
+            raise ValueError("must be owner/name, e.g. acme/widgets")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL such as https://api.github.com or https://HOST/api/v3")
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        if not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the token")
+        return value
+
+
 class AgentConfig(_Strict):
     max_parallel_workers: int = Field(default=5, gt=0, le=64)
     poll_interval_seconds: float = Field(default=10, gt=0)
@@ -75,6 +121,9 @@ class AgentConfig(_Strict):
     symlink_files: list[str] = Field(default_factory=lambda: ["data/dev-tasks.json"])
     copy_files: list[str] = Field(default_factory=lambda: ["CLAUDE.md", "PROGRESS.md"])
     max_merge_retries: int = Field(default=3, ge=0)
+    # How tested work lands (a task may choose otherwise): auto | review | pr (see models.Landing).
+    landing: Literal["auto", "review", "pr"] = "auto"
+    github: GitHubConfig = Field(default_factory=GitHubConfig)
     # Merge queue: candidates tested at once, each stacked on those ahead of it (null: as many as
     # max_parallel_workers; lower it for a suite that needs a whole machine), and re-runs of a
     # failing test command before it counts as failed (for flaky suites).
@@ -173,6 +222,11 @@ class AgentConfig(_Strict):
 
     def runtime_section(self, name: str):
         return getattr(self, name)
+
+    @property
+    def hidden_env_vars(self) -> set[str]:
+        """Variables no coding agent's environment gets: the secrets, Baton's token, the GitHub token."""
+        return set(self.secret_env_vars) | {"BATON_TOKEN", self.github.token_env}
 
     @property
     def test_slots(self) -> int:

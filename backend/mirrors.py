@@ -30,11 +30,15 @@ def render_markdown(task: Task) -> str:
         f"- runs: {task.runs}",
         *([f"- runtime: {task.runtime}"] if task.runtime else []),
         *([f"- model: {task.model}"] if task.model else []),
+        *([f"- landing: {task.landing}"] if task.landing else []),
         "",
         "## Content",
         "",
         task.content.strip() or "(none)",
         "",
+        *(["## Plan" + (" (approved)" if task.plan_approved else ""), "", task.plan.strip(), ""] if task.plan else []),
+        *(["## Messages waiting for the agent", "", *(f"- {m.at.isoformat()} ({m.kind}): {m.text.strip() or '(comments)'}"
+                                                      for m in task.inbox), ""] if task.inbox else []),
         "## Outcome",
         "",
     ]
@@ -44,8 +48,13 @@ def render_markdown(task: Task) -> str:
 
 def _outcome_lines(task: Task) -> list[str]:
     out: list[str] = []
-    if task.status.value in ("pending", "plan_review"):
+    if task.status.value == "pending":
         out.append("Not started yet.")
+    elif task.status.value == "plan_review":
+        out.append("Its plan waits for review.")
+    elif task.status.value == "review":
+        out.append(f"Pull request #{task.pr.number} ({task.pr.state}): {task.pr.url}" if task.pr is not None
+                   else f"Tested {task.review_sha or '?'}; waits for review.")
     elif task.status.value == "in_progress":
         out.append(f"Running since {task.started_at.isoformat() if task.started_at else '?'}.")
     elif task.status.value == "completed":

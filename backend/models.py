@@ -32,6 +32,7 @@ class TaskStatus(str, Enum):
     pending = "pending"
     plan_review = "plan_review"
     in_progress = "in_progress"
+    review = "review"  # tested, waiting for a person (landing: review) or an open pull request (landing: pr)
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -45,7 +46,12 @@ PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 ErrorReason = Literal[
     "agent_error", "timeout", "stalled", "tests_failed", "tests_broken_on_base", "conflict", "push_failed",
     "agent_moved_refs", "approval_required", "runtime_unavailable", "internal",
+    "pr_failed",  # the pull request could not be opened (GitHub refused, no token, no repository)
+    "pr_closed",  # its pull request was closed without being merged
 ]
+# How a task's tested work reaches the base branch: at once (auto), after a person approves it on
+# the board (review), or through a GitHub pull request that someone merges (pr).
+Landing = Literal["auto", "review", "pr"]
 # A runtime's name (checked against agent.yaml by the API) and a model's name as CLIs take it
 # ("gpt-5.5", "claude-sonnet-4-5", "provider/model"): one argument, never an option.
 RUNTIME_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
@@ -55,16 +61,31 @@ ModelChoice = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 # Which status may follow which. Everything that changes a status goes through this table.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.pending: frozenset({TaskStatus.in_progress, TaskStatus.cancelled, TaskStatus.plan_review}),
+    TaskStatus.pending: frozenset({TaskStatus.in_progress, TaskStatus.cancelled}),
+    # approve -> pending (the work run, with the plan); revise -> pending (another planning turn)
     TaskStatus.plan_review: frozenset({TaskStatus.pending, TaskStatus.cancelled}),
-    # in_progress -> pending is crash recovery / forced stop, not a user action.
+    # in_progress -> pending is crash recovery / forced stop, not a user action. A planning run
+    # ends in plan_review, a run whose landing waits for a person (or a pull request) in review.
     TaskStatus.in_progress: frozenset(
-        {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled, TaskStatus.pending}
+        {TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled, TaskStatus.pending,
+         TaskStatus.review, TaskStatus.plan_review}
+    ),
+    # approve or request changes -> pending (a landing run, or a turn with the person's comments);
+    # reject -> cancelled; a pull request merged -> completed, closed unmerged -> failed.
+    TaskStatus.review: frozenset(
+        {TaskStatus.pending, TaskStatus.cancelled, TaskStatus.completed, TaskStatus.failed}
     ),
     TaskStatus.failed: frozenset({TaskStatus.pending}),
     TaskStatus.cancelled: frozenset({TaskStatus.pending}),
-    TaskStatus.completed: frozenset(),
+    # A follow-up message on a completed task starts another run.
+    TaskStatus.completed: frozenset({TaskStatus.pending}),
 }
+
+MESSAGE_MAX_BYTES = 32 * 1024
+COMMENT_MAX_CHARS = 4000
+COMMENTS_MAX = 100
+INBOX_MAX = 20  # messages waiting for a task's next turn
+PLAN_MAX_CHARS = 64 * 1024
 
 
 def utcnow() -> datetime:
@@ -130,6 +151,98 @@ class _TextRules(BaseModel):
         return _check_content(value)
 
 
+class LineComment(BaseModel):
+    """A person's comment on one line of a task's diff (or on a whole file: line null)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    line: Annotated[int, Field(ge=1)] | None = None
+    side: Literal["new", "old"] = "new"  # the line number counts in the new file, or the old one
+    text: Annotated[str, StringConstraints(min_length=1, max_length=COMMENT_MAX_CHARS)]
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        _utf8_size(value)  # any name git can hold (even with a newline in it), as Unicode text
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        _utf8_size(value)
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class NewMessage(BaseModel):
+    """What a person sends a task: a follow-up message, changes requested on its diff, or a
+    revision of its plan. Text, comments on lines, or both."""
+
+    # The schema says what _something checks: text that is not only spaces, or a comment.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["text"], "properties": {"text": {"pattern": r"\S"}}},
+        {"required": ["comments"], "properties": {"comments": {"minItems": 1}}}]})
+
+    text: Annotated[str, Field(description=f"At most {MESSAGE_MAX_BYTES // 1024} KiB as UTF-8.",
+                               json_schema_extra={"maxLength": MESSAGE_MAX_BYTES})] = ""
+    comments: Annotated[list[LineComment], Field(max_length=COMMENTS_MAX)] = []
+
+    @field_validator("text")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if _utf8_size(value) > MESSAGE_MAX_BYTES:
+            raise ValueError(f"must be at most {MESSAGE_MAX_BYTES // 1024} KiB")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> "NewMessage":
+        if not self.text.strip() and not self.comments:
+            raise ValueError("a message needs text or at least one comment")
+        return self
+
+
+class HumanMessage(NewMessage):
+    """A message waiting in a task's inbox for its next agent turn (delivered ones leave the
+    inbox; the transcript keeps them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)]
+    # message: a follow-up; changes: changes requested in review; revise: a plan revision.
+    kind: Literal["message", "changes", "revise"] = "message"
+    at: AwareDatetime
+
+
+class PullRequestChecks(BaseModel):
+    """The pull request head's CI, from check runs and commit statuses together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["none", "pending", "success", "failure"] = "none"
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+class PullRequestInfo(BaseModel):
+    """A task's GitHub pull request (landing: pr), as last read from GitHub."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    number: int = Field(gt=0)
+    url: str
+    state: Literal["open", "closed", "merged"] = "open"
+    draft: bool = False
+    head_sha: str | None = None
+    merge_commit_sha: str | None = None
+    mergeable_state: str | None = None  # clean, dirty, blocked, behind, unstable, unknown ...
+    checks: PullRequestChecks | None = None
+    checked_at: AwareDatetime | None = None
+
+
 class Task(_TextRules):
     """One task as stored in data/dev-tasks.json. Frozen: change it with `model_copy(update=...)`."""
 
@@ -161,6 +274,7 @@ class Task(_TextRules):
     task_type: TaskType = "feature"
     needs_plan_review: bool = False
     priority: Priority = "medium"
+    landing: Landing | None = None  # None: the project's `landing` (agent.yaml)
     # Chosen for this task; None: the project's default runtime, the runtime's configured model.
     runtime: RuntimeChoice | None = None
     model: ModelChoice | None = None
@@ -200,6 +314,17 @@ class Task(_TextRules):
     no_changes: bool = False
     # The Idempotency-Key of the request that created the task: a repeat returns this task.
     idempotency_key: str | None = None
+    # Plan review: the planning turn's answer, and whether a person approved it.
+    plan: str | None = None
+    plan_approved: bool = False
+    # Review: the tested commit waiting for a person, and the base commit it was tested on.
+    review_sha: str | None = None
+    review_base: str | None = None
+    # Approved by a person: the next run lands exactly this commit (rebased when the base moved).
+    approved_sha: str | None = None
+    base_sha: str | None = None  # landed: the base commit_sha was built on (its diff is base_sha..commit_sha)
+    inbox: list[HumanMessage] = Field(default_factory=list)  # messages for the next agent turn
+    pr: PullRequestInfo | None = None
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",
@@ -229,3 +354,6 @@ class NewTask(_TextRules):
         description="A runtime configured for this project (see GET /agent/runtimes); null: the project's default.")] = None
     model: Annotated[ModelChoice | None, Field(
         description="The model, as the runtime's CLI names it; null: the runtime's configured model.")] = None
+    landing: Annotated[Landing | None, Field(
+        description="auto: land once tested; review: wait for a person's approval; pr: open a GitHub pull "
+                    "request and complete when it is merged; null: the project's `landing`.")] = None

@@ -253,6 +253,26 @@ class TaskStore:
         of those statuses), setting `fields` in the same write. `from_archive`: an archived task
         comes back to the live store in that same write."""
         _reject_protected(fields)
+        allowed_from = set(expect) if expect is not None else None
+
+        def decide(task: Task) -> tuple[TaskStatus, dict[str, Any]]:
+            if allowed_from is not None and task.status not in allowed_from:
+                names = " or ".join(sorted(s.value for s in allowed_from))
+                raise InvalidTransitionError(task, target, f"is {task.status.value}, expected {names}")
+            return target, fields
+
+        return self.revise(task_id, decide, from_archive=from_archive)
+
+    def revise(
+        self,
+        task_id: str,
+        decide: Callable[[Task], tuple[TaskStatus | None, dict[str, Any]]],
+        *,
+        from_archive: bool = False,
+    ) -> Task:
+        """Read-modify-write of one task under the lock: `decide(task)` sees the current task and
+        returns (target status or None to keep it, fields to set); it may raise to change nothing.
+        For changes that depend on what the task holds now (a message appended to its inbox)."""
         with self._transaction() as (snap, changes):
             task = snap.tasks.get(task_id)
             if task is None:
@@ -260,19 +280,19 @@ class TaskStore:
                 if task is None:
                     raise TaskNotFoundError(task_id)
                 if not from_archive:
-                    raise InvalidTransitionError(task, target, f"is {task.status.value} and archived")
-            allowed_from = set(expect) if expect is not None else None
-            if allowed_from is not None and task.status not in allowed_from:
-                names = " or ".join(sorted(s.value for s in allowed_from))
-                raise InvalidTransitionError(
-                    task, target, f"is {task.status.value}, expected {names}"
-                )
+                    target, _ = decide(task)
+                    raise InvalidTransitionError(task, target or task.status, f"is {task.status.value} and archived")
+            target, fields = decide(task)
+            _reject_protected(fields)
+            now = utcnow()
+            if target is None:
+                changes.append((task, _updated(task, updated_at=now, **fields)))
+                return changes[0][1]
             if target not in TRANSITIONS[task.status]:
                 raise InvalidTransitionError(task, target)
             if target is TaskStatus.in_progress:
                 # A running task always has an owner and a lease: claim() is the only way in.
                 raise InvalidTransitionError(task, target, "only claim() starts a task")
-            now = utcnow()
             stamp: dict[str, Any] = {"status": target, "updated_at": now}
             if target in _FINISHED:
                 stamp["finished_at"] = now
@@ -307,11 +327,12 @@ class TaskStore:
             result_text=None,
             no_changes=False,
             attempts=0,
+            approved_sha=None,
         )
 
     def cancel(self, task_id: str) -> Task:
         return self.transition(
-            task_id, TaskStatus.cancelled, expect={TaskStatus.pending, TaskStatus.plan_review}
+            task_id, TaskStatus.cancelled, expect={TaskStatus.pending, TaskStatus.plan_review, TaskStatus.review}
         )
 
     def archive_finished(self, select: Callable[[Task], bool]) -> list[Task]:

@@ -21,7 +21,8 @@ AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 class Board:
     """baton-dashboard on a free port over one project `p` (local, or through `agent_url`)."""
 
-    def __init__(self, root: Path, *, agent: bool) -> None:
+    def __init__(self, root: Path, *, agent: bool, agent_yaml: str = "", agent_env: dict | None = None) -> None:
+        """`agent_yaml`: more agent.yaml lines (e.g. `landing: review`); `agent_env`: more of its environment."""
         self.root = root
         self.agent: AgentProcess | None = None
         self.repo = make_repo(root, "p")
@@ -32,10 +33,11 @@ class Board:
             wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_CLAUDE} \"$@\"\n")
             wrapper.chmod(0o755)
             (self.repo / "agent.yaml").write_text(
-                f"poll_interval_seconds: 0.5\ntest_command: ''\nclaude_code:\n  command: {wrapper}\n")
+                f"poll_interval_seconds: 0.5\ntest_command: ''\nclaude_code:\n  command: {wrapper}\n{agent_yaml}")
             port = free_port()
             self.agent = AgentProcess(["--port", str(port), "--project-dir", str(self.repo)], self.repo,
-                                      root / "agent-logs", {"FAKE_CLAUDE_STATE": str(root / "fake-state")})
+                                      root / "agent-logs", {"FAKE_CLAUDE_STATE": str(root / "fake-state"),
+                                                            **(agent_env or {})})
             self.agent_url = f"http://127.0.0.1:{port}"
             wait_for_http(f"{self.agent_url}/agent/health", self.agent.proc)
             source = f"agent_url: {self.agent_url}"
@@ -54,7 +56,7 @@ class Board:
         return response.json()["id"]
 
     def task(self, task_id: str) -> dict:
-        for status in ("pending", "plan_review", "in_progress", "completed", "failed", "cancelled"):
+        for status in ("pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"):
             response = httpx.get(f"{self.url}/api/projects/p/tasks/{status}/{task_id}.md")
             if response.status_code == 200:
                 return response.json()

@@ -176,7 +176,7 @@ def test_cards_show_priority_running_time_failure_words_and_a_clamped_title(brow
         dashboard.stop()
 
 
-def test_a_task_waiting_for_plan_review_toasts(browser, agent_factory, tmp_path):
+def test_a_task_waiting_for_plan_review_or_review_toasts(browser, agent_factory, tmp_path):
     agent = agent_factory()  # no dispatcher: the test moves the task itself
     dashboard = BoardDashboard(tmp_path, {"alpha": agent})
     board = BoardPage(browser, dashboard.url)
@@ -184,9 +184,16 @@ def test_a_task_waiting_for_plan_review_toasts(browser, agent_factory, tmp_path)
         page = board.page
         task = agent.store.create(NewTask(title="Needs a look", needs_plan_review=True))
         expect(page.locator(f".column[data-status='pending'] .card[data-id='{task.id}']")).to_be_visible()
+        agent.store.claim(OWNER, 60, task_id=task.id)  # a planning run ends in plan_review
         agent.store.transition(task.id, TaskStatus.plan_review)
         expect(page.locator(f".column[data-status='plan_review'] .card[data-id='{task.id}']")).to_be_visible()
         expect(page.locator("#toast .toast-item", has_text="“Needs a look” waits for plan review")).to_have_count(1)
+        # Tested work waiting for a person (landing: review) is news too.
+        work = agent.store.create(NewTask(title="Check my work"))
+        agent.store.claim(OWNER, 60, task_id=work.id)
+        agent.store.transition(work.id, TaskStatus.review)
+        expect(page.locator(f".column[data-status='review'] .card[data-id='{work.id}']")).to_be_visible()
+        expect(page.locator("#toast .toast-item", has_text="“Check my work” waits for review")).to_have_count(1)
         assert board.errors == [], board.errors
     finally:
         board.close()

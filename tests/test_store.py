@@ -157,13 +157,18 @@ def test_illegal_transition_is_refused_and_changes_nothing(store: TaskStore):
     assert store.snapshot().revision == revision
 
 
-def test_completed_is_terminal(store: TaskStore):
+def test_completed_only_reopens_for_a_follow_up(store: TaskStore):
+    """A completed task never goes back to running, failing or review; only a follow-up message
+    makes it pending again (review.post_message)."""
     task = store.create(new())
     store.claim(OWNER, 60)
     store.transition(task.id, TaskStatus.completed)
     for target in TaskStatus:
+        if target is TaskStatus.pending:
+            continue
         with pytest.raises(InvalidTransitionError):
             store.transition(task.id, target)
+    assert store.transition(task.id, TaskStatus.pending).status is TaskStatus.pending
 
 
 def test_rerun_failed_clears_error_keeps_branch(store: TaskStore):

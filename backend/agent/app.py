@@ -31,7 +31,7 @@ from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
 from .basebranch import resolve_settings
-from .routes import archive, changes, events, git, health, runtimes, tasks
+from .routes import archive, changes, diff, events, git, health, review, runtimes, tasks
 from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -83,7 +83,7 @@ def create_app(
     install_docs(app)
     _install_store_errors(app)
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
-    for module in (health, events, tasks, archive, dispatcher_routes, runtimes, git, changes):
+    for module in (health, events, diff, review, tasks, archive, dispatcher_routes, runtimes, git, changes):
         app.include_router(module.router)
     runtimes.document_choices(app, list(dispatcher.ctx.runtimes))
 

@@ -27,6 +27,7 @@ class TasksByStatus(BaseModel):
     pending: list[Task]
     plan_review: list[Task]
     in_progress: list[Task]
+    review: list[Task]
     completed: list[Task]
     failed: list[Task]
     cancelled: list[Task]
@@ -134,7 +135,7 @@ class TaskSummary(BaseModel):
 
     id: str
     title: str
-    status: Literal["pending", "plan_review", "in_progress", "completed", "failed", "cancelled"]
+    status: Literal["pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"]
     sort: str
     priority: str | None = None
     task_type: str | None = None
@@ -152,6 +153,9 @@ class TaskSummary(BaseModel):
     cost_estimated: bool | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    landing: str | None = None  # auto | review | pr, when the task chose one
+    inbox: int | None = None  # messages waiting for the agent's next turn
+    pr: dict | None = None  # {number, state: open|closed|merged, checks: none|pending|success|failure}
 
 
 class UsageHour(BaseModel):

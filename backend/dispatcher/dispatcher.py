@@ -26,9 +26,11 @@ from ..runtimes import build_configured
 from ..runtimes.base import Runtime
 from ..store import StoreError, TaskStore
 from ..storeview import StoreView
+from .events import EventWriters
 from .local_base import LocalBaseFollower
 from .mergequeue import MergeQueue
 from .ports import PortPool
+from .pullrequests import PullRequests
 from .recovery import reconcile
 from .run import RunContext, TaskRun
 from .slots import WorkerSlots
@@ -61,7 +63,11 @@ class Dispatcher:
             slots=WorkerSlots(config.max_parallel_workers),
             wake_dispatcher=self.wake,
             on_change=self._changed,
+            writers=EventWriters(settings.project_dir / "logs"),
         )
+        # GitHub pull requests (landing: pr): opened by runs, watched until merged or closed.
+        self.prs = self.ctx.prs = PullRequests(store, config, settings.project_dir, config.base_branch, git=git,
+                                               writers=self.ctx.writers)
         self.queue = self.ctx.queue = MergeQueue(self.ctx)
         # Runtimes that run without their permission prompts wait for a one-time acknowledgement.
         self.guardrails = Guardrails(settings.project_dir, {
@@ -101,6 +107,8 @@ class Dispatcher:
                 return
             for line in reconcile(self.store, self.ctx.git, self.config, self.owner):
                 log.info("recovery: %s", line)
+            for task in self.store.list_tasks():  # a follow-up that came while its task was landing
+                self._reopen_for_messages(task.id)
             self._reconciled = True
 
     def start(self) -> None:
@@ -111,6 +119,7 @@ class Dispatcher:
                 self._exit.clear()
                 self._loop_thread = threading.Thread(target=self._loop, name="baton-dispatcher", daemon=True)
                 self._loop_thread.start()
+        self.prs.start()
         self.wake()
         self._changed()
 
@@ -136,6 +145,7 @@ class Dispatcher:
         for thread in threads:  # cleanups of completed tasks still running
             thread.join(SHUTDOWN_WAIT)
         self.queue.close()
+        self.prs.stop()
         self._exit.set()
         self.wake()
         if self._loop_thread is not None:
@@ -239,7 +249,8 @@ class Dispatcher:
             run.execute()
         finally:
             with self._lock:
-                self._runs.pop(run.task.id, None)
+                if self._runs.get(run.task.id) is run:  # not a newer run of the task (approved meanwhile)
+                    del self._runs[run.task.id]
             try:
                 run.cleanup()  # only a landed task has anything left to clean here
             finally:
@@ -247,7 +258,24 @@ class Dispatcher:
                     if self._threads.get(run.task.id) is me:
                         del self._threads[run.task.id]
                 self.ports.release(run.port)
+                self._reopen_for_messages(run.task.id)
                 self.wake()  # a worker and its port are free: look for more work now
+
+    def winding_down(self, task_id: str) -> bool:
+        """A run of the task still holds its worktree or branch in this process (running, or a
+        landed task being cleaned up): a message then waits until it has let go.
+        Without self._lock: it is asked inside the store's lock, and tick() claims (the store's
+        lock) holding self._lock. One dict lookup is atomic; _work unregisters before it reopens."""
+        return task_id in self._threads
+
+    def _reopen_for_messages(self, task_id: str) -> None:
+        """A task that got a message while its run was winding down starts another run."""
+        from ..review import reopen_for_messages
+
+        try:
+            reopen_for_messages(self.store, task_id, self.winding_down)
+        except StoreError as exc:
+            log.warning("task %s: could not start the run its messages ask for: %s", task_id, exc)
 
     def _renew_leases(self) -> None:
         now = utcnow()
@@ -283,7 +311,7 @@ class Dispatcher:
         problems = self._runtime_check()  # cheap: a PATH lookup per runtime, a stat of the acknowledgement
         if set(problems) != set(self._runtime_problems):
             self.wake()  # a CLI appeared (or went): claim on the new facts now, not at the next poll
-        return [dict(problem) for problem in problems.values()]
+        return [dict(problem) for problem in problems.values()] + self.problems_beyond_runtimes()
 
     def _runtime_check(self) -> dict[tuple[str, str], dict]:
         """{(runtime, code): problem}: a missing CLI, an unacknowledged bypass of its prompts."""
@@ -291,6 +319,11 @@ class Dispatcher:
                     if (problem := runtime.check()) is not None}
         problems.update({(name, problem["code"]): problem for name, problem in self.guardrails.problems().items()})
         return problems
+
+    def problems_beyond_runtimes(self) -> list[dict]:
+        """What keeps tasks from finishing that is no runtime's fault (GitHub for landing: pr)."""
+        problem = self.prs.problem()
+        return [problem] if problem else []
 
     def _repository_has_commits(self) -> bool:
         if not self._has_commits:

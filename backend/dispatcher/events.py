@@ -59,6 +59,24 @@ class EventWriter:
         return numbered
 
 
+class EventWriters:
+    """One EventWriter per events file in this process: a task's run and a person's message
+    (from an API thread) append to the same transcript without interleaving or misnumbering."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = logs_dir
+        self._lock = threading.Lock()
+        self._writers: dict[Path, EventWriter] = {}
+
+    def for_task(self, task_id: str) -> EventWriter:
+        path = TaskLogs(self.logs_dir, task_id).events
+        with self._lock:
+            writer = self._writers.get(path)
+            if writer is None:
+                writer = self._writers[path] = EventWriter(path)
+            return writer
+
+
 def _count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as handle:

@@ -16,6 +16,9 @@ a commit whose exact tree passed the test command.
 - Trees that passed are remembered (per command): a candidate with such a tree is not re-run.
 - A task's branch rebased onto a candidate that never landed is put back onto landed history
   (its last such rebase, `safe`) before the task leaves, so no foreign commit stays on it.
+- A task that lands only after a person's review (landing review or pr, not yet approved) is
+  tested alone on the base and never stacked on: it leaves with a `ready` verdict (its tested
+  candidate, rebased onto landed history) instead of being published, and holds nothing up.
 
 One coordinator thread does every rebase and push (so no two git operations meet in one
 worktree); test runs have a thread each. The task's own thread waits for its verdict.
@@ -47,6 +50,8 @@ class Verdict:
     message: str = ""
     feedback: str | None = None  # what to tell the agent in a feedback turn
     charged: bool = True  # counts against max_merge_retries (a conflict the agent failed to fix)
+    ready: bool = False  # tested and not published (the task waits for review): sha on base
+    base: str | None = None  # ready: the base commit the candidate was rebased onto and tested on
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Entry:
     left: bool = False
     verdict: Verdict | None = None
     last_conflict_base: str | None = None
+    publish: bool = True  # False: test only, on the base alone (the task waits for review)
     wake: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -99,17 +105,18 @@ class MergeQueue:
 
     # ----- what task threads call ----------------------------------------------------------
 
-    def land(self, run, on_enqueued=lambda: None) -> Verdict | None:
+    def land(self, run, on_enqueued=lambda: None, publish: bool = True) -> Verdict | None:
         """Enter the queue (or, after a conflict fix turn, take back the place kept) and wait
         for the verdict. None: the run was stopped and has left the queue without landing.
         `on_enqueued` runs once the place is taken (the worker is given back only then, so
-        tasks enter in the order their agents finished)."""
+        tasks enter in the order their agents finished). `publish` False: test only (see above)."""
         with self._cond:
             entry = next((e for e in self._entries if e.run is run), None)
             if entry is None:
                 entry = Entry(run=run, seq=next(self._seq), built_on="", safe=("", ""))
                 self._entries.append(entry)
             entry.state, entry.candidate, entry.verdict, entry.result = "waiting", None, None, None
+            entry.publish = publish
             entry.built_on = ""  # computed by the coordinator from the branch as the agent left it
             entry.wake.clear()
             self._poke_locked()
@@ -234,12 +241,21 @@ class MergeQueue:
         self._current = None
         if chain is None:
             return  # an entry left or waits for its test to stop: a new round follows
-        prefix = list(itertools.takewhile(lambda e: e.state == "passed", chain))
+        alone = [e for e in chain if not e.publish and e.state in ("passed", "failed")]
+        for entry in alone:  # tested on the base itself: every verdict is final
+            if entry.state == "passed":
+                self._ready(entry)
+            else:
+                self._eject_failed(entry)
+        if alone:
+            return  # they left: a new round follows
+        landing = [e for e in chain if e.publish]
+        prefix = list(itertools.takewhile(lambda e: e.state == "passed", landing))
         if prefix:
             self._publish(prefix)  # what failed behind it is ejected next round, on top of it
             return
-        if chain and chain[0].state == "failed":  # final: nothing ahead of it is left untested
-            self._eject_failed(chain[0])
+        if landing and landing[0].state == "failed":  # final: nothing ahead of it is left untested
+            self._eject_failed(landing[0])
             return
         self._start_tests(chain)
 
@@ -249,7 +265,13 @@ class MergeQueue:
         ids = {e.task_id for e in entries}
         for entry in entries:
             if entry.state == "fixing":
+                if not entry.publish:
+                    continue  # it lands nothing: nobody waits for it
                 break  # it keeps the head; nothing behind it can be built yet
+            if not entry.publish:
+                if not self._build_alone(entry, chain):
+                    return None  # a conflict with the base: its fix turn follows, then a new round
+                continue
             if entry.state == "blocked":
                 if entry.blocked_by in ids:
                     continue
@@ -281,6 +303,41 @@ class MergeQueue:
             chain.append(entry)
             tip, ahead = entry.candidate, entry
         return chain
+
+    def _build_alone(self, entry: Entry, chain: list[Entry]) -> bool:
+        """A test-only entry: its candidate is the task rebased onto the base itself. False when
+        that rebase conflicts (the entry is then fixing)."""
+        if entry.candidate is not None and entry.built_on == self._base:
+            chain.append(entry)
+            return True
+        if entry.state == "testing":
+            with self._cond:
+                if entry.state == "testing":
+                    entry.stale = True
+                    entry.test_stop.set("rebuilding")
+            return True  # its test thread reports back (a new round), then it is rebuilt
+        self._current = entry
+        conflicts = self._rebuild(entry, self._base)
+        if conflicts is not None:
+            self._conflict(entry, conflicts)
+            return False
+        entry.on_top_of = None
+        entry.state = "passed" if self._is_proven(entry.candidate) else "waiting"
+        if entry.state == "passed":
+            entry.result = TestResult(True)
+            entry.run.say(f"tree of {entry.candidate[:12]} already passed the tests; not running them again")
+        chain.append(entry)
+        return True
+
+    def _ready(self, entry: Entry) -> None:
+        """A test-only entry passed: it leaves with its candidate for a person to review."""
+        self._current = entry
+        problem = entry.run.tested_candidate_problem(entry.candidate, entry.built_on)
+        if problem is not None:
+            entry.run.say(f"not offering for review: {problem}")
+            self._leave(entry, Verdict(False, reason="agent_moved_refs", message=problem))
+            return
+        self._leave(entry, Verdict(False, ready=True, sha=entry.candidate, base=entry.built_on))
 
     def _settle_entry(self, entry: Entry) -> bool:
         """A newly entered task: where its own commits start, and the landing flag (what is
@@ -462,7 +519,7 @@ class MergeQueue:
                 entry.state = "landing"
         for entry in prefix:  # before the push: crash recovery then knows it may have landed
             self._current = entry
-            entry.run.record_commit(entry.candidate)
+            entry.run.record_commit(entry.candidate, entry.built_on)
         self._current = prefix[0]  # a push that errors fails the head, as a rejected one does
         note = None
         if self.git.has_remote:

@@ -53,3 +53,80 @@ def tests_prompt(command: str, output_tail: str) -> str:
         f"`{command}` failed. The end of its output:\n\n```\n{output_tail}\n```\n\n"
         "Fix the code so the tests pass, and commit the fix.\n"
     )
+
+
+def _comment_lines(message) -> list[str]:
+    out = []
+    for c in message.comments:
+        where = c.path + (f" line {c.line}" + (" (old side)" if c.side == "old" else "") if c.line else "")
+        out.append(f"- {where}: {c.text.strip()}")
+    return out
+
+
+def messages_text(messages) -> str:
+    """A person's messages (follow-ups, requested changes, plan revisions) as the agent reads them."""
+    intro = {"changes": "A reviewer requested changes before your work lands:",
+             "revise": "The person reviewing your plan asks you to revise it:",
+             "message": "A follow-up from the person who gave you this task:"}
+    blocks = []
+    for message in messages:
+        lines = [intro.get(message.kind, intro["message"])]
+        if message.text.strip():
+            lines += ["", message.text.strip()]
+        comments = _comment_lines(message)
+        if comments:
+            lines += ["", "Comments on the diff (paths are relative to the repository root):", *comments]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def follow_up_prompt(messages, config: AgentConfig) -> str:
+    """A turn in the session that did the work: only what is new."""
+    tests = config.test_command.strip()
+    return (messages_text(messages) + "\nMake the changes on this branch and commit them"
+            + (f"; the tests (`{tests}`) must still pass" if tests else "")
+            + ". Do not push and do not change other branches.\n")
+
+
+def work_prompt(task: Task, config: AgentConfig, *, continuing: bool, messages=(), landed_before: bool = False) -> str:
+    """A fresh session's whole context: the task, its approved plan, what happened before and
+    every message waiting for it."""
+    text = task_prompt(task, config, continuing=continuing)
+    if task.plan_approved and task.plan:
+        text += "\n## The approved plan\n\nA person reviewed and approved this plan; carry it out.\n\n" + task.plan.strip() + "\n"
+    if landed_before:
+        text += ("\n## Earlier work\n\nAn earlier run of this task already landed on "
+                 f"`{config.base_branch}` (see `git log`)."
+                 + (f" Its summary: {task.result_text.strip()[:4000]}" if task.result_text else "") + "\n")
+    if messages:
+        text += "\n## Messages\n\n" + messages_text(messages)
+    return text
+
+
+def planning_prompt(task: Task, config: AgentConfig, messages=()) -> str:
+    """A read-only planning turn: the answer is the plan a person reviews."""
+    lines = [
+        f"# Plan task {task.id}: {task.title}",
+        "",
+        f"Type: {task.task_type}. Priority: {task.priority}.",
+        "",
+        task.content.strip() or "(no further description)",
+        "",
+        "## What to do now",
+        "",
+        "- Do not change anything yet: this turn is read-only (file writes and commands that change "
+        "things are refused). Read the code you need.",
+        "- Answer with a plan a person can review: the approach, the files you would change and how, "
+        "the tests you would add or run, and the risks. Your final answer is the plan.",
+    ]
+    text = "\n".join(lines) + "\n"
+    if task.plan:
+        text += "\n## Your earlier plan\n\n" + task.plan.strip() + "\n"
+    if messages:
+        text += "\n## Messages\n\n" + messages_text(messages)
+    return text
+
+
+def revision_prompt(messages) -> str:
+    """Another planning turn in the planning session."""
+    return messages_text(messages) + "\nRevise the plan accordingly. This turn is read-only too; answer with the whole revised plan.\n"

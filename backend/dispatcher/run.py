@@ -3,6 +3,15 @@
 Order matters for "no work is lost": whatever the agent produced is committed to the task
 branch before any worktree is removed; a task is marked completed before its branch is
 deleted; a failed or cancelled task keeps its branch (pushed when push_to_remote).
+
+What a run does depends on the task (see review.py for how a person gets it there):
+- needs_plan_review without an approved plan: one read-only planning turn; the answer becomes
+  the plan and the task waits in plan_review.
+- approved in review (approved_sha is the branch's tip): no agent turn; straight to landing.
+- otherwise an agent turn (the person's waiting messages in it, in the same session where the
+  runtime can continue it), then landing: at once (landing auto), or tested and handed to a
+  person (review) or to a GitHub pull request (pr). An approved run whose landing needs a
+  feedback turn goes back to review: only what a person saw lands.
 """
 
 from __future__ import annotations
@@ -19,17 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AgentConfig
+from ..github import GitHubError
 from ..gitrepo import GitError
-from ..models import ErrorReason, Task, TaskStatus
+from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
 from ..runtimes.base import AgentEvent, EventKind, Reply, Runtime, RunSummary, Turn, TurnRequest, event
 from ..store import StoreError, TaskStore
 from .basetests import BaseTests, BaseVerdict
-from .events import EventWriter, TaskLogs
+from .events import EventWriter, EventWriters, TaskLogs
 from .leftovers import discard_test_leftovers
 from .mergequeue import MergeQueue
 from .ports import PortPool
 from .process import ProcessOutcome, Say, StopRequest, run_streaming, tail, task_marker
-from .prompts import commit_message, task_prompt
+from .prompts import (commit_message, follow_up_prompt, planning_prompt, revision_prompt, task_prompt,
+                      work_prompt)
 from .refguard import RefGuard
 from .slots import WorkerSlots
 from .workspace import ProjectGit, Workspace
@@ -56,6 +67,8 @@ class RunContext:
     base_tests: BaseTests = field(default_factory=BaseTests)  # verdicts on base commits, per process
     queue: MergeQueue | None = None  # set by the dispatcher once the context exists
     on_change: Callable[[], None] = lambda: None  # what the dispatcher reports changed (a phase, the queue)
+    writers: EventWriters | None = None  # one transcript writer per task, shared with the API
+    prs: Any = None  # PullRequests (landing pr): opens and reads GitHub pull requests
 
 
 class AgentFailed(Exception):
@@ -105,7 +118,9 @@ class TaskRun:
         self.ws = Workspace(ctx.git, task.id)
         self.logs = TaskLogs(ctx.logs_dir, task.id)
         self.refs = RefGuard(ctx.git.project, ctx.logs_dir, task.id, self.ws.branch)
-        self.events = EventWriter(self.logs.events)
+        self.events = ctx.writers.for_task(task.id) if ctx.writers is not None else EventWriter(self.logs.events)
+        self.landing = task.landing or ctx.config.landing
+        self._last_summary: RunSummary | None = None
         self.finished = threading.Event()
         self._last_activity_write = 0.0
         self._started_fields: dict[str, Any] = {}
@@ -140,6 +155,30 @@ class TaskRun:
         if self.runtime is None:
             raise AgentFailed("runtime_unavailable", f"runtime {self.runtime_name!r} is not configured for this project "
                                                      f"(agent.yaml); configured: {', '.join(ctx.runtimes)}")
+        planning = task.needs_plan_review and not task.plan_approved
+        continuing, start = self._prepare()
+        if planning:
+            self._plan(continuing, start)
+            return
+
+        # Approved in review: exactly the commit the person saw (rebased if the base moved).
+        approved = task.approved_sha is not None and self.ws.head() == task.approved_sha
+        if approved:
+            self.say(f"approved in review: landing {task.approved_sha[:12]} without another agent turn")
+        else:
+            if task.approved_sha is not None:
+                self.say(f"approved {task.approved_sha[:12]}, but {self.ws.branch} is at {self.ws.head()[:12]}: "
+                         "it goes back to review instead of landing")
+            self._opening_turn(continuing)
+        if not self._commit_work(commit_message(task)) and not approved:
+            self._complete(None, no_changes=True)
+            return
+        self._land(approved)
+
+    def _prepare(self) -> tuple[bool, str]:
+        """The worktree on task/<id>, Baton's files placed. Returns (continuing an earlier
+        branch, the commit it starts from)."""
+        task, ctx = self.task, self.ctx
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
         continuing = self.ws.create(earlier_branch=self._earlier_branch)
@@ -152,25 +191,64 @@ class TaskRun:
                                     agent_runtime=self.runtime_name)
         self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else "")
                  + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
+        return continuing, self.ws.head()
 
+    def _same_session(self) -> str | None:
+        """The session a person's message continues: the task's latest, on this runtime."""
+        task = self._current()
+        return task.session_id if task.agent_runtime == self.runtime_name else None
+
+    def _opening_turn(self, continuing: bool) -> None:
+        task, ctx = self.task, self.ctx
+        messages = self._take_inbox()
+        landed_before = not continuing and task.base_sha is not None  # a follow-up of a completed task
+        fresh = work_prompt(task, ctx.config, continuing=continuing, messages=messages, landed_before=landed_before)
+        session = self._same_session() if messages else None
+        if session is not None:
+            # A person's follow-up goes to the session that did the work; a fresh session gets
+            # the whole context if that one cannot be continued.
+            self._agent_turn(follow_up_prompt(messages, ctx.config), resume=session, fresh=fresh)
+            return
         # A new attempt on a kept branch continues the earlier attempt's session where the
         # runtime can (and falls back to a fresh one itself); the prompt says what to do anyway.
         earlier = task.session_id if (continuing and task.agent_runtime == self.runtime_name
-                                      and self.runtime.resume_after_restart) else None
+                                      and self.runtime.resume_after_restart and not messages) else None
         self._started_fields["session_id"] = earlier  # not an earlier attempt's session of another runtime
-        self._agent_turn(task_prompt(task, ctx.config, continuing=continuing), resume=earlier)
-        self._started_fields.pop("session_id")
-        if not self._commit_work(commit_message(task)):
-            self._complete(None, no_changes=True)
-            return
+        prompt = fresh if (messages or task.plan_approved or landed_before) else task_prompt(
+            task, ctx.config, continuing=continuing)
+        self._agent_turn(prompt, resume=earlier)
+        self._started_fields.pop("session_id", None)
 
+    def _deliver_waiting(self) -> bool:
+        """Messages that came while the agent worked: another turn of its session. True if any."""
+        if not self._current().inbox:
+            return False
+        messages = self._take_inbox()
+        if not messages:
+            return False
+        if not self.holds_worker:  # they came while it waited in the merge queue
+            self._take_worker()
+        fresh = work_prompt(self.task, self.ctx.config, continuing=True, messages=messages)
+        session = self._same_session()
+        if session is not None:
+            self._agent_turn(follow_up_prompt(messages, self.ctx.config), resume=session, fresh=fresh)
+        else:
+            self._agent_turn(fresh, resume=None)
+        self._commit_work(commit_message(self.task))
+        return True
+
+    def _land(self, approved: bool) -> None:
+        task, ctx = self.task, self.ctx
         feedback_turns = 0
         while True:
             self._check_stop()
+            if self._deliver_waiting():
+                approved = False
+            publish = self.landing == "auto" or approved
             # The agent is done: its worker and TASK_PORT go to the next task while this one
             # waits in the merge queue (tests take ports of their own).
-            self._phase("waiting to land")
-            result = ctx.queue.land(self, on_enqueued=self._release_worker)
+            self._phase("waiting to land" if publish else "testing for review")
+            result = ctx.queue.land(self, on_enqueued=self._release_worker, publish=publish)
             if result is None:
                 raise Stopped()
             if result.landed:
@@ -178,6 +256,11 @@ class TaskRun:
                 # landing already under way when a cancel came counts.
                 return
             self._check_stop()
+            if result.ready:
+                if self._current().inbox:
+                    continue  # a person wrote while it was tested: the agent reads that first
+                self._to_review(result.sha, result.base)
+                return
             if result.feedback is None or (result.charged and feedback_turns >= ctx.config.max_merge_retries):
                 raise AgentFailed(result.reason or "internal", result.message)
             if result.charged:
@@ -185,9 +268,97 @@ class TaskRun:
                 self.say(f"feedback turn {feedback_turns} of {ctx.config.max_merge_retries}: {result.message}")
             else:
                 self.say(f"fix turn (not counted against max_merge_retries): {result.message}")
+            if approved and self.landing != "auto":
+                self.say("the approved work needs changes to land: it goes back to review after this turn")
+                approved = False
             self._take_worker()
             self._agent_turn(result.feedback, resume=self._current().session_id)
             self._commit_work(commit_message(task))
+
+    # ----- plans and reviews ----------------------------------------------------------------
+
+    def _plan(self, continuing: bool, start: str) -> None:
+        """A read-only planning turn (the CLI's permission system refuses writes); its answer is
+        the plan a person reviews. Baton checks the worktree anyway and discards any change."""
+        task, ctx = self.task, self.ctx
+        messages = self._take_inbox()
+        session = self._same_session() if (messages and task.plan) else None
+        fresh = planning_prompt(task, ctx.config, messages=messages)
+        before = self.ws.status_text()
+        if session is not None:
+            self._agent_turn(revision_prompt(messages), resume=session, fresh=fresh, read_only=True)
+        else:
+            self._agent_turn(fresh, resume=None, read_only=True)
+        summary = self._last_summary
+        plan = ((summary.result.text if summary and summary.result and summary.result.text else None)
+                or (summary.last_text if summary else None) or "").strip()
+        if self.ws.status_text() != before or not self.ws.on_branch() or self.ws.head() != start:
+            self.say("the planning turn changed the worktree although it ran read-only; Baton discards the change")
+        self._phase("finishing")
+        try:
+            self.ws.remove()
+        except GitError as exc:
+            log.warning("task %s: worktree not removed after planning: %s", task.id, exc)
+        ref = f"refs/heads/{self.ws.branch}"
+        if self.ctx.git.ref_exists(ref) and self.ctx.git.rev(ref) != start:
+            self.ctx.git.git(["update-ref", ref, start])  # a plan changes no code
+        if not continuing:
+            self.ctx.git.delete_branch(self.ws.branch)  # nothing of its own: the work run starts afresh
+        if not plan:
+            raise AgentFailed("agent_error", "the planning turn ended without a plan (no final answer)")
+        if len(plan) > PLAN_MAX_CHARS:
+            plan = plan[:PLAN_MAX_CHARS - 1] + "…"
+        self.say("plan ready for review")
+        self.ctx.store.transition(task.id, TaskStatus.plan_review, expect={TaskStatus.in_progress},
+                                  plan=plan, plan_approved=False, agent_pid=None, commit_sha=None)
+
+    def _to_review(self, sha: str, base: str) -> None:
+        """Tested on the base and not landed: the branch waits for a person (or a pull request)."""
+        task, ctx = self.task, self.ctx
+        self._phase("finishing")
+        fields: dict[str, Any] = {"review_sha": sha, "review_base": base, "approved_sha": None}
+        if self.landing == "pr":
+            fields["pr"] = self._open_pull_request(sha)
+            self.say(f"pull request #{fields['pr'].number} open: {fields['pr'].url}")
+        else:
+            self.say(f"tested {sha[:12]} on {ctx.config.base_branch} {base[:12]}; waiting for review")
+        note = self._keep_work(f"wip({task.id}): {task.title} [review]", push=self.landing != "pr")
+        if note:
+            fields["error_message"] = note
+        self.ctx.store.transition(task.id, TaskStatus.review, expect={TaskStatus.in_progress},
+                                  agent_pid=None, commit_sha=None, **fields)
+
+    def _open_pull_request(self, sha: str):
+        if self.ctx.prs is None:
+            raise AgentFailed("pr_failed", "landing is pr, but this agent has no GitHub settings")
+        if not self.ctx.git.has_remote:
+            raise AgentFailed("pr_failed", f"landing is pr, but the project has no remote {self.ctx.config.remote!r} "
+                                           "to push the branch to")
+        error = self.ctx.git.push_branch(self.ws.branch)
+        if error:
+            raise AgentFailed("pr_failed", f"could not push {self.ws.branch}: {error}")
+        try:
+            return self.ctx.prs.open_for(self._current(), self.ws.branch, self.ctx.config.base_branch)
+        except GitHubError as exc:
+            raise AgentFailed("pr_failed", f"could not open the pull request: {exc}") from None
+
+    def _take_inbox(self) -> list[HumanMessage]:
+        """The messages waiting for the agent, taken out of the inbox in one write (a message
+        posted meanwhile stays for the next turn)."""
+        taken: list[HumanMessage] = []
+
+        def decide(task: Task):
+            if task.status is not TaskStatus.in_progress:
+                raise StoreError(f"task {task.id} is {task.status.value}, not running")
+            taken[:] = task.inbox
+            return None, {"inbox": []}
+
+        if not self._current().inbox:
+            return []
+        self.task = self.ctx.store.revise(self.task.id, decide)
+        if taken:
+            self.say(f"the agent reads {len(taken)} message{'s' if len(taken) > 1 else ''} from a person")
+        return taken
 
     # ----- worker slot and port -----------------------------------------------------------
 
@@ -212,15 +383,29 @@ class TaskRun:
 
     # ----- the coding agent ---------------------------------------------------------------
 
-    def _agent_turn(self, prompt: str, resume: str | None) -> None:
-        self._phase("agent running")
+    def _agent_turn(self, prompt: str, resume: str | None, fresh: str | None = None, read_only: bool = False) -> None:
+        """One agent turn. With `fresh`: if the session `resume` names cannot be continued (the
+        turn fails before any session started), a new session gets `fresh` instead."""
+        try:
+            self._one_turn(prompt, resume, read_only)
+        except AgentFailed as exc:
+            summary = self._last_summary
+            if resume is None or fresh is None or exc.reason != "agent_error" or (summary and summary.session_id):
+                raise
+            self.say(f"could not continue the agent's session {resume} ({exc.message[:300]}); "
+                     "starting a new session with the whole context")
+            self._one_turn(fresh, None, read_only)
+
+    def _one_turn(self, prompt: str, resume: str | None, read_only: bool) -> None:
+        self._phase("planning (read-only)" if read_only else "agent running")
         assert self.runtime is not None
         self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
         turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
-                                             model=self.task.model, scratch=self.logs.runtime_dir))
+                                             model=self.task.model, scratch=self.logs.runtime_dir,
+                                             read_only=read_only))
         inv = turn.invocation
         self._refuse_secrets_in(inv.argv)
-        summary = RunSummary()
+        summary = self._last_summary = RunSummary()
 
         def record(ev: AgentEvent) -> None:
             self._record(self.events.append(ev), summary)
@@ -320,7 +505,7 @@ class TaskRun:
         raise AgentFailed("agent_error", message)
 
     def _env(self, port: int | None = None) -> dict[str, str]:
-        hidden = set(self.ctx.config.secret_env_vars) | {"BATON_TOKEN"}
+        hidden = self.ctx.config.hidden_env_vars
         env = {k: v for k, v in os.environ.items() if k not in hidden}
         env["TASK_PORT"] = str(port if port is not None else self.port)
         env.update(self._marker())  # TASK_ID and BATON_PROJECT: how the task's processes are found
@@ -384,8 +569,8 @@ class TaskRun:
             return f"{self.ws.branch} ({candidate[:12]}) does not contain {built_on[:12]} it was rebased onto"
         return None
 
-    def record_commit(self, sha: str | None) -> None:
-        self._update(commit_sha=sha)
+    def record_commit(self, sha: str | None, base: str | None = None) -> None:
+        self._update(commit_sha=sha, base_sha=base)
 
     def complete_landed(self, sha: str) -> None:
         self._complete(sha, no_changes=False)
@@ -450,10 +635,9 @@ class TaskRun:
         self._phase("finishing")
         # Said first: a stream that sees the task finished has every event of it.
         self.say(("completed with no changes" if no_changes else f"completed: {sha}") + (f" ({note})" if note else ""))
-        self.ctx.store.transition(
-            self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},
-            commit_sha=sha, no_changes=no_changes, error_message=note,
-        )
+        self.ctx.store.transition(self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},
+                                  commit_sha=sha, no_changes=no_changes, error_message=note,
+                                  review_sha=None, review_base=None, approved_sha=None)
         self._landed = True
 
     def _end_failed(self, reason: ErrorReason, message: str) -> None:

@@ -336,6 +336,11 @@ class Workspace:
         with self.git.admin_lock:  # checking a branch out reads every worktree's folder
             self._g(["checkout", "-q", self.branch])
 
+    def status_text(self) -> str:
+        """Everything `git status` sees in the worktree (tracked changes and untracked files, not
+        ignored ones): equal before and after a turn means the turn changed no file."""
+        return self._g(["status", "--porcelain=v1", "-z", "--untracked-files=all"])
+
     def on_branch(self) -> bool:
         """True when the worktree has task/<id> checked out (not another branch, not detached)."""
         return self._head_ref(self.git_dir()) == f"refs/heads/{self.branch}"

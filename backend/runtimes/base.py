@@ -38,6 +38,7 @@ class EventKind(str, Enum):
     system = "system"  # other system lines worth showing (e.g. a denied permission)
     unparsed = "unparsed"  # not JSON, or a JSON line of a type we do not know
     baton = "baton"  # Baton's own steps: worktree, landing, tests, feedback turns
+    human = "human"  # what a person said or decided (a message, changes requested, approve, reject)
 
 
 class AgentEvent(BaseModel):
@@ -64,6 +65,7 @@ class AgentEvent(BaseModel):
     cache_creation_tokens: int | None = None
     errors: list[str] | None = None
     attempt: int | None = None  # on a baton `attempt_started` event: the task's run number (Task.runs)
+    comments: list[dict] | None = None  # on a `human` event: comments on lines of the diff ({path, line, side, text})
 
 
 def event(kind: EventKind, **fields) -> AgentEvent:
@@ -96,6 +98,10 @@ class TurnRequest:
     # A folder outside the worktree for files the runtime generates for this task (configs,
     # isolated CLI state). It lives as long as the task's attempt; nothing in it is committed.
     scratch: Path | None = None
+    # A planning turn: the CLI's own permission system must forbid every write (files, shell
+    # commands): Claude Code --permission-mode plan, Codex's read-only sandbox, OpenCode with
+    # edit/write/bash denied. Never left to the prompt's wording.
+    read_only: bool = False
 
 
 FailureReason = Literal["approval_required", "agent_error"]

@@ -93,9 +93,33 @@ function card(project, task, onOpen) {
                             title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null),
     task.status === "failed" && task.error_reason
       ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
-                    text: reasonText(task.error_reason) }) : null].filter(Boolean));
+                    text: reasonText(task.error_reason) }) : null,
+    flags(task)].filter(Boolean));
   cardCache.set(key, { task, look, node });
   return node;
+}
+
+const CHECKS = { success: "checks ✓", failure: "checks ✗", pending: "checks …" };
+
+// What a person may have to do, or has asked: waits for review, its pull request, messages not
+// delivered yet, a landing that is not automatic. Null when there is nothing to say.
+function flags(task) {
+  const pr = task.pr;
+  const checks = pr && CHECKS[pr.checks && typeof pr.checks === "object" ? pr.checks.state : pr.checks];
+  const items = [
+    task.status === "review" && !pr
+      ? el("span", { class: "flag flag-review", dataset: { role: "waits-review" }, text: "waits for review" }) : null,
+    task.status === "plan_review"
+      ? el("span", { class: "flag flag-review", dataset: { role: "waits-plan" }, text: "plan to approve" }) : null,
+    pr ? el("span", { class: `flag flag-pr pr-${pr.state}`, dataset: { role: "pr", state: pr.state },
+                      text: [`#${pr.number}`, pr.state, checks].filter(Boolean).join(" · ") }) : null,
+    task.inbox ? el("span", { class: "flag flag-inbox", dataset: { role: "inbox" },
+                              text: `${task.inbox} message${task.inbox === 1 ? "" : "s"} waiting` }) : null,
+    task.landing && task.landing !== "auto"
+      ? el("span", { class: "flag flag-landing", dataset: { role: "landing" },
+                     text: task.landing === "pr" ? "lands by pull request" : "lands after review" }) : null,
+  ].filter(Boolean);
+  return items.length ? el("div", { class: "card-flags" }, ...items) : null;
 }
 
 const bySort = (a, b) => (a.task.sort < b.task.sort ? -1 : a.task.sort > b.task.sort ? 1 : 0);

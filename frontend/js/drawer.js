@@ -2,13 +2,14 @@
 
 import { api, projectPath } from "./api.js";
 import { el, toast } from "./dom.js";
+import { resetReview, showReview } from "./review.js";
 import { costText } from "./runtimes.js";
 import { STATUSES, reasonText, span, statusText } from "./words.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
-               "baton"];
+               "baton", "human"];
 const OPEN = new Set(["pending", "in_progress", "plan_review"]);
-const SETTLED = new Set(["plan_review", "completed", "failed", "cancelled"]);
+const SETTLED = new Set(["plan_review", "review", "completed", "failed", "cancelled"]);
 // A cancel is sent only after this long unless undone: closing the page meanwhile cancels nothing.
 const UNDO_MS = 5000;
 let stream = null;
@@ -28,6 +29,8 @@ export function closeDrawer() {
   current = null;
   full = null;
   shownArgs = null;
+  resetReview();
+  $("drawer-review").replaceChildren();
   $("drawer").hidden = true;
   return closed;
 }
@@ -56,6 +59,7 @@ function line(event) {
     case "system": text = [event.subtype, event.text].filter(Boolean).join(": ") || JSON.stringify(event); break;
     default: text = event.text || JSON.stringify(event);
   }
+  if (kind === "human") return humanLine(event);
   if (kind === "baton" && event.subtype === "attempt_started" && event.attempt) {
     // Each run of the task starts here: a separator instead of the line.
     const when = event.ts ? new Date(event.ts).toLocaleString() : "";
@@ -64,6 +68,20 @@ function line(event) {
   }
   return el("li", { class: `${kind}${failed ? " failed" : ""}`, dataset: { seq: event.seq, kind } },
     el("span", { class: "kind", text: kind.replace("_", " ") }), text);
+}
+
+// What a person said or decided, apart from the agent's lines: the text, then each comment on a line.
+const HUMAN = { message: "you wrote", changes: "you requested changes", revise: "you asked to revise the plan",
+                approved: "you approved", plan_approved: "you approved the plan", rejected: "you rejected" };
+
+function humanLine(event) {
+  const comments = event.comments || [];
+  return el("li", { class: "human", dataset: { seq: event.seq, kind: "human", subtype: event.subtype || "" } },
+    el("span", { class: "kind", text: HUMAN[event.subtype] || "a person" }),
+    event.text || "",
+    comments.length ? el("ul", { class: "human-comments" }, ...comments.map((c) => el("li", {},
+      el("code", { text: `${c.path}${c.line ? `:${c.side === "old" ? "old " : ""}${c.line}` : ""}` }), " ", c.text || "")))
+      : null);
 }
 
 // A running task's duration is a clock that board.js tick() redraws every second, as on its card.
@@ -93,6 +111,7 @@ function meta(task) {
     ["Tokens", task.input_tokens !== null && task.input_tokens !== undefined
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
+    ["Landing", task.landing && task.landing !== "auto" ? (task.landing === "pr" ? "pull request" : "after review") : ""],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     // In words, with the code the logs and the API carry.
     ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],
@@ -131,6 +150,7 @@ function cancelLater(projectId, taskId, title, onChange) {
 }
 
 let shownStamp = "";
+let shownStatus = ""; // the status the drawer last showed, to notice a settled task moving on
 let shownArgs = null; // what showDetails last drew, to redraw the buttons after an Undo
 
 function redrawActions() {
@@ -172,8 +192,11 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
     ? `This project is unavailable (${projectProblem}); what is shown may be out of date.` : "";
   const task = getTask(projectId, taskId);
   if (task) {
-    // Started again (here or elsewhere) after its stream ended: follow the new run.
-    if (!stream && OPEN.has(task.status) && !projectProblem) follow(projectId, taskId, onChange);
+    // Started again (here or elsewhere) after its stream ended: follow the new run. A settled task
+    // that moved on (rejected, approved) is read again too: the person's decision is in its transcript.
+    const moved = shownStatus && shownStatus !== task.status;
+    shownStatus = task.status;
+    if (!stream && (OPEN.has(task.status) || moved) && !projectProblem) follow(projectId, taskId, onChange);
     const stamp = stampOf(task);
     if (stamp !== shownStamp) {
       shownStamp = stamp;
@@ -190,7 +213,8 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
   }
   // Actions on data that may be out of date would mislead: off while the project is unavailable.
   $("drawer-actions").dataset.problem = projectProblem ? "1" : "";
-  for (const button of $("drawer-actions").querySelectorAll("button")) {
+  for (const button of [...$("drawer-actions").querySelectorAll("button"),
+                        ...$("drawer-review").querySelectorAll(".actions button, .pr-box button")]) {
     button.disabled = Boolean(projectProblem) || button.dataset.role === "cancel" && cancelling.has(`${projectId}/${taskId}`);
   }
 }
@@ -217,6 +241,7 @@ function showDetails(task, projectId, taskId, onChange) {
   const problem = $("drawer-actions").dataset.problem === "1";
   for (const button of actions) if (problem) button.disabled = true;
   $("drawer-actions").replaceChildren(...actions);
+  showReview($("drawer-review"), task, full, projectId, taskId, onChange);
 }
 
 function follow(projectId, taskId, onChange) {
@@ -258,11 +283,14 @@ export function openDrawer(projectId, taskId, getTask, onChange, projectProblem)
   current = { projectId, taskId };
   full = null;
   shownStamp = "";
+  shownStatus = "";
   $("drawer").hidden = false;
   $("drawer").scrollTop = 0;  // a drawer opens at its top: title, ×, details and actions
   $("drawer-title").textContent = "Loading…";
   $("drawer-meta").replaceChildren();
   $("drawer-actions").replaceChildren();
+  resetReview();
+  $("drawer-review").replaceChildren();
   follow(projectId, taskId, onChange);
   refreshDrawer(getTask, onChange, projectProblem);
   $("drawer-close").focus();

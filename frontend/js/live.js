@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 
 export const PAGE = 50;
-const ATTENTION = new Set(["completed", "failed", "plan_review"]);
+const ATTENTION = new Set(["completed", "failed", "plan_review", "review"]);
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 10000;
 
@@ -127,7 +127,7 @@ function applyTasks({ project: projectId, reset, tasks = [], removed = [] }) {
       const before = known.get(task.id);
       known.set(task.id, task);
       gone.get(projectId)?.delete(task.id);  // back from the archive
-      // A task that reached completed/failed/plan_review (not one merely updated there).
+      // A task that reached completed/failed/plan_review/review (not one merely updated there).
       if (ATTENTION.has(task.status) && (!before || before.status !== task.status)) news.push(task);
     }
     for (const id of removed) {

@@ -1,4 +1,4 @@
-// Attention: a task that finished, failed or waits for plan review gets an in-page toast with an
+// Attention: a task that finished, failed or waits for a person (plan review, review) gets an in-page toast with an
 // Open button and, if the person opted in ("Notify me", remembered in localStorage), a browser
 // notification — only while the page is hidden (another tab, minimised): a visible page has the toast.
 
@@ -6,8 +6,9 @@ import { el, toast } from "./dom.js";
 import { reasonText } from "./words.js";
 
 const KEY = "baton.notify";
-const SAID = { completed: "completed", failed: "failed", plan_review: "waits for plan review" };
-const SAID_OF_MANY = { completed: "completed", failed: "failed", plan_review: "waiting for plan review" };
+const SAID = { completed: "completed", failed: "failed", plan_review: "waits for plan review", review: "waits for review" };
+const SAID_OF_MANY = { completed: "completed", failed: "failed", plan_review: "waiting for plan review",
+                      review: "waiting for review" };
 
 const supported = () => typeof window.Notification === "function";
 export const notifying = () => supported() && localStorage.getItem(KEY) === "1" && Notification.permission === "granted";

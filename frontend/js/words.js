@@ -16,13 +16,15 @@ const REASONS = {
   approval_required: "the agent asked for an approval nobody can give",
   runtime_unavailable: "its runtime is not available",
   internal: "an internal error in Baton",
+  pr_failed: "could not open its pull request",
+  pr_closed: "its pull request was closed without being merged",
 };
 
 export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_", " ") : "");
 
 // A task's status as the board's columns name it.
 export const STATUS_LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
-                               completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+                               review: "Review", completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
 // The board's columns, in order (the same keys).
 export const STATUSES = Object.keys(STATUS_LABELS);
 export const statusText = (status) => STATUS_LABELS[status] || (status ? status.replaceAll("_", " ") : "");

@@ -7,6 +7,7 @@ prompt on standard input. What it does comes from a line in the prompt:
 
 Steps (each shows up as a Bash or Write tool call with its result):
     {"write": "path", "text": "..."}       {"append": "path", "text": "..."}
+    {"edit": "path", "old": "a", "new": "b"} (Edit tool: replaces a by b in an existing file)
     {"read": "path", "into": "copy"}       (Read tool: copies what path holds, or "<missing>", to copy)
     {"commit": "message"}                  (git add -A; git commit)
     {"git": ["add", "-f", "x"]}            {"run": ["cmd", "arg"]}
@@ -20,6 +21,12 @@ Steps (each shows up as a Bash or Write tool call with its result):
     {"wait_for": "path", "seconds": 20}    (until another process created path)
     {"rebase_resolve": {"file": "text"}}   (git rebase <ref from the prompt>, resolving
                                             conflicts with the given contents)
+Permissions as Claude Code 2.1.329 applies them (checked against the real CLI): a tool named
+in --disallowedTools is not there (an is_error tool_result "No such tool available"); with
+--permission-mode plan, Write/Edit/MultiEdit/NotebookEdit and a Bash command that is not
+read-only (steps.reads_only) are refused: a `permission_denied` system line, an is_error
+tool_result, and an entry in the result's `permission_denials`; the run still succeeds.
+"model_text": the final answer (the result's `result`), default "Done.".
 Results: "success", or an error subtype such as "error_during_execution"; "exit" overrides
 the exit status; "no_result": true exits without a result line; "garbage": true prints a
 non-JSON line and an unknown JSON type first; "fail_once": "path" fails the first run (the one
@@ -38,10 +45,16 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from steps import do_step  # noqa: E402 - the fakes share their scenario steps
+from steps import do_step, reads_only  # noqa: E402 - the fakes share their scenario steps
 
 STATE_DIR = Path(os.environ.get("FAKE_CLAUDE_STATE", Path.home() / ".fake-claude"))
 MODEL = "claude-fake-1"
+FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+# What 2.1.329 answers a Bash command plan mode cannot clear (pointed at a non-Anthropic API).
+BASH_REFUSED = ("Auto mode is unavailable: its safety check does not run for this session, so Bash was not run. "
+                "Other actions that need the check will be denied too, and retrying won't help. Finish what you "
+                "can without them, then tell the user what is blocked and that they can switch to another "
+                "permission mode.")
 
 
 def emit(obj: dict) -> None:
@@ -55,11 +68,23 @@ def fail_usage(message: str) -> None:
 
 
 def parse_args(argv: list[str]) -> dict:
-    opts = {"print": False, "format": None, "verbose": False, "skip": False, "resume": None, "prompt": None}
+    opts = {"print": False, "format": None, "verbose": False, "skip": False, "resume": None, "prompt": None,
+            "mode": None, "disallowed": []}
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("-p", "--print"):
+        if arg in ("--disallowedTools", "--disallowed-tools", "--allowedTools", "--allowed-tools"):
+            # Lists: every following word up to the next flag (a word may hold several names).
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                if arg.startswith("--disallowed"):
+                    opts["disallowed"] += argv[i].replace(",", " ").split()
+        elif arg == "--permission-mode":
+            i += 1
+            if argv[i] not in ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"):
+                fail_usage(f"option '--permission-mode <mode>' argument '{argv[i]}' is invalid")
+            opts["mode"] = argv[i]
+        elif arg in ("-p", "--print"):
             opts["print"] = True
         elif arg == "--output-format":
             i += 1
@@ -71,7 +96,7 @@ def parse_args(argv: list[str]) -> dict:
         elif arg == "--resume":
             i += 1
             opts["resume"] = argv[i]
-        elif arg in ("--model", "--max-turns", "--append-system-prompt", "--permission-mode", "--allowedTools"):
+        elif arg in ("--model", "--max-turns", "--append-system-prompt"):
             i += 1
         elif arg.startswith("-"):
             fail_usage(f"unknown option '{arg}'")
@@ -82,11 +107,36 @@ def parse_args(argv: list[str]) -> dict:
 
 
 class Session:
-    def __init__(self, session_id: str, cwd: str) -> None:
+    def __init__(self, session_id: str, cwd: str, opts: dict | None = None) -> None:
         self.id = session_id
         self.cwd = cwd
         self.turns = 0
         self.tool_n = 0
+        self.plan = (opts or {}).get("mode") == "plan"
+        self.disallowed = set((opts or {}).get("disallowed") or ())
+        self.denials: list[dict] = []
+
+    def refusal(self, name: str, tool_input: dict, tool_id: str) -> str | None:
+        """Why the CLI's permission system refuses this call (None: it runs). A plan-mode
+        refusal is announced in a permission_denied line and counted in the result."""
+        if name in self.disallowed:
+            return (f"<tool_use_error>Error: No such tool available: {name}. {name} is disabled for this session, "
+                    "in subagents as well as here.</tool_use_error>")
+        if not self.plan:
+            return None
+        if name in FILE_TOOLS:
+            message = f"Cannot write to {tool_input.get('file_path')} while in plan mode."
+            reason = {"decision_reason_type": "mode"}
+        elif name == "Bash" and not reads_only(str(tool_input.get("command", ""))):
+            message = BASH_REFUSED
+            reason = {"decision_reason_type": "classifier", "decision_reason_code": "auto_mode_no_check_in_session",
+                      "decision_reason": "Classifier unavailable"}
+        else:
+            return None
+        emit({"type": "system", "subtype": "permission_denied", "tool_name": name, "tool_use_id": tool_id, **reason,
+              "message": message, "uuid": str(uuid.uuid4()), "session_id": self.id})
+        self.denials.append({"tool_name": name, "tool_use_id": tool_id, "tool_input": tool_input})
+        return message
 
     def assistant(self, content: list[dict]) -> None:
         self.turns += 1
@@ -103,10 +153,14 @@ class Session:
         self.tool_n += 1
         tool_id = f"toolu_{self.tool_n:02d}_{uuid.uuid4().hex[:6]}"
         self.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}])
-        try:
-            output, is_error = run(), False
-        except Exception as exc:  # noqa: BLE001 - reported as a tool error, like the real CLI
-            output, is_error = str(exc), True
+        refused = self.refusal(name, tool_input, tool_id)
+        if refused is not None:
+            output, is_error = refused, True
+        else:
+            try:
+                output, is_error = run(), False
+            except Exception as exc:  # noqa: BLE001 - reported as a tool error, like the real CLI
+                output, is_error = str(exc), True
         emit({"type": "user", "message": {"role": "user", "content": [
             {"tool_use_id": tool_id, "type": "tool_result", "content": output, "is_error": is_error}]},
             "parent_tool_use_id": None, "session_id": self.id})
@@ -151,10 +205,10 @@ def main() -> None:
     (STATE_DIR / f"{session_id}.json").write_text(json.dumps(state))
 
     started = time.monotonic()
-    session = Session(session_id, os.getcwd())
+    session = Session(session_id, os.getcwd(), opts)
     emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session_id,
-          "tools": ["Bash", "Edit", "Read", "Write"], "mcp_servers": [], "model": MODEL,
-          "permissionMode": "bypassPermissions" if opts["skip"] else "default",
+          "tools": [t for t in ("Bash", "Edit", "Read", "Write") if t not in session.disallowed], "mcp_servers": [],
+          "model": MODEL, "permissionMode": opts["mode"] or ("bypassPermissions" if opts["skip"] else "default"),
           "claude_code_version": "2.1.329-fake", "uuid": str(uuid.uuid4())})
     if scenario.get("garbage"):
         sys.stdout.write("this line is not JSON\n")
@@ -175,10 +229,11 @@ def main() -> None:
               "duration_api_ms": 5, "num_turns": max(1, session.turns), "session_id": session_id,
               "total_cost_usd": 0.0125, "usage": usage,
               "modelUsage": {MODEL: {"inputTokens": 1200, "outputTokens": 50, "costUSD": 0.0125}},
-              "permission_denials": [], "uuid": str(uuid.uuid4())}
+              "permission_denials": session.denials, "uuid": str(uuid.uuid4())}
     if outcome == "success":
-        session.text("Done.")
-        emit({**common, "subtype": "success", "is_error": False, "result": "Done."})
+        answer = scenario.get("model_text", "Done.")
+        session.text(answer)
+        emit({**common, "subtype": "success", "is_error": False, "result": answer})
         sys.exit(scenario.get("exit", 0))
     emit({**common, "subtype": outcome, "is_error": True, "errors": [scenario.get("error", "the fake failed")]})
     sys.exit(scenario.get("exit", 1))

@@ -16,11 +16,17 @@ earlier turns included, and is repeated right after a thread/resume answer, as C
 does). Codex-only keys:
     {"approval": "command"|"file_change"|"legacy_command"|"legacy_file_change"}
         asks for that approval first and waits for the answer; accepted: writes approved.txt;
-        declined: the turn ends failed
+        declined: the turn ends failed, except in a read-only sandbox, where (as Codex does for
+        a declined request) the item is reported `declined` and the turn goes on
     {"request": "item/tool/requestUserInput"}  sends that server request and waits for any answer
     {"hang_until_interrupt": true}              the turn runs until turn/interrupt, then ends interrupted
     {"big_output": N}                           a commandExecution with N bytes of aggregatedOutput
     {"retry_errors": 2}                         `error` notifications with willRetry true first
+A thread started (or resumed) with `sandbox: "read-only"` refuses writes as Codex 0.169's
+sandbox does (checked against the real CLI): a file change is rejected and a command that is
+not read-only (steps.reads_only) fails inside the sandbox, and neither shows up as an item at
+all (the model alone hears "patch rejected…" or "Read-only file system"); reading commands run.
+"model_text": the final agent message, default "Done.".
 Each invocation is appended to $FAKE_CLI_LOG (else $FAKE_CLAUDE_LOG) once its turn starts
 (argv, cwd, prompt, resume, parsed -c config, chosen environment variables), and every message
 received as {"received": ...}.
@@ -42,7 +48,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from steps import do_step  # noqa: E402 - the fakes share their scenario steps
+from steps import do_step, reads_only  # noqa: E402 - the fakes share their scenario steps
 
 STATE_DIR = Path(os.environ.get("FAKE_CLI_STATE") or os.environ.get("FAKE_CLAUDE_STATE") or Path.home() / ".fake-codex")
 LOG = os.environ.get("FAKE_CLI_LOG") or os.environ.get("FAKE_CLAUDE_LOG")
@@ -124,7 +130,16 @@ class Session:
     def model_request(self) -> None:
         self.server.add_usage(self.turn_id)
 
-    def command(self, command: str, run) -> None:
+    def refused(self, write: bool) -> bool:
+        """A read-only sandbox's refusal: the model hears it, the client sees no item."""
+        if write and self.server.sandbox == "read-only":
+            self.model_request()
+            return True
+        return False
+
+    def command(self, command: str, run, reads: bool = False) -> None:
+        if self.refused(not reads):
+            return
         item = {"type": "commandExecution", "id": f"call_{uuid.uuid4().hex[:12]}", "command": command,
                 "cwd": self.cwd, "processId": None, "source": "agent", "status": "inProgress",
                 "commandActions": [{"type": "unknown", "command": command}], "aggregatedOutput": None,
@@ -140,6 +155,8 @@ class Session:
                                       "durationMs": int((time.monotonic() - started) * 1000)})
 
     def file_change(self, path: str, text: str, run) -> None:
+        if self.refused(True):
+            return
         item = {"type": "fileChange", "id": f"call_{uuid.uuid4().hex[:12]}", "status": "inProgress",
                 "changes": [{"path": path, "kind": {"type": "add"},
                              "diff": "".join(f"+{line}\n" for line in text.splitlines())}]}
@@ -153,12 +170,13 @@ class Session:
         self._item("item/completed", {**item, "status": status})
 
     def tool(self, name: str, tool_input: dict, run) -> None:
-        if name == "Write":
-            self.file_change(tool_input["file_path"], tool_input.get("content", ""), run)
+        if name in ("Write", "Edit"):
+            self.file_change(tool_input["file_path"], tool_input.get("content", tool_input.get("new_string", "")), run)
         elif name == "Read":
-            self.command(f"/bin/bash -lc 'cat {tool_input['file_path']}'", run)
+            self.command(f"/bin/bash -lc 'cat {tool_input['file_path']}'", run, reads=True)
         else:
-            self.command(f"/bin/bash -lc {json.dumps(tool_input.get('command', name))}", run)
+            command = tool_input.get("command", name)
+            self.command(f"/bin/bash -lc {json.dumps(command)}", run, reads=reads_only(command))
 
     def text(self, text: str) -> None:
         item = {"type": "agentMessage", "id": f"msg_{uuid.uuid4().hex[:12]}", "text": "", "phase": None}
@@ -184,6 +202,7 @@ class Server:
         self.exit_code = 0
         self.logged = False
         self.prompt: str | None = None
+        self.sandbox: str | None = None  # as thread/start or thread/resume set it
 
     # ----- bookkeeping ---------------------------------------------------------------------
 
@@ -256,6 +275,7 @@ class Server:
                                                "platformFamily": "unix", "platformOs": "linux"}})
         elif method == "thread/start":
             self.thread_id = str(uuid.uuid4())
+            self.sandbox = params.get("sandbox")
             self.state = {"scenario": None, "turns": 0, "resumes": 0, "params": params}
             self.resumed = False
             self.save()
@@ -268,6 +288,7 @@ class Server:
             if not isinstance(thread_id, str) or not path.exists():
                 return self.error(request_id, f"no rollout found for thread id {thread_id}")
             self.thread_id, self.state, self.resumed = thread_id, json.loads(path.read_text()), True
+            self.sandbox = params.get("sandbox") or self.state.get("params", {}).get("sandbox")
             emit({"id": request_id, "result": self.thread_result(self.thread_object(params), params)})
             if self.state.get("total"):  # like Codex 0.169: the thread's usage so far, under its last turn
                 notify("thread/tokenUsage/updated", {"threadId": thread_id, "turnId": self.state.get("last_turn"),
@@ -358,7 +379,8 @@ class Server:
             notify("error", {**ids, "willRetry": True, "error": {
                 "message": f"Reconnecting... {n + 1}/5 (stream disconnected before completion)",
                 "codexErrorInfo": {"responseStreamDisconnected": {"httpStatusCode": 500}}, "additionalDetails": None}})
-        if scenario.get("approval") and not self.approval(scenario["approval"], session, ids):
+        if scenario.get("approval") and not self.approval(scenario["approval"], session, ids) \
+                and self.sandbox != "read-only":
             notify("error", {**ids, "willRetry": False, "error": {"message": "the approval was declined",
                                                                   "codexErrorInfo": "other"}})
             return complete("failed", f"{scenario['approval']} approval declined")
@@ -389,12 +411,18 @@ class Server:
             flag.touch()
         self.exit_code = scenario.get("exit", 0)
         if outcome == "success":
-            session.text("Done.")
+            session.text(scenario.get("model_text", "Done."))
             return complete("completed")
         message = scenario.get("error", "the fake failed")
         session.model_request()
         notify("error", {**ids, "willRetry": False, "error": {"message": message, "codexErrorInfo": "other"}})
         complete("failed", message)
+
+    def declined(self, session: Session, item: dict) -> None:
+        """In a read-only sandbox the turn goes on after a declined request: the item says so."""
+        if self.sandbox == "read-only":
+            session._item("item/started", {**item, "status": "inProgress"})
+            session._item("item/completed", {**item, "status": "declined"})
 
     def approval(self, kind: str, session: Session, ids: dict) -> bool:
         path = "approved.txt"
@@ -416,6 +444,10 @@ class Server:
                     "cwd": os.getcwd(), "parsedCmd": [], "reason": None})
             decision = (answer.get("result") or {}).get("decision")
             if decision not in ("accept", "acceptForSession", "approved", "approved_for_session"):
+                self.declined(session, {"type": "commandExecution", "id": item_id, "command": command,
+                                        "cwd": os.getcwd(), "processId": None, "source": "agent",
+                                        "commandActions": [], "aggregatedOutput": None, "exitCode": None,
+                                        "durationMs": None})
                 return False
             session.command(command, write)
             return True
@@ -429,6 +461,8 @@ class Server:
                     "fileChanges": {str(Path(os.getcwd()) / path): {"type": "add", "content": f"approved {kind}\n"}}})
             decision = (answer.get("result") or {}).get("decision")
             if decision not in ("accept", "acceptForSession", "approved", "approved_for_session"):
+                self.declined(session, {"type": "fileChange", "id": item_id, "changes": [
+                    {"path": str(Path(os.getcwd()) / path), "kind": {"type": "add"}, "diff": ""}]})
                 return False
             session.file_change(str(Path(os.getcwd()) / path), f"approved {kind}", write)
             return True

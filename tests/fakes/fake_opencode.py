@@ -20,8 +20,14 @@ and read; "result", "error", "exit", "no_result", "garbage", "fail_once", "on_re
     "silent_retry": true     after the steps: print nothing, ignore SIGTERM and sleep (a failing
                              provider that OpenCode retries silently)
     "model_text": "..."      the final assistant text (default "Done.")
-Permissions come from the config file: a tool whose rule is "deny" or "ask" is rejected (as
-`run` rejects what it would ask), the default allows everything.
+Permissions as 1.18.33 applies them (checked against the real CLI): rules come from the config
+file, then the working folder's opencode.json (unless OPENCODE_DISABLE_PROJECT_CONFIG), then
+OPENCODE_PERMISSION merged over the global ones, then the agent's own (`agent.<name>.permission`,
+the --agent or "build"), in that order; the last rule that matches wins. `edit` covers the
+write and edit tools. A tool whose last matching rule denies it outright (pattern "*") is not
+offered: a call to it comes back as the `invalid` tool ("Model tried to call unavailable tool");
+a call a rule denies or would ask about is rejected (as `run` rejects what it would ask); with
+no rule, everything is allowed.
 Sessions live in $XDG_DATA_HOME/opencode (as the real CLI's do) if set, else in
 $FAKE_CLI_STATE (or $FAKE_CLAUDE_STATE). Every invocation is appended to $FAKE_CLI_LOG (or
 $FAKE_CLAUDE_LOG).
@@ -29,6 +35,7 @@ $FAKE_CLAUDE_LOG).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -41,7 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from steps import do_step  # noqa: E402 - the fakes share their scenario steps
 
-TOOL_NAMES = {"Bash": "bash", "Write": "write", "Read": "read"}
+TOOL_NAMES = {"Bash": "bash", "Write": "write", "Edit": "edit", "Read": "read"}
+TOOLS = ("bash", "edit", "glob", "grep", "read", "skill", "task", "todowrite", "webfetch", "write")
+INPUT_NAMES = {"file_path": "filePath", "old_string": "oldString", "new_string": "newString"}
 LOGGED_ENV = ("TASK_PORT", "TASK_ID", "BATON_TOKEN", "GITHUB_TOKEN", "SECRET_FOR_TEST", "PWD", "OPENCODE_CONFIG",
               "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "OPENCODE_DISABLE_AUTOUPDATE",
               "OPENCODE_DISABLE_MODELS_FETCH", "OPENCODE_DISABLE_LSP_DOWNLOAD", "PROVIDER_KEY")
@@ -115,21 +124,61 @@ def check_traps(cwd: Path) -> dict:
     return {}
 
 
-def permission_for(config: dict, tool: str) -> str:
-    rules = config.get("permission", "allow")
-    if isinstance(rules, str):
-        return rules
-    rule = rules.get(tool, rules.get("edit" if tool == "write" else tool, rules.get("*", "allow")))
-    if isinstance(rule, dict):  # patterns: the catch-all pattern decides here
-        rule = rule.get("*", "allow")
-    return rule
+def merge_deep(base: dict, over: dict) -> dict:
+    """OpenCode's merge of config sources: a key already there keeps its place."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge_deep(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+def as_rules(permission) -> list[tuple[str, str, str]]:
+    """A permission config as OpenCode's ordered rules (permission, pattern, action)."""
+    if isinstance(permission, str):
+        return [("*", "*", permission)]
+    rules = []
+    for name, value in (permission or {}).items():
+        if isinstance(value, str):
+            rules.append((name, "*", value))
+        else:
+            rules += [(name, pattern, action) for pattern, action in value.items()]
+    return rules
+
+
+def ruleset(config: dict, cwd: Path, agent: str) -> list[tuple[str, str, str]]:
+    project = cwd / "opencode.json"
+    if project.is_file() and not os.environ.get("OPENCODE_DISABLE_PROJECT_CONFIG"):
+        config = merge_deep(config, json.loads(project.read_text()))
+    permission = config.get("permission", {})
+    if os.environ.get("OPENCODE_PERMISSION"):
+        extra = json.loads(os.environ["OPENCODE_PERMISSION"])
+        permission = merge_deep(permission if isinstance(permission, dict) else {"*": permission}, extra)
+    own = ((config.get("agent") or {}).get(agent) or {}).get("permission", {})
+    return as_rules(permission) + as_rules(own)
+
+
+def permission_name(tool: str) -> str:
+    return "edit" if tool in ("write", "edit", "patch", "apply_patch") else tool
+
+
+def disabled(rules: list, tool: str) -> bool:
+    """Denied outright: not even offered to the model."""
+    last = [r for r in rules if fnmatch.fnmatchcase(permission_name(tool), r[0])]
+    return bool(last) and last[-1][1] == "*" and last[-1][2] == "deny"
+
+
+def action_for(rules: list, tool: str, subject: str) -> str:
+    matching = [r for r in rules if fnmatch.fnmatchcase(permission_name(tool), r[0])
+                and fnmatch.fnmatchcase(subject, r[1])]
+    return matching[-1][2] if matching else "allow"
 
 
 class Session:
-    def __init__(self, session_id: str, cwd: str, config: dict) -> None:
+    def __init__(self, session_id: str, cwd: str, config: dict, agent: str = "build") -> None:
         self.id = session_id
         self.cwd = cwd
         self.config = config
+        self.rules = ruleset(config, Path(cwd), agent)
         self.message_id = ""
         self.steps = 0
 
@@ -152,15 +201,21 @@ class Session:
 
     def tool(self, name: str, tool_input: dict, run) -> None:
         tool = TOOL_NAMES[name]
-        if "file_path" in tool_input:
-            tool_input = {"filePath": tool_input["file_path"],
-                          **{k: v for k, v in tool_input.items() if k != "file_path"}}
+        tool_input = {INPUT_NAMES.get(k, k): v for k, v in tool_input.items()}
         if tool == "bash":
             tool_input = {**tool_input, "description": "Runs a command"}
         self.step_start()
         started = now_ms()
         state: dict
-        if permission_for(self.config, tool) in ("deny", "ask"):
+        subject = str(tool_input.get("command") or tool_input.get("filePath") or "*")
+        if disabled(self.rules, tool):
+            offered = ", ".join(sorted([t for t in TOOLS if not disabled(self.rules, t)] + ["invalid"]))
+            error = f"Model tried to call unavailable tool '{tool}'. Available tools: {offered}."
+            tool, tool_input = "invalid", {"tool": tool, "error": error}
+            state = {"status": "completed", "input": tool_input,
+                     "output": f"The arguments provided to the tool are invalid: {error}",
+                     "metadata": {"truncated": False}, "title": "Invalid Tool"}
+        elif action_for(self.rules, tool, subject) in ("deny", "ask"):
             state = {"status": "error", "input": tool_input,
                      "error": "The user rejected permission to use this specific tool call."}
         else:
@@ -232,7 +287,7 @@ def main() -> None:
         state = {"scenario": scenario, "resumes": 0}
     (states / f"{session_id}.json").write_text(json.dumps(state))
 
-    session = Session(session_id, str(cwd), config)
+    session = Session(session_id, str(cwd), config, opts["agent"] or "build")
     if scenario.get("garbage"):
         sys.stdout.write("this line is not JSON\n")
         session.emit("mystery", part={})

@@ -15,6 +15,19 @@ import time
 from pathlib import Path
 
 
+# Commands a read-only permission system lets run (Claude Code's plan mode, Codex's read-only
+# sandbox), as far as a fake can tell: a reading command, nothing redirected. Anything else is
+# refused the way the fake's CLI refuses it.
+_READING = ("ls", "cat", "head", "tail", "grep", "rg", "find", "wc", "pwd", "git status", "git log", "git diff",
+            "git show")
+
+
+def reads_only(command: str) -> bool:
+    words = command.split()
+    return bool(words) and ">" not in command and any(
+        words[:len(r.split())] == r.split() for r in _READING)
+
+
 def sh(argv: list[str], check: bool = True) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -31,6 +44,16 @@ def do_step(session, step: dict, prompt: str) -> None:
                 handle.write(step["text"])
             return f"File written: {path}"
         session.tool("Write", {"file_path": str(Path(session.cwd) / path), "content": step["text"]}, run)
+    elif "edit" in step:  # replace `old` by `new` in an existing file (the Edit tool)
+        path = Path(step["edit"])
+        def run():
+            text = path.read_text()
+            if step["old"] not in text:
+                raise RuntimeError(f"String to replace not found in file: {step['old']}")
+            path.write_text(text.replace(step["old"], step["new"], 1))
+            return f"The file {path} has been updated."
+        session.tool("Edit", {"file_path": str(Path(session.cwd) / path), "old_string": step["old"],
+                              "new_string": step["new"]}, run)
     elif "read" in step:
         def run():
             source = Path(step["read"])

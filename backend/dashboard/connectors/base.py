@@ -141,6 +141,27 @@ class Connector(ABC):
     @abstractmethod
     async def cancel(self, task_id: str) -> dict: ...
 
+    # ----- a person in the loop (issue #11): the bodies and answers of the agent's routes
+
+    @abstractmethod
+    async def message(self, task_id: str, body: dict) -> dict:
+        """POST /agent/tasks/{id}/messages: {task, message, delivery: queued|started}."""
+
+    @abstractmethod
+    async def approve(self, task_id: str, body: dict) -> dict: ...
+
+    @abstractmethod
+    async def request_changes(self, task_id: str, body: dict) -> dict: ...
+
+    @abstractmethod
+    async def reject(self, task_id: str, body: dict) -> dict: ...
+
+    @abstractmethod
+    async def diff(self, task_id: str, context: int) -> dict: ...
+
+    @abstractmethod
+    async def refresh_pr(self, task_id: str) -> dict: ...
+
     @abstractmethod
     async def events(self, task_id: str, after: int, limit: int) -> dict: ...
 

@@ -337,6 +337,27 @@ class HTTPConnector(Connector):
     async def cancel(self, task_id: str) -> dict:
         return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/cancel"), ("id",), "task")
 
+    async def message(self, task_id: str, body: dict) -> dict:
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/messages", body=body),
+                            ("task", "message", "delivery"), "message")
+
+    async def approve(self, task_id: str, body: dict) -> dict:
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/approve", body=body), ("id",), "task")
+
+    async def request_changes(self, task_id: str, body: dict) -> dict:
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/request-changes", body=body),
+                            ("id",), "task")
+
+    async def reject(self, task_id: str, body: dict) -> dict:
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/reject", body=body), ("id",), "task")
+
+    async def diff(self, task_id: str, context: int) -> dict:
+        return self._expect(await self._call("GET", f"/agent/tasks/{q(task_id)}/diff", params={"context": context}),
+                            ("files", "stats"), "diff")
+
+    async def refresh_pr(self, task_id: str) -> dict:
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/pr/refresh"), ("id",), "task")
+
     async def events(self, task_id: str, after: int, limit: int) -> dict:
         return self._expect(await self._call("GET", f"/agent/tasks/{q(task_id)}/events",
                                              params={"after": after, "limit": limit}), ("events",), "events")

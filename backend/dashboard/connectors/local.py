@@ -21,10 +21,10 @@ from ...agent.runtimechoice import describe, unconfigured
 from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate
 from ...config import AgentConfig, ConfigError, load_agent_config
-from ...dispatcher.events import TaskLogs, follow_task, read_events
+from ...dispatcher.events import EventWriter, TaskLogs, follow_task, read_events
 from ...gitrepo import GitError, recent_commits, worktree_list
 from ...mirrors import MirrorWriter, render_markdown
-from ...models import STATUSES, NewTask, TaskStatus, is_valid_task_id
+from ...models import STATUSES, NewMessage, NewTask, TaskStatus, is_valid_task_id
 from ...store import (
     IdempotencyKeyReusedError,
     InvalidTransitionError,
@@ -213,6 +213,76 @@ class LocalConnector(Connector):
         if task.status is TaskStatus.in_progress:
             raise self._needs_agent("Stopping a running task")
         return (await self._write(self.store.cancel, task_id)).model_dump(mode="json")
+
+    # ----- a person in the loop: the agent's own store operations (backend/review.py), imported
+    # when used. Nothing runs here (no dispatcher): a task sent back waits, pending, for whichever
+    # agent starts next.
+
+    async def _review(self, fn, *args):
+        from ...review import ReviewError
+        try:
+            return await self._write(fn, self.store, *args)
+        except ReviewError as exc:
+            raise _refuse(exc.status, exc.code, exc.message) from None
+
+    def _say(self, task_id: str, subtype: str, text: str = "", comments=None) -> None:
+        """The person's words in the task's transcript, as the agent writes them."""
+        from ...review import human_event
+        EventWriter(TaskLogs(self.logs_dir, task_id).events).append(human_event(subtype, text, comments))
+
+    async def message(self, task_id: str, body: dict) -> dict:
+        from ...review import post_message
+        new = _validated(NewMessage, body)
+        posted = await self._review(post_message, task_id, new, lambda _id: False)
+        await self._run(self._say, task_id, posted.message.kind, new.text, new.comments)
+        return posted.answer()
+
+    async def approve(self, task_id: str, body: dict) -> dict:
+        from ...review import approve
+        before = (await self._run(self.store.get, task_id)).status
+        task = await self._review(approve, task_id, body.get("sha"))
+        if before is TaskStatus.plan_review:
+            await self._run(self._say, task_id, "plan_approved")
+        else:
+            await self._run(self._say, task_id, "approved", f"approved {str(task.approved_sha)[:12]} to land")
+        return task.model_dump(mode="json")
+
+    async def request_changes(self, task_id: str, body: dict) -> dict:
+        from ...review import request_changes
+        new = _validated(NewMessage, body)
+        task, message = await self._review(request_changes, task_id, new)
+        await self._run(self._say, task_id, message.kind, new.text, new.comments)
+        return task.model_dump(mode="json")
+
+    async def reject(self, task_id: str, body: dict) -> dict:
+        from ...review import reject
+        current = await self._run(self.store.get, task_id)
+        if current.pr is not None and current.status is TaskStatus.review:
+            raise self._needs_agent("Rejecting a task with a pull request (it closes the pull request)")
+        task = await self._review(reject, task_id, body.get("reason"))
+        await self._run(self._say, task_id, "rejected", (body.get("reason") or "").strip())
+        return task.model_dump(mode="json")
+
+    async def diff(self, task_id: str, context: int) -> dict:
+        from ... import diff as task_diffs
+        task = await self._run(self.store.get, task_id)
+        try:
+            return await self._run(self._diff, task_diffs, task, context)
+        except task_diffs.NoDiff as exc:
+            raise _refuse(404, "no_diff", str(exc)) from None
+
+    def _diff(self, task_diffs, task, context: int) -> dict:
+        # The base as the agent's ProjectGit names it: the remote's branch when there is a remote.
+        from ...agent.basebranch import detect_base_branch
+        from ...gitrepo import run_git
+        config = self._config() if (self.path / "agent.yaml").is_file() else AgentConfig()
+        name = config.base_branch or detect_base_branch(self.path, config.remote)
+        has_remote = config.remote in run_git(["remote"], self.path).split()
+        base_ref = f"refs/remotes/{config.remote}/{name}" if has_remote else f"refs/heads/{name}"
+        return task_diffs.task_diff(self.path, base_ref, task, context)
+
+    async def refresh_pr(self, task_id: str) -> dict:
+        raise self._needs_agent("Reading a pull request from GitHub")
 
     async def events(self, task_id: str, after: int, limit: int) -> dict:
         await self._run(self.store.get, task_id)

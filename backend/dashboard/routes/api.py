@@ -11,8 +11,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from ...agent.schemas import BulkCreate, RuntimeList
+from ...diff import MAX_CONTEXT
+from ...agent.routes.review import Approval, Rejection
 from ...agent.routes.tasks import IdempotencyKey, check_id, check_idempotency_key
-from ...models import STATUSES, NewTask, is_valid_task_id
+from ...models import STATUSES, NewMessage, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import FilenamePath, StatusPath, TaskIdPath
 from ..boardfeed import WINDOW, BoardFeed, board_cursor, describe, group, parse_board_cursor
@@ -181,6 +183,14 @@ async def stream(project_id: str, task_id: TaskIdPath, request: Request,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+@router.get("/projects/{project_id}/tasks/{task_id}/diff")
+async def diff(project_id: str, task_id: TaskIdPath, request: Request,
+               context: Annotated[int, Query(ge=0, le=MAX_CONTEXT)] = 3) -> dict:
+    """(Before the {status}/{filename} route, which would take it.) The task's changes as files and hunks (see the agent's GET /agent/tasks/{id}/diff)."""
+    check_id(task_id)
+    return await connector_for(request, project_id).diff(task_id, context)
+
+
 @router.get("/projects/{project_id}/tasks/{status}/{filename}")
 async def task(project_id: str, status: StatusPath, filename: FilenamePath, request: Request) -> dict:
     if status not in STATUSES or not is_valid_task_id(filename.removesuffix(".md")):
@@ -210,6 +220,44 @@ async def rerun(project_id: str, task_id: TaskIdPath, request: Request) -> dict:
 async def cancel(project_id: str, task_id: TaskIdPath, request: Request) -> dict:
     check_id(task_id)
     return await connector_for(request, project_id).cancel(task_id)
+
+
+# ----- a person in the loop (issue #11): relayed to the agent with its bodies and answers
+
+@router.post("/projects/{project_id}/tasks/{task_id}/messages", status_code=202)
+async def message(project_id: str, task_id: TaskIdPath, body: NewMessage, request: Request) -> dict:
+    """A follow-up message: queued for a running task's next turn, or a new turn of a settled one
+    (`delivery`: queued | started)."""
+    check_id(task_id)
+    return await connector_for(request, project_id).message(task_id, body.model_dump(mode="json"))
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/approve")
+async def approve(project_id: str, task_id: TaskIdPath, request: Request, body: Approval | None = None) -> dict:
+    """Approve a task in review (`sha`: the commit looked at) or its plan in plan_review."""
+    check_id(task_id)
+    return await connector_for(request, project_id).approve(task_id, (body or Approval()).model_dump())
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/request-changes")
+async def request_changes(project_id: str, task_id: TaskIdPath, body: NewMessage, request: Request) -> dict:
+    """Send a task in review back with a message and comments on lines (or revise its plan)."""
+    check_id(task_id)
+    return await connector_for(request, project_id).request_changes(task_id, body.model_dump(mode="json"))
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/reject")
+async def reject(project_id: str, task_id: TaskIdPath, request: Request, body: Rejection | None = None) -> dict:
+    """Reject a task in review or plan review: cancelled, its branch kept."""
+    check_id(task_id)
+    return await connector_for(request, project_id).reject(task_id, (body or Rejection()).model_dump())
+
+
+@router.post("/projects/{project_id}/tasks/{task_id}/pr/refresh")
+async def refresh_pr(project_id: str, task_id: TaskIdPath, request: Request) -> dict:
+    """Read the task's pull request from GitHub now (needs the project's agent)."""
+    check_id(task_id)
+    return await connector_for(request, project_id).refresh_pr(task_id)
 
 
 @router.get("/projects/{project_id}/dispatcher")

@@ -15,12 +15,44 @@ from ..text import summarize_input as _summarize
 from .config import ClaudeCodeConfig
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
+# A planning turn's tools that write files: taken away outright (the model is not even offered
+# them), on top of plan mode, which refuses every write and every shell command it cannot tell
+# is read-only. In -p mode Claude Code offers no ExitPlanMode: the plan is the final answer.
+READ_ONLY_DISALLOWED = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+# extra_args that would loosen a planning turn's permissions: flag -> takes a value (or a list).
+_PERMISSION_FLAGS = {"--dangerously-skip-permissions": False, "--allow-dangerously-skip-permissions": False,
+                     "--permission-mode": True, "--allowedTools": True, "--allowed-tools": True,
+                     "--permission-prompt-tool": True}
+_LIST_FLAGS = {"--allowedTools", "--allowed-tools"}
 # Input fields that say most about a tool call, in order of preference.
 _SUMMARY_KEYS = ("command", "file_path", "path", "pattern", "url", "description", "prompt", "query")
 
 
 def summarize_input(value: Any) -> str:
     return _summarize(value, _SUMMARY_KEYS)
+
+
+def without_permission_flags(args: list[str]) -> list[str]:
+    """`args` without the flags that loosen permissions (and their values): a planning turn
+    keeps plan mode whatever extra_args say."""
+    out: list[str] = []
+    skipping = False  # the values of a list-taking flag: every word up to the next flag
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if skipping and not arg.startswith("-"):
+            i += 1
+            continue
+        skipping = False
+        if name in _PERMISSION_FLAGS:
+            takes_value = _PERMISSION_FLAGS[name] and "=" not in arg
+            skipping = takes_value and name in _LIST_FLAGS
+            i += 2 if takes_value and not skipping else 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _int(value: Any) -> int | None:
@@ -87,12 +119,12 @@ class ClaudeCodeRuntime:
 
     def turn(self, request: TurnRequest) -> OneShotTurn:
         inv = self.invocation(prompt=request.prompt, cwd=request.cwd, env=request.env, resume=request.resume,
-                              model=request.model)
+                              model=request.model, read_only=request.read_only)
         usage = MessageUsage()
         return OneShotTurn(inv, lambda line: self.parse_line(line, usage), usage.event)
 
     def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None,
-                   model: str | None = None) -> Invocation:
+                   model: str | None = None, read_only: bool = False) -> Invocation:
         cfg = self.config
         # The prompt goes on stdin: no argument-length limit, and list-taking flags such as
         # --allowedTools cannot swallow it.
@@ -100,7 +132,11 @@ class ClaudeCodeRuntime:
         if cfg.verbose:
             argv.append("--verbose")
         env = {**env, **cfg.env_additions(env)}
-        if cfg.skip_permissions:
+        if read_only:
+            # Claude Code's own plan mode, whatever the section says: never the skip flag.
+            env.pop("IS_SANDBOX", None)
+            argv += ["--permission-mode", "plan", "--disallowedTools", " ".join(READ_ONLY_DISALLOWED)]
+        elif cfg.skip_permissions:
             argv.append("--dangerously-skip-permissions")
             if os.geteuid() == 0:
                 # Claude Code refuses this flag as root unless told it runs in a sandbox. Baton
@@ -118,7 +154,7 @@ class ClaudeCodeRuntime:
             argv += ["--append-system-prompt", cfg.append_system_prompt]
         if resume:
             argv += ["--resume", resume]
-        argv += cfg.extra_args
+        argv += without_permission_flags(cfg.extra_args) if read_only else cfg.extra_args
         return Invocation(argv=argv, env=env, stdin=prompt, cwd=cwd)
 
     def parse_line(self, line: str, usage: MessageUsage | None = None) -> list[AgentEvent]:

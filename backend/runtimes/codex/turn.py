@@ -31,7 +31,8 @@ _APPROVALS = {
     "applyPatchApproval": ("file_change", True),
 }
 # Requests only a person could answer: answered with an error, and the task fails.
-_HUMAN = {"item/tool/requestUserInput", "item/permissions/requestApproval", "mcpServer/elicitation/request"}
+_PERMISSIONS = "item/permissions/requestApproval"
+_HUMAN = {"item/tool/requestUserInput", _PERMISSIONS, "mcpServer/elicitation/request"}
 _TOKEN_FIELDS = ("inputTokens", "cachedInputTokens", "outputTokens")
 
 
@@ -161,8 +162,13 @@ class CodexTurn:
         raise ValueError("neither a request, a notification nor a response")
 
     def _thread_params(self) -> dict:
-        params: dict[str, Any] = {"cwd": str(self.request.cwd), "approvalPolicy": self.config.approval_policy,
-                                  "sandbox": self.config.sandbox}
+        if self.request.read_only:
+            # A planning turn: Codex's own sandbox refuses every write (files and commands),
+            # whatever the section says, and nothing is asked of anyone.
+            policy, sandbox = "never", "read-only"
+        else:
+            policy, sandbox = self.config.approval_policy, self.config.sandbox
+        params: dict[str, Any] = {"cwd": str(self.request.cwd), "approvalPolicy": policy, "sandbox": sandbox}
         if self.model:
             params["model"] = self.model
         return params
@@ -221,6 +227,8 @@ class CodexTurn:
     # ----- server requests -----------------------------------------------------------------
 
     def _server_request(self, request_id: Any, method: str, params: dict) -> Reply:
+        if self.request.read_only and (method in _APPROVALS or method == _PERMISSIONS):
+            return self._decline_read_only(request_id, method, params)
         if method in _APPROVALS:
             kind, legacy = _APPROVALS[method]
             allowed = kind in self.config.approve
@@ -245,6 +253,21 @@ class CodexTurn:
         return Reply(events=[event(EventKind.system, subtype="unanswered_request",
                                    text=f"Codex sent {method}; answered that Baton does not handle it")],
                      send=[answer])
+
+    def _decline_read_only(self, request_id: Any, method: str, params: dict) -> Reply:
+        """A planning turn asks for nothing it may get: declined, and the turn goes on (the
+        agent hears that it may not, as from the sandbox)."""
+        if method == _PERMISSIONS:
+            result: dict = {"permissions": {}}  # nothing granted
+            what = "more permissions"
+        else:
+            kind, legacy = _APPROVALS[method]
+            result = {"decision": "denied" if legacy else "decline"}
+            what = self._approval_subject(kind, params)
+        answer = json.dumps({"id": request_id, "result": result})
+        note = event(EventKind.system, subtype="declined",
+                     text=f"Codex asked for approval of {what} during a read-only planning turn: declined")
+        return Reply(events=[note], send=[answer])
 
     @staticmethod
     def _approval_subject(kind: str, params: dict) -> str:

@@ -1,6 +1,6 @@
 """The demo runtime's agent: a scripted stand-in for a coding agent. No model, no key.
 
-Run as `python -P -m backend.runtimes.demo.agent [--pace SECONDS] [--state-dir DIR] [--resume ID]`
+Run as `python -P -m backend.runtimes.demo.agent [--pace SECONDS] [--state-dir DIR] [--resume ID] [--read-only]`
 with the prompt on standard input, in the task's worktree. It prints Claude Code's stream-json
 (system init, assistant text and tool calls, tool results, one result line) and follows the
 task's script, a line of the task content:
@@ -9,7 +9,8 @@ task's script, a line of the task content:
 
 Steps: {"say": "text"}, {"write": "path", "text": "..."}, {"append": "path", "text": "..."},
 {"test": true} (runs `python -m unittest -q`), {"commit": "message"} (true: the message the
-prompt suggests). A feedback turn (--resume) runs the script's `fix` steps once. A task without
+prompt suggests). A feedback turn (--resume) runs the script's `fix` steps once. A planning turn
+(--read-only) runs no step: it answers with a plan that lists them, and writes nothing. A task without
 a script gets a generic edit: a line naming it appended to NOTES.md, committed. Costs and tokens
 are always 0. Paths must stay inside the worktree.
 """
@@ -165,19 +166,46 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between steps")
     parser.add_argument("--state-dir", type=Path, default=None, help="where sessions are kept for --resume")
     parser.add_argument("--resume", default=None, help="continue this session (a feedback turn)")
+    parser.add_argument("--read-only", action="store_true", help="a planning turn: describe the steps, run none")
     args = parser.parse_args(argv)
     if not 0 <= args.pace <= 60:
         parser.error("--pace must be between 0 and 60 seconds")
     return args
 
 
+def describe(step: object) -> str:
+    """One step of the script in words, for a planning turn's plan."""
+    if isinstance(step, dict):
+        if "say" in step:
+            return f"say: {str(step['say'])[:200]}"
+        for key, what in (("write", "write"), ("append", "append to")):
+            if key in step:
+                return f"{what} {step[key]}"
+        if "test" in step:
+            return "run the tests (python -m unittest)"
+        if "commit" in step:
+            return "commit the work"
+    return f"an unknown step: {json.dumps(step)[:200]}"
+
+
+def plan_text(script: dict) -> str:
+    steps = script.get("steps", [])
+    lines = [f"{n}. {describe(step)}" for n, step in enumerate(steps, 1)] or ["1. nothing: the script has no steps"]
+    return "Plan (scripted demo, read-only: nothing was changed):\n" + "\n".join(lines)
+
+
 def _plan(args: argparse.Namespace, prompt: str) -> tuple[str, list, str]:
     """(session id, steps to run, opening text)."""
-    if args.resume is None:
-        script = read_script(prompt)
-        session_id = str(uuid.uuid4())
+    if args.resume is None or args.read_only:
+        saved = args.state_dir / f"{args.resume}.json" if args.resume and args.state_dir else None
+        # A revised plan (read-only, resumed): the session's own script; the prompt is the request.
+        script = (json.loads(saved.read_text(encoding="utf-8"))["script"] if saved is not None and saved.is_file()
+                  else read_script(prompt))
+        session_id = args.resume or str(uuid.uuid4())
         state = {"script": script, "resumes": 0}
         steps, opening = script.get("steps", []), INTRO
+        if args.read_only:  # a plan of the steps instead of the steps
+            steps, opening = [], f"{INTRO} This turn is read-only: I only plan.\n\n{plan_text(script)}"
     else:
         session_id = args.resume
         saved = args.state_dir / f"{session_id}.json" if args.state_dir else None
@@ -207,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         session_id, steps, opening, error = str(uuid.uuid4()), [], INTRO, str(exc)
     session = Session(session_id, args.pace, prompt)
     emit({"type": "system", "subtype": "init", "cwd": str(session.cwd), "session_id": session_id,
-          "tools": ["Bash", "Edit", "Write"], "mcp_servers": [], "model": MODEL, "permissionMode": "default",
+          "tools": ["Bash", "Edit", "Write"], "mcp_servers": [], "model": MODEL,
+          "permissionMode": "plan" if args.read_only else "default",
           "claude_code_version": "demo", "uuid": str(uuid.uuid4())})
     session.say(opening)
     if error is None:
@@ -222,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if error is not None:
         emit({**common, "subtype": "error_during_execution", "is_error": True, "errors": [error]})
         return 1
+    if args.read_only:  # the plan is the final answer
+        plan = opening.split("\n\n", 1)[-1]
+        emit({**common, "subtype": "success", "is_error": False, "result": plan})
+        return 0
     session.say("Done.")
     emit({**common, "subtype": "success", "is_error": False, "result": "Done (scripted demo run)."})
     return 0

@@ -39,6 +39,8 @@ class DemoRuntime:
             argv += ["--state-dir", str(request.scratch)]  # where a session's script waits for --resume
         if request.resume:
             argv += ["--resume", request.resume]
+        if request.read_only:
+            argv.append("--read-only")  # a planning turn: the scripted agent runs no step
         argv += cfg.extra_args
         env = {**request.env, **cfg.env_additions(request.env)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_BATON_ROOT, env.get("PYTHONPATH")) if p)

@@ -47,6 +47,37 @@ def generated_config(user: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A planning turn's rules. `edit` covers every file-writing tool (write, edit, apply_patch: 1.18.33
+# maps the legacy `tools.write`/`tools.patch` switches onto it); a tool denied outright is not
+# even offered to the model.
+READ_ONLY_DENY = {"edit": "deny", "bash": "deny"}
+
+
+def read_only_permission(rules: Any) -> dict[str, Any]:
+    """`rules` (a permission config: one action for everything, or rules by tool) with the
+    read-only denials placed last: OpenCode lets the last matching rule win, so no earlier
+    rule of the user's (`"*": "allow"`, `"bash": {"git *": "allow"}`) can re-allow them."""
+    if isinstance(rules, dict):
+        kept = {k: v for k, v in rules.items() if k not in READ_ONLY_DENY}
+    else:
+        kept = {"*": rules if isinstance(rules, str) else "allow"}
+    return {**kept, **READ_ONLY_DENY}
+
+
+def read_only_config(config: dict[str, Any], agent: str | None) -> dict[str, Any]:
+    """The generated config of a planning turn: the denials in the global permission and in
+    every agent's own (an agent's rules come after the global ones, so they would win)."""
+    out = dict(config)
+    out["permission"] = read_only_permission(out.get("permission", "allow"))
+    agents = dict(out["agent"]) if isinstance(out.get("agent"), dict) else {}
+    for name in {*agents, agent or "build"}:
+        section = dict(agents[name]) if isinstance(agents.get(name), dict) else {}
+        section["permission"] = read_only_permission(section.get("permission", {}))
+        agents[name] = section
+    out["agent"] = agents
+    return out
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Whole or not at all (a turn may start while an earlier one's file is read), and only
     for this user: it may hold provider settings."""
@@ -89,7 +120,10 @@ class OpenCodeRuntime:
         scratch = Path(request.scratch) if request.scratch else Path(tempfile.mkdtemp(prefix="baton-opencode-"))
         scratch.mkdir(parents=True, exist_ok=True)
         config_path = scratch / CONFIG_NAME
-        write_atomically(config_path, json.dumps(generated_config(cfg.config), indent=2) + "\n")
+        generated = generated_config(cfg.config)
+        if request.read_only:
+            generated = read_only_config(generated, cfg.agent)
+        write_atomically(config_path, json.dumps(generated, indent=2) + "\n")
 
         argv = [cfg.command, "run", "--format", "json", "--dir", str(cwd)]
         if request.model or cfg.model:
@@ -109,6 +143,12 @@ class OpenCodeRuntime:
         # PWD would send them to another checkout.
         env["PWD"] = str(cwd)
         env["OPENCODE_CONFIG"] = str(config_path)
+        if request.read_only:
+            # The worktree's opencode.json and .opencode/agent/*.md load after OPENCODE_CONFIG, and
+            # an agent's rules there would re-allow what the global ones deny: not read at all.
+            env.pop("OPENCODE_CONFIG_CONTENT", None)
+            env["OPENCODE_DISABLE_PROJECT_CONFIG"] = "1"
+            env["OPENCODE_PERMISSION"] = json.dumps(READ_ONLY_DENY)  # merged last, over every source
         if cfg.isolated_state:
             # Per task, so a feedback turn's `-s` finds the session the first turn made.
             for name, folder in XDG_DIRS.items():

@@ -1,0 +1,52 @@
+"""One agent turn run the way the dispatcher runs it (runtime.turn, then run_streaming), for
+tests that look at a single turn rather than a whole task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backend.dispatcher.process import Say, StopRequest, run_streaming
+from backend.runtimes.base import AgentEvent, RunSummary, TurnRequest
+
+
+class Talk:
+    """What the dispatcher's _TurnTalk does: a turn's replies to the process layer."""
+
+    def __init__(self, turn, summary: RunSummary, events: list[AgentEvent]) -> None:
+        self.turn, self.summary, self.events = turn, summary, events
+
+    def _say(self, reply) -> Say:
+        for ev in reply.events:
+            self.events.append(ev)
+            self.summary.add(ev)
+        if reply.fail is not None:
+            self.summary.failure = reply.fail
+        return Say(lines=reply.send, close=reply.close_stdin, end=reply.fail[0] if reply.fail else None)
+
+    def opening(self) -> Say:
+        return self._say(self.turn.opening())
+
+    def on_line(self, line: str) -> Say:
+        return self._say(self.turn.on_line(line))
+
+    def interrupt(self) -> Say:
+        return self._say(self.turn.interrupt())
+
+
+def run_turn(runtime, request: TurnRequest, logs: Path) -> tuple[RunSummary, list[AgentEvent], int]:
+    """One turn as the dispatcher runs it (runtime.turn, then run_streaming)."""
+    turn = runtime.turn(request)
+    inv = turn.invocation
+    summary, events = RunSummary(), []
+    talk = Talk(turn, summary, events)
+    logs.mkdir(parents=True, exist_ok=True)
+    outcome = run_streaming(inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin, stdout_log=logs / "raw.log",
+                            stderr_log=logs / "stderr.log", on_line=talk.on_line, wall_timeout=120,
+                            stall_timeout=60, stop=StopRequest(), talk=talk if inv.stdin is None else None)
+    assert outcome.stopped is None, (outcome, (logs / "stderr.log").read_text()[-2000:])
+    return summary, events, outcome.exit_code
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(folder).parts}
