@@ -59,6 +59,9 @@ def test_a_pull_request_shows_its_state_and_checks_and_completes_when_merged(pag
     assert link.get_attribute("target") == "_blank" and "noopener" in link.get_attribute("rel")
     assert link.get_attribute("href").endswith("/acme/widgets/pull/1") or "/pull/1" in link.get_attribute("href")
     expect(page.locator("[data-role='pr-state']")).to_have_text("open")
+    # It lands by being merged on GitHub: no Approve here, only changes or reject.
+    expect(page.locator("[data-role='review'] [data-role='reject']")).to_be_visible()
+    expect(page.locator("[data-role='review'] [data-role='approve']")).to_have_count(0)
     # CI passes on GitHub; Refresh reads it now (the watcher would only in an hour).
     head = world.task(task_id)["pr"]["head_sha"]
     world.github.set_checks(head, check_runs=[{"name": "ci", "status": "completed", "conclusion": "success"}])

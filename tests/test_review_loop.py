@@ -154,21 +154,25 @@ def test_a_message_to_a_running_task_is_read_at_its_next_turn(agent_factory, fak
 
 
 def test_a_message_to_a_completed_task_starts_a_new_run_from_main(agent_factory, fake_cli):
+    """Its branch and its runtime's state went with the landing: a new session from the current
+    base branch, given the whole context (the task, that its work landed, the message)."""
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
-    task_id = submit_task(agent, fake_task("Say hello", HELLO))
+    task_id = submit_task(agent, fake_task("Say hello", {"steps": [
+        {"append": "hello.txt", "text": "hi\n"}, {"commit": "feature: hello"}]}))
     done = wait_status(agent, task_id, TaskStatus.completed, TaskStatus.failed)
     assert done.status is TaskStatus.completed, done.error_message
     wait_for(lambda: git(agent.settings.project_dir, "branch", "--list", f"task/{task_id}").strip() == "",
              what="the landed branch to go")
-    sent = agent.client.post(f"/agent/tasks/{task_id}/messages", json={"text": "Now welcome them"})
+    sent = agent.client.post(f"/agent/tasks/{task_id}/messages", json={"text": "Now say it twice"})
     assert sent.status_code == 202 and sent.json()["delivery"] == "started"
     wait_for(lambda: len(calls_of(fake_cli, task_id)) == 2, what="the follow-up run")
     task = wait_status(agent, task_id, TaskStatus.completed, TaskStatus.failed)
     assert task.status is TaskStatus.completed, task.error_message
     second = calls_of(fake_cli, task_id)[1]
-    assert "Now welcome them" in second["prompt"]
-    assert git(origin_of(agent.settings.project_dir), "show", "main:hello.txt") == "hi\nand welcome\n"
-    assert task.runs == 2
+    assert "--resume" not in second["argv"]
+    assert "Now say it twice" in second["prompt"] and "already landed" in second["prompt"] and "FAKE:" in second["prompt"]
+    assert git(origin_of(agent.settings.project_dir), "show", "main:hello.txt") == "hi\nhi\n"
+    assert task.runs == 2 and task.commit_sha == main_of(agent)
 
 
 def test_messages_are_refused_clearly(agent_factory, fake_cli):

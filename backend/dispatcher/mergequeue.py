@@ -307,7 +307,10 @@ class MergeQueue:
     def _build_alone(self, entry: Entry, chain: list[Entry]) -> bool:
         """A test-only entry: its candidate is the task rebased onto the base itself. False when
         that rebase conflicts (the entry is then fixing)."""
-        if entry.candidate is not None and entry.built_on == self._base:
+        # Tested on an older base is enough for review (approving rebases and tests again): a busy
+        # queue does not restart its test at every landing.
+        if entry.candidate is not None and (entry.built_on == self._base
+                                            or self.git.is_ancestor(entry.built_on, self._base)):
             chain.append(entry)
             return True
         if entry.state == "testing":
@@ -413,7 +416,7 @@ class MergeQueue:
                     continue
                 entry.state, entry.stale, entry.test_stop = "testing", False, StopRequest()
                 running += 1
-                at_head = entry.built_on == self._base
+                at_head = entry.built_on == self._base or not entry.publish  # alone: on the base
                 threading.Thread(target=self._test, args=(entry, entry.candidate, at_head),
                                  name=f"test-{entry.task_id}", daemon=True).start()
 

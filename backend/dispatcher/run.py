@@ -203,7 +203,9 @@ class TaskRun:
         messages = self._take_inbox()
         landed_before = not continuing and task.base_sha is not None  # a follow-up of a completed task
         fresh = work_prompt(task, ctx.config, continuing=continuing, messages=messages, landed_before=landed_before)
-        session = self._same_session() if messages else None
+        # A completed task's branch is gone and its runtime's state was cleaned up with it: a
+        # follow-up there starts a new session given the whole context instead.
+        session = self._same_session() if messages and continuing else None
         if session is not None:
             # A person's follow-up goes to the session that did the work; a fresh session gets
             # the whole context if that one cannot be continued.
@@ -272,7 +274,7 @@ class TaskRun:
                 self.say("the approved work needs changes to land: it goes back to review after this turn")
                 approved = False
             self._take_worker()
-            self._agent_turn(result.feedback, resume=self._current().session_id)
+            self._agent_turn(result.feedback, resume=self._same_session())
             self._commit_work(commit_message(task))
 
     # ----- plans and reviews ----------------------------------------------------------------
@@ -633,6 +635,8 @@ class TaskRun:
 
     def _complete(self, sha: str | None, *, no_changes: bool, note: str | None = None) -> None:
         self._phase("finishing")
+        if no_changes and self.task.base_sha is not None and note is None:
+            note = "the follow-up changed nothing; the task's earlier work is on the base branch"
         # Said first: a stream that sees the task finished has every event of it.
         self.say(("completed with no changes" if no_changes else f"completed: {sha}") + (f" ({note})" if note else ""))
         self.ctx.store.transition(self.task.id, TaskStatus.completed, expect={TaskStatus.in_progress},

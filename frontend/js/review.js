@@ -57,7 +57,8 @@ function plan({ task, full, projectId, taskId, onChange }) {
       el("summary", { text: full.plan_approved ? "Plan (approved)" : "Plan" }), el("pre", { class: "plan", text }));
   }
   if (!full) return el("p", { class: "muted", text: "Loading the plan…" });
-  const revision = el("textarea", { rows: 4, "aria-label": "What to change in the plan", dataset: { role: "revise-text" } });
+  const revision = el("textarea", { rows: 4, "aria-label": "What to change in the plan", placeholder: "What to change in the plan",
+                                    dataset: { role: "revise-text" } });
   const reviseBox = el("div", { class: "revise-box", hidden: true }, revision,
     el("div", { class: "buttons" },
       el("button", { type: "button", class: "primary", text: "Send revision", dataset: { role: "send-revision" },
@@ -90,6 +91,7 @@ function review({ task, full, projectId, taskId, onChange }) {
   if (task.status !== "review" || !full) return null;
   const sha = full.review_sha || null;
   const message = el("textarea", { rows: 3, "aria-label": "Message with the changes you request",
+                                   placeholder: "What to change (with or without comments on lines below)",
                                    dataset: { role: "changes-text" } });
   const changes = el("button", { type: "button", text: "Request changes", dataset: { role: "request-changes" },
     onclick: async () => {
@@ -108,11 +110,13 @@ function review({ task, full, projectId, taskId, onChange }) {
   const count = el("span", { class: "muted", dataset: { role: "comment-count" } });
   const section = el("section", { class: "review-box", "aria-label": "Review", dataset: { role: "review", sha: sha || "" } },
     el("h3", { text: task.pr ? "Pull request under review" : "Waiting for your review" }),
-    sha ? el("p", { class: "muted", text: `Tested commit ${sha.slice(0, 12)}${full.review_base
+    sha ? el("p", { class: "muted", text: task.pr ? `Tested commit ${sha.slice(0, 12)}: it lands when its pull `
+      + "request is merged on GitHub." : `Tested commit ${sha.slice(0, 12)}${full.review_base
       ? ` on ${full.review_base.slice(0, 12)}` : ""}: approving lands exactly this.` }) : null,
     message,
     el("div", { class: "actions" },
-      el("button", { type: "button", class: "primary", text: "Approve", dataset: { role: "approve" },
+      // A pull request lands by being merged on GitHub: there is nothing to approve here.
+      task.pr ? null : el("button", { type: "button", class: "primary", text: "Approve", dataset: { role: "approve" },
         onclick: () => done(post(projectId, taskId, "approve", { sha }), "Approved: it lands once tested", onChange) }),
       changes, rejectButton(projectId, taskId, onChange), count));
   section.updateCount = () => {

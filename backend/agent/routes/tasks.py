@@ -147,4 +147,7 @@ def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep)
         if task.status is TaskStatus.in_progress:
             return JSONResponse(json.loads(task.model_dump_json()), status_code=202)
         return task
+    current = store.get(task_id)
+    if current.status is TaskStatus.review and current.pr is not None:
+        dispatcher.prs.close(current)  # best effort: a cancelled task's pull request must not stay open
     return store.cancel(task_id)
