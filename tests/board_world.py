@@ -56,10 +56,12 @@ class Board:
         return response.json()["id"]
 
     def task(self, task_id: str) -> dict:
-        for status in ("pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"):
-            response = httpx.get(f"{self.url}/api/projects/p/tasks/{status}/{task_id}.md")
-            if response.status_code == 200:
-                return response.json()
+        # The statuses are asked in turn: a task that moved between two asks is found on a later pass.
+        for _ in range(3):
+            for status in ("pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"):
+                response = httpx.get(f"{self.url}/api/projects/p/tasks/{status}/{task_id}.md")
+                if response.status_code == 200:
+                    return response.json()
         raise AssertionError(f"no task {task_id}")
 
     def close(self) -> None:
@@ -67,6 +69,27 @@ class Board:
         self.dashboard.wait(timeout=30)
         if self.agent is not None:
             self.agent.stop()
+
+
+def in_review(world: Board, title: str, files: dict[str, str], **fields) -> tuple[str, str]:
+    """A task of a store-backed board (`world.store` set) whose branch holds `files` on top of main,
+    waiting in review: (its id, the tested sha)."""
+    from backend.models import NewTask, Owner, TaskStatus
+    from support import git
+
+    repo, store = world.repo, world.store
+    task = store.create(NewTask(title=title))
+    base = git(repo, "rev-parse", "main").strip()
+    git(repo, "checkout", "-q", "-b", f"task/{task.id}")
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", *files)
+    git(repo, "commit", "-q", "-m", title)
+    sha = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "main")
+    store.claim(Owner(pid=os.getpid(), host="test", instance="browser-review"), 60, task_id=task.id)
+    store.transition(task.id, TaskStatus.review, review_sha=sha, review_base=base, branch=f"task/{task.id}", **fields)
+    return task.id, sha
 
 
 def open_page(browser, url: str, *, width: int = 1500, height: int = 950, **options):

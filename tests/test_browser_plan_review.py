@@ -32,14 +32,6 @@ def page(browser, world):
     context.close()
 
 
-def read(world, task_id: str) -> dict | None:
-    """The task, or None when it moved between two statuses while they were asked in turn."""
-    try:
-        return world.task(task_id)
-    except AssertionError:
-        return None
-
-
 def planned(world, page, title: str) -> str:
     task_id = world.create(title, content=fake_task(title, {"steps": []})["content"], needs_plan_review=True)
     card = page.locator(f".column[data-status='plan_review'] .card[data-id='{task_id}']")
@@ -59,7 +51,7 @@ def test_revise_then_approve_the_plan(page, world):
     page.locator("[data-role='send-revision']").click()
     expect(page.locator(".toast-item", has_text="Revision sent")).to_be_visible()
     # Another planning turn, then back to plan review.
-    wait_for(lambda: (t := read(world, task_id)) and t["status"] == "plan_review" and t["runs"] == 2,
+    wait_for(lambda: (t := world.task(task_id)) and t["status"] == "plan_review" and t["runs"] == 2,
              timeout=60, what="the second planning turn")
     expect(page.locator("#transcript li[data-kind='human'][data-subtype='revise']")).to_contain_text(
         "Keep it to <one> step", timeout=30_000)
@@ -74,6 +66,9 @@ def test_revise_then_approve_the_plan(page, world):
 
 def test_reject_the_plan(page, world):
     task_id = planned(world, page, "Planned badly")
-    page.locator("[data-role='plan'] [data-role='reject']").click()
+    reject = page.locator("[data-role='plan'] [data-role='reject']")
+    reject.click()
+    expect(reject).to_have_text("Reject: click again")  # a second click confirms
+    reject.click()
     expect(page.locator(f".column[data-status='cancelled'] .card[data-id='{task_id}']")).to_be_visible(timeout=30_000)
     assert world.task(task_id)["status"] == "cancelled"

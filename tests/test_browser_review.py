@@ -11,7 +11,7 @@ import pytest
 
 from backend.models import NewTask, Owner, TaskStatus
 from backend.store import TaskStore
-from board_world import AXE, Board, open_page, wait_ready
+from board_world import AXE, Board, in_review, open_page, wait_ready
 from browsing import playwright_or_skip
 from support import git
 
@@ -26,23 +26,6 @@ def world(tmp_path_factory):
     board.store = TaskStore(board.repo / "data" / "dev-tasks.json")
     yield board
     board.close()
-
-
-def in_review(world, title: str, files: dict[str, str], **fields) -> tuple[str, str]:
-    """A task whose branch holds `files` on top of main, waiting in review: (id, the tested sha)."""
-    repo, store = world.repo, world.store
-    task = store.create(NewTask(title=title))
-    base = git(repo, "rev-parse", "main").strip()
-    git(repo, "checkout", "-q", "-b", f"task/{task.id}")
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    git(repo, "add", *files)
-    git(repo, "commit", "-q", "-m", title)
-    sha = git(repo, "rev-parse", "HEAD").strip()
-    git(repo, "checkout", "-q", "main")
-    store.claim(OWNER, 60, task_id=task.id)
-    store.transition(task.id, TaskStatus.review, review_sha=sha, review_base=base, branch=f"task/{task.id}", **fields)
-    return task.id, sha
 
 
 @pytest.fixture
@@ -137,7 +120,10 @@ def test_approve_sends_the_commit_shown_and_reject_cancels(page, world):
     rejected, _ = in_review(world, "Not wanted", {"n.txt": "n\n"})
     page.locator("#drawer-close").click()
     open_review(page, rejected)
-    page.locator("[data-role='review'] [data-role='reject']").click()
+    reject = page.locator("[data-role='review'] [data-role='reject']")
+    reject.click()
+    expect(reject).to_have_text("Reject: click again")  # a second click confirms
+    reject.click()
     expect(page.locator(f".column[data-status='cancelled'] .card[data-id='{rejected}']")).to_be_visible(timeout=15_000)
     assert git(world.repo, "branch", "--list", f"task/{rejected}").strip()  # the branch is kept
 
@@ -163,7 +149,7 @@ def test_the_diff_scrolls_inside_its_box_on_a_phone(browser, world):
     try:
         tab.goto(world.url)
         wait_ready(tab)
-        tab.locator(f"#column-picker button[data-status='review']").click()
+        tab.locator("#column-picker button[data-status='review']").click()
         tab.locator(f".column[data-status='review'] .card[data-id='{task_id}']").click()
         body = tab.locator("#drawer .diff-body")
         expect(body).to_be_visible()

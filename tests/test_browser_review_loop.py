@@ -38,14 +38,6 @@ def page(browser, world):
     context.close()
 
 
-def read(world, task_id: str) -> dict | None:
-    """The task, or None when it moved between two statuses while they were asked in turn."""
-    try:
-        return world.task(task_id)
-    except AssertionError:
-        return None
-
-
 def card(page, status: str, task_id: str):
     return page.locator(f".column[data-status='{status}'] .card[data-id='{task_id}']")
 
@@ -70,7 +62,7 @@ def test_changes_requested_on_a_line_come_back_for_review_then_land(page, world)
     expect(human.first).to_contain_text("say hello instead", timeout=30_000)
     expect(human.first).to_contain_text("greeting.txt:1")
     # The agent's next turn resumed the same session with the comment, and came back for review.
-    wait_for(lambda: (t := read(world, task_id)) and t["status"] == "review" and t["review_sha"] != first,
+    wait_for(lambda: (t := world.task(task_id)) and t["status"] == "review" and t["review_sha"] != first,
              timeout=60, what="the second round in review")
     second = world.task(task_id)["review_sha"]
     expect(page.locator("[data-role='review']")).to_have_attribute("data-sha", second, timeout=30_000)
@@ -95,7 +87,10 @@ def test_a_rejected_task_is_cancelled_and_keeps_its_branch(page, world):
     expect(card(page, "review", task_id)).to_be_visible(timeout=60_000)
     card(page, "review", task_id).click()
     expect(page.locator("#drawer [data-role='diff'] .diff-file-link")).to_contain_text("unwanted.txt")
-    page.locator("[data-role='review'] [data-role='reject']").click()
+    reject = page.locator("[data-role='review'] [data-role='reject']")
+    reject.click()
+    expect(reject).to_have_text("Reject: click again")  # a second click confirms
+    reject.click()
     expect(card(page, "cancelled", task_id)).to_be_visible(timeout=30_000)
     assert git(world.repo, "branch", "--list", f"task/{task_id}").strip()
     expect(page.locator("#transcript li[data-kind='human'][data-subtype='rejected']")).to_have_count(1, timeout=30_000)
@@ -114,9 +109,24 @@ def test_a_follow_up_message_on_a_completed_task_starts_a_run(page, world):
     page.locator("[data-role='followup-send']").click()
     expect(page.locator(".toast-item", has_text="started a new turn")).to_be_visible()
     expect(box).to_have_value("")
-    wait_for(lambda: (t := read(world, task_id)) and t["status"] == "completed" and t["runs"] == 2,
+    wait_for(lambda: (t := world.task(task_id)) and t["status"] == "completed" and t["runs"] == 2,
              timeout=60, what="the second run to land")
     expect(page.locator("#transcript li[data-kind='human']")).to_contain_text("Add a second line, please",
                                                                               timeout=30_000)
     git(world.repo, "fetch", "-q", "origin")
     assert git(world.repo, "show", "origin/main:notes.txt") == "one\none\n"
+
+
+def test_the_new_task_form_chooses_how_a_task_lands(page, world):
+    """The project lands by review; a task created as "at once" lands without one."""
+    page.get_by_role("button", name="New task", exact=True).click()
+    dialog = page.locator("#new-task-dialog")
+    dialog.locator("input[name='title']").fill("Straight in")
+    dialog.locator("textarea[name='content']").fill(fake_task("Straight in", {"steps": [
+        {"write": "straight.txt", "text": "in\n"}, {"commit": "straight in"}]})["content"])
+    dialog.get_by_role("combobox", name="Landing").select_option("auto")
+    dialog.get_by_role("button", name="Create", exact=True).click()
+    done = page.locator(".column[data-status='completed'] .card", has_text="Straight in")
+    expect(done).to_be_visible(timeout=60_000)
+    task = world.task(done.get_attribute("data-id"))
+    assert task["landing"] == "auto" and task["commit_sha"]

@@ -70,6 +70,9 @@ def test_error_result_has_errors_and_no_text():
 def test_permission_denied_is_shown():
     (ev,) = parse({"type": "system", "subtype": "permission_denied", "tool_name": "Bash"})
     assert ev.kind is EventKind.system and ev.subtype == "permission_denied"
+    (said,) = parse({"type": "system", "subtype": "permission_denied", "tool_name": "Write",
+                     "message": "Cannot write to /w/a.txt while in plan mode."})
+    assert said.text == "Write refused: Cannot write to /w/a.txt while in plan mode." and said.tool_name == "Write"
 
 
 def test_malformed_and_unknown_lines_become_unparsed_events():

@@ -187,3 +187,28 @@ def test_messages_are_refused_clearly(agent_factory, fake_cli):
     assert len(agent.store.get(task_id).inbox) == 20
     unknown = agent.client.post("/agent/tasks/nosuchtask/messages", json={"text": "hi"})
     assert unknown.status_code == 404
+
+
+def test_an_approval_of_another_commit_than_the_branch_holds_goes_back_to_review(agent_factory, fake_cli):
+    """E.g. a landing interrupted after its rebase: no agent turn, nothing lands, the branch as
+    it is now is tested and offered for review again."""
+    agent = agent_factory(config=fake_cli.config(landing="review"), dispatch=True)
+    before = main_of(agent)
+    task_id = submit_task(agent, fake_task("Say hello", HELLO))
+    task = wait_status(agent, task_id, TaskStatus.review, TaskStatus.failed)
+    assert agent.client.post("/agent/dispatcher/stop").status_code == 200
+    assert agent.client.post(f"/agent/tasks/{task_id}/approve", json={"sha": task.review_sha}).status_code == 200
+    project = agent.settings.project_dir
+    git(project, "worktree", "add", "-q", str(project.parent / "moved"), f"task/{task_id}")
+    (project.parent / "moved" / "extra.txt").write_text("not reviewed\n")
+    git(project.parent / "moved", "add", "extra.txt")
+    git(project.parent / "moved", "commit", "-q", "-m", "not reviewed")
+    git(project, "worktree", "remove", str(project.parent / "moved"))
+    moved = git(project, "rev-parse", f"task/{task_id}").strip()
+
+    assert agent.client.post("/agent/dispatcher/start").status_code == 200
+    wait_for(lambda: agent.store.get(task_id).runs == 2, what="the landing run")
+    task = wait_status(agent, task_id, TaskStatus.review, TaskStatus.completed, TaskStatus.failed)
+    assert task.status is TaskStatus.review and task.review_sha == moved and task.approved_sha is None
+    assert main_of(agent) == before
+    assert len(calls_of(fake_cli, task_id)) == 1, "no agent turn"

@@ -165,10 +165,11 @@ class TaskRun:
         approved = task.approved_sha is not None and self.ws.head() == task.approved_sha
         if approved:
             self.say(f"approved in review: landing {task.approved_sha[:12]} without another agent turn")
+        elif task.approved_sha is not None and not task.inbox:
+            # E.g. a landing interrupted after its rebase: the work is done, but not what was seen.
+            self.say(f"approved {task.approved_sha[:12]}, but {self.ws.branch} is at {self.ws.head()[:12]}: "
+                     "it goes back to review instead of landing")
         else:
-            if task.approved_sha is not None:
-                self.say(f"approved {task.approved_sha[:12]}, but {self.ws.branch} is at {self.ws.head()[:12]}: "
-                         "it goes back to review instead of landing")
             self._opening_turn(continuing)
         if not self._commit_work(commit_message(task)) and not approved:
             self._complete(None, no_changes=True)

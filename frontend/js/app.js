@@ -296,6 +296,7 @@ const openForm = setupDialog("new-task-dialog", "new-task-form", async (data) =>
     title: data.get("title"), content: data.get("content") || "", task_type: data.get("task_type"),
     priority: data.get("priority"), needs_plan_review: data.get("needs_plan_review") === "on",
     runtime: data.get("runtime") || null, model: model || null,  // null: the project's defaults
+    landing: data.get("landing") || null,
   });
   toast(`Created “${task.title}”`);  // named as the person wrote it (the id means nothing to them)
 });

@@ -67,6 +67,12 @@ export function renderDiff(diff, review) {
     }
     root.append(section);
   }
+  // Comments already collected (the diff drawn again, the drawer opened again) go under their lines.
+  for (const comment of review ? review.comments : []) {
+    const line = lines.find((node) => node.dataset.path === comment.path && node.dataset.side === comment.side
+                                      && Number(node.dataset.line) === comment.line);
+    if (line) line.after(pendingNode(line, comment, review));
+  }
   if (review && lines.length) {
     lines[0].tabIndex = 0;
     root.addEventListener("keydown", (event) => {

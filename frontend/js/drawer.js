@@ -214,7 +214,7 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
   // Actions on data that may be out of date would mislead: off while the project is unavailable.
   $("drawer-actions").dataset.problem = projectProblem ? "1" : "";
   for (const button of [...$("drawer-actions").querySelectorAll("button"),
-                        ...$("drawer-review").querySelectorAll(".actions button, .pr-box button")]) {
+                        ...$("drawer-review").querySelectorAll(".actions button, .pr-box button, [data-role='send-revision']")]) {
     button.disabled = Boolean(projectProblem) || button.dataset.role === "cancel" && cancelling.has(`${projectId}/${taskId}`);
   }
 }

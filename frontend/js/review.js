@@ -8,10 +8,37 @@ import { api, projectPath } from "./api.js";
 import { renderDiff } from "./diffview.js";
 import { el, toast } from "./dom.js";
 
-const FOLLOW_UP = new Set(["pending", "in_progress", "review", "completed", "failed", "cancelled"]);
+// In review the review box is where a person talks to the agent (its message goes with the comments).
+const FOLLOW_UP = new Set(["pending", "in_progress", "completed", "failed", "cancelled"]);
 const CHECK_WORDS = { none: "no checks", pending: "checks running", success: "checks passed", failure: "checks failed" };
 
 let state = null; // { key, stamp, comments, diffOpen, nodes... } for the task shown
+// What a person typed, per task, kept when the drawer closes or shows another task (the last 50):
+// { changes, revise, follow: text; sha: the commit `comments` are about; comments }.
+const drafts = new Map();
+
+function draftOf(key) {
+  let draft = drafts.get(key);
+  if (!draft) {
+    draft = { changes: "", revise: "", follow: "", sha: null, comments: [] };
+    drafts.set(key, draft);
+    if (drafts.size > 50) drafts.delete(drafts.keys().next().value);
+  }
+  return draft;
+}
+
+// A textarea whose text is the draft's `field`.
+function drafted(draft, field, props) {
+  const box = el("textarea", props);
+  box.value = draft[field];
+  box.addEventListener("input", () => { draft[field] = box.value; });
+  return box;
+}
+
+function clear(box, draft, field) {
+  box.value = "";
+  draft[field] = "";
+}
 
 export function resetReview() { state = null; }
 
@@ -20,27 +47,33 @@ const post = (projectId, taskId, action, body) =>
 
 // task: the summary merged over the full task; full: the full task as read (null until read).
 export function showReview(box, task, read, projectId, taskId, onChange) {
-  // A full read from before the task moved on (its summary is newer) tells nothing of now.
-  const full = read && read.status === task.status ? read : null;
+  // A full read from before the task moved on (its summary is newer) tells nothing of now: nor
+  // does one from an earlier run in the same status (review → changes → review, a revised plan):
+  // its plan or commit is not the one waiting, and Approve would approve what nobody saw.
+  const full = read && read.status === task.status && (read.runs ?? null) === (task.runs ?? null) ? read : null;
   const key = `${projectId}/${taskId}`;
   if (!state || state.key !== key) {
-    state = { key, stamp: null, comments: [], diffOpen: false, follow: null, diff: null };
+    state = { key, stamp: null, comments: [], diffOpen: false, follow: null, diff: null, draft: draftOf(key) };
   }
   const reviewSha = full ? full.review_sha || "" : "";
   const stamp = JSON.stringify([task.status, reviewSha, full ? full.plan || "" : "", Boolean(full),
                                 full ? Boolean(full.branch || full.commit_sha || full.review_sha) : false]);
   const ctx = { box, task, full, projectId, taskId, onChange };
   if (stamp !== state.stamp) {
-    const sameCommit = state.stamp && JSON.parse(state.stamp)[1] === reviewSha && reviewSha;
-    if (!sameCommit) state.comments = [];
+    // Comments are about one commit: a new one under review starts without them.
+    if (reviewSha && state.draft.sha !== reviewSha) Object.assign(state.draft, { sha: reviewSha, comments: [] });
+    state.comments = state.draft.comments;
     state.stamp = stamp;
     state.sections = { plan: plan(ctx), review: review(ctx), diff: diffSection(ctx), follow: followUp(ctx) };
   }
   state.sections.pr = prSection(ctx);
   const focused = document.activeElement;
   const order = ["plan", "pr", "review", "diff", "follow"].map((name) => state.sections[name]).filter(Boolean);
-  const same = order.length === box.children.length && order.every((node, i) => box.children[i] === node);
-  if (!same) box.replaceChildren(...order);
+  // Only what changed is swapped: a section moved (even to where it was) loses the focus, and a
+  // person typing a comment in the diff while the PR's checks change would lose their place.
+  const keep = new Set(order);
+  for (const child of [...box.children]) if (!keep.has(child)) child.remove();
+  order.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
   // The PR part is drawn again with every change: its Refresh button keeps the focus.
   if (focused && !focused.isConnected && focused.dataset.role) {
     box.querySelector(`[data-role="${focused.dataset.role}"]`)?.focus();
@@ -57,15 +90,15 @@ function plan({ task, full, projectId, taskId, onChange }) {
       el("summary", { text: full.plan_approved ? "Plan (approved)" : "Plan" }), el("pre", { class: "plan", text }));
   }
   if (!full) return el("p", { class: "muted", text: "Loading the plan…" });
-  const revision = el("textarea", { rows: 4, "aria-label": "What to change in the plan", placeholder: "What to change in the plan",
-                                    dataset: { role: "revise-text" } });
-  const reviseBox = el("div", { class: "revise-box", hidden: true }, revision,
+  const revision = drafted(state.draft, "revise", { rows: 4, "aria-label": "What to change in the plan",
+                                                   placeholder: "What to change in the plan", dataset: { role: "revise-text" } });
+  const reviseBox = el("div", { class: "revise-box", hidden: !revision.value }, revision,
     el("div", { class: "buttons" },
       el("button", { type: "button", class: "primary", text: "Send revision", dataset: { role: "send-revision" },
                      onclick: async () => {
                        if (!revision.value.trim()) { revision.focus(); return; }
-                       if (await done(post(projectId, taskId, "request-changes", { text: revision.value }),
-                                      "Revision sent: the agent plans again", onChange)) revision.value = "";
+                       if (await done(() => post(projectId, taskId, "request-changes", { text: revision.value }),
+                                      "Revision sent: the agent plans again", onChange)) clear(revision, state.draft, "revise");
                      } })));
   return el("section", { class: "plan-box", "aria-label": "Plan", dataset: { role: "plan" } },
     el("h3", { text: "Plan" }),
@@ -73,7 +106,7 @@ function plan({ task, full, projectId, taskId, onChange }) {
       : el("p", { class: "muted", text: "The agent gave no plan." }),
     el("div", { class: "actions" },
       el("button", { type: "button", class: "primary", text: "Approve plan", dataset: { role: "approve-plan" },
-                     onclick: () => done(post(projectId, taskId, "approve", { sha: null }),
+                     onclick: () => done(() => post(projectId, taskId, "approve", { sha: null }),
                                          "Plan approved: the agent starts the work", onChange) }),
       el("button", { type: "button", text: "Revise", "aria-expanded": "false", dataset: { role: "revise" },
                      onclick: (event) => {
@@ -81,7 +114,7 @@ function plan({ task, full, projectId, taskId, onChange }) {
                        event.currentTarget.setAttribute("aria-expanded", String(!reviseBox.hidden));
                        if (!reviseBox.hidden) revision.focus();
                      } }),
-      rejectButton(projectId, taskId, onChange)),
+      rejectButton(projectId, taskId, onChange, "revise")),
     reviseBox);
 }
 
@@ -90,9 +123,9 @@ function plan({ task, full, projectId, taskId, onChange }) {
 function review({ task, full, projectId, taskId, onChange }) {
   if (task.status !== "review" || !full) return null;
   const sha = full.review_sha || null;
-  const message = el("textarea", { rows: 3, "aria-label": "Message with the changes you request",
-                                   placeholder: "What to change (with or without comments on lines below)",
-                                   dataset: { role: "changes-text" } });
+  const message = drafted(state.draft, "changes", { rows: 3, "aria-label": "Message with the changes you request",
+                                                    placeholder: "What to change (with or without comments on lines below)",
+                                                    dataset: { role: "changes-text" } });
   const changes = el("button", { type: "button", text: "Request changes", dataset: { role: "request-changes" },
     onclick: async () => {
       const body = { text: message.value, comments: [...state.comments] };
@@ -101,10 +134,10 @@ function review({ task, full, projectId, taskId, onChange }) {
         message.focus();
         return;
       }
-      if (await done(post(projectId, taskId, "request-changes", body),
+      if (await done(() => post(projectId, taskId, "request-changes", body),
                      "Changes requested: the agent takes another turn", onChange)) {
-        message.value = "";
-        state.comments = [];
+        clear(message, state.draft, "changes");
+        state.comments.length = 0;
       }
     } });
   const count = el("span", { class: "muted", dataset: { role: "comment-count" } });
@@ -117,8 +150,8 @@ function review({ task, full, projectId, taskId, onChange }) {
     el("div", { class: "actions" },
       // A pull request lands by being merged on GitHub: there is nothing to approve here.
       task.pr ? null : el("button", { type: "button", class: "primary", text: "Approve", dataset: { role: "approve" },
-        onclick: () => done(post(projectId, taskId, "approve", { sha }), "Approved: it lands once tested", onChange) }),
-      changes, rejectButton(projectId, taskId, onChange), count));
+        onclick: () => done(() => post(projectId, taskId, "approve", { sha }), "Approved: it lands once tested", onChange) }),
+      changes, rejectButton(projectId, taskId, onChange, "changes"), count));
   section.updateCount = () => {
     const n = state.comments.length;
     count.textContent = n ? `${n} comment${n === 1 ? "" : "s"} on lines` : "";
@@ -127,9 +160,23 @@ function review({ task, full, projectId, taskId, onChange }) {
   return section;
 }
 
-function rejectButton(projectId, taskId, onChange) {
-  return el("button", { type: "button", class: "danger", text: "Reject", dataset: { role: "reject" },
-    onclick: () => done(post(projectId, taskId, "reject", {}), "Rejected: cancelled, its branch kept", onChange) });
+// Reject cancels the task (and closes its pull request): a second click within 5 s confirms it.
+// What the person typed in the panel's box goes with it as the reason.
+function rejectButton(projectId, taskId, onChange, field) {
+  let armed = null;
+  const disarm = () => { clearTimeout(armed); armed = null; button.textContent = "Reject"; };
+  const button = el("button", { type: "button", class: "danger", text: "Reject", dataset: { role: "reject" },
+    onclick: () => {
+      if (!armed) {
+        button.textContent = "Reject: click again";
+        armed = setTimeout(disarm, 5000);
+        return;
+      }
+      disarm();
+      const reason = state.draft[field].trim() || null;
+      done(() => post(projectId, taskId, "reject", { reason }), "Rejected: cancelled, its branch kept", onChange);
+    } });
+  return button;
 }
 
 // The diff: shown at once for a task in review, behind a toggle for others that have a branch.
@@ -188,7 +235,7 @@ function prSection({ task, full, projectId, taskId, onChange }) {
     pr.mergeable_state ? el("span", { class: "muted", text: pr.mergeable_state }) : null,
     task.status === "review" ? el("button", { type: "button", text: "Refresh", dataset: { role: "pr-refresh" },
       title: "read the pull request from GitHub now",
-      onclick: () => done(post(projectId, taskId, "pr/refresh"), "Pull request read again", onChange) }) : null);
+      onclick: () => done(() => post(projectId, taskId, "pr/refresh"), "Pull request read again", onChange) }) : null);
 }
 
 // ----- follow-up messages ----------------------------------------------------------------
@@ -197,13 +244,13 @@ function followUp({ task, projectId, taskId, onChange }) {
   if (!FOLLOW_UP.has(task.status)) return null;
   // One box per task, kept across redraws: what is being typed survives the task moving on.
   if (!state.follow) {
-    const text = el("textarea", { rows: 2, id: "followup-text", dataset: { role: "followup-text" } });
+    const text = drafted(state.draft, "follow", { rows: 2, id: "followup-text", dataset: { role: "followup-text" } });
     const send = el("button", { type: "button", class: "primary", text: "Send", dataset: { role: "followup-send" },
       onclick: async () => {
         if (!text.value.trim()) { text.focus(); return; }
-        const answer = await done(post(projectId, taskId, "messages", { text: text.value }), null, onChange);
+        const answer = await done(() => post(projectId, taskId, "messages", { text: text.value }), null, onChange);
         if (!answer) return;
-        text.value = "";
+        clear(text, state.draft, "follow");
         toast(answer.delivery === "queued" ? "Message queued for its next turn" : "Message sent: started a new turn");
       } });
     const hintNode = el("span", { class: "muted", dataset: { role: "followup-hint" } });
@@ -213,14 +260,21 @@ function followUp({ task, projectId, taskId, onChange }) {
     state.follow.hint = hintNode;
   }
   state.follow.hint.textContent = task.status === "in_progress" || task.status === "pending"
-    ? "it reads it at its next turn" : "starts a new turn in the same session";
+    ? "it reads it at its next turn" : task.status === "completed"
+      ? "starts a new run from the current base branch, with the task's earlier context"
+      : "starts a new turn in the same session";
   return state.follow;
 }
 
 // An action's request: a toast with the answer (or the error); true-ish (the answer) when it went.
-async function done(request, said, onChange) {
+// One at a time: a double click, or Approve then Reject before the answer, sends nothing more (a
+// second message would be queued twice; a second decision only fails).
+async function done(send, said, onChange) {
+  const mine = state;
+  if (!mine || mine.busy) return null;
+  mine.busy = true;
   try {
-    const answer = await request;
+    const answer = await send();
     if (said) toast(said);
     onChange();
     return answer || true;
@@ -229,5 +283,7 @@ async function done(request, said, onChange) {
       : `Could not do that: ${err.message}`);
     onChange();
     return null;
+  } finally {
+    mine.busy = false;
   }
 }

@@ -182,7 +182,11 @@ class ClaudeCodeRuntime:
             if data.get("subtype") == "init":
                 return [event(EventKind.session_started, session_id=session, model=data.get("model"))]
             if data.get("subtype") == "permission_denied":
-                return [event(EventKind.system, subtype="permission_denied", text=_clip(line, OUTPUT_CHARS))]
+                tool, why = data.get("tool_name"), data.get("message")
+                # In words when the line says which tool and why; else the line as it came.
+                text = f"{tool} refused: {why}" if isinstance(tool, str) and isinstance(why, str) else line
+                return [event(EventKind.system, subtype="permission_denied", tool_name=tool if isinstance(tool, str)
+                              else None, text=_clip(text, OUTPUT_CHARS))]
             return []  # hooks, status and the like: kept in the raw log only
         if kind == "assistant":
             return self._assistant(data.get("message"), session)
