@@ -506,7 +506,10 @@ class TaskStore:
                 # atomic_write removed its temporary file; the store and the cache are as they were.
                 raise StoreFullError(f"{self.path}: {exc.strerror or exc}: the change was not saved; "
                                      "free disk space, then retry") from None
-            raise
+            # E.g. a folder put where the file was while it was being restored: a store problem
+            # reported as such (503, health), not an unhandled error.
+            raise StoreUnreadableError(f"{self.path}: cannot be written: {exc.strerror or exc}; "
+                                       "nothing was changed") from None
         # Safe to stat after the replace: we still hold the lock, so the file is ours.
         signature = _signature(os.stat(self.path))
         # Every process's restore then finds this state, not only this process's memory.
