@@ -72,24 +72,10 @@ class Board:
 
 
 def in_review(world: Board, title: str, files: dict[str, str], **fields) -> tuple[str, str]:
-    """A task of a store-backed board (`world.store` set) whose branch holds `files` on top of main,
-    waiting in review: (its id, the tested sha)."""
-    from backend.models import NewTask, Owner, TaskStatus
-    from support import git
+    """A task of a store-backed board (`world.store` set) waiting in review: (its id, the tested sha)."""
+    from support import in_review as put_in_review
 
-    repo, store = world.repo, world.store
-    task = store.create(NewTask(title=title))
-    base = git(repo, "rev-parse", "main").strip()
-    git(repo, "checkout", "-q", "-b", f"task/{task.id}")
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    git(repo, "add", *files)
-    git(repo, "commit", "-q", "-m", title)
-    sha = git(repo, "rev-parse", "HEAD").strip()
-    git(repo, "checkout", "-q", "main")
-    store.claim(Owner(pid=os.getpid(), host="test", instance="browser-review"), 60, task_id=task.id)
-    store.transition(task.id, TaskStatus.review, review_sha=sha, review_base=base, branch=f"task/{task.id}", **fields)
-    return task.id, sha
+    return put_in_review(world.store, world.repo, title, files, **fields)[:2]
 
 
 def open_page(browser, url: str, *, width: int = 1500, height: int = 950, **options):

@@ -29,6 +29,20 @@ def browser():
 
 
 @pytest.fixture
+def page(browser, world):
+    """A tab on the board of the module's `world` (a board_world.Board), after its first render;
+    any error the page logged fails the test. Modules with another kind of world define their own."""
+    from board_world import open_page, wait_ready
+
+    context, tab = open_page(browser, world.url)
+    tab.goto(world.url)
+    wait_ready(tab)
+    yield tab
+    assert tab.errors == [], tab.errors
+    context.close()
+
+
+@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return make_repo(tmp_path)
 

@@ -258,3 +258,22 @@ def misbehaving_server(kind: str) -> Iterator[str]:
         for conn in held:
             conn.close()
         listener.close()
+
+
+def in_review(store, repo: Path, title: str, files: dict[str, str], **fields) -> tuple[str, str, str]:
+    """A task of `store` whose branch task/<id> in `repo` holds `files` on top of main, put in
+    review as a run would leave it: (its id, the tested sha, the base it was tested on)."""
+    from backend.models import NewTask, Owner
+
+    task = store.create(NewTask(title=title))
+    base = git(repo, "rev-parse", "main").strip()
+    git(repo, "checkout", "-q", "-b", f"task/{task.id}")
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", *files)
+    git(repo, "commit", "-q", "-m", title)
+    sha = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "main")
+    store.claim(Owner(pid=os.getpid(), host="test", instance="in-review"), 60, task_id=task.id)
+    store.transition(task.id, TaskStatus.review, review_sha=sha, review_base=base, branch=f"task/{task.id}", **fields)
+    return task.id, sha, base

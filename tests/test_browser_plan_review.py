@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from board_world import Board, open_page, wait_ready
+from board_world import Board
 from browsing import playwright_or_skip
 from conftest import fake_task
 from support import wait_for
@@ -20,16 +20,6 @@ def world(tmp_path_factory):
     board = Board(tmp_path_factory.mktemp("plan-review"), agent=True)
     yield board
     board.close()
-
-
-@pytest.fixture
-def page(browser, world):
-    context, tab = open_page(browser, world.url)
-    tab.goto(world.url)
-    wait_ready(tab)
-    yield tab
-    assert tab.errors == [], tab.errors
-    context.close()
 
 
 def planned(world, page, title: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from board_world import Board, open_page, wait_ready
+from board_world import Board
 from browsing import playwright_or_skip
 from conftest import fake_task
 
@@ -34,16 +34,6 @@ def world(tmp_path_factory):
         board.github = github
         yield board
         board.close()
-
-
-@pytest.fixture
-def page(browser, world):
-    context, tab = open_page(browser, world.url)
-    tab.goto(world.url)
-    wait_ready(tab)
-    yield tab
-    assert tab.errors == [], tab.errors
-    context.close()
 
 
 def test_a_pull_request_shows_its_state_and_checks_and_completes_when_merged(page, world):

@@ -28,16 +28,6 @@ def world(tmp_path_factory):
     board.close()
 
 
-@pytest.fixture
-def page(browser, world):
-    context, tab = open_page(browser, world.url)
-    tab.goto(world.url)
-    wait_ready(tab)
-    yield tab
-    assert tab.errors == [], tab.errors
-    context.close()
-
-
 def open_review(page, task_id: str):
     card = page.locator(f".column[data-status='review'] .card[data-id='{task_id}']")
     expect(card).to_be_visible(timeout=15_000)

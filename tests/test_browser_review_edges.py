@@ -11,7 +11,7 @@ import pytest
 
 from backend.models import NewTask, Owner, PullRequestChecks, PullRequestInfo, TaskStatus
 from backend.store import TaskStore
-from board_world import Board, in_review, open_page, wait_ready
+from board_world import Board, in_review
 from browsing import playwright_or_skip
 from support import wait_for
 
@@ -26,16 +26,6 @@ def world(tmp_path_factory):
     board.store = TaskStore(board.repo / "data" / "dev-tasks.json")
     yield board
     board.close()
-
-
-@pytest.fixture
-def page(browser, world):
-    context, tab = open_page(browser, world.url)
-    tab.goto(world.url)
-    wait_ready(tab)
-    yield tab
-    assert tab.errors == [], tab.errors
-    context.close()
 
 
 def open_card(page, status: str, task_id: str) -> None:

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from board_world import Board, open_page, wait_ready
+from board_world import Board
 from browsing import playwright_or_skip
 from conftest import fake_task
 from support import git, wait_for
@@ -26,16 +26,6 @@ def world(tmp_path_factory):
                   agent_env={"FAKE_CLAUDE_LOG": str(root / "fake-calls.jsonl")})
     yield board
     board.close()
-
-
-@pytest.fixture
-def page(browser, world):
-    context, tab = open_page(browser, world.url)
-    tab.goto(world.url)
-    wait_ready(tab)
-    yield tab
-    assert tab.errors == [], tab.errors
-    context.close()
 
 
 def card(page, status: str, task_id: str):

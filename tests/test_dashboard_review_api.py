@@ -11,26 +11,10 @@ import pytest
 from backend.models import NewTask, Owner, TaskStatus
 from backend.store import TaskStore
 from conftest import fake_task
-from support import git, make_repo, wait_for
+from support import git, in_review, make_repo, wait_for
 from test_api import assert_error
 
 OWNER = Owner(pid=os.getpid(), host="test", instance="dashboard-review")
-
-
-def in_review(store: TaskStore, repo, title: str, files: dict[str, str]) -> tuple[str, str, str]:
-    """A task whose branch task/<id> holds `files` on top of main, waiting in review: (id, sha, base)."""
-    task = store.create(NewTask(title=title))
-    base = git(repo, "rev-parse", "main").strip()
-    git(repo, "checkout", "-q", "-b", f"task/{task.id}")
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    git(repo, "add", *files)
-    git(repo, "commit", "-q", "-m", title)
-    sha = git(repo, "rev-parse", "HEAD").strip()
-    git(repo, "checkout", "-q", "main")
-    store.claim(OWNER, 60, task_id=task.id)
-    store.transition(task.id, TaskStatus.review, review_sha=sha, review_base=base, branch=f"task/{task.id}")
-    return task.id, sha, base
 
 
 @pytest.fixture

@@ -5,32 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.dispatcher.process import Say, StopRequest, run_streaming
+from backend.dispatcher.process import StopRequest, run_streaming
+from backend.dispatcher.run import _TurnTalk
 from backend.runtimes.base import AgentEvent, RunSummary, TurnRequest
-
-
-class Talk:
-    """What the dispatcher's _TurnTalk does: a turn's replies to the process layer."""
-
-    def __init__(self, turn, summary: RunSummary, events: list[AgentEvent]) -> None:
-        self.turn, self.summary, self.events = turn, summary, events
-
-    def _say(self, reply) -> Say:
-        for ev in reply.events:
-            self.events.append(ev)
-            self.summary.add(ev)
-        if reply.fail is not None:
-            self.summary.failure = reply.fail
-        return Say(lines=reply.send, close=reply.close_stdin, end=reply.fail[0] if reply.fail else None)
-
-    def opening(self) -> Say:
-        return self._say(self.turn.opening())
-
-    def on_line(self, line: str) -> Say:
-        return self._say(self.turn.on_line(line))
-
-    def interrupt(self) -> Say:
-        return self._say(self.turn.interrupt())
 
 
 def run_turn(runtime, request: TurnRequest, logs: Path) -> tuple[RunSummary, list[AgentEvent], int]:
@@ -38,7 +15,12 @@ def run_turn(runtime, request: TurnRequest, logs: Path) -> tuple[RunSummary, lis
     turn = runtime.turn(request)
     inv = turn.invocation
     summary, events = RunSummary(), []
-    talk = Talk(turn, summary, events)
+
+    def record(ev: AgentEvent) -> None:
+        events.append(ev)
+        summary.add(ev)
+
+    talk = _TurnTalk(turn, record, summary)  # the dispatcher's own adapter
     logs.mkdir(parents=True, exist_ok=True)
     outcome = run_streaming(inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin, stdout_log=logs / "raw.log",
                             stderr_log=logs / "stderr.log", on_line=talk.on_line, wall_timeout=120,
