@@ -194,6 +194,12 @@ def test_a_task_waiting_for_plan_review_or_review_toasts(browser, agent_factory,
         agent.store.transition(work.id, TaskStatus.review)
         expect(page.locator(f".column[data-status='review'] .card[data-id='{work.id}']")).to_be_visible()
         expect(page.locator("#toast .toast-item", has_text="“Check my work” waits for review")).to_have_count(1)
+        # Its next news replaces that toast: one per task, the newest.
+        agent.store.transition(work.id, TaskStatus.pending)
+        agent.store.claim(OWNER, 60, task_id=work.id)
+        agent.store.transition(work.id, TaskStatus.completed)
+        expect(page.locator("#toast .toast-item", has_text="“Check my work” completed")).to_have_count(1)
+        expect(page.locator("#toast .toast-item", has_text="“Check my work”")).to_have_count(1)
         assert board.errors == [], board.errors
     finally:
         board.close()

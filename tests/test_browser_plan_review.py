@@ -36,6 +36,7 @@ def test_revise_then_approve_the_plan(page, world):
     plan = world.task(task_id)["plan"]
     assert plan
     expect(page.get_by_label("The agent's plan")).to_have_text(plan)
+    expect(page.locator("#drawer-actions [data-role='cancel']")).to_have_count(0)  # Reject is the one way out
     page.locator("[data-role='revise']").click()
     page.get_by_role("textbox", name="What to change in the plan").fill("Keep it to <one> step")
     page.locator("[data-role='send-revision']").click()

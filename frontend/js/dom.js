@@ -36,7 +36,8 @@ export const money = (usd) => (usd === null || usd === undefined ? "" : `$${Numb
 // cover the board: a new one replaces the oldest, preferably one without an action (an Undo).
 const SHOWN = 3;
 
-export function toast(message, { action = null, timeout = 4000 } = {}) {
+// `key`: a newer toast with the same key replaces this one (e.g. one per task: the newest word on it).
+export function toast(message, { action = null, timeout = 4000, key = null } = {}) {
   let box = document.getElementById("toast");
   if (!box) {
     box = el("div", { id: "toast", role: "status", "aria-live": "polite" });
@@ -52,6 +53,10 @@ export function toast(message, { action = null, timeout = 4000 } = {}) {
     if (!box.children.length) box.hidden = true;
   };
   item.close = close;  // lets a newer toast replace this one
+  if (key) {
+    for (const other of [...box.children]) if (other.dataset.key === key) other.close ? other.close() : other.remove();
+    item.dataset.key = key;
+  }
   if (action) {
     item.dataset.action = "1";
     item.append(el("button", {

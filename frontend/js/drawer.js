@@ -232,7 +232,8 @@ function showDetails(task, projectId, taskId, onChange) {
     actions.push(el("button", { type: "button", class: "primary", text: "Rerun",
                                 onclick: () => act(projectId, taskId, "rerun", onChange) }));
   }
-  if (task.status === "pending" || task.status === "in_progress" || task.status === "plan_review") {
+  // A plan in review has its own Reject (with the reason typed): no second way to the same end.
+  if (task.status === "pending" || task.status === "in_progress") {
     const waiting = cancelling.has(`${projectId}/${taskId}`);
     actions.push(el("button", { type: "button", class: "danger", text: waiting ? "Cancelling…" : "Cancel",
                                 disabled: waiting, dataset: { role: "cancel" },

@@ -36,7 +36,8 @@ export function announce(project, tasks, open) {
 function announceOne(project, task, open) {
   const why = task.status === "failed" && task.error_reason ? `: ${reasonText(task.error_reason)}` : "";
   const message = `${project.name}: “${task.title}” ${SAID[task.status]}${why}`;
-  toast(message, { action: { label: "Open", run: () => open(project.id, task.id) }, timeout: 8000 });
+  toast(message, { action: { label: "Open", run: () => open(project.id, task.id) }, timeout: 8000,
+                   key: `task:${project.id}/${task.id}` });
   if (notifying() && document.visibilityState !== "visible") {
     const note = new Notification(`Baton · ${SAID[task.status]}`, { body: message, tag: `${project.id}/${task.id}` });
     note.onclick = () => { window.focus(); open(project.id, task.id); note.close(); };
