@@ -90,7 +90,8 @@ function plan({ task, full, projectId, taskId, onChange }) {
       el("summary", { text: full.plan_approved ? "Plan (approved)" : "Plan" }), el("pre", { class: "plan", text }));
   }
   if (!full) return el("p", { class: "muted", text: "Loading the plan…" });
-  const revision = drafted(state.draft, "revise", { rows: 4, "aria-label": "What to change in the plan",
+  const draft = state.draft;  // this task's, even if another task is shown when the answer comes
+  const revision = drafted(draft, "revise", { rows: 4, "aria-label": "What to change in the plan",
                                                    placeholder: "What to change in the plan", dataset: { role: "revise-text" } });
   const reviseBox = el("div", { class: "revise-box", hidden: !revision.value }, revision,
     el("div", { class: "buttons" },
@@ -98,7 +99,7 @@ function plan({ task, full, projectId, taskId, onChange }) {
                      onclick: async () => {
                        if (!revision.value.trim()) { revision.focus(); return; }
                        if (await done(() => post(projectId, taskId, "request-changes", { text: revision.value }),
-                                      "Revision sent: the agent plans again", onChange)) clear(revision, state.draft, "revise");
+                                      "Revision sent: the agent plans again", onChange)) clear(revision, draft, "revise");
                      } })));
   return el("section", { class: "plan-box", "aria-label": "Plan", dataset: { role: "plan" } },
     el("h3", { text: "Plan" }),
@@ -123,7 +124,8 @@ function plan({ task, full, projectId, taskId, onChange }) {
 function review({ task, full, projectId, taskId, onChange }) {
   if (task.status !== "review" || !full) return null;
   const sha = full.review_sha || null;
-  const message = drafted(state.draft, "changes", { rows: 3, "aria-label": "Message with the changes you request",
+  const mine = state;  // this task's, even if another task is shown when the answer comes
+  const message = drafted(mine.draft, "changes", { rows: 3, "aria-label": "Message with the changes you request",
                                                     placeholder: "What to change (with or without comments on lines below)",
                                                     dataset: { role: "changes-text" } });
   const changes = el("button", { type: "button", text: "Request changes", dataset: { role: "request-changes" },
@@ -136,8 +138,8 @@ function review({ task, full, projectId, taskId, onChange }) {
       }
       if (await done(() => post(projectId, taskId, "request-changes", body),
                      "Changes requested: the agent takes another turn", onChange)) {
-        clear(message, state.draft, "changes");
-        state.comments.length = 0;
+        clear(message, mine.draft, "changes");
+        mine.comments.length = 0;
       }
     } });
   const count = el("span", { class: "muted", dataset: { role: "comment-count" } });
@@ -244,13 +246,14 @@ function followUp({ task, projectId, taskId, onChange }) {
   if (!FOLLOW_UP.has(task.status)) return null;
   // One box per task, kept across redraws: what is being typed survives the task moving on.
   if (!state.follow) {
-    const text = drafted(state.draft, "follow", { rows: 2, id: "followup-text", dataset: { role: "followup-text" } });
+    const draft = state.draft;  // this task's, even if another task is shown when the answer comes
+    const text = drafted(draft, "follow", { rows: 2, id: "followup-text", dataset: { role: "followup-text" } });
     const send = el("button", { type: "button", class: "primary", text: "Send", dataset: { role: "followup-send" },
       onclick: async () => {
         if (!text.value.trim()) { text.focus(); return; }
         const answer = await done(() => post(projectId, taskId, "messages", { text: text.value }), null, onChange);
         if (!answer) return;
-        clear(text, state.draft, "follow");
+        clear(text, draft, "follow");
         toast(answer.delivery === "queued" ? "Message queued for its next turn" : "Message sent: started a new turn");
       } });
     const hintNode = el("span", { class: "muted", dataset: { role: "followup-hint" } });
