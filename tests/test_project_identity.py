@@ -69,7 +69,7 @@ def test_a_health_without_project_id_is_not_trusted(dashboard_factory, stand_in)
 
 def test_an_agent_that_takes_over_the_port_is_caught(dashboard_factory, tmp_path):
     port = free_port()
-    client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=0.5)
+    client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=5)
 
     mine, _, _ = project_agent(tmp_path, "mine")
     with serve(mine, port=port):
@@ -88,7 +88,7 @@ def test_reads_after_an_agent_took_over_the_port_are_not_served(dashboard_factor
     # No board refresh in between: a read of the project straight after the swap (the drawer's
     # task, its events, an API client polling tasks) must not show the intruder's data.
     port = free_port()
-    client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=0.5)
+    client = dashboard_factory([{"id": "mine", "agent_url": f"http://127.0.0.1:{port}"}], timeout=5)
 
     mine, _, _ = project_agent(tmp_path, "mine")
     with serve(mine, port=port):
