@@ -148,6 +148,9 @@ def test_secrets_never_reach_the_cli(agent_factory, runtime_fake, monkeypatch):
     counted = [e for e in task_events(agent, task.id) if e["kind"] == "tool_result"][0]
     assert counted["text"].strip() == "0"  # neither the CLI nor the agent's own commands see them
     logs = agent.settings.project_dir / "logs"
+    # A landed task's runtime folder is removed just after it is recorded completed: walk the
+    # logs once that cleanup is over, not while it deletes under the walk.
+    wait_for(lambda: not (logs / f"{task.id}.runtime").exists(), what="the landed task's cleanup")
     for path in [runtime_fake.log, *logs.rglob("*"), *(agent.settings.project_dir / "data").rglob("*")]:
         if path.is_file():
             assert b"never-shown" not in path.read_bytes(), path
