@@ -21,6 +21,14 @@ def main_of(agent) -> str:
     return git(origin_of(agent.settings.project_dir), "rev-parse", "main").strip()
 
 
+def push_elsewhere(agent, files: dict[str, str], message: str) -> str:
+    """Someone else's commit lands on origin's main meanwhile: the new main."""
+    other = agent.settings.project_dir.parent / "elsewhere"
+    git(agent.settings.project_dir.parent, "clone", "-q", str(origin_of(agent.settings.project_dir)), str(other))
+    commit_and_push(other, files, message)
+    return main_of(agent)
+
+
 HELLO = {"steps": [{"write": "hello.txt", "text": "hi\n"}, {"commit": "feature: hello"}],
          "on_resume": [{"steps": [{"append": "hello.txt", "text": "and welcome\n"}, {"commit": "review: welcome"}]}]}
 
@@ -77,10 +85,7 @@ def test_an_approved_task_is_rebased_and_tested_again_when_the_base_moved(agent_
     task_id = submit_task(agent, fake_task("Say hello", HELLO))
     task = wait_status(agent, task_id, TaskStatus.review, TaskStatus.failed)
     assert task.status is TaskStatus.review, task.error_message
-    other = agent.settings.project_dir.parent / "elsewhere"
-    git(agent.settings.project_dir.parent, "clone", "-q", str(origin_of(agent.settings.project_dir)), str(other))
-    commit_and_push(other, {"other.txt": "someone else\n"}, "someone else's work")
-    moved = main_of(agent)
+    moved = push_elsewhere(agent, {"other.txt": "someone else\n"}, "someone else's work")
 
     assert agent.client.post(f"/agent/tasks/{task_id}/approve", json={"sha": task.review_sha}).status_code == 200
     task = wait_status(agent, task_id, TaskStatus.completed, TaskStatus.failed)
@@ -119,10 +124,7 @@ def test_an_approved_task_that_needs_a_fix_to_land_comes_back_to_review(agent_fa
         "on_resume": [{"steps": [{"rebase_resolve": {"hello.txt": "theirs and mine\n"}}]}]}))
     task = wait_status(agent, task_id, TaskStatus.review, TaskStatus.failed)
     assert task.status is TaskStatus.review, task.error_message
-    other = agent.settings.project_dir.parent / "elsewhere"
-    git(agent.settings.project_dir.parent, "clone", "-q", str(origin_of(agent.settings.project_dir)), str(other))
-    commit_and_push(other, {"hello.txt": "theirs\n"}, "a conflicting change")
-    moved = main_of(agent)
+    moved = push_elsewhere(agent, {"hello.txt": "theirs\n"}, "a conflicting change")
 
     assert agent.client.post(f"/agent/tasks/{task_id}/approve", json={"sha": task.review_sha}).status_code == 200
     wait_for(lambda: len(calls_of(fake_cli, task_id)) == 2, what="the conflict's fix turn")

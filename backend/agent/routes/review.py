@@ -104,11 +104,9 @@ async def reject(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep
     reason = body.reason if body else None
 
     def act() -> Task:
-        current = store.get(task_id)
-        if current.status not in (TaskStatus.review, TaskStatus.plan_review):
-            _checked(review.reject, store, task_id, reason)  # raises the clear 409
-        problem = dispatcher.prs.close(current) if current.pr is not None else None
+        # Rejected first: a pull request is closed only for a task that really was rejected.
         task = _checked(review.reject, store, task_id, reason)
+        problem = dispatcher.prs.close(task) if task.pr is not None else None
         _say(dispatcher, task_id, "rejected", (reason or "").strip()
              + (f" (the pull request could not be closed: {problem})" if problem else ""))
         return task
