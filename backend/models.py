@@ -30,6 +30,7 @@ _TITLE_RE = re.compile(TITLE_PATTERN)
 
 class TaskStatus(str, Enum):
     pending = "pending"
+    blocked = "blocked"  # pending, but a dependency failed or was cancelled: waits for a person
     plan_review = "plan_review"
     in_progress = "in_progress"
     review = "review"  # tested, waiting for a person (landing: review) or an open pull request (landing: pr)
@@ -61,7 +62,10 @@ ModelChoice = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 # Which status may follow which. Everything that changes a status goes through this table.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.pending: frozenset({TaskStatus.in_progress, TaskStatus.cancelled}),
+    TaskStatus.pending: frozenset({TaskStatus.in_progress, TaskStatus.cancelled, TaskStatus.blocked}),
+    # Only the store's dependency rules move a task in and out of blocked (dependencies.py);
+    # a person may cancel it.
+    TaskStatus.blocked: frozenset({TaskStatus.pending, TaskStatus.cancelled}),
     # approve -> pending (the work run, with the plan); revise -> pending (another planning turn)
     TaskStatus.plan_review: frozenset({TaskStatus.pending, TaskStatus.cancelled}),
     # in_progress -> pending is crash recovery / forced stop, not a user action. A planning run
@@ -86,6 +90,11 @@ COMMENT_MAX_CHARS = 4000
 COMMENTS_MAX = 100
 INBOX_MAX = 20  # messages waiting for a task's next turn
 PLAN_MAX_CHARS = 64 * 1024
+DEPENDS_MAX = 50  # dependencies of one task
+# A local name for a task within one request or plan ("schema", "api-2"): what depends_on refers to
+# before the tasks exist.
+REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 
 
 def utcnow() -> datetime:
@@ -325,6 +334,12 @@ class Task(_TextRules):
     base_sha: str | None = None  # landed: the base commit_sha was built on (its diff is base_sha..commit_sha)
     inbox: list[HumanMessage] = Field(default_factory=list)  # messages for the next agent turn
     pr: PullRequestInfo | None = None
+    # Tasks that must be completed before this one is claimed (ids, resolved at create).
+    depends_on: Annotated[list[Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)]],
+                          Field(max_length=DEPENDS_MAX)] = Field(default_factory=list)
+    ref: Ref | None = None  # its local name in the request or plan that created it
+    plan_id: Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)] | None = None
+    blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled, in words
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",
@@ -357,3 +372,10 @@ class NewTask(_TextRules):
     landing: Annotated[Landing | None, Field(
         description="auto: land once tested; review: wait for a person's approval; pr: open a GitHub pull "
                     "request and complete when it is merged; null: the project's `landing`.")] = None
+    ref: Annotated[Ref | None, Field(
+        description="A local name other tasks of the same request can list in depends_on.")] = None
+    depends_on: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(
+        max_length=DEPENDS_MAX,
+        description="Tasks to complete first: ids of existing tasks, or refs of other tasks in the same "
+                    "request. The task is claimed only once all of them are completed; a failed or "
+                    "cancelled one makes it blocked.")] = []

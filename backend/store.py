@@ -28,7 +28,7 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from . import storeformat
+from . import dependencies, storeformat
 from .archive import Archive
 from .fsutil import atomic_write, is_disk_full, remove_leftover_tmp
 from .generations import Generations
@@ -170,40 +170,50 @@ class TaskStore:
     def create(self, new: NewTask, idempotency_key: str | None = None) -> Task:
         return self.create_many([new], idempotency_key)[0]
 
-    def create_many(self, items: Iterable[NewTask], idempotency_key: str | None = None) -> list[Task]:
+    def create_many(self, items: Iterable[NewTask], idempotency_key: str | None = None,
+                    plan_id: str | None = None) -> list[Task]:
         """Create all tasks in one write: all or nothing. With an `idempotency_key`, a repeat
         of the same request returns the tasks it created before (checked under the lock, so two
         racing repeats create once); the same key with other items raises
-        IdempotencyKeyReusedError."""
+        IdempotencyKeyReusedError. `depends_on` names existing tasks or other items' refs
+        (dependencies.resolve); an unknown name or a cycle raises DependencyError. A task whose
+        dependency already failed is created blocked. `plan_id`: the plan the tasks run."""
         items = list(items)
         with self._transaction() as (snap, changes):
             if idempotency_key is not None:
                 earlier = [t for t in snap.tasks.values() if t.idempotency_key == idempotency_key]
                 if earlier:
-                    asked = [item.model_dump() for item in items]
-                    if [t.model_dump(include=set(NewTask.model_fields)) for t in earlier] != asked:
+                    # depends_on is compared as asked: the stored one holds ids where refs were sent.
+                    asked = [item.model_dump(exclude={"depends_on"}) for item in items]
+                    if [t.model_dump(include=set(NewTask.model_fields) - {"depends_on"}) for t in earlier] != asked:
                         raise IdempotencyKeyReusedError(idempotency_key)
                     return earlier
             now = utcnow()
             taken = set(snap.tasks)
-            for index, item in enumerate(items):
-                # A microsecond apart: "oldest first" (the board's pending order) is then the store's
-                # order, the order claims take equal-priority tasks in.
-                created = now + timedelta(microseconds=index)
+            new_ids: list[str] = []
+            for _ in items:
                 task_id = new_task_id()
                 while task_id in taken:
                     task_id = new_task_id()
                 taken.add(task_id)
+                new_ids.append(task_id)
+            resolved = dependencies.resolve(items, new_ids, lambda tid: snap.tasks.get(tid) or self.archive.get(tid))
+            for index, item in enumerate(items):
+                # A microsecond apart: "oldest first" (the board's pending order) is then the store's
+                # order, the order claims take equal-priority tasks in.
+                created = now + timedelta(microseconds=index)
                 task = Task(
-                    id=task_id,
+                    id=new_ids[index],
                     status=TaskStatus.pending,
                     created_at=created,
                     updated_at=created,
                     idempotency_key=idempotency_key,
-                    **item.model_dump(),
+                    plan_id=plan_id,
+                    **{**item.model_dump(), "depends_on": resolved[index]},
                 )
                 changes.append((None, task))
-        return [new for _, new in changes]
+        # As written: the dependency rules may have made some blocked (settled in place).
+        return [new for _, new in changes[: len(items)]]
 
     def claim(
         self, owner: Owner, lease_seconds: float, task_id: str | None = None,
@@ -217,10 +227,14 @@ class TaskStore:
                 candidate = snap.tasks.get(task_id)
                 if candidate is None or candidate.status is not TaskStatus.pending:
                     return None
+                if not dependencies.ready(candidate, self._lookup(snap)):
+                    return None
             else:
+                lookup = self._lookup(snap)
                 candidate = _next_pending(
                     t for t in snap.tasks.values()
-                    if runnable is None or (t.status is TaskStatus.pending and runnable(t)))
+                    if t.status is TaskStatus.pending and (runnable is None or runnable(t))
+                    and (not t.depends_on or dependencies.ready(t, lookup)))
                 if candidate is None:
                     return None
             now = utcnow()
@@ -359,6 +373,25 @@ class TaskStore:
         return chosen
 
     # ----- internals ----------------------------------------------------------------------
+
+    def _lookup(self, snap: Snapshot) -> Callable[[str], Task | None]:
+        return lambda task_id: snap.tasks.get(task_id) or self.archive.get(task_id)
+
+    def _settle_dependents(self, snap: Snapshot, changes: list[tuple[Task | None, Task]]) -> None:
+        """Move waiting tasks in or out of `blocked` in the same write as the status changes
+        that decide it (dependencies.settle)."""
+        if not any(old is None or old.status is not new.status for old, new in changes):
+            return
+        merged = {**snap.tasks, **{new.id: new for _, new in changes}}
+        at = {new.id: i for i, (_, new) in enumerate(changes)}
+        now = utcnow()
+        for task, fields in dependencies.settle(merged, self.archive.get):
+            moved = _updated(task, updated_at=now, **fields)
+            if task.id in at:
+                old, _ = changes[at[task.id]]
+                changes[at[task.id]] = (old, moved)
+            else:
+                changes.append((task, moved))
 
     def _remove_leftovers(self) -> None:
         # The store's own, a generation's link being made, and the agents' read-only copy's:
@@ -559,6 +592,7 @@ class _Transaction:
         store = self._store
         try:
             if exc_type is None and self._changes:
+                store._settle_dependents(self._snap, self._changes)
                 # data/ may be created, never the project folder above it.
                 self._store.path.parent.mkdir(exist_ok=True)
                 store._write(self._snap, {new.id: new for _, new in self._changes})

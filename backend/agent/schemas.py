@@ -25,6 +25,7 @@ class TasksByStatus(BaseModel):
     """Every status key is always present."""
 
     pending: list[Task]
+    blocked: list[Task]
     plan_review: list[Task]
     in_progress: list[Task]
     review: list[Task]
