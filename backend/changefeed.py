@@ -42,6 +42,7 @@ _SUMMARY_FIELDS = (
     "needs_plan_review",
     "created_at", "started_at", "finished_at", "last_activity_at", "runs", "attempts", "error_reason",
     "cost_usd", "cost_estimated", "input_tokens", "output_tokens", "landing",
+    "depends_on", "blocked_reason", "plan_id",
 )
 _SUMMARY_SET = set(_SUMMARY_FIELDS) | {"inbox", "pr"}
 
@@ -52,8 +53,9 @@ def _iso(value: datetime) -> str:
 
 
 def sort_key(task: Task) -> str:
-    """Ascending plain string order within a status column (same formula for every project)."""
-    if task.status.value == "pending":
+    """Ascending plain string order within a status column (same formula for every project).
+    Waiting columns (pending, blocked) go most urgent first, then oldest; the rest newest first."""
+    if task.status.value in ("pending", "blocked"):
         return f"{3 - PRIORITY_RANK[task.priority]}|{_iso(task.created_at)}|{task.id}"
     when = task.finished_at or task.started_at or task.created_at
     epoch_ms = int(when.timestamp() * 1000)
@@ -61,9 +63,11 @@ def sort_key(task: Task) -> str:
 
 
 def summary(task: Task) -> dict:
-    """What a board card needs; None values and False booleans are left out to keep it small."""
+    """What a board card needs; None values, False booleans and empty lists are left out to keep
+    it small."""
     data = task.model_dump(mode="json", include=_SUMMARY_SET)
-    out = {key: data[key] for key in _SUMMARY_FIELDS if data.get(key) is not None and data.get(key) is not False}
+    out = {key: data[key] for key in _SUMMARY_FIELDS
+           if data.get(key) is not None and data.get(key) is not False and data.get(key) != []}
     if task.inbox:
         out["inbox"] = len(task.inbox)  # messages waiting for the agent's next turn
     if task.pr is not None:

@@ -31,6 +31,8 @@ def render_markdown(task: Task) -> str:
         *([f"- runtime: {task.runtime}"] if task.runtime else []),
         *([f"- model: {task.model}"] if task.model else []),
         *([f"- landing: {task.landing}"] if task.landing else []),
+        *([f"- depends on: {', '.join(task.depends_on)}"] if task.depends_on else []),
+        *([f"- plan: {task.plan_id}" + (f" ({task.ref})" if task.ref else "")] if task.plan_id else []),
         "",
         "## Content",
         "",
@@ -49,7 +51,9 @@ def render_markdown(task: Task) -> str:
 def _outcome_lines(task: Task) -> list[str]:
     out: list[str] = []
     if task.status.value == "pending":
-        out.append("Not started yet.")
+        out.append("Not started yet" + (": waits for its dependencies." if task.depends_on else "."))
+    elif task.status.value == "blocked":
+        out.append(f"Blocked: {task.blocked_reason or 'a dependency failed or was cancelled'}.")
     elif task.status.value == "plan_review":
         out.append("Its plan waits for review.")
     elif task.status.value == "review":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -252,6 +253,41 @@ class PullRequestInfo(BaseModel):
     checked_at: AwareDatetime | None = None
 
 
+ATTACHMENT_NAME_MAX = 100  # characters (and at most 200 bytes as UTF-8); see backend/attachments.py
+ATTACHMENTS_MAX = 20  # files on one task
+
+
+def check_attachment_name(value: str) -> str:
+    """What backend/attachments.clean_name produces, checked again on read: a hand-written store
+    cannot name a path outside the task's attachment folder."""
+    if (not value or len(value) > ATTACHMENT_NAME_MAX or len(value.encode("utf-8", "surrogatepass")) > 200
+            or value.startswith(".") or ".." in value or value != value.strip()
+            or any(c in value for c in '/\\:*?"<>|')
+            or any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value)
+            or unicodedata.normalize("NFC", value) != value):
+        raise ValueError("not a sanitised attachment name")
+    _utf8_size(value)
+    return value
+
+
+class Attachment(BaseModel):
+    """A file a person attached to a task (stored under data/attachments/<task id>/<name>)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    size: int = Field(ge=0)
+    content_type: str  # what the file is (image/png, text/markdown, application/pdf ...)
+    image: bool = False  # png, jpeg, gif or webp: passed to runtimes that take images
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    at: AwareDatetime
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_attachment_name(value)
+
+
 class Task(_TextRules):
     """One task as stored in data/dev-tasks.json. Frozen: change it with `model_copy(update=...)`."""
 
@@ -340,6 +376,8 @@ class Task(_TextRules):
     ref: Ref | None = None  # its local name in the request or plan that created it
     plan_id: Annotated[str, StringConstraints(pattern=TASK_ID_RE.pattern)] | None = None
     blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled, in words
+    # Files a person attached (backend/attachments.py); the bytes live under data/attachments/<id>/.
+    attachments: Annotated[list[Attachment], Field(max_length=ATTACHMENTS_MAX)] = Field(default_factory=list)
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",

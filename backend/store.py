@@ -346,7 +346,8 @@ class TaskStore:
 
     def cancel(self, task_id: str) -> Task:
         return self.transition(
-            task_id, TaskStatus.cancelled, expect={TaskStatus.pending, TaskStatus.plan_review, TaskStatus.review}
+            task_id, TaskStatus.cancelled,
+            expect={TaskStatus.pending, TaskStatus.blocked, TaskStatus.plan_review, TaskStatus.review},
         )
 
     def archive_finished(self, select: Callable[[Task], bool]) -> list[Task]:

@@ -3,8 +3,10 @@ local connector (which reads a project's store directly when it has no agent).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .mirrors import render_markdown
-from .models import STATUSES, TaskStatus
+from .models import STATUSES, Task, TaskStatus
 from .store import Snapshot
 
 
@@ -37,9 +39,22 @@ def status_json(snap: Snapshot, status: str) -> bytes:
     return _array(snap, _ids_by_status(snap)[status])
 
 
-def detail(snap: Snapshot, status: str, task_id: str) -> dict | None:
-    """A task plus its mirror's name and text, or None if no such task has that status."""
+def detail(snap: Snapshot, status: str, task_id: str,
+           archived: Callable[[str], Task | None] | None = None) -> dict | None:
+    """A task plus its mirror's name and text, and the id, title and status of the tasks it
+    depends on (`dependencies`) and of the live tasks that depend on it (`dependents`); None if
+    no such task has that status. With `archived` (a lookup in the archive), a task that left
+    the live store is found there, and so are finished dependencies."""
     task = snap.tasks.get(task_id)
+    if task is None and archived is not None:
+        task = archived(task_id)
     if task is None or task.status is not TaskStatus(status):
         return None
-    return {**task.model_dump(mode="json"), "filename": f"{task.id}.md", "markdown": render_markdown(task)}
+
+    def brief(tid: str) -> dict:
+        other = snap.tasks.get(tid) or (archived(tid) if archived is not None else None)
+        return {"id": tid, "title": other.title if other else None, "status": other.status.value if other else None}
+
+    dependents = [brief(t.id) for t in snap.tasks.values() if task.id in t.depends_on]
+    return {**task.model_dump(mode="json"), "filename": f"{task.id}.md", "markdown": render_markdown(task),
+            "dependencies": [brief(tid) for tid in task.depends_on], "dependents": dependents}

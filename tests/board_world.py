@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from backend.models import STATUSES
 from conftest import FAKE_CLAUDE
 from support import ROOT, AgentProcess, free_port, make_repo, wait_for_http
 
@@ -21,8 +22,10 @@ AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 class Board:
     """baton-dashboard on a free port over one project `p` (local, or through `agent_url`)."""
 
-    def __init__(self, root: Path, *, agent: bool, agent_yaml: str = "", agent_env: dict | None = None) -> None:
-        """`agent_yaml`: more agent.yaml lines (e.g. `landing: review`); `agent_env`: more of its environment."""
+    def __init__(self, root: Path, *, agent: bool, agent_yaml: str = "", agent_env: dict | None = None,
+                 dashboard_yaml: str = "", dashboard_env: dict | None = None) -> None:
+        """`agent_yaml`: more agent.yaml lines (e.g. `landing: review`); `agent_env`: more of its environment;
+        `dashboard_yaml`, `dashboard_env`: the same for the dashboard (top-level projects.yaml keys, e.g. `chat:`)."""
         self.root = root
         self.agent: AgentProcess | None = None
         self.repo = make_repo(root, "p")
@@ -41,12 +44,13 @@ class Board:
             self.agent_url = f"http://127.0.0.1:{port}"
             wait_for_http(f"{self.agent_url}/agent/health", self.agent.proc)
             source = f"agent_url: {self.agent_url}"
-        (root / "projects.yaml").write_text(f"projects:\n  - id: p\n    name: Pea\n    {source}\n    color: '#4f8cff'\n")
+        (root / "projects.yaml").write_text(
+            f"{dashboard_yaml}projects:\n  - id: p\n    name: Pea\n    {source}\n    color: '#4f8cff'\n")
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.dashboard = subprocess.Popen(
             [sys.executable, "-m", "backend.dashboard.cli", "--config", "projects.yaml", "--port", str(port)],
-            cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT), **(dashboard_env or {})}, stdout=subprocess.DEVNULL,
             stderr=open(root / "dashboard.err", "w"))
         wait_for_http(f"{self.url}/api/health", self.dashboard)
 
@@ -58,7 +62,7 @@ class Board:
     def task(self, task_id: str) -> dict:
         # The statuses are asked in turn: a task that moved between two asks is found on a later pass.
         for _ in range(3):
-            for status in ("pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"):
+            for status in STATUSES:
                 response = httpx.get(f"{self.url}/api/projects/p/tasks/{status}/{task_id}.md")
                 if response.status_code == 200:
                     return response.json()

@@ -381,7 +381,7 @@ def test_error_shape_is_exactly_pinned(agent):
         "error": {
             "status": 404,
             "code": "not_found",
-            "message": "unknown status 'sleeping'; expected one of pending, plan_review, in_progress, review, completed, "
-            "failed, cancelled",
+            "message": "unknown status 'sleeping'; expected one of pending, blocked, plan_review, in_progress, review, "
+            "completed, failed, cancelled",
         }
     }

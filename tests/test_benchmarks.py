@@ -100,3 +100,39 @@ def test_demo_bench_times_readme_command_one_until_every_seeded_task_lands():
     assert 0 < figures["board_up_s"] <= figures["first_landed_s"] <= figures["all_landed_s"]
     assert figures["exit_code"] == 0 and figures["command"].endswith("baton-dashboard --demo --port " +
                                                                       figures["command"].rsplit(" ", 1)[1])
+
+
+def test_plan_schedule_bench_prints_its_figures():
+    figures = run_bench("plan_schedule.py", "--tasks", "12", "--depth", "3", "--workers", "2", "--task-seconds", "0.2")
+    assert (figures["tasks"], figures["depth"], figures["workers"]) == (12, 3, 2)
+    assert figures["dependency_order_respected"] is True and figures["violations"] == []
+    assert figures["commits_landed"] == 12
+    assert figures["critical_path_bound_seconds"] == 0.6 and figures["work_bound_seconds"] == 1.2
+    assert figures["lower_bound_seconds"] == 1.2 and figures["wall_seconds"] > 0 and figures["ratio"] > 0
+    for key in ("scheduling_overhead_per_task_seconds", "ready_to_start_seconds"):
+        assert set(figures[key]) == {"mean", "p50", "p95", "max"}
+
+
+def test_plan_schedule_bench_finds_an_order_violation_and_measures_overhead_as_defined():
+    # Its own analysis, on a made-up run: b depends on a; one worker.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import plan_schedule
+
+    plan = [{"ref": "a", "layer": 0, "depends_on": []}, {"ref": "b", "layer": 1, "depends_on": ["a"]}]
+    ids = {"a": "ida", "b": "idb"}
+
+    def run(b_started: str) -> dict:
+        tasks = {"ida": {"started_at": "2026-01-01T00:00:00.100Z", "finished_at": "2026-01-01T00:00:01.500Z"},
+                 "idb": {"started_at": b_started, "finished_at": "2026-01-01T00:00:03Z"}}
+        t0 = plan_schedule.epoch("2026-01-01T00:00:00Z")
+        starts = {"ida": t0 + 0.2, "idb": plan_schedule.epoch(b_started) + 0.1}
+        return plan_schedule.analyse(plan, ids, tasks, starts, {"ida": t0 + 1.2, "idb": t0 + 2.9}, t0, workers=1)
+
+    good = run("2026-01-01T00:00:01.600Z")
+    assert good["violations"] == []
+    # a: ready and a worker free at t0, claimed 0.1 s later; b: ready when a finished (1.5 s), its
+    # worker free since a's agent ended (1.2 s): 0.1 s.
+    assert [round(x, 3) for x in good["overhead"]] == [0.1, 0.1]
+    assert good["wall_seconds"] == 3.0
+    bad = run("2026-01-01T00:00:01.400Z")
+    assert [(v["task"], v["dependency"]) for v in bad["violations"]] == [("b", "a")]

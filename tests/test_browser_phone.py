@@ -96,7 +96,7 @@ def test_on_a_phone_one_column_fills_the_width_and_the_picker_scrolls_to_a_colum
 def test_on_a_tablet_two_columns_are_side_by_side(sized):
     page = sized(TABLET)
     first = page.locator(".column[data-status='pending']").bounding_box()
-    second = page.locator(".column[data-status='plan_review']").bounding_box()
+    second = page.locator(".column[data-status='blocked']").bounding_box()
     assert second["x"] >= first["x"] + first["width"] and second["x"] + second["width"] <= TABLET[0]
     expect(page.locator("#column-picker")).to_be_visible()
     assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")

@@ -40,7 +40,7 @@ def open_review(page, task_id: str):
 def test_a_task_in_review_has_its_column_and_a_card_that_says_it_waits(page, world):
     task_id, _ = in_review(world, "Waits for a look", {"w.txt": "w\n"})
     columns = page.locator(".column").evaluate_all("cols => cols.map(c => c.dataset.status)")
-    assert columns == ["pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"]
+    assert columns == ["pending", "blocked", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"]
     card = page.locator(f".column[data-status='review'] .card[data-id='{task_id}']")
     expect(card.locator("[data-role='waits-review']")).to_have_text("waits for review")
     expect(page.locator(".column[data-status='review'] h2")).to_contain_text("Review")

@@ -4,6 +4,7 @@ answering garbage, and a project read straight from its store."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,8 +147,13 @@ def test_the_page_and_its_assets_are_served(world):
     assert page.status_code == 200 and '<script type="module" src="/js/app.js">' in page.text
     assert client.get("/js/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/css/style.css").status_code == 200
-    for script in ("app.js", "board.js", "drawer.js", "dom.js", "api.js"):
-        source = client.get(f"/js/{script}").text
+    # Every module the page may load (chat.js, plans.js… included), as served.
+    scripts = sorted(path.name for path in (Path(__file__).parent.parent / "frontend" / "js").glob("*.js"))
+    assert {"app.js", "board.js", "drawer.js", "dom.js", "api.js", "chat.js", "plans.js"} <= set(scripts)
+    for script in scripts:
+        response = client.get(f"/js/{script}")
+        assert response.status_code == 200, script
+        source = response.text
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
             assert sink not in source, f"{script} uses {sink}: text only, never HTML"
 

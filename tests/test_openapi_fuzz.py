@@ -47,7 +47,7 @@ def test_agent_openapi_matches_behaviour(agent_factory, tmp_path: Path) -> None:
     for title in ("first", "second"):
         agent.client.post("/agent/tasks", json={"title": title},
                           headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
-    fuzz(agent.url, tmp_path, "--header", f"Authorization: Bearer {TOKEN}")
+    fuzz(agent.url, tmp_path, "--header", f"Authorization: Bearer {TOKEN}", more=ATTACHMENT_UPLOADS + PLAN_GRAPHS)
 
 
 def test_dashboard_openapi_matches_behaviour(agent_factory, dashboard_factory, tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_dashboard_openapi_matches_behaviour(agent_factory, dashboard_factory, t
                                 "agent_project_id": project_id}])
     # The one configured project: random project ids would only ever meet 404.
     fuzz(str(board.base_url).rstrip("/"), tmp_path, parameters={"path.project_id": "alpha"},
-         more=RELAYED_CREATES)
+         more=ATTACHMENT_UPLOADS + RELAYED_CREATES + PLAN_GRAPHS)
 
 
 # The dashboard's document cannot name the runtimes each project's agent configures (its own
@@ -70,6 +70,24 @@ include-path-regex = "^/api/projects/[{]project_id[}]/tasks(/bulk)?$"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 """
+
+# A plan's tasks must name each other (unique refs, dependencies within the plan, no cycle): rules
+# no JSON Schema states. A well-formed plan that breaks them is a 422 validation_error.
+PLAN_GRAPHS = """
+[[operations]]
+include-path-regex = "/plans(/[{]plan_id[}])?$"
+include-method-regex = "^(POST|PUT)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+"""
+
+# A schema can say "files in a multipart field", not which bytes make a PNG or UTF-8 text: a
+# well-formed upload of random bytes is refused by type (415), name (422), size (413) or count (409).
+# (First: where several [[operations]] entries match an operation, the first one's checks count.)
+ATTACHMENT_UPLOADS = "".join(f"""
+[[operations]]
+include-name = "POST {path}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "413", "415", "422", "5xx"]
+""" for path in ("/agent/tasks/{task_id}/attachments", "/api/projects/{project_id}/tasks/{task_id}/attachments"))
 
 
 def test_options_on_bulk_names_post_only(agent) -> None:

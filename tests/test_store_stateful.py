@@ -30,9 +30,20 @@ class StoreLifecycle(RuleBasedStateMachine):
         self.store = self._open()
         self.store.initialize()
         self.model: dict[str, TaskStatus] = {}
+        self.deps: dict[str, list[str]] = {}  # task id -> its depends_on
 
     def _open(self) -> TaskStore:
         return TaskStore(self.store_path, mirrors=MirrorWriter(self.tasks_dir))
+
+    def _settle(self) -> None:
+        """What the dependency rules make of waiting tasks, worked out independently of the
+        store: blocked when a dependency failed, was cancelled or is blocked by these rules (one
+        put in blocked by hand, without dependencies, blocks nothing); else pending."""
+        for task_id in self.model:  # creation order: dependencies are settled first
+            if self.deps[task_id] and self.model[task_id] in (TaskStatus.pending, TaskStatus.blocked):
+                blocked = any(self.model[d] in (TaskStatus.failed, TaskStatus.cancelled)
+                              or (self.model[d] is TaskStatus.blocked and self.deps[d]) for d in self.deps[task_id])
+                self.model[task_id] = TaskStatus.blocked if blocked else TaskStatus.pending
 
     def _pick(self, data) -> str:
         # An index, not an id: ids are random, and hypothesis needs repeatable draws.
@@ -50,10 +61,23 @@ class StoreLifecycle(RuleBasedStateMachine):
         for task in tasks:
             assert task.id not in self.model
             self.model[task.id] = TaskStatus.pending
+            self.deps[task.id] = []
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), count=st.integers(min_value=1, max_value=2))
+    def create_dependent(self, data, count: int) -> None:
+        depends_on = sorted({self._pick(data) for _ in range(count)})
+        task = self.store.create(NewTask(title="d", depends_on=depends_on))
+        assert task.id not in self.model and task.depends_on == depends_on
+        self.model[task.id] = TaskStatus.pending
+        self.deps[task.id] = depends_on
+        self._settle()
+        assert task.status is self.model[task.id]
 
     @rule()
     def claim(self) -> None:
-        pending = [t for t in self.store.list_tasks() if self.model[t.id] is TaskStatus.pending]
+        ready = lambda t: all(self.model[d] is TaskStatus.completed for d in self.deps[t.id])  # noqa: E731
+        pending = [t for t in self.store.list_tasks() if self.model[t.id] is TaskStatus.pending and ready(t)]
         claimed = self.store.claim(OWNER, 60)
         if not pending:
             assert claimed is None
@@ -79,6 +103,7 @@ class StoreLifecycle(RuleBasedStateMachine):
         else:
             assert to in TRANSITIONS[current] and to is not TaskStatus.in_progress
             self.model[task_id] = to
+            self._settle()
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -91,6 +116,7 @@ class StoreLifecycle(RuleBasedStateMachine):
         else:
             assert self.model[task_id] in (TaskStatus.failed, TaskStatus.cancelled)
             self.model[task_id] = TaskStatus.pending
+            self._settle()
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
@@ -99,9 +125,10 @@ class StoreLifecycle(RuleBasedStateMachine):
         try:
             self.store.cancel(task_id)
         except InvalidTransitionError:
-            assert self.model[task_id] not in (TaskStatus.pending, TaskStatus.plan_review)
+            assert self.model[task_id] not in (TaskStatus.pending, TaskStatus.blocked, TaskStatus.plan_review)
         else:
             self.model[task_id] = TaskStatus.cancelled
+            self._settle()
 
     @rule()
     def reopen(self) -> None:

@@ -16,6 +16,8 @@ from ..changefeed import ChangeFeed
 from ..dispatcher.dispatcher import Dispatcher
 from ..gitrepo import GitError, ensure_excluded
 from ..mirrors import MirrorWriter
+from ..plans.follow import PlanFollower
+from ..plans.store import PlanStore
 from ..store import (
     InvalidTransitionError,
     StoreBusyError,
@@ -30,8 +32,11 @@ from ..web.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from ..web.methods import install_method_not_allowed
 from ..web.security import SecurityMiddleware
 from .routes import dispatcher as dispatcher_routes
+from .routes import plans as plan_routes
+from .routes import context as context_routes
 from .basebranch import resolve_settings
 from .routes import archive, changes, diff, events, git, health, review, runtimes, tasks
+from .routes import attachments as attachment_routes
 from .settings import RUNTIME_PATTERNS, AgentSettings
 
 HEALTH_PATH = "/agent/health"
@@ -47,17 +52,23 @@ def create_app(
     settings = resolve_settings(settings)  # every consumer must see the same base branch
     store = store if store is not None else build_store(settings)
     dispatcher = dispatcher if dispatcher is not None else Dispatcher(settings, store)
+    plans = PlanStore(settings.project_dir)
+    plan_follower = PlanFollower(plans, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(ensure_excluded, settings.project_dir, RUNTIME_PATTERNS, "Baton runtime state")
         # Crash recovery runs even when the dispatcher is not started automatically.
         await run_in_threadpool(dispatcher.recover)
+        # Plans catch up with what their tasks did while no agent ran, then follow every write.
+        await run_in_threadpool(plan_follower.catch_up)
+        plan_follower.start()
         if settings.config.dispatcher_autostart:
             await run_in_threadpool(dispatcher.start)
         yield
         # Stop claiming, stop every agent, return their tasks to pending.
         await run_in_threadpool(dispatcher.shutdown)
+        await run_in_threadpool(plan_follower.stop)
 
     app = FastAPI(
         title=f"baton-agent: {settings.project_name}",
@@ -71,6 +82,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.dispatcher = dispatcher
+    app.state.plans = plans
     app.state.started_monotonic = time.monotonic()
     app.state.change_feed = ChangeFeed(store)
     # Dispatcher state that is no store write (start/stop, a run's phase, the merge queue) wakes
@@ -83,8 +95,12 @@ def create_app(
     install_docs(app)
     _install_store_errors(app)
     # events before tasks: /agent/tasks/{id}/events must not be read as /{status}/{filename}.
-    for module in (health, events, diff, review, tasks, archive, dispatcher_routes, runtimes, git, changes):
+    # attachments before tasks too: GET /agent/tasks/{id}/attachments is not /{status}/{filename}.
+    for module in (health, events, diff, review, attachment_routes, tasks, archive, dispatcher_routes, runtimes,
+                   git, changes):
         app.include_router(module.router)
+    app.include_router(plan_routes.router)  # /agent/plans
+    app.include_router(context_routes.router)  # GET /agent/context, for the dashboard's chat
     runtimes.document_choices(app, list(dispatcher.ctx.runtimes))
 
     # Large answers (task lists, windows of summaries) shrink ~10x; text/event-stream is never

@@ -34,9 +34,20 @@ class TasksByStatus(BaseModel):
     cancelled: list[Task]
 
 
+class TaskBrief(BaseModel):
+    """Another task as a task's detail names it; title and status are null for one that no
+    longer exists."""
+
+    id: str
+    title: str | None
+    status: str | None
+
+
 class TaskDetail(Task):
     filename: str
     markdown: str
+    dependencies: list[TaskBrief] = []  # the tasks in depends_on, in its order
+    dependents: list[TaskBrief] = []  # live tasks that depend on this one
 
 
 class Problem(BaseModel):
@@ -136,7 +147,7 @@ class TaskSummary(BaseModel):
 
     id: str
     title: str
-    status: Literal["pending", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"]
+    status: Literal["pending", "blocked", "plan_review", "in_progress", "review", "completed", "failed", "cancelled"]
     sort: str
     priority: str | None = None
     task_type: str | None = None
@@ -157,6 +168,9 @@ class TaskSummary(BaseModel):
     landing: str | None = None  # auto | review | pr, when the task chose one
     inbox: int | None = None  # messages waiting for the agent's next turn
     pr: dict | None = None  # {number, state: open|closed|merged, checks: none|pending|success|failure}
+    depends_on: list[str] | None = None  # ids of the tasks to complete first
+    blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled
+    plan_id: str | None = None  # the plan that created it
 
 
 class UsageHour(BaseModel):

@@ -23,8 +23,11 @@ RUNTIME_PATTERNS = [
     "/data/baton-agent.lock",
     "/data/baton-agent.json",
     "/data/guardrails-acknowledged.json",  # a local decision (backend/guardrails.py)
+    "/data/attachments/",  # files attached to tasks (backend/attachments.py)
+    "/.baton/attachments/",  # their copies in each worktree: never committed
     "/logs/",
     "/worktrees/",
+    "/plans/",  # plan files (backend/plans/store.py): the board's, not the repository's
     *(f"/tasks/{status}/" for status in STATUSES),
 ]
 

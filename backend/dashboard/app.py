@@ -26,6 +26,9 @@ from .connectors.http import HTTPConnector
 from .connectors.local import LocalConnector
 from .projecthub import build_hubs
 from .routes import api, session
+from .routes import attachments as attachment_routes
+from .routes import plans as plan_routes
+from .routes import chat as chat_routes
 
 def build_connectors(config: DashboardConfig, client: httpx.AsyncClient) -> dict[str, Connector]:
     connectors: dict[str, Connector] = {}
@@ -77,7 +80,12 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         return JSONResponse(exc.body, status_code=exc.status)
 
     app.include_router(session.router)
+    # Before api: GET …/tasks/{id}/attachments is not …/tasks/{status}/{filename}.
+    app.include_router(attachment_routes.router)
     app.include_router(api.router)
+    app.include_router(plan_routes.router)  # /api/projects/{id}/plans
+    app.state.chat = chat_routes.build_chat(settings.config.chat)
+    app.include_router(chat_routes.router)  # /api/projects/{id}/chats
 
     index = settings.frontend_dir / "index.html"
 

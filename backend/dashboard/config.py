@@ -15,6 +15,10 @@
         agent_project_id: baton         # the project_id its health must name (default: id)
         start: true                     # the dashboard runs this agent itself (needs path and a
                                         # loopback agent_url with a port): supervisor.py
+    chat:                              # chat with a project (backend/chat/config.py has every key)
+      model: claude-sonnet-5-5
+      api_key_env: ANTHROPIC_API_KEY   # the variable's name; without it the chat says how to enable it
+      dir: null                        # conversations; null: data/chats beside the config folder
 
 Problems are reported one per line with the file, the entry and the key. A missing file means
 no projects (the page says so).
@@ -29,6 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from ..chat.config import ChatConfig
 from ..config import ConfigError, read_yaml_mapping, resolve_secret
 from ..web.security import is_loopback
 
@@ -143,6 +148,7 @@ class DashboardConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     session_hours: float = Field(default=12.0, gt=0, le=24 * 365)  # lifetime of a browser sign-in
     projects: list[ProjectConfig] = Field(default_factory=list)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
 
     @field_validator("agent_timeout_seconds", "session_hours", mode="before")
     @classmethod
@@ -197,11 +203,13 @@ def _describe(path: Path, data: dict, exc: ValidationError) -> str:
 def load_dashboard_config(path: Path) -> DashboardConfig:
     data = read_yaml_mapping(path)
     if data is None:
-        return DashboardConfig()
+        config = DashboardConfig()
+        return config.model_copy(update={"chat": config.chat.with_dir(path)})
     try:
         config = DashboardConfig.model_validate(data).with_defaults()
     except ValidationError as exc:
         raise ConfigError(_describe(path, data, exc)) from None
+    config = config.model_copy(update={"chat": config.chat.with_dir(path)})
     unset = [f"{path}: projects[{i}] (id {p.id!r}): token: environment variable {p.token[1:]} is not set"
              for i, p in enumerate(config.projects) if p.token and p.token.startswith("$") and not resolve_secret(p.token)]
     if unset:

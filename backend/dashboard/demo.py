@@ -148,7 +148,9 @@ def _finish(folder: Path, *, created: bool, note: str) -> Demo:
     projects = {"projects": [{
         "id": PROJECT_ID, "name": "Demo: textkit", "path": str(sample), "agent_url": agent_url, "start": True,
         "description": "A sample repository worked on by the scripted demo runtime (no model, no key)",
-        "color": "#4f8cff"}]}
+        "color": "#4f8cff"}],
+        # The demo's conversations stay in its own folder (a reset deletes them with it).
+        "chat": {"dir": str(folder / "chats")}}
     projects_file = folder / "projects.yaml"
     projects_file.write_text("# Written by `baton-dashboard --demo` on every start.\n"
                              + yaml.safe_dump(projects, sort_keys=False), encoding="utf-8")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..attachments import describe
 from ..config import AgentConfig
-from ..models import Task
+from ..models import Attachment, Task
 
 
 def commit_message(task: Task) -> str:
@@ -130,3 +131,12 @@ def planning_prompt(task: Task, config: AgentConfig, messages=()) -> str:
 def revision_prompt(messages) -> str:
     """Another planning turn in the planning session."""
     return messages_text(messages) + "\nRevise the plan accordingly. This turn is read-only too; answer with the whole revised plan.\n"
+
+
+def attachments_text(attachments: list[Attachment]) -> str:
+    """The files a person attached, as the agent finds them in its worktree."""
+    lines = ["## Attached files", "",
+             "A person attached these files to the task. Baton placed copies in your worktree; read them "
+             "(images too) where they help. They are never committed: do not add them to a commit.", ""]
+    lines += [f"- {describe(a)}" for a in attachments]
+    return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..attachments import WORKTREE_DIR
 from ..config import AgentConfig
 from ..github import GitHubError
 from ..gitrepo import GitError
@@ -39,8 +40,8 @@ from .leftovers import discard_test_leftovers
 from .mergequeue import MergeQueue
 from .ports import PortPool
 from .process import ProcessOutcome, Say, StopRequest, run_streaming, tail, task_marker
-from .prompts import (commit_message, follow_up_prompt, planning_prompt, revision_prompt, task_prompt,
-                      work_prompt)
+from .prompts import (attachments_text, commit_message, follow_up_prompt, planning_prompt, revision_prompt,
+                      task_prompt, work_prompt)
 from .refguard import RefGuard
 from .slots import WorkerSlots
 from .workspace import ProjectGit, Workspace
@@ -126,6 +127,7 @@ class TaskRun:
         self._started_fields: dict[str, Any] = {}
         self._earlier_branch = task.branch is not None
         self._landed = False  # completed: cleanup() removes the worktree and the branch
+        self._announced: frozenset[tuple[str, str]] = frozenset()  # attachments the agent was told of
 
     # ----- entry point --------------------------------------------------------------------
 
@@ -403,9 +405,10 @@ class TaskRun:
         self._phase("planning (read-only)" if read_only else "agent running")
         assert self.runtime is not None
         self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
+        prompt, images = self._attachments(prompt, resume)
         turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
                                              model=self.task.model, scratch=self.logs.runtime_dir,
-                                             read_only=read_only))
+                                             read_only=read_only, images=images))
         inv = turn.invocation
         self._refuse_secrets_in(inv.argv)
         summary = self._last_summary = RunSummary()
@@ -428,6 +431,20 @@ class TaskRun:
         if moved:
             raise AgentFailed("agent_moved_refs", moved)
         self._judge(outcome, summary)
+
+    def _attachments(self, prompt: str, resume: str | None) -> tuple[str, list[Path]]:
+        """Place the task's attached files (an upload since the last turn included) and name them:
+        in every new session, and in a continued one when they changed. Images go to the runtime."""
+        placed = {rel.rsplit("/", 1)[1] for rel in self.ws.place_attachments()}
+        attached = [a for a in self._current().attachments if a.name in placed]
+        seen = frozenset((a.name, a.sha256) for a in attached)
+        if not attached or (resume is not None and seen == self._announced):
+            return prompt, []
+        if seen != self._announced:
+            self.say(f"{len(attached)} attached file{'s' if len(attached) > 1 else ''} in {WORKTREE_DIR}/")
+        self._announced = seen
+        images = [self.ws.path / WORKTREE_DIR / a.name for a in attached if a.image]
+        return prompt.rstrip("\n") + "\n\n" + attachments_text(attached), images
 
     def _refuse_secrets_in(self, argv: list[str]) -> None:
         """Every local user can read a process's arguments: a secret (the value of a variable

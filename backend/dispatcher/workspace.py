@@ -8,7 +8,9 @@ is checked out there and clean, a landed commit fast-forwards it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ..attachments import WORKTREE_DIR, AttachmentStore
 from ..config import AgentConfig
 from ..gitrepo import GitError, Worktree, git_ok, run_git, worktree_list
 from ..storeview import worktree_source
@@ -245,6 +248,25 @@ class Workspace:
                 shutil.copy2(source, target)
                 placed.append(rel)
         self.placed = placed
+        self.place_attachments()
+
+    def attachment_paths(self) -> list[str]:
+        """Where the task's attached files go in the worktree (data/attachments/<id>/ as it is now)."""
+        names = AttachmentStore(self.git.project / "data").stored_names(self.task_id)
+        return [f"{WORKTREE_DIR}/{name}" for name in names]
+
+    def place_attachments(self) -> list[str]:
+        """Copy the task's attached files to .baton/attachments/ (those missing or changed since:
+        an upload while the task runs reaches its next turn) and count them among the placed
+        paths. Returns their paths. Written through folder descriptors that never follow a link:
+        whatever the agent made of .baton/, Baton writes nothing outside the worktree."""
+        rels = self.attachment_paths()
+        if rels:
+            source = AttachmentStore(self.git.project / "data").folder(self.task_id)
+            _copy_into(self.path, WORKTREE_DIR.split("/"), source, [r.rsplit("/", 1)[1] for r in rels])
+        if self.placed is not None:
+            self.placed += [r for r in rels if r not in self.placed]
+        return rels
 
     def _placed(self, fork: str | None = None) -> list[str]:
         if self.placed is not None:
@@ -258,7 +280,7 @@ class Workspace:
         copies = self.git.config.copy_files
         tracked = set(self._g(["ls-tree", "-r", "--name-only", fork, "--", *copies]).split("\n")) if copies else set()
         copied = [p for p in copies if p not in tracked and (self.git.project / p).is_file()]
-        return [*self.git.config.symlink_files, *copied]
+        return [*self.git.config.symlink_files, *copied, *self.attachment_paths()]
 
     # ----- after the agent ----------------------------------------------------------------
 
@@ -355,8 +377,10 @@ class Workspace:
         self._settle_head()
         placed = self._placed()
         committed = self.commit_leftovers(message, placed)
-        # One walk over the task's commits (those not on the base) answers both questions.
-        touched = self._g(["log", "--format=%x00", "--name-only", f"{self.git.base_ref}..HEAD"])
+        # One walk over the task's commits (those not on the base) answers both questions. Names as
+        # they are (no octal quoting of non-ASCII): an attached file may be called résumé.pdf.
+        touched = self._g(["-c", "core.quotePath=false", "log", "--format=%x00", "--name-only",
+                           f"{self.git.base_ref}..HEAD"])
         has_commits = "\x00" in touched
         stripped = bool(set(placed) & set(touched.split("\n"))) and self.strip_placed(self.fork_point(), placed)
         if stripped:
@@ -441,13 +465,14 @@ class Workspace:
         self.place_files()
 
     def _unplace(self) -> None:
+        root = self.path.resolve()
         for rel in self.placed or []:
             target = self.path / rel
             if rel in self.git.config.symlink_files:
                 if target.is_symlink():
                     target.unlink()
-            elif target.is_file():
-                target.unlink()  # an untracked copy Baton made
+            elif target.is_file() and target.parent.resolve() == root / Path(rel).parent:
+                target.unlink()  # an untracked copy Baton made (never through a link the agent made)
 
     # ----- cleanup ------------------------------------------------------------------------
 
@@ -460,3 +485,56 @@ class Workspace:
                 # rmtree unlinks symlinks, it does not follow them into the project.
                 shutil.rmtree(self.path, ignore_errors=True)
             self.git.prune_worktrees()
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(parent: int, name: str) -> int:
+    """The folder `name` in `parent`, made if missing; whatever else stands there (a file, a
+    link the agent made) is removed first."""
+    for _ in range(3):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except OSError:  # ENOTDIR or ELOOP: not a real folder
+            os.unlink(name, dir_fd=parent)
+    raise OSError(f"cannot make the folder {name}")
+
+
+def _copy_into(root: Path, folders: list[str], source: Path, names: list[str]) -> None:
+    """Copy source/<name> to root/<folders...>/<name> for each name, skipping copies that are
+    already the same (size and modification time, which the copy keeps)."""
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for folder in folders:
+            fds.append(_open_dir(fds[-1], folder))
+        target = fds[-1]
+        for name in names:
+            original = os.stat(source / name)
+            try:
+                there = os.stat(name, dir_fd=target, follow_symlinks=False)
+                if (stat.S_ISREG(there.st_mode) and there.st_size == original.st_size
+                        and there.st_mtime_ns == original.st_mtime_ns):
+                    continue
+                if stat.S_ISDIR(there.st_mode):
+                    shutil.rmtree(name, dir_fd=target)
+            except FileNotFoundError:
+                pass
+            temporary = f".{name}.baton-tmp"
+            try:
+                os.unlink(temporary, dir_fd=target)
+            except FileNotFoundError:
+                pass
+            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                          dir_fd=target)
+            with os.fdopen(out, "wb") as writer, open(source / name, "rb") as reader:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+                writer.flush()
+                os.utime(writer.fileno(), ns=(original.st_atime_ns, original.st_mtime_ns))
+            # rename() replaces a link in the way, never what it points to.
+            os.replace(temporary, name, src_dir_fd=target, dst_dir_fd=target)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)

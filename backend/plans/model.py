@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator,
+)
 
 from ..dependencies import find_cycle
 from ..models import (
-    DEPENDS_MAX, TASK_ID_RE, Landing, Priority, Ref, TaskType, _TextRules,
+    CONTENT_MAX_BYTES, DEPENDS_MAX, TASK_ID_RE, TITLE_MAX_CHARS, TITLE_PATTERN, Landing, Priority, Ref, TaskType,
+    _check_title, _TextRules, _utf8_size,
 )
 
 PLAN_FORMAT = 1  # the file format's version: a reader refuses a format it does not know
 PLAN_TASKS_MAX = 200
-PLAN_TITLE_MAX = 200
+PLAN_TITLE_MAX = TITLE_MAX_CHARS  # one line, as a task's title
 PLAN_SUMMARY_MAX = 16 * 1024
 PlanState = Literal["draft", "ready", "executing", "done", "failed"]
 PLAN_STATES: tuple[str, ...] = ("draft", "ready", "executing", "done", "failed")
@@ -31,12 +34,14 @@ class PlanTask(_TextRules):
     model_config = ConfigDict(extra="forbid")
 
     ref: Ref
-    title: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": 200})]
-    content: str = ""
+    # _TextRules checks title and content; the schema says the same (as NewTask's does).
+    title: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": TITLE_MAX_CHARS,
+                                                   "pattern": TITLE_PATTERN})]
+    content: Annotated[str, Field(json_schema_extra={"maxLength": CONTENT_MAX_BYTES})] = ""
     task_type: TaskType = "feature"
     priority: Priority = "medium"
     depends_on: Annotated[list[Ref], Field(max_length=DEPENDS_MAX)] = []
-    needs_plan_review: bool = False
+    needs_plan_review: StrictBool = False  # as NewTask: 0 and "yes" are refused, as the schema says
     landing: Landing | None = None
 
 
@@ -45,9 +50,22 @@ class PlanDraft(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: Annotated[str, StringConstraints(min_length=1, max_length=PLAN_TITLE_MAX, strip_whitespace=True)]
+    # One line like a task's title (surrounding spaces dropped); the schema states the same rule.
+    title: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": PLAN_TITLE_MAX,
+                                                   "pattern": TITLE_PATTERN})]
     summary: Annotated[str, StringConstraints(max_length=PLAN_SUMMARY_MAX)] = ""
     tasks: Annotated[list[PlanTask], Field(min_length=1, max_length=PLAN_TASKS_MAX)]
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return _check_title(value)
+
+    @field_validator("summary")
+    @classmethod
+    def _summary(cls, value: str) -> str:
+        _utf8_size(value)  # a lone surrogate cannot be written to a file
+        return value
 
     @model_validator(mode="after")
     def _graph(self) -> "PlanDraft":

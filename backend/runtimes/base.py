@@ -102,6 +102,10 @@ class TurnRequest:
     # commands): Claude Code --permission-mode plan, Codex's read-only sandbox, OpenCode with
     # edit/write/bash denied. Never left to the prompt's wording.
     read_only: bool = False
+    # Image files a person attached (absolute paths, copies inside the worktree), for runtimes
+    # whose CLI takes images with the prompt (Codex: `localImage` input, OpenCode: `--file`). The
+    # prompt names every attached file anyway (Claude Code reads images with its Read tool).
+    images: list[Path] = field(default_factory=list)
 
 
 FailureReason = Literal["approval_required", "agent_error"]

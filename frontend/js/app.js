@@ -3,13 +3,19 @@
 import { showAgentLog } from "./agentlog.js";
 import { api, newRequestKey, projectPath, setUnauthorizedHandler } from "./api.js";
 import { STATUSES, buildColumns, renderBoard, renderProjects, renderTotals, tick } from "./board.js";
-import { closeDrawer, currentTask, openDrawer, refreshDrawer } from "./drawer.js";
+import { attachToNewTask } from "./attachments.js";
+import { closeDrawer, currentTask, openDrawer, refreshDrawer, setTaskOpener } from "./drawer.js";
 import { el, toast } from "./dom.js";
 import { setupKeys } from "./keys.js";
 import { setupColumnPicker, setupProjectsBox } from "./layout.js";
 import { PAGE, fetchPage, findSummary, live, reload, startLive } from "./live.js";
 import { announce, notifyToggle } from "./notify.js";
 import { runtimeOptions } from "./runtimes.js";
+// ----- chat and plans -----
+import { chatView } from "./chat.js";
+import { boardChanged, plansView, setupPlans } from "./plans.js";
+import { closeWorkspace, refocusWorkspace, registerView, setupWorkspace, showView, workspaceFromUrl, workspaceOpen,
+         workspaceParams } from "./workspace.js";
 
 const TASK_TYPES = ["feature", "bugfix", "refactor", "chore", "docs", "test"];
 const $ = (id) => document.getElementById(id);
@@ -37,6 +43,7 @@ function writeUrl(push = false) {
   if (state.search) params.set("q", state.search);
   const open = currentTask();
   if (open) params.set("task", `${open.projectId}/${open.taskId}`);
+  for (const [name, value] of workspaceParams()) params.set(name, value);  // chat and plans
   const query = params.toString();
   const url = query ? `?${query}` : location.pathname;
   // {pushed: true} marks an entry this page added: closing the drawer there goes Back to it.
@@ -79,7 +86,8 @@ function render() {
     fillProjectSelects();
   }
   renderProjects($("projects"), projects, { onDispatcher: dispatcherAction, onDetails: loadDetails,
-                                            onAgentLog: showAgentLog, onForceStop: confirmForceStop });
+                                            onAgentLog: showAgentLog, onForceStop: confirmForceStop,
+                                            onChat: (id) => showView("chat", id), onPlans: (id) => showView("plans", id) });
   renderTotals(totalsBox, projects);
   const notices = projects.filter((p) => !p.healthy).map((p) =>
     el("div", { class: "notice", dataset: { project: p.id } },
@@ -107,6 +115,7 @@ function render() {
     selectedKey: open ? `${open.projectId}/${open.taskId}` : "", onOpen: showTask, limits, searchMore,
   });
   refreshDrawer(findTask, refreshSoon, projectProblem(open && open.projectId));
+  boardChanged();  // chat and plans: an open plan follows its tasks
   // Lets tests wait for stream events to be on the page.
   document.body.dataset.changes = String(live.applied);
   if (live.loaded && !document.body.dataset.boardReady) {
@@ -188,8 +197,8 @@ function hideTask({ fromHistory = false } = {}) {
     else writeUrl();
   }
   render();
-  // Back to where the person was: the card of the task they closed.
-  if (closed) document.querySelector(`.card[data-key="${CSS.escape(`${closed.projectId}/${closed.taskId}`)}"]`)?.focus();
+  // Back to where the person was: the plan they opened it from, or the card of the task they closed.
+  if (closed && !refocusWorkspace()) document.querySelector(`.card[data-key="${CSS.escape(`${closed.projectId}/${closed.taskId}`)}"]`)?.focus();
 }
 
 async function dispatcherAction(projectId, action, { force = false } = {}) {
@@ -299,6 +308,8 @@ const openForm = setupDialog("new-task-dialog", "new-task-form", async (data) =>
     landing: data.get("landing") || null,
   });
   toast(`Created “${task.title}”`);  // named as the person wrote it (the id means nothing to them)
+  const files = data.getAll("files").filter((file) => file && file.name);  // attachments: after the create
+  if (files.length) await attachToNewTask(data.get("project"), task, files);
 });
 
 // The Runtime select offers what the chosen project configures (asked each time the form opens
@@ -382,15 +393,24 @@ document.addEventListener("keydown", (event) => {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
   if (event.key === "Escape" && !$("drawer").hidden && !document.querySelector("dialog[open]")) {
     hideTask();
-  } else if (!typing && event.key === "/") {
+  } else if (event.key === "Escape" && workspaceOpen() && !document.querySelector("dialog[open]")) {
+    closeWorkspace();  // chat and plans
+  } else if (!typing && event.key === "/" && !workspaceOpen()) {
     event.preventDefault(); $("search").focus();
   } else if (!typing && event.key === "n" && !document.querySelector("dialog[open]")) {
     event.preventDefault(); openNewTask();
   }
 });
 setupKeys({ board: $("board"), drawer: $("drawer"), skipLink: document.querySelector(".skip-link") });
+setTaskOpener((projectId, taskId) => showTask(projectId, taskId));  // the drawer's links to other tasks
 setupColumnPicker($("column-picker"), $("board"));
 setupProjectsBox($("projects-box"), $("projects-summary"));
+// ----- chat and plans: the panel, its views, and where the URL asks it to open -----
+setupWorkspace({ onChange: () => writeUrl(), projectName: (id) => live.projects.find((p) => p.id === id)?.name || id });
+registerView("chat", chatView);
+registerView("plans", plansView);
+setupPlans({ openTask: (projectId, taskId) => showTask(projectId, taskId) });
+const linkedPanel = workspaceFromUrl(new URLSearchParams(location.search));
 // Running times and ages tick here, on the page: no request.
 setInterval(tick, 1000);
 let first = true;
@@ -401,6 +421,7 @@ startLive({
       first = false;
       render();
       searchServer();  // a search from the URL also asks the server
+      if (linkedPanel) showView(linkedPanel.view, linkedPanel.projectId, linkedPanel.itemId);
       if (linked) showTask(linked[0], linked[1], { fromHistory: true });
     }
   },

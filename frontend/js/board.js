@@ -4,7 +4,7 @@
 
 import { el, age } from "./dom.js";
 import { costText, runtimeBadge } from "./runtimes.js";
-import { STATUSES, STATUS_LABELS as LABELS, periods, reasonText, span, usageSince, usageText } from "./words.js";
+import { STATUSES, STATUS_LABELS as LABELS, afterText, periods, reasonText, span, usageSince, usageText } from "./words.js";
 
 export { STATUSES };
 
@@ -47,8 +47,8 @@ function times(task) {
             task.last_activity_at ? clock("activity", task.last_activity_at, "active ", " ago") : null];
   }
   const finished = task.finished_at && ["completed", "failed", "cancelled"].includes(task.status);
-  // A pending task says what its time is: how long it has waited for a worker.
-  if (task.status === "pending") return [clock("age", task.created_at, "waiting ")];
+  // A pending (or blocked) task says what its time is: how long it has waited for a worker.
+  if (task.status === "pending" || task.status === "blocked") return [clock("age", task.created_at, "waiting ")];
   return [finished ? clock("age", task.finished_at, "", " ago") : clock("age", task.created_at)];
 }
 
@@ -78,7 +78,8 @@ function card(project, task, onOpen) {
   Object.assign(node.dataset, { project: project.id, id: task.id, status: task.status, priority });
   // The tooltip (the card's insides take no pointer, see the CSS): the whole clamped title, and
   // a failure's code beside its words.
-  node.title = task.status === "failed" && task.error_reason ? `${task.title}\n(${task.error_reason})` : task.title;
+  node.title = task.status === "failed" && task.error_reason ? `${task.title}\n(${task.error_reason})`
+    : task.status === "blocked" && task.blocked_reason ? `${task.title}\nblocked: ${task.blocked_reason}` : task.title;
   node.replaceChildren(...[  // (replaceChildren would write a null as the text "null")
     // Clamped to two lines by the stylesheet; the whole title is in the tooltip and the drawer.
     el("div", { class: "card-title", text: task.title }),
@@ -94,12 +95,20 @@ function card(project, task, onOpen) {
     task.status === "failed" && task.error_reason
       ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
                     text: reasonText(task.error_reason) }) : null,
+    blockedLine(task),
     flags(task)].filter(Boolean));
   cardCache.set(key, { task, look, node });
   return node;
 }
 
 const CHECKS = { success: "checks ✓", failure: "checks ✗", pending: "checks …" };
+
+// ----- dependencies ----- a blocked card says why (the reason names the dependency that failed).
+function blockedLine(task) {
+  if (task.status !== "blocked") return null;
+  return el("div", { class: "card-blocked", dataset: { role: "blocked-reason" },
+                     text: `blocked: ${task.blocked_reason || "a dependency failed or was cancelled"}` });
+}
 
 // What a person may have to do, or has asked: waits for review, its pull request, messages not
 // delivered yet, a landing that is not automatic. Null when there is nothing to say.
@@ -118,6 +127,10 @@ function flags(task) {
     task.landing && task.landing !== "auto"
       ? el("span", { class: "flag flag-landing", dataset: { role: "landing" },
                      text: task.landing === "pr" ? "lands by pull request" : "lands after review" }) : null,
+    // Waiting for other tasks: how many it runs after (the drawer lists them).
+    task.depends_on && task.depends_on.length && (task.status === "pending" || task.status === "blocked")
+      ? el("span", { class: "flag flag-after", dataset: { role: "depends", count: task.depends_on.length },
+                     text: afterText(task.depends_on.length) }) : null,
   ].filter(Boolean);
   return items.length ? el("div", { class: "card-flags" }, ...items) : null;
 }
@@ -240,7 +253,7 @@ function projectUsage(project) {
   return `today ${usageText(usageSince(project.usage, today))} · 7 days ${usageText(usageSince(project.usage, week))}`;
 }
 
-function projectCard(project, { onDispatcher, onDetails, onAgentLog, onForceStop }) {
+function projectCard(project, { onDispatcher, onDetails, onAgentLog, onForceStop, onChat, onPlans }) {
   const d = project.dispatcher;
   const counts = project.counts || {};
   const agentless = project.mode === "local";
@@ -283,6 +296,11 @@ function projectCard(project, { onDispatcher, onDetails, onAgentLog, onForceStop
       project.agent ? el("button", { type: "button", text: "Log", dataset: { role: "agent-log" },
                                      title: "the agent's log (logs/baton-agent.log)",
                                      onclick: () => onAgentLog(project) }) : null),
+    // ----- chat and plans ----- (js/chat.js, js/plans.js)
+    onChat ? el("div", { class: "project-controls" },
+      el("button", { type: "button", text: "Chat", dataset: { role: "open-chat" }, onclick: () => onChat(project.id) }),
+      el("button", { type: "button", text: "Plans", dataset: { role: "open-plans" }, onclick: () => onPlans(project.id) }))
+      : null,
     details);
 }
 

@@ -1,6 +1,7 @@
 // The task drawer: details, actions and the live transcript (Server-Sent Events).
 
 import { api, projectPath } from "./api.js";
+import { resetAttachments, showAttachments } from "./attachments.js";
 import { el, toast } from "./dom.js";
 import { resetReview, showReview } from "./review.js";
 import { costText } from "./runtimes.js";
@@ -17,6 +18,11 @@ let current = null; // { projectId, taskId }
 let full = null; // the task as last read in full (GET …/tasks/{status}/{id}.md), for `current`
 let reads = 0; // numbers the reads: an answer older than the latest is dropped
 const cancelling = new Map(); // "project/id" -> timer of a cancel not sent yet (Undo stops it)
+let lookup = () => null; // (project, id) -> the board's summary of a task, if it holds one
+let opener = null; // (project, id) -> opens a task as a click on its card does (app.js)
+
+// How a link in the drawer opens another task (the URL and history follow, as for a card).
+export function setTaskOpener(open) { opener = open; }
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,6 +37,9 @@ export function closeDrawer() {
   shownArgs = null;
   resetReview();
   $("drawer-review").replaceChildren();
+  $("drawer-deps").replaceChildren();
+  $("drawer-deps").hidden = true;
+  resetAttachments($("drawer-attachments"));
   $("drawer").hidden = true;
   return closed;
 }
@@ -112,6 +121,7 @@ function meta(task) {
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
     ["Landing", task.landing && task.landing !== "auto" ? (task.landing === "pr" ? "pull request" : "after review") : ""],
+    ["Plan", task.plan_id ? `${task.plan_id}${task.ref ? ` · ${task.ref}` : ""}` : ""],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     // In words, with the code the logs and the API carry.
     ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],
@@ -190,6 +200,7 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
   stale.hidden = !projectProblem;
   stale.textContent = projectProblem
     ? `This project is unavailable (${projectProblem}); what is shown may be out of date.` : "";
+  lookup = getTask;
   const task = getTask(projectId, taskId);
   if (task) {
     // Started again (here or elsewhere) after its stream ended: follow the new run. A settled task
@@ -197,7 +208,8 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
     const moved = shownStatus && shownStatus !== task.status;
     shownStatus = task.status;
     if (!stream && (OPEN.has(task.status) || moved) && !projectProblem) follow(projectId, taskId, onChange);
-    const stamp = stampOf(task);
+    // A dependency's status shows here too: its change redraws the drawer.
+    const stamp = stampOf(task) + depsStamp(projectId, task);
     if (stamp !== shownStamp) {
       shownStamp = stamp;
       // The summary at once (merged over the last full read), the whole task when it is read.
@@ -233,7 +245,7 @@ function showDetails(task, projectId, taskId, onChange) {
                                 onclick: () => act(projectId, taskId, "rerun", onChange) }));
   }
   // A plan in review has its own Reject (with the reason typed): no second way to the same end.
-  if (task.status === "pending" || task.status === "in_progress") {
+  if (task.status === "pending" || task.status === "blocked" || task.status === "in_progress") {
     const waiting = cancelling.has(`${projectId}/${taskId}`);
     actions.push(el("button", { type: "button", class: "danger", text: waiting ? "Cancelling…" : "Cancel",
                                 disabled: waiting, dataset: { role: "cancel" },
@@ -242,7 +254,9 @@ function showDetails(task, projectId, taskId, onChange) {
   const problem = $("drawer-actions").dataset.problem === "1";
   for (const button of actions) if (problem) button.disabled = true;
   $("drawer-actions").replaceChildren(...actions);
+  showDeps(task, projectId);
   showReview($("drawer-review"), task, full, projectId, taskId, onChange);
+  showAttachments($("drawer-attachments"), projectId, taskId, task);
 }
 
 function follow(projectId, taskId, onChange) {
@@ -292,7 +306,58 @@ export function openDrawer(projectId, taskId, getTask, onChange, projectProblem)
   $("drawer-actions").replaceChildren();
   resetReview();
   $("drawer-review").replaceChildren();
+  $("drawer-deps").replaceChildren();
+  $("drawer-deps").hidden = true;
+  resetAttachments($("drawer-attachments"));
   follow(projectId, taskId, onChange);
   refreshDrawer(getTask, onChange, projectProblem);
   $("drawer-close").focus();
+}
+
+// ----- dependencies ----- why a task is blocked, what it waits for and what waits for it, each a
+// link to that task. Statuses come from the board's live summaries where it holds them, else from
+// the last full read (its `dependencies` and `dependents`).
+function relatedIds(task) {
+  return [...(task.depends_on || []), ...((full && full.dependents) || []).map((d) => d.id)];
+}
+
+function depsStamp(projectId, task) {
+  return JSON.stringify(relatedIds(task).map((id) => (lookup(projectId, id) || {}).status || ""));
+}
+
+function showDeps(task, projectId) {
+  const box = $("drawer-deps");
+  const known = new Map([...((full && full.dependencies) || []), ...((full && full.dependents) || [])]
+    .map((brief) => [brief.id, brief]));
+  const row = (id) => {
+    const summary = lookup(projectId, id);
+    const brief = known.get(id);
+    const status = (summary && summary.status) || (brief && brief.status) || "";
+    const title = (summary && summary.title) || (brief && brief.title) || id;
+    return el("li", { dataset: { task: id, status } },
+      el("a", { href: `?task=${encodeURIComponent(projectId)}/${encodeURIComponent(id)}`,
+                dataset: { role: "task-link", task: id },
+                onclick: (event) => {
+                  if (!opener || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+                  event.preventDefault();
+                  opener(projectId, id);
+                } }, title),
+      el("span", { class: `dep-status status-${status || "unknown"}`, dataset: { role: "task-status" },
+                   text: status ? statusText(status) : brief ? "no longer exists" : "" }));
+  };
+  const deps = task.depends_on || [];
+  const dependents = ((full && full.dependents) || []).map((d) => d.id);
+  const parts = [
+    task.status === "blocked"
+      ? el("p", { class: "blocked-note", dataset: { role: "blocked-reason" },
+                  text: `Blocked: ${task.blocked_reason || "a dependency failed or was cancelled"}.` },
+        el("span", { class: "muted", text: " It runs once that task is rerun and completes; or cancel it." }))
+      : null,
+    deps.length ? el("h3", { text: "Depends on" }) : null,
+    deps.length ? el("ul", { class: "dep-list", dataset: { role: "dependencies" } }, ...deps.map(row)) : null,
+    dependents.length ? el("h3", { text: "Needed by" }) : null,
+    dependents.length ? el("ul", { class: "dep-list", dataset: { role: "dependents" } }, ...dependents.map(row)) : null,
+  ].filter(Boolean);
+  box.hidden = !parts.length;
+  box.replaceChildren(...parts);
 }

@@ -23,11 +23,16 @@ const REASONS = {
 export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_", " ") : "");
 
 // A task's status as the board's columns name it.
-export const STATUS_LABELS = { pending: "Pending", plan_review: "Plan review", in_progress: "In progress",
-                               review: "Review", completed: "Completed", failed: "Failed", cancelled: "Cancelled" };
+// blocked: pending, but a dependency failed or was cancelled (it waits for a person's rerun or cancel).
+export const STATUS_LABELS = { pending: "Pending", blocked: "Blocked", plan_review: "Plan review",
+                               in_progress: "In progress", review: "Review", completed: "Completed", failed: "Failed",
+                               cancelled: "Cancelled" };
 // The board's columns, in order (the same keys).
 export const STATUSES = Object.keys(STATUS_LABELS);
 export const statusText = (status) => STATUS_LABELS[status] || (status ? status.replaceAll("_", " ") : "");
+
+// "after 1 task", "after 3 tasks": what a waiting card says of its dependencies.
+export const afterText = (count) => `after ${count} task${count === 1 ? "" : "s"}`;
 
 // Cost and tokens from `usage.hours` (UTC hour buckets) since a moment.
 export function usageSince(usage, since) {

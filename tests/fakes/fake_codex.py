@@ -27,9 +27,11 @@ sandbox does (checked against the real CLI): a file change is rejected and a com
 not read-only (steps.reads_only) fails inside the sandbox, and neither shows up as an item at
 all (the model alone hears "patch rejected…" or "Read-only file system"); reading commands run.
 "model_text": the final agent message, default "Done.".
-Each invocation is appended to $FAKE_CLI_LOG (else $FAKE_CLAUDE_LOG) once its turn starts
-(argv, cwd, prompt, resume, parsed -c config, chosen environment variables), and every message
-received as {"received": ...}.
+`turn/start` input items are Codex 0.169's UserInput variants (text, image, localImage {path},
+…; an unknown one is refused as Codex refuses it); the prompt is the text items, attached images
+the localImage ones. Each invocation is appended to $FAKE_CLI_LOG (else $FAKE_CLAUDE_LOG) once
+its turn starts (argv, cwd, prompt, images [{path, exists}], resume, parsed -c config, chosen
+environment variables), and every message received as {"received": ...}.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ ENV_KEYS = ("TASK_PORT", "TASK_ID", "BATON_TOKEN", "GITHUB_TOKEN", "SECRET_FOR_T
 REQUEST_USAGE = {"inputTokens": 1000, "cachedInputTokens": 200, "outputTokens": 50, "reasoningOutputTokens": 10,
                  "totalTokens": 1050, "cacheWriteInputTokens": 0}
 INVALID_REQUEST = -32600
+USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
 
 _out = threading.Lock()
 
@@ -203,6 +206,7 @@ class Server:
         self.logged = False
         self.prompt: str | None = None
         self.sandbox: str | None = None  # as thread/start or thread/resume set it
+        self.images: list[dict] = []  # the turn's localImage inputs: {path, exists}
 
     # ----- bookkeeping ---------------------------------------------------------------------
 
@@ -212,7 +216,7 @@ class Server:
         self.logged = True
         log({"argv": sys.argv[1:], "cwd": os.getcwd(), "prompt": self.prompt, "pid": os.getpid(),
              "resume": self.thread_id if self.resumed else None, "thread": self.thread_id,
-             "config": self.args["config"], "features": self.args["features"],
+             "config": self.args["config"], "features": self.args["features"], "images": self.images,
              "env": {k: os.environ.get(k) for k in ENV_KEYS}, "env_names": sorted(os.environ)})
 
     def save(self) -> None:
@@ -300,8 +304,17 @@ class Server:
                 return self.error(request_id, f"thread not found: {params.get('threadId')}")
             if self.turn_id is not None:
                 return self.error(request_id, "a turn is already running")
-            texts = [i.get("text", "") for i in params.get("input") or [] if isinstance(i, dict) and i.get("type") == "text"]
+            items = params.get("input") or []
+            for item in items:  # UserInput (app-server v2): text, image, localImage, skill, mention …
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind not in USER_INPUT_TYPES:
+                    return self.error(request_id, f"Invalid request: unknown variant `{kind}`")
+                if kind == "localImage" and not isinstance(item.get("path"), str):
+                    return self.error(request_id, "Invalid request: missing field `path`")
+            texts = [i.get("text", "") for i in items if i.get("type") == "text"]
             self.prompt = "\n".join(texts)
+            self.images = [{"path": i["path"], "exists": Path(i["path"]).is_file()}
+                           for i in items if i.get("type") == "localImage"]
             self.turn_id = str(uuid.uuid4())
             self.log_invocation()
             turn = {"id": self.turn_id, "items": [], "status": "inProgress", "error": None, "startedAt": None,

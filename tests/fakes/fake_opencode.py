@@ -1,7 +1,9 @@
 """A stand-in for the OpenCode CLI (`opencode-ai` 1.18.33) that speaks `opencode run --format json`.
 
 Invoked as `opencode run --format json [--dir DIR] [-m provider/model] [--agent A] [-s SESSION]
-[MESSAGE...]`. Like the real CLI, the message is the words of the positional arguments (each
+[-f FILE...]... [MESSAGE...]`; `-f`/`--file` is an array option as in yargs (the words after it up
+to the next flag), each file resolved against --dir and refused ("File not found: X", exit 1)
+when missing, as 1.18.33 does; the files are logged as `files`. Like the real CLI, the message is the words of the positional arguments (each
 one holding a space wrapped in double quotes), joined to what standard input holds when it is
 not a terminal (positional first, then a newline, then stdin). Output: one JSON line per event,
 `{type, timestamp, sessionID, part|error}`: `step_start`, `tool_use` (when the tool has ended:
@@ -70,7 +72,8 @@ def fail(message: str, code: int = 1) -> None:
 def parse_args(argv: list[str]) -> dict:
     if not argv or argv[0] != "run":
         fail("this fake only supports `opencode run`")
-    opts = {"format": "default", "dir": None, "model": None, "agent": None, "session": None, "message": []}
+    opts = {"format": "default", "dir": None, "model": None, "agent": None, "session": None, "message": [],
+            "files": []}
     takes = {"--format": "format", "--dir": "dir", "-m": "model", "--model": "model", "--agent": "agent",
              "-s": "session", "--session": "session"}
     i = 1
@@ -82,7 +85,14 @@ def parse_args(argv: list[str]) -> dict:
             opts[takes[arg]] = argv[i + 1]
             i += 2
             continue
-        if arg in ("--print-logs", "--thinking", "--auto"):
+        if arg in ("-f", "--file"):
+            # An array option (yargs): every following word up to the next flag is a file.
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                fail(f"Not enough arguments following: {arg[2:] if arg.startswith('--') else arg[1:]}")
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                opts["files"].append(argv[i])
+        elif arg in ("--print-logs", "--thinking", "--auto"):
             pass
         elif arg.startswith("-"):
             fail(f"Unknown argument: {arg}")
@@ -254,6 +264,9 @@ def main() -> None:
         except OSError:
             fail(f"Failed to change directory to {opts['dir']}")
     cwd = Path(os.getcwd()).resolve()
+    for name in opts["files"]:  # as 1.18.33: resolved against --dir, each must exist
+        if not (cwd / name).exists():
+            fail(f"File not found: {name}")
     prompt = read_message(opts["message"])
     if log := (os.environ.get("FAKE_CLI_LOG") or os.environ.get("FAKE_CLAUDE_LOG")):
         config_text = None
@@ -262,7 +275,7 @@ def main() -> None:
         with open(log, "a") as handle:
             handle.write(json.dumps({
                 "argv": sys.argv[1:], "cwd": str(cwd), "prompt": prompt, "pid": os.getpid(),
-                "env": {k: os.environ.get(k) for k in LOGGED_ENV}, "config": config_text,
+                "env": {k: os.environ.get(k) for k in LOGGED_ENV}, "config": config_text, "files": opts["files"],
             }) + "\n")
     config = check_traps(cwd)
     if not prompt.strip():

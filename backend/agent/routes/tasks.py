@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 
 from ... import taskviews
-from ...mirrors import render_markdown
+from ...dependencies import DependencyError
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
 from ...store import IdempotencyKeyReusedError
 from ...web.errors import ERROR_RESPONSES, ApiError
@@ -65,21 +65,11 @@ def task_detail(status: StatusPath, filename: FilenamePath, store: StoreDep) -> 
     match = _FILENAME_RE.fullmatch(filename)
     if not match:
         raise ApiError(400, "invalid_filename", "expected <id>.md or <id>, with an id of a-z and 0-9")
-    snap = store.snapshot()
-    found = taskviews.detail(snap, status, match.group(1))
-    if found is None and match.group(1) not in snap.tasks:
-        found = _archived_detail(store, status, match.group(1))
+    # An archived task (it left the live store, not the API) is found too.
+    found = taskviews.detail(store.snapshot(), status, match.group(1), store.archive.get)
     if found is None:
         raise ApiError(404, "not_found", f"no {status} task with id {match.group(1)!r}")
     return TaskDetail.model_validate(found)
-
-
-def _archived_detail(store, status: str, task_id: str) -> dict | None:
-    """A task archived with that status (it left the live store, not the API)."""
-    task = store.archive.get(task_id)
-    if task is None or task.status.value != status:
-        return None
-    return {**task.model_dump(mode="json"), "filename": f"{task.id}.md", "markdown": render_markdown(task)}
 
 
 def check_idempotency_key(key: str | None) -> None:
@@ -89,6 +79,11 @@ def check_idempotency_key(key: str | None) -> None:
 
 def reused_key(exc: IdempotencyKeyReusedError) -> ApiError:
     return ApiError(409, "idempotency_key_reused", str(exc))
+
+
+def invalid_dependencies(exc: DependencyError) -> ApiError:
+    """depends_on naming no task, a ref used twice or a cycle: nothing was created."""
+    return ApiError(422, "invalid_dependencies", str(exc))
 
 
 def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str | None, bulk: bool = False) -> None:
@@ -107,25 +102,32 @@ def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str
 def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
                 idempotency_key: IdempotencyKey = None) -> Task:
     """`runtime` must be configured for this project (GET /agent/runtimes), else 422
-    runtime_not_configured."""
+    runtime_not_configured. `depends_on` must name existing tasks, else 422 invalid_dependencies;
+    a task whose dependency failed or was cancelled is created blocked."""
     check_idempotency_key(idempotency_key)
     check_runtimes([body], dispatcher, store, idempotency_key)
     try:
         return store.create(body, idempotency_key)
     except IdempotencyKeyReusedError as exc:
         raise reused_key(exc) from None
+    except DependencyError as exc:
+        raise invalid_dependencies(exc) from None
 
 
 @router.post("/bulk", status_code=201, response_model=TaskList)
 def create_bulk(body: BulkCreate, store: StoreDep, dispatcher: DispatcherDep,
                 idempotency_key: IdempotencyKey = None) -> TaskList:
-    """Creates every task or none (one naming an unconfigured runtime: none, 422 naming its index)."""
+    """Creates every task or none (one naming an unconfigured runtime: none, 422 naming its index).
+    `depends_on` may name existing tasks or the `ref` of other tasks in the request; an unknown
+    name, a repeated ref or a cycle: none, 422 invalid_dependencies."""
     check_idempotency_key(idempotency_key)
     check_runtimes(body.tasks, dispatcher, store, idempotency_key, bulk=True)
     try:
         return TaskList(tasks=store.create_many(body.tasks, idempotency_key))
     except IdempotencyKeyReusedError as exc:
         raise reused_key(exc) from None
+    except DependencyError as exc:
+        raise invalid_dependencies(exc) from None
 
 
 @router.post("/{task_id}/rerun", response_model=Task)

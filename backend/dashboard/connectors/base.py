@@ -176,5 +176,55 @@ class Connector(ABC):
     @abstractmethod
     async def commits(self, count: int) -> list: ...
 
+    # ----- chat -----
+    @abstractmethod
+    async def context(self) -> dict:
+        """As GET /agent/context: {project_id, readme, claude_md, tree, tree_truncated, commits,
+        open_tasks, open_tasks_total}, every part bounded (backend/chat/context.py)."""
+
+    # ----- plans -----
+    # The bodies and answers of the agent's /agent/plans routes (backend/agent/routes/plans.py).
+    @abstractmethod
+    async def list_plans(self) -> dict:
+        """{plans: [summary], invalid: [{file, problem}]}."""
+
+    @abstractmethod
+    async def create_plan(self, body: dict) -> dict:
+        """body {plan: PlanDraft, chat_id}: the new draft plan (with task_status)."""
+
+    @abstractmethod
+    async def get_plan(self, plan_id: str) -> dict: ...
+
+    @abstractmethod
+    async def update_plan(self, plan_id: str, body: dict) -> dict:
+        """body {revision, plan: PlanDraft}."""
+
+    @abstractmethod
+    async def approve_plan(self, plan_id: str, body: dict) -> dict:
+        """body {revision}."""
+
+    @abstractmethod
+    async def reopen_plan(self, plan_id: str) -> dict: ...
+
+    @abstractmethod
+    async def run_plan(self, plan_id: str) -> dict: ...
+
+    @abstractmethod
+    async def delete_plan(self, plan_id: str) -> None: ...
+
+    # ----- attachments -----
+    # The agent's /agent/tasks/{id}/attachments routes (backend/agent/routes/attachments.py).
+    @abstractmethod
+    async def upload_attachments(self, task_id: str, content_type: str, body: AsyncIterator[bytes]) -> dict:
+        """The multipart body as it arrives (never read whole here): {attachments, replaced}."""
+
+    @abstractmethod
+    async def attachments(self, task_id: str) -> dict:
+        """{attachments: [Attachment]}."""
+
+    @abstractmethod
+    async def attachment_file(self, task_id: str, name: str) -> bytes:
+        """The bytes of one attached file (at most backend.attachments.MAX_FILE_BYTES)."""
+
     async def close(self) -> None:
         return None

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from ...attachments import MAX_FILE_BYTES
 from ...changefeed import parse_cursor
 from ...config import resolve_secret
 from ...models import STATUSES
@@ -35,6 +36,7 @@ from .base import AgentError, ChangeEvent, Connector, Unavailable, health_proble
 
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+UPLOAD_SECONDS = 600.0  # an attachment upload goes at the browser's pace (attachments block)
 STREAM_SILENCE_SECONDS = 50.0  # the agent's change stream sends a keep-alive every 15 s
 _TASK_KEYS = ("id", "title", "status", "created_at", "updated_at")
 _HEALTH = "/agent/health"
@@ -149,6 +151,8 @@ class HTTPConnector(Connector):
             raise Unavailable(f"no answer from {self.base} within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
             raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        if resp.status_code == 204:
+            return None  # No Content (a DELETE): nothing to parse
         try:
             data = json.loads(raw) if len(raw) < 1 << 20 else await asyncio.to_thread(json.loads, raw)
         except ValueError:
@@ -370,6 +374,109 @@ class HTTPConnector(Connector):
         if not isinstance(data, list) or not all(isinstance(c, dict) and "sha" in c for c in data):
             raise Unavailable("unexpected answer for commits")
         return data
+
+    # ----- chat -----
+    async def context(self) -> dict:
+        return self._expect(await self._call("GET", "/agent/context"),
+                            ("project_id", "tree", "commits", "open_tasks"), "context")
+
+    # ----- plans -----
+    def _plan(self, data: Any) -> dict:
+        return self._expect(data, ("id", "state", "revision", "tasks", "task_status"), "plan")
+
+    async def list_plans(self) -> dict:
+        data = self._expect(await self._call("GET", "/agent/plans"), ("plans", "invalid"), "plans")
+        if not isinstance(data["plans"], list) or not isinstance(data["invalid"], list):
+            raise Unavailable("unexpected answer for plans")
+        return data
+
+    async def create_plan(self, body: dict) -> dict:
+        return self._plan(await self._call("POST", "/agent/plans", body=body))
+
+    async def get_plan(self, plan_id: str) -> dict:
+        return self._plan(await self._call("GET", f"/agent/plans/{q(plan_id)}"))
+
+    async def update_plan(self, plan_id: str, body: dict) -> dict:
+        return self._plan(await self._call("PUT", f"/agent/plans/{q(plan_id)}", body=body))
+
+    async def approve_plan(self, plan_id: str, body: dict) -> dict:
+        return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/approve", body=body))
+
+    async def reopen_plan(self, plan_id: str) -> dict:
+        return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/reopen"))
+
+    async def run_plan(self, plan_id: str) -> dict:
+        return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/run"))
+
+    async def delete_plan(self, plan_id: str) -> None:
+        await self._call("DELETE", f"/agent/plans/{q(plan_id)}")
+
+    # ----- attachments -----
+    async def upload_attachments(self, task_id: str, content_type: str, body: AsyncIterator[bytes]) -> dict:
+        """The browser's multipart body passed through to the agent as it arrives (the agent
+        checks and caps it). Connecting is bounded by the timeout; the upload itself by
+        UPLOAD_SECONDS, since it goes at the browser's pace. A failed upload does not mark the
+        agent down (the browser may just have gone)."""
+        await self.health()
+        url = f"{self.base}/agent/tasks/{q(task_id)}/attachments"
+        request = self.client.build_request("POST", url, content=body,
+                                            headers={**self.headers, "Content-Type": content_type},
+                                            timeout=httpx.Timeout(UPLOAD_SECONDS, connect=self.timeout))
+        status, raw = await self._exchange(request, MAX_ANSWER_BYTES)
+        return self._expect(self._answer(status, raw), ("attachments",), "attachments")
+
+    async def attachments(self, task_id: str) -> dict:
+        return self._expect(await self._call("GET", f"/agent/tasks/{q(task_id)}/attachments"), ("attachments",),
+                            "attachments")
+
+    async def attachment_file(self, task_id: str, name: str) -> bytes:
+        await self.health()
+        url = f"{self.base}/agent/tasks/{q(task_id)}/attachments/{q(name)}"
+        request = self.client.build_request("GET", url, headers=self.headers,
+                                            timeout=httpx.Timeout(self.timeout, read=UPLOAD_SECONDS))
+        status, raw = await self._exchange(request, MAX_FILE_BYTES + 1)
+        if status != 200:
+            self._answer(status, raw)  # raises the agent's error
+            raise Unavailable(f"{self.base} answered the download with HTTP {status}")
+        if len(raw) > MAX_FILE_BYTES:
+            raise Unavailable(f"{self.base} sent an attachment larger than {MAX_FILE_BYTES} bytes")
+        return raw
+
+    async def _exchange(self, request: httpx.Request, cap: int) -> tuple[int, bytes]:
+        """Send, and read at most `cap` bytes of the answer (an error answer is small anyway)."""
+        try:
+            async with asyncio.timeout(UPLOAD_SECONDS):
+                resp = await self.client.send(request, stream=True)
+                try:
+                    chunks, size = [], 0
+                    async for chunk in resp.aiter_bytes():
+                        size += len(chunk)
+                        chunks.append(chunk)
+                        if size > cap:
+                            break
+                    return resp.status_code, b"".join(chunks)
+                finally:
+                    await resp.aclose()
+        except TimeoutError:
+            raise Unavailable(f"no answer from {self.base} within {UPLOAD_SECONDS:g}s") from None
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"cannot reach {self.base}: {type(exc).__name__}") from None
+
+    def _answer(self, status: int, raw: bytes) -> Any:
+        """A JSON answer as _request reads it: the data, the agent's own 4xx, or Unavailable."""
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise Unavailable(f"{self.base} answered HTTP {status} with something that is not JSON") from None
+        if 200 <= status < 300:
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if status in (401, 403):
+            raise Unavailable(f"{self.base} refused the dashboard ({status}): check the project's token")
+        if 400 <= status < 500 and isinstance(error, dict) and "code" in error:
+            raise AgentError(status, data)
+        message = error.get("message") if isinstance(error, dict) else ""
+        raise Unavailable(f"{self.base} failed with HTTP {status}" + (f": {message}" if message else ""))
 
     async def open_stream(self, task_id: str, after: int) -> AsyncIterator[bytes]:
         """Relay the agent's Server-Sent Events. Connecting and the agent's answer are bounded

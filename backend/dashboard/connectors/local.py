@@ -21,9 +21,10 @@ from ...agent.runtimechoice import describe, unconfigured
 from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate
 from ...config import AgentConfig, ConfigError, load_agent_config
+from ...dependencies import DependencyError
 from ...dispatcher.events import EventWriter, TaskLogs, follow_task, read_events
 from ...gitrepo import GitError, recent_commits, worktree_list
-from ...mirrors import MirrorWriter, render_markdown
+from ...mirrors import MirrorWriter
 from ...models import STATUSES, NewMessage, NewTask, TaskStatus, is_valid_task_id
 from ...store import (
     IdempotencyKeyReusedError,
@@ -68,6 +69,8 @@ class LocalConnector(Connector):
             raise _refuse(409, "invalid_transition", str(exc)) from None
         except IdempotencyKeyReusedError as exc:
             raise _refuse(409, "idempotency_key_reused", str(exc)) from None
+        except DependencyError as exc:  # create/bulk: as the agent's routes answer it
+            raise _refuse(422, "invalid_dependencies", str(exc)) from None
         except StoreFullError as exc:
             raise _refuse(507, "insufficient_storage", f"task store: {exc}") from None
         except StoreError as exc:
@@ -156,13 +159,8 @@ class LocalConnector(Connector):
         if status not in STATUSES or not is_valid_task_id(task_id):
             raise _refuse(404, "not_found", f"no {status} task {filename!r}")
         snap = await self._run(self.store.snapshot)
-        found = taskviews.detail(snap, status, task_id)
-        if found is None and task_id not in snap.tasks:
-            # Archived (it left the live store, not the API): answered as the agent does.
-            archived = await self._run(self.store.archive.get, task_id)
-            if archived is not None and archived.status is TaskStatus(status):
-                found = {**archived.model_dump(mode="json"), "filename": f"{task_id}.md",
-                         "markdown": render_markdown(archived)}
+        # Archived too (it left the live store, not the API): answered as the agent does.
+        found = await self._run(taskviews.detail, snap, status, task_id, self.store.archive.get)
         if found is None:
             raise _refuse(404, "not_found", f"no {status} task with id {task_id!r}")
         return found
@@ -306,6 +304,108 @@ class LocalConnector(Connector):
 
     async def commits(self, count: int) -> list:
         return [c.to_dict() for c in await self._run(recent_commits, self.path, count)]
+
+    # ----- chat -----
+    async def context(self) -> dict:
+        if (missing := self._folder_missing()) is not None:
+            raise missing
+        return await self._run(self._context)
+
+    def _context(self) -> dict:
+        from ...chat.context import base_ref, read_context
+        config = self._config() if (self.path / "agent.yaml").is_file() else AgentConfig()
+        ref = base_ref(self.path, config.base_branch, config.remote)
+        project_id = self.project.expected_project_id
+        return read_context(project_id, self.path, ref, self.store.list_tasks())
+
+    # ----- plans -----
+    # The agent's own plan files and code (backend/plans/) on the project folder. Without an
+    # agent there is no follower thread: a plan catches up with its tasks whenever it is read.
+    @property
+    def plans(self):
+        from ...plans.store import PlanStore
+        if getattr(self, "_plan_store", None) is None:
+            self._plan_store = PlanStore(self.path)
+        return self._plan_store
+
+    async def _plans_call(self, fn, *args):
+        from ...plans.store import PlanError
+        try:
+            return await self._write(fn, *args)
+        except PlanError as exc:
+            raise _refuse(exc.status, exc.code, exc.message) from None
+
+    def _plan_list(self) -> dict:
+        from ...plans import follow, views
+        follow.sync(self.plans, self.store)
+        return views.plan_list(self.plans.listing(), self.store)
+
+    def _plan_answer(self, fn, *args) -> dict:
+        from ...plans import follow, views
+        follow.sync(self.plans, self.store)
+        return views.plan_view(fn(*args), self.store)
+
+    async def list_plans(self) -> dict:
+        return await self._plans_call(self._plan_list)
+
+    async def create_plan(self, body: dict) -> dict:
+        from ...plans.views import NewPlan
+        new = _validated(NewPlan, body)
+        return await self._plans_call(self._plan_answer, self.plans.create, new.plan, new.chat_id)
+
+    async def get_plan(self, plan_id: str) -> dict:
+        return await self._plans_call(self._plan_answer, self.plans.get, plan_id)
+
+    async def update_plan(self, plan_id: str, body: dict) -> dict:
+        from ...plans.views import PlanEdit
+        edit = _validated(PlanEdit, body)
+        return await self._plans_call(self._plan_answer, self.plans.edit, plan_id, edit.revision, edit.plan)
+
+    async def approve_plan(self, plan_id: str, body: dict) -> dict:
+        from ...plans.views import PlanApproval
+        approval = _validated(PlanApproval, body)
+        return await self._plans_call(self._plan_answer, self.plans.approve, plan_id, approval.revision)
+
+    async def reopen_plan(self, plan_id: str) -> dict:
+        return await self._plans_call(self._plan_answer, self.plans.reopen, plan_id)
+
+    async def run_plan(self, plan_id: str) -> dict:
+        """The tasks are created in the store; they wait, pending, for the project's agent."""
+        from ...plans.run import run_plan
+        return await self._plans_call(self._plan_answer, run_plan, self.plans, self.store, plan_id)
+
+    async def delete_plan(self, plan_id: str) -> None:
+        await self._plans_call(self.plans.delete, plan_id)
+
+    # ----- attachments -----
+    # The agent's own code (backend/attachments.py) on the project's data/attachments/.
+    @property
+    def attachment_store(self):
+        from ...attachments import AttachmentStore
+        if getattr(self, "_attachment_store", None) is None:
+            self._attachment_store = AttachmentStore(self.path / "data")
+        return self._attachment_store
+
+    async def _attachments_call(self, call):
+        from ...attachments import AttachmentError
+        try:
+            return await call
+        except AttachmentError as exc:
+            raise _refuse(exc.status, exc.code, exc.message) from None
+
+    async def upload_attachments(self, task_id: str, content_type: str, body: AsyncIterator[bytes]) -> dict:
+        from ...attachments import store_upload
+        return await self._attachments_call(
+            store_upload(self.store, self.attachment_store, task_id, body, content_type, self._write))
+
+    async def attachments(self, task_id: str) -> dict:
+        task = await self._run(self.store.get, task_id)
+        return {"attachments": [a.model_dump(mode="json") for a in task.attachments]}
+
+    async def attachment_file(self, task_id: str, name: str) -> bytes:
+        task = await self._run(self.store.get, task_id)
+        _, path = await self._attachments_call(self._run(self.attachment_store.file, task, name))
+        return await self._run(path.read_bytes)
 
 
 def _validated(model, body: dict):

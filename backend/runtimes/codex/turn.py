@@ -194,8 +194,10 @@ class CodexTurn:
             if isinstance(model, str) and model:
                 self.model = model
             self._turn_asked = True
+            # Attached images go with the prompt as `localImage` items (app-server v2 UserInput).
+            images = [{"type": "localImage", "path": str(path)} for path in self.request.images]
             turn_start = self._call("turn/start", {"threadId": self.thread_id,
-                                                   "input": [{"type": "text", "text": self.request.prompt}]})
+                                                   "input": [{"type": "text", "text": self.request.prompt}, *images]})
             return Reply(events=[event(EventKind.session_started, session_id=self.thread_id, model=self.model)],
                          send=[turn_start])
         if method == "turn/start":

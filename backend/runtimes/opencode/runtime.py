@@ -133,6 +133,10 @@ class OpenCodeRuntime:
         if request.resume:
             argv += ["-s", request.resume]
         argv += cfg.extra_args
+        # Attached images: `run --file` (an array option, so each one is its own `-f PATH` pair, and
+        # nothing positional follows them: the prompt goes on stdin).
+        for image in request.images:
+            argv += ["-f", str(image)]
 
         # OPENCODE_* variables inherited from Baton's environment (OPENCODE_CONFIG_CONTENT,
         # OPENCODE_PERMISSION …) would override the generated config's pins; opencode.env may

@@ -1,0 +1,240 @@
+"""The board's chat panel (issue #12) in Chromium: a real dashboard whose chat talks to the
+stand-in Messages API. An answer streams into the page as it is written (plain text, line
+breaks kept, markup shown as text), with tokens and cost; Stop mid-answer keeps the partial text;
+files go with a message; the open conversation is in the URL and comes back on reload; an API
+error is told; without a key the panel says how to enable the chat and the board still works; it
+fits a phone and axe finds nothing serious."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from board_world import AXE, open_page, wait_ready
+from browsing import playwright_or_skip
+from chat_board import chat_board, open_chat
+from chat_support import KEY_ENV
+from fakes.messages_standin import MessagesStandIn, http_error, text
+from support import wait_for
+
+playwright_api = playwright_or_skip()
+expect = playwright_api.expect
+
+
+@pytest.fixture(scope="module")
+def api():
+    with MessagesStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, api):
+    board = chat_board(tmp_path_factory.mktemp("chat"), api, agent=False)
+    yield board
+    board.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_script(api):
+    """Each test scripts its own replies; a hold from an earlier test does not carry over."""
+    api.replies.clear()
+    api.release.clear()
+    api.holding.clear()
+    yield
+    api.release.set()  # nothing stays held when a test ends early
+
+
+def new_chat(page) -> str:
+    """Starts a conversation in the open panel; its id, once it is the one shown (and in the URL)."""
+    button = page.locator("[data-role='new-chat']")
+    expect(button).to_be_enabled()
+    before = set(page.locator(".chat-item").evaluate_all("nodes => nodes.map((n) => n.dataset.chat)"))
+    button.click()
+
+    def shown():
+        chat = page.locator(".chat-view").get_attribute("data-chat")
+        return chat if chat and chat not in before else None
+
+    chat_id = wait_for(shown, timeout=10, what="the new conversation to be shown")
+    expect(page.locator(".chat-view [data-role='chat-input'], .chat-view [data-role='chat-disabled']")).to_be_visible()
+    expect(page).to_have_url(re.compile(f"chat=p%2F{chat_id}"))
+    return chat_id
+
+
+def chat_of(world, chat_id: str) -> dict:
+    response = httpx.get(f"{world.url}/api/projects/p/chats/{chat_id}", timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_an_answer_streams_in_as_text_and_the_conversation_comes_back_on_reload(page, world, api):
+    answer = ["First line\n", "second line ", "<img src=x onerror=alert(1)> **not bold**"]
+    api.script(text(answer, usage=(1200, 30), hold_after=2))
+    page.locator(".project[data-project='p'] [data-role='open-chat']").click()
+    expect(page.locator("#workspace-title")).to_have_text("Chat · Pea")
+    chat_id = new_chat(page)
+    box = page.locator("[data-role='chat-input']")
+    box.fill("How do we add a health route?\nCheaply.")
+    box.press("Control+Enter")
+    messages = page.locator("[data-role='messages'] > li")
+    # The stored question, then the answer as far as the model got: on the page before it ends.
+    expect(messages.nth(0)).to_have_attribute("data-role", "user")
+    expect(messages.nth(0).locator("[data-role='text']")).to_have_text("How do we add a health route?\nCheaply.")
+    streaming = page.locator("[data-role='messages'] > li[data-streaming='1']")
+    expect(streaming.locator("[data-role='text']")).to_have_text("First line\nsecond line ")
+    expect(page.locator("[data-role='stop']")).to_be_visible()
+    expect(page.locator("[data-role='send']")).to_be_disabled()
+    expect(box).to_have_value("")
+    api.release.set()
+    reply = messages.nth(1)
+    expect(reply).not_to_have_attribute("data-streaming", "1")
+    expect(reply.locator("[data-role='text']")).to_have_text("".join(answer))
+    # Plain text: the markup is characters, the line break is kept.
+    assert reply.locator("img").count() == 0 and reply.locator("strong").count() == 0
+    assert reply.locator("[data-role='text']").evaluate("n => getComputedStyle(n).whiteSpace") == "pre-wrap"
+    assert reply.locator("[data-role='text']").evaluate("n => n.offsetHeight > 1.5 * parseFloat(getComputedStyle(n).lineHeight)")
+    # Tokens and cost of the answer (from the price table: what the dashboard stored), and of the conversation.
+    cost = chat_of(world, chat_id)["messages"][1]["cost_usd"]
+    assert cost > 0
+    expect(reply.locator("[data-role='meta']")).to_contain_text(f"1.2k in · 30 out · ${cost:.4f}")
+    expect(page.locator("[data-role='chat-totals']")).to_have_text(f"1.2k in · 30 out · ${cost:.4f}")
+    expect(page.locator("[data-role='stop']")).to_be_hidden()
+    # Listed with its title (the first line), and in the URL: a reload resumes it.
+    expect(page.locator(f".chat-item[data-chat='{chat_id}']")).to_contain_text("How do we add a health route?")
+    page.reload()
+    wait_ready(page)
+    expect(page.locator("[data-role='messages'] > li")).to_have_count(2)
+    expect(page.locator("[data-role='messages'] > li").nth(1).locator("[data-role='text']")).to_have_text("".join(answer))
+    assert [m["role"] for m in chat_of(world, chat_id)["messages"]] == ["user", "assistant"]
+
+
+def test_stop_mid_answer_keeps_the_partial_text(page, world, api):
+    api.script(text(["Half ", "an answer", " never sent"], usage=(500, 9), hold_after=2))
+    dropped = api.disconnects
+    open_chat(page, world.url)
+    chat_id = new_chat(page)
+    page.locator("[data-role='chat-input']").fill("Tell me everything")
+    page.locator("[data-role='send']").click()
+    streaming = page.locator("[data-role='messages'] > li[data-streaming='1']")
+    expect(streaming.locator("[data-role='text']")).to_have_text("Half an answer")
+    page.locator("[data-role='stop']").click()
+    reply = page.locator("[data-role='messages'] > li").nth(1)
+    expect(reply).to_have_attribute("data-stopped", "1")
+    expect(reply.locator("[data-role='text']")).to_have_text("Half an answer")
+    expect(reply.locator("[data-role='meta']")).to_contain_text("stopped")
+    expect(page.locator("[data-role='stop']")).to_be_hidden()
+    expect(page.locator("[data-role='send']")).to_be_enabled()
+    stored = chat_of(world, chat_id)["messages"][1]
+    assert (stored["text"], stored["stopped"]) == ("Half an answer", True)
+    wait_for(lambda: api.disconnects > dropped, timeout=10, what="the model's stream to be dropped")
+
+
+def test_files_go_with_a_message(page, world, api, tmp_path):
+    api.script(text(["Read it."]))
+    open_chat(page, world.url)
+    new_chat(page)
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nThe health route must not touch the database.\n")
+    page.locator("[data-role='chat-files']").set_input_files(str(notes))
+    chip = page.locator("[data-role='chat-attachments'] li[data-name='notes.md']")
+    expect(chip).to_be_visible()
+    page.locator("[data-role='chat-input']").fill("See the notes")
+    page.locator("[data-role='send']").click()
+    user = page.locator("[data-role='messages'] > li").nth(0)
+    expect(user.locator(".chip")).to_have_text("notes.md")
+    expect(page.locator("[data-role='messages'] > li").nth(1).locator("[data-role='text']")).to_have_text("Read it.")
+    expect(chip).to_have_count(0)
+    sent = json.dumps(api.requests[-1]["body"]["messages"][-1])
+    assert "must not touch the database" in sent
+
+
+def test_an_api_error_is_told_on_the_answer(page, world, api):
+    api.script(http_error(429))
+    open_chat(page, world.url)
+    new_chat(page)
+    page.locator("[data-role='chat-input']").fill("Anyone there?")
+    page.locator("[data-role='send']").click()
+    reply = page.locator("[data-role='messages'] > li").nth(1)
+    expect(reply.locator("[data-role='message-error']")).to_contain_text("rate limit")
+    expect(page.locator("[data-role='chat-error']")).to_contain_text("rate limit")
+    expect(page.locator("[data-role='send']")).to_be_enabled()
+
+
+def test_without_a_key_the_panel_says_how_to_enable_the_chat_and_the_board_works(browser, tmp_path, api):
+    board = chat_board(tmp_path, api, agent=False, key=False)
+    asked = len(api.requests)
+    try:
+        context, page = open_page(browser, board.url)
+        page.goto(board.url)
+        wait_ready(page)
+        page.locator(".project[data-project='p'] [data-role='open-chat']").click()
+        hint = page.locator("[data-role='chat-hint']")
+        expect(hint).to_be_visible()
+        expect(hint).to_contain_text(KEY_ENV)
+        expect(page.locator("[data-role='new-chat']")).to_be_disabled()
+        expect(page.locator("[data-role='chat-input']")).to_have_count(0)
+        # A conversation made elsewhere opens without an input either; the hint stands in for it.
+        chat_id = httpx.post(f"{board.url}/api/projects/p/chats", json={}, timeout=30).json()["id"]
+        open_chat(page, board.url, chat_id)
+        expect(page.locator("[data-role='chat-disabled']")).to_contain_text(KEY_ENV)
+        expect(page.locator("[data-role='chat-input']")).to_have_count(0)
+        expect(page.locator("[data-role='make-plan']")).to_be_hidden()
+        # Everything else works: the panel closes, a task is created and shows on the board.
+        page.keyboard.press("Escape")
+        expect(page.locator("#workspace")).to_be_hidden()
+        task_id = board.create("Still works")
+        expect(page.locator(f".card[data-id='{task_id}']")).to_be_visible()
+        assert page.errors == [], page.errors
+        assert len(api.requests) == asked  # the model was never asked
+        context.close()
+    finally:
+        board.close()
+
+
+def test_the_chat_fits_a_phone_one_pane_at_a_time(browser, world, api):
+    api.script(text(["A short answer."]))
+    context, page = open_page(browser, world.url, width=390, height=844, is_mobile=True, has_touch=True)
+    try:
+        open_chat(page, world.url)
+        box = page.locator("#workspace").bounding_box()
+        assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, 390, 844)
+        expect(page.locator(".chat-side")).to_be_visible()
+        chat_id = new_chat(page)
+        expect(page.locator(".chat-side")).to_be_hidden()  # the conversation has the screen
+        page.locator("[data-role='chat-input']").fill("Hello " + "x" * 200)
+        page.locator("[data-role='send']").tap()
+        expect(page.locator("[data-role='messages'] > li").nth(1).locator("[data-role='text']")).to_have_text("A short answer.")
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+        assert page.locator("#workspace-body").evaluate("node => node.scrollWidth <= node.clientWidth")
+        send = page.locator("[data-role='send']").bounding_box()
+        assert send["x"] + send["width"] <= 390 and send["y"] + send["height"] <= 844
+        page.locator(".chat-back").tap()
+        expect(page.locator(f".chat-item[data-chat='{chat_id}']")).to_be_visible()
+        page.locator("#workspace-close").tap()
+        expect(page.locator("#workspace")).to_be_hidden()
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
+
+
+def test_the_chat_panel_has_no_serious_accessibility_violations(browser, world, api):
+    api.script(text(["An answer\nover two lines."]))
+    context, page = open_page(browser, world.url, bypass_csp=True)
+    try:
+        open_chat(page, world.url)
+        new_chat(page)
+        page.locator("[data-role='chat-input']").fill("A question")
+        page.locator("[data-role='send']").click()
+        expect(page.locator("[data-role='messages'] > li")).to_have_count(2)
+        expect(page.locator("[data-role='send']")).to_be_enabled()
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("() => axe.run(document, { resultTypes: ['violations'] })")
+        serious = [{"id": v["id"], "help": v["help"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+                   for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        assert serious == [], json.dumps(serious, indent=1)
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
