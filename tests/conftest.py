@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,17 @@ from backend.agent.settings import AgentSettings
 from backend.config import AgentConfig, ClaudeCodeConfig
 from backend.store import TaskStore
 from support import AgentProcess, acknowledge_guardrails, free_port, make_repo, serve, wait_for_http
+
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_model_keys() -> Iterator[None]:
+    """A developer's own Anthropic key (or endpoint) never reaches a test: the chat would send
+    real, paid requests. Tests that chat set a key and a stand-in's URL themselves."""
+    saved = {name: os.environ.pop(name) for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
+             if name in os.environ}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

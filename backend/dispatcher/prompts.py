@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..attachments import describe
 from ..config import AgentConfig
 from ..models import Attachment, Task
@@ -11,7 +13,21 @@ def commit_message(task: Task) -> str:
     return f"{task.task_type}({task.id}): {task.title}"
 
 
-def task_prompt(task: Task, config: AgentConfig, *, continuing: bool) -> str:
+def builds_on_text(dependencies: Sequence[Task]) -> str:
+    """What the tasks this one depends on did (each landed before this one was started)."""
+    if not dependencies:
+        return ""
+    lines = ["", "## Builds on", "",
+             "This task was started after these tasks landed on the base branch; their work is in your worktree:", ""]
+    for dep in dependencies:
+        landed = f", commit {dep.commit_sha[:12]}" if dep.commit_sha else ""
+        summary = " ".join((dep.result_text or "").split())
+        summary = summary if len(summary) <= 600 else summary[:599] + "…"
+        lines.append(f"- {dep.id} ({dep.title}){landed}" + (f": {summary}" if summary else ""))
+    return "\n".join(lines) + "\n"
+
+
+def task_prompt(task: Task, config: AgentConfig, *, continuing: bool, dependencies: Sequence[Task] = ()) -> str:
     tests = config.test_command.strip()
     lines = [
         f"# Task {task.id}: {task.title}",
@@ -35,7 +51,7 @@ def task_prompt(task: Task, config: AgentConfig, *, continuing: bool) -> str:
     ]
     if continuing:
         lines += ["", "This branch already holds commits from an earlier attempt; check `git log` and continue."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + builds_on_text(dependencies)
 
 
 def conflict_prompt(base_ref: str, files: list[str]) -> str:
@@ -89,10 +105,11 @@ def follow_up_prompt(messages, config: AgentConfig) -> str:
             + ". Do not push and do not change other branches.\n")
 
 
-def work_prompt(task: Task, config: AgentConfig, *, continuing: bool, messages=(), landed_before: bool = False) -> str:
+def work_prompt(task: Task, config: AgentConfig, *, continuing: bool, messages=(), landed_before: bool = False,
+                dependencies: Sequence[Task] = ()) -> str:
     """A fresh session's whole context: the task, its approved plan, what happened before and
     every message waiting for it."""
-    text = task_prompt(task, config, continuing=continuing)
+    text = task_prompt(task, config, continuing=continuing, dependencies=dependencies)
     if task.plan_approved and task.plan:
         text += "\n## The approved plan\n\nA person reviewed and approved this plan; carry it out.\n\n" + task.plan.strip() + "\n"
     if landed_before:
@@ -104,7 +121,7 @@ def work_prompt(task: Task, config: AgentConfig, *, continuing: bool, messages=(
     return text
 
 
-def planning_prompt(task: Task, config: AgentConfig, messages=()) -> str:
+def planning_prompt(task: Task, config: AgentConfig, messages=(), dependencies: Sequence[Task] = ()) -> str:
     """A read-only planning turn: the answer is the plan a person reviews."""
     lines = [
         f"# Plan task {task.id}: {task.title}",
@@ -120,7 +137,7 @@ def planning_prompt(task: Task, config: AgentConfig, messages=()) -> str:
         "- Answer with a plan a person can review: the approach, the files you would change and how, "
         "the tests you would add or run, and the risks. Your final answer is the plan.",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + builds_on_text(dependencies)
     if task.plan:
         text += "\n## Your earlier plan\n\n" + task.plan.strip() + "\n"
     if messages:

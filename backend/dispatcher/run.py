@@ -33,7 +33,7 @@ from ..github import GitHubError
 from ..gitrepo import GitError
 from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
 from ..runtimes.base import AgentEvent, EventKind, Reply, Runtime, RunSummary, Turn, TurnRequest, event
-from ..store import StoreError, TaskStore
+from ..store import StoreError, TaskNotFoundError, TaskStore
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, EventWriters, TaskLogs
 from .leftovers import discard_test_leftovers
@@ -196,6 +196,16 @@ class TaskRun:
                  + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
         return continuing, self.ws.head()
 
+    def _dependencies(self) -> list[Task]:
+        """The tasks this one depends on, as the store holds them now (live or archived)."""
+        found = []
+        for dep_id in self.task.depends_on:
+            try:
+                found.append(self.ctx.store.get(dep_id))
+            except TaskNotFoundError:
+                continue
+        return found
+
     def _same_session(self) -> str | None:
         """The session a person's message continues: the task's latest, on this runtime."""
         task = self._current()
@@ -205,7 +215,9 @@ class TaskRun:
         task, ctx = self.task, self.ctx
         messages = self._take_inbox()
         landed_before = not continuing and task.base_sha is not None  # a follow-up of a completed task
-        fresh = work_prompt(task, ctx.config, continuing=continuing, messages=messages, landed_before=landed_before)
+        deps = self._dependencies()
+        fresh = work_prompt(task, ctx.config, continuing=continuing, messages=messages, landed_before=landed_before,
+                            dependencies=deps)
         # A completed task's branch is gone and its runtime's state was cleaned up with it: a
         # follow-up there starts a new session given the whole context instead.
         session = self._same_session() if messages and continuing else None
@@ -220,7 +232,7 @@ class TaskRun:
                                       and self.runtime.resume_after_restart and not messages) else None
         self._started_fields["session_id"] = earlier  # not an earlier attempt's session of another runtime
         prompt = fresh if (messages or task.plan_approved or landed_before) else task_prompt(
-            task, ctx.config, continuing=continuing)
+            task, ctx.config, continuing=continuing, dependencies=deps)
         self._agent_turn(prompt, resume=earlier)
         self._started_fields.pop("session_id", None)
 
@@ -233,7 +245,8 @@ class TaskRun:
             return False
         if not self.holds_worker:  # they came while it waited in the merge queue
             self._take_worker()
-        fresh = work_prompt(self.task, self.ctx.config, continuing=True, messages=messages)
+        fresh = work_prompt(self.task, self.ctx.config, continuing=True, messages=messages,
+                            dependencies=self._dependencies())
         session = self._same_session()
         if session is not None:
             self._agent_turn(follow_up_prompt(messages, self.ctx.config), resume=session, fresh=fresh)
@@ -288,7 +301,7 @@ class TaskRun:
         task, ctx = self.task, self.ctx
         messages = self._take_inbox()
         session = self._same_session() if (messages and task.plan) else None
-        fresh = planning_prompt(task, ctx.config, messages=messages)
+        fresh = planning_prompt(task, ctx.config, messages=messages, dependencies=self._dependencies())
         before = self.ws.status_text()
         if session is not None:
             self._agent_turn(revision_prompt(messages), resume=session, fresh=fresh, read_only=True)
