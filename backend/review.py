@@ -16,7 +16,7 @@ from .models import INBOX_MAX, HumanMessage, NewMessage, Task, TaskStatus, new_t
 from .runtimes.base import AgentEvent, EventKind, event
 from .store import InvalidTransitionError, TaskNotFoundError, TaskStore
 
-_TAKES_MESSAGES = {TaskStatus.pending, TaskStatus.in_progress, TaskStatus.plan_review, TaskStatus.review,
+_TAKES_MESSAGES = {TaskStatus.pending, TaskStatus.blocked, TaskStatus.in_progress, TaskStatus.plan_review, TaskStatus.review,
                    TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled}
 # Where a run can leave messages that came while it ended (never failed: a run that fails before
 # it reads its inbox would start again and again).
@@ -69,7 +69,8 @@ def post_message(store: TaskStore, task_id: str, body: NewMessage, running: Call
         kind = "revise" if task.status is TaskStatus.plan_review else "message"
         message = holder["message"] = _message(body, kind)
         inbox = _inbox_with(task, message)
-        if task.status in (TaskStatus.pending, TaskStatus.in_progress) or running(task.id):
+        # A blocked task waits like a pending one: the message is read when it finally runs.
+        if task.status in (TaskStatus.pending, TaskStatus.blocked, TaskStatus.in_progress) or running(task.id):
             holder["delivery"] = "queued"
             return None, {"inbox": inbox}
         holder["delivery"] = "started"

@@ -282,3 +282,18 @@ def test_the_dashboards_local_connector_answers_as_the_agent(dashboard_factory, 
     page = client.get("/api/board/page", params={"status": "blocked"}).json()
     assert [t["id"] for t in page["tasks"]] == [b["id"]] and page["tasks"][0]["blocked_reason"].startswith(a["id"])
     assert client.post(f"/api/projects/local/tasks/{b['id']}/cancel").json()["status"] == "cancelled"
+
+
+def test_a_message_to_a_blocked_task_waits_in_its_inbox_for_its_run(store):
+    from backend.models import NewMessage
+    from backend.review import post_message
+
+    a, b = store.create_many([new("A", "a"), new("B", "b", ["a"])])
+    fail(store, a.id)
+    assert store.get(b.id).status is TaskStatus.blocked
+    posted = post_message(store, b.id, NewMessage(text="use the new schema"), running=lambda _id: False)
+    assert posted.delivery == "queued"
+    held = store.get(b.id)
+    assert held.status is TaskStatus.blocked and [m.text for m in held.inbox] == ["use the new schema"]
+    store.rerun(a.id)  # unblocked: the message is still there for B's run
+    assert [m.text for m in store.get(b.id).inbox] == ["use the new schema"]

@@ -48,7 +48,16 @@ def test_a_diamond_runs_in_dependency_order_on_two_workers(agent_factory, fake_c
     assert subjects.index("task a") < min(subjects.index("task b"), subjects.index("task c"))
     assert subjects.index("task d") == len(subjects) - 1
     # Only the created tasks ran, once each.
-    assert sorted(call["env"]["TASK_ID"] for call in fake_cli.calls()) == sorted(ids.values())
+    calls = fake_cli.calls()
+    assert sorted(call["env"]["TASK_ID"] for call in calls) == sorted(ids.values())
+    # D's prompt says what it builds on: B and C, each with its landed commit; A's says nothing of it.
+    prompt_of = {call["env"]["TASK_ID"]: call["prompt"] for call in calls}
+    assert "## Builds on" not in prompt_of[ids["a"]]
+    d_prompt = prompt_of[ids["d"]]
+    builds_on = d_prompt[d_prompt.index("## Builds on"):]
+    for ref in "bc":
+        assert f"- {ids[ref]} ({ref.upper()}), commit {done[ref].commit_sha[:12]}" in builds_on
+    assert ids["a"] not in builds_on  # only its direct dependencies
 
 
 def test_a_failure_blocks_its_dependents_until_a_rerun_lands_it(agent_factory, fake_cli, tmp_path):
