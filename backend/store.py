@@ -161,6 +161,11 @@ class TaskStore:
             if not self.path.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 snap = self._write(snap, {})
+            # A store restored from a generation or edited by hand: blocked as its dependencies say.
+            moves = dependencies.settle(snap.tasks, _memo(self.archive.get))
+            if moves:
+                now = utcnow()
+                snap = self._write(snap, {t.id: _updated(t, updated_at=now, **fields) for t, fields in moves})
             if self._mirrors is not None:
                 self._mirrors.rebuild(list(snap.tasks.values()))
             return snap
@@ -183,9 +188,7 @@ class TaskStore:
             if idempotency_key is not None:
                 earlier = [t for t in snap.tasks.values() if t.idempotency_key == idempotency_key]
                 if earlier:
-                    # depends_on is compared as asked: the stored one holds ids where refs were sent.
-                    asked = [item.model_dump(exclude={"depends_on"}) for item in items]
-                    if [t.model_dump(include=set(NewTask.model_fields) - {"depends_on"}) for t in earlier] != asked:
+                    if [_as_asked(t, earlier) for t in earlier] != [_asked(item) for item in items]:
                         raise IdempotencyKeyReusedError(idempotency_key)
                     return earlier
             now = utcnow()
@@ -197,7 +200,7 @@ class TaskStore:
                     task_id = new_task_id()
                 taken.add(task_id)
                 new_ids.append(task_id)
-            resolved = dependencies.resolve(items, new_ids, lambda tid: snap.tasks.get(tid) or self.archive.get(tid))
+            resolved = dependencies.resolve(items, new_ids, self._lookup(snap))
             for index, item in enumerate(items):
                 # A microsecond apart: "oldest first" (the board's pending order) is then the store's
                 # order, the order claims take equal-priority tasks in.
@@ -307,6 +310,9 @@ class TaskStore:
             if target is TaskStatus.in_progress:
                 # A running task always has an owner and a lease: claim() is the only way in.
                 raise InvalidTransitionError(task, target, "only claim() starts a task")
+            if target is TaskStatus.blocked or (task.status is TaskStatus.blocked and target is TaskStatus.pending):
+                # Blocked says a dependency failed: only the dependency rules decide it (settle).
+                raise InvalidTransitionError(task, target, "only its dependencies move a task in or out of blocked")
             stamp: dict[str, Any] = {"status": target, "updated_at": now}
             if target in _FINISHED:
                 stamp["finished_at"] = now
@@ -376,7 +382,9 @@ class TaskStore:
     # ----- internals ----------------------------------------------------------------------
 
     def _lookup(self, snap: Snapshot) -> Callable[[str], Task | None]:
-        return lambda task_id: snap.tasks.get(task_id) or self.archive.get(task_id)
+        """A task by id, live or archived; each archived one read once per call site."""
+        archived = _memo(self.archive.get)
+        return lambda task_id: snap.tasks.get(task_id) or archived(task_id)
 
     def _settle_dependents(self, snap: Snapshot, changes: list[tuple[Task | None, Task]]) -> None:
         """Move waiting tasks in or out of `blocked` in the same write as the status changes
@@ -386,7 +394,7 @@ class TaskStore:
         merged = {**snap.tasks, **{new.id: new for _, new in changes}}
         at = {new.id: i for i, (_, new) in enumerate(changes)}
         now = utcnow()
-        for task, fields in dependencies.settle(merged, self.archive.get):
+        for task, fields in dependencies.settle(merged, _memo(self.archive.get)):
             moved = _updated(task, updated_at=now, **fields)
             if task.id in at:
                 old, _ = changes[at[task.id]]
@@ -625,6 +633,31 @@ def _next_pending(tasks: Iterable[Task]) -> Task | None:
                 if rank == top:
                     break
     return first_by_rank[max(first_by_rank)] if first_by_rank else None
+
+
+def _memo(lookup: Callable[[str], Task | None]) -> Callable[[str], Task | None]:
+    """`lookup` remembered for one transaction (archived tasks do not change while archived)."""
+    seen: dict[str, Task | None] = {}
+
+    def get(task_id: str) -> Task | None:
+        if task_id not in seen:
+            seen[task_id] = lookup(task_id)
+        return seen[task_id]
+    return get
+
+
+def _asked(item: NewTask) -> dict[str, Any]:
+    """A create item as a repeat of its request is compared: depends_on deduplicated, in order."""
+    return {**item.model_dump(), "depends_on": list(dict.fromkeys(item.depends_on))}
+
+
+def _as_asked(task: Task, batch: list[Task]) -> dict[str, Any]:
+    """A task created by a request, as that request asked for it: dependencies on tasks of the
+    same request by their refs (as resolve() read them), others by id."""
+    refs = {t.id: t.ref for t in batch if t.ref is not None}
+    data = task.model_dump(include=set(NewTask.model_fields))
+    data["depends_on"] = [refs.get(dep, dep) for dep in task.depends_on]
+    return data
 
 
 def _reject_protected(fields: dict[str, Any]) -> None:

@@ -297,3 +297,44 @@ def test_a_message_to_a_blocked_task_waits_in_its_inbox_for_its_run(store):
     assert held.status is TaskStatus.blocked and [m.text for m in held.inbox] == ["use the new schema"]
     store.rerun(a.id)  # unblocked: the message is still there for B's run
     assert [m.text for m in store.get(b.id).inbox] == ["use the new schema"]
+
+
+def test_a_repeat_whose_dependencies_differ_is_not_the_same_request(store):
+    from backend.store import IdempotencyKeyReusedError
+
+    (x,) = store.create_many([new("X")])
+    first = store.create_many([new("A", "a"), new("B", "b", ["a"])], idempotency_key="k1")
+    # The same items, B naming A by ref twice: the same request.
+    again = store.create_many([new("A", "a"), new("B", "b", ["a", "a"])], idempotency_key="k1")
+    assert [t.id for t in again] == [t.id for t in first]
+    # B depending on X instead: another request under the same key.
+    with pytest.raises(IdempotencyKeyReusedError):
+        store.create_many([new("A", "a"), new("B", "b", [x.id])], idempotency_key="k1")
+
+
+def test_only_the_dependency_rules_move_a_task_in_or_out_of_blocked(store):
+    a, b, c = store.create_many([new("A", "a"), new("B", "b", ["a"]), new("C")])
+    with pytest.raises(InvalidTransitionError, match="only its dependencies"):
+        store.transition(c.id, TaskStatus.blocked)
+    fail(store, a.id)
+    with pytest.raises(InvalidTransitionError, match="only its dependencies"):
+        store.transition(b.id, TaskStatus.pending)
+    assert store.get(b.id).status is TaskStatus.blocked and store.get(c.id).status is TaskStatus.pending
+
+
+def test_a_store_opened_with_a_stale_blocked_state_is_settled_at_start(store, tmp_path):
+    import json
+
+    a, b = store.create_many([new("A", "a"), new("B", "b", ["a"])])
+    fail(store, a.id)
+    assert store.get(b.id).status is TaskStatus.blocked
+    # Written by hand (or restored from an older copy): A pending again, B still blocked.
+    path = tmp_path / "data" / "dev-tasks.json"
+    doc = json.loads(path.read_text())  # the store is one JSON document (canonical: a task per line)
+    for data in doc["tasks"]:
+        if data["id"] == a.id:
+            data.update(status="pending", finished_at=None, error_reason=None, error_message=None)
+    path.write_text(json.dumps(doc))
+    reopened = TaskStore(path)
+    reopened.initialize()
+    assert reopened.get(b.id).status is TaskStatus.pending and reopened.get(b.id).blocked_reason is None

@@ -56,7 +56,7 @@ def test_a_diamond_runs_in_dependency_order_on_two_workers(agent_factory, fake_c
     d_prompt = prompt_of[ids["d"]]
     builds_on = d_prompt[d_prompt.index("## Builds on"):]
     for ref in "bc":
-        assert f"- {ids[ref]} ({ref.upper()}), commit {done[ref].commit_sha[:12]}" in builds_on
+        assert f"- {ids[ref]} ({ref.upper()}), landed as commit {done[ref].commit_sha[:12]}" in builds_on
     assert ids["a"] not in builds_on  # only its direct dependencies
 
 

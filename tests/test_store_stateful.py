@@ -37,12 +37,11 @@ class StoreLifecycle(RuleBasedStateMachine):
 
     def _settle(self) -> None:
         """What the dependency rules make of waiting tasks, worked out independently of the
-        store: blocked when a dependency failed, was cancelled or is blocked by these rules (one
-        put in blocked by hand, without dependencies, blocks nothing); else pending."""
+        store: blocked when a dependency failed, was cancelled or is blocked; else pending."""
         for task_id in self.model:  # creation order: dependencies are settled first
             if self.deps[task_id] and self.model[task_id] in (TaskStatus.pending, TaskStatus.blocked):
                 blocked = any(self.model[d] in (TaskStatus.failed, TaskStatus.cancelled)
-                              or (self.model[d] is TaskStatus.blocked and self.deps[d]) for d in self.deps[task_id])
+                              or self.model[d] is TaskStatus.blocked for d in self.deps[task_id])
                 self.model[task_id] = TaskStatus.blocked if blocked else TaskStatus.pending
 
     def _pick(self, data) -> str:
@@ -95,13 +94,16 @@ class StoreLifecycle(RuleBasedStateMachine):
         task_id = self._pick(data)
         current = self.model[task_id]
         revision = self.store.snapshot().revision
+        # Only claim() starts a task, and only the dependency rules block or unblock one.
+        refused = (to not in TRANSITIONS[current] or to is TaskStatus.in_progress or to is TaskStatus.blocked
+                   or (current is TaskStatus.blocked and to is TaskStatus.pending))
         try:
             self.store.transition(task_id, to)
         except InvalidTransitionError:
-            assert to not in TRANSITIONS[current] or to is TaskStatus.in_progress
+            assert refused
             assert self.store.snapshot().revision == revision
         else:
-            assert to in TRANSITIONS[current] and to is not TaskStatus.in_progress
+            assert not refused
             self.model[task_id] = to
             self._settle()
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..attachments import describe
 from ..config import AgentConfig
-from ..models import Attachment, Task
+from ..models import Attachment, Task, TaskStatus
 
 
 def commit_message(task: Task) -> str:
@@ -14,16 +14,17 @@ def commit_message(task: Task) -> str:
 
 
 def builds_on_text(dependencies: Sequence[Task]) -> str:
-    """What the tasks this one depends on did (each landed before this one was started)."""
-    if not dependencies:
+    """What the tasks this one depends on did: those completed (landed, or done with no changes)."""
+    done = [dep for dep in dependencies if dep.status is TaskStatus.completed]
+    if not done:
         return ""
     lines = ["", "## Builds on", "",
-             "This task was started after these tasks landed on the base branch; their work is in your worktree:", ""]
-    for dep in dependencies:
-        landed = f", commit {dep.commit_sha[:12]}" if dep.commit_sha else ""
+             "This task depends on these completed tasks; what they landed is on the base branch you started from:", ""]
+    for dep in done:
+        what = f"landed as commit {dep.commit_sha[:12]}" if dep.commit_sha else "completed with no changes"
         summary = " ".join((dep.result_text or "").split())
         summary = summary if len(summary) <= 600 else summary[:599] + "…"
-        lines.append(f"- {dep.id} ({dep.title}){landed}" + (f": {summary}" if summary else ""))
+        lines.append(f"- {dep.id} ({dep.title}), {what}" + (f". Its agent's report: {summary}" if summary else ""))
     return "\n".join(lines) + "\n"
 
 

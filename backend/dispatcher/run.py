@@ -184,6 +184,7 @@ class TaskRun:
         task, ctx = self.task, self.ctx
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
+        self._fetch_dependencies()
         continuing = self.ws.create(earlier_branch=self._earlier_branch)
         if self.refs.take_and_restore(self.ctx.git.admin_lock):  # left by a run that crashed
             self.say("put back refs an earlier, interrupted run of this task had moved")
@@ -195,6 +196,19 @@ class TaskRun:
         self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else "")
                  + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
         return continuing, self.ws.head()
+
+    def _fetch_dependencies(self) -> None:
+        """A dependency's landed commit must be in the base this task starts from. A pull request
+        merged on GitHub a moment ago is newer than a recent fetch: then fetch again, now."""
+        git = self.ctx.git
+        landed = [dep.commit_sha for dep in self._dependencies() if dep.commit_sha]
+        if not landed or all(git.is_ancestor(sha, git.base_ref) for sha in landed):
+            return
+        git.fetch_base(max_age=0)
+        missing = [sha[:12] for sha in landed if not git.is_ancestor(sha, git.base_ref)]
+        if missing:
+            self.say(f"the base {git.base_ref} does not hold the landed work of its dependencies "
+                     f"({', '.join(missing)}); starting from it anyway")
 
     def _dependencies(self) -> list[Task]:
         """The tasks this one depends on, as the store holds them now (live or archived)."""
