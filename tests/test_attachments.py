@@ -335,3 +335,35 @@ def test_the_dashboard_passes_a_10_mib_file_and_the_agent_refuses_a_bigger_one(b
     over = client.post(url, files=[("files", ("over.log", exact + b"z"))])
     assert error_of(over) == (413, "too_large")
     assert [a.name for a in store.get(task_id).attachments] == ["exact.log"]
+
+
+@pytest.mark.parametrize("name", ["%2E%2E", "%2E", ".incoming", "..%2Fsecret.txt"])
+def test_the_dashboard_never_relays_a_name_that_is_not_one(board, name):
+    """`..` reached the agent as a dot segment, which httpx removes: `…/attachments/..` fetched the
+    task itself. A name that cannot be an attachment's is refused before anything is relayed."""
+    client, store, project = board
+    task_id = client.post("/api/projects/p/tasks", json={"title": "dots"}).json()["id"]
+    url = f"/api/projects/p/tasks/{task_id}/attachments"
+    assert client.post(url, files=[("files", ("a.txt", b"a"))]).status_code == 201
+    resp = client.get(f"{url}/{name}")
+    assert error_of(resp) == (404, "not_found"), resp.text
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../tasks"])
+def test_the_http_connector_itself_refuses_a_dot_name(agent, name):
+    """Checked again where the URL is built (q() leaves dots as they are)."""
+    import asyncio
+
+    from backend.dashboard.config import ProjectConfig
+    from backend.dashboard.connectors.base import AgentError
+    from backend.dashboard.connectors.http import HTTPConnector
+    task_id = new_task(agent)
+    assert upload(agent, task_id, ("a.txt", b"a")).status_code == 201
+
+    async def fetch() -> bytes:
+        async with httpx.AsyncClient() as client:
+            connector = HTTPConnector(ProjectConfig(id="p", agent_url=agent.url), client, 5)
+            return await connector.attachment_file(task_id, name)
+    with pytest.raises(AgentError) as refused:
+        asyncio.run(fetch())
+    assert refused.value.status == 404 and refused.value.body["error"]["code"] == "not_found"

@@ -4,7 +4,13 @@ start, and the dashboard's mirror (through the agent, and on the folder of an ag
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from backend.models import NewTask, Owner, TaskStatus
 from backend.plans.model import PlanDraft
@@ -13,6 +19,7 @@ from backend.plans.store import PlanStore
 from backend.store import TaskStore
 from conftest import fake_task
 from support import git, make_repo, origin_of, wait_for
+from test_agent_startup import read_only
 from test_api import assert_error
 
 OWNER = Owner(pid=os.getpid(), host="test", instance="plans-api")
@@ -57,8 +64,12 @@ def test_a_plan_is_edited_approved_and_run_in_dependency_order(agent_factory, fa
     assert_error(client.post(f"{path}/approve", json={"revision": 1}), 409, "stale_plan")
     assert client.post(f"{path}/approve", json={"revision": 2}).json()["state"] == "ready"
     assert_error(client.put(path, json={"revision": 3, "plan": edited}), 409, "plan_not_editable")
+    # Run names the revision the person saw: another one creates nothing.
+    assert_error(client.post(f"{path}/run", json={"revision": 2}), 409, "stale_plan")
+    assert_error(client.post(f"{path}/run", json={"revision": 0}), 422, "validation_error")
+    assert agent.store.list_tasks() == []
 
-    running = client.post(f"{path}/run")
+    running = client.post(f"{path}/run", json={"revision": 3})
     assert running.status_code == 200, running.text
     ids = running.json()["task_ids"]
     assert running.json()["state"] == "executing" and set(running.json()["task_status"]) == {"a", "b", "c", "d"}
@@ -166,7 +177,10 @@ def test_the_dashboard_mirrors_the_plans_api(agent_factory, dashboard_factory, t
         assert board.post(f"{path}/approve", json={"revision": 2}).json()["state"] == "ready"
         assert board.post(f"{path}/reopen").json()["state"] == "draft"
         board.post(f"{path}/approve", json={"revision": 4})
-        running = board.post(f"{path}/run").json()
+        assert_error(board.post(f"{path}/run", json={"revision": 4}), 409, "stale_plan")
+        assert store.list_tasks() == []
+        # With the revision shown (as the board sends it) or without a body.
+        running = board.post(f"{path}/run", **({"json": {"revision": 5}} if project == "alpha" else {})).json()
         assert running["state"] == "executing" and running["task_status"] == {"one": "pending", "two": "pending"}
         ids = running["task_ids"]
         assert store.get(ids["two"]).depends_on == [ids["one"]]
@@ -198,3 +212,87 @@ def test_nothing_is_written_before_there_is_a_plan(agent_factory):
     assert agent.client.get("/agent/plans").json() == {"plans": [], "invalid": []}
     assert agent.store.get(task.id).plan_id is None
     assert not (agent.settings.project_dir / "plans").exists()  # nothing made before a plan is
+
+
+ONE_TASK = {"plan": {"title": "One", "tasks": [{"ref": "only", "title": "Only"}]}}
+
+
+def test_a_ready_plan_whose_tasks_exist_is_not_deleted_on_either_side(agent_factory, dashboard_factory, tmp_path):
+    agent = agent_factory()
+    project_id = agent.client.get("/agent/health").json()["project_id"]
+    solo = make_repo(tmp_path, "solo")
+    TaskStore(solo / "data" / "dev-tasks.json").initialize()
+    board = dashboard_factory([
+        {"id": "alpha", "agent_url": agent.url, "agent_project_id": project_id},
+        {"id": "solo", "path": str(solo)}], timeout=10)
+    for project, folder, store in (("alpha", agent.settings.project_dir, agent.store),
+                                   ("solo", solo, TaskStore(solo / "data" / "dev-tasks.json"))):
+        path = f"/api/projects/{project}/plans/{board.post(f'/api/projects/{project}/plans', json=ONE_TASK).json()['id']}"
+        ready = PlanStore(folder).approve(path.rsplit("/", 1)[1], 1)
+        # A run that crashed after creating the tasks, before recording them.
+        (task,) = store.create_many(new_tasks(ready), idempotency_key=idempotency_key(ready), plan_id=ready.id)
+        error = assert_error(board.delete(path), 409, "invalid_plan_state")
+        assert "tasks exist" in error["message"] or "is executing" in error["message"]
+        answer = board.get(path).json()
+        assert (answer["state"], answer["task_ids"]) == ("executing", {"only": task.id})
+
+
+@contextlib.contextmanager
+def tiny_disk(folder: Path):
+    """`folder` a 64 KiB tmpfs: a really full disk, not a simulated one."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"!!! SKIPPED LOUDLY: cannot mount a tmpfs for the disk-full test: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+                handle.flush()
+        except OSError:
+            pass
+
+
+def test_a_plans_folder_that_cannot_be_used_answers_503_or_507_not_500(agent_factory, dashboard_factory):
+    agent = agent_factory()
+    client = agent.client
+    folder = agent.settings.project_dir / "plans"
+
+    # A file where the folder should be: listed as the problem, writes refused.
+    folder.write_text("not a folder")
+    assert client.get("/agent/plans").json() == {"plans": [], "invalid": [
+        {"file": "plans", "problem": "not a folder: remove or rename it"}]}
+    error = assert_error(client.post("/agent/plans", json=ONE_TASK), 503, "plans_unavailable")
+    assert f"{folder}: not a folder" in error["message"]
+    folder.unlink()
+
+    # Read-only.
+    plan = client.post("/agent/plans", json=ONE_TASK).json()
+    with read_only(folder):
+        for answer in (client.post("/agent/plans", json=ONE_TASK),
+                       client.post(f"/agent/plans/{plan['id']}/approve", json={"revision": 1}),
+                       client.delete(f"/agent/plans/{plan['id']}")):
+            error = assert_error(answer, 503, "plans_unavailable")
+            assert str(folder) in error["message"] and "Read-only file system" in error["message"]
+    assert client.get(f"/agent/plans/{plan['id']}").json()["revision"] == 1
+
+    # Full: 507, and nothing half-written.
+    shutil.rmtree(folder)
+    with tiny_disk(folder):
+        plan = client.post("/agent/plans", json=ONE_TASK).json()
+        fill(folder)
+        edit = {"revision": 1, "plan": {**ONE_TASK["plan"], "summary": "x" * 8000}}
+        error = assert_error(client.put(f"/agent/plans/{plan['id']}", json=edit), 507, "insufficient_storage")
+        assert str(folder / "draft") in error["message"] and "No space left" in error["message"]
+        assert not [p for p in (folder / "draft").iterdir() if p.name.endswith(".tmp")]
+        assert client.get(f"/agent/plans/{plan['id']}").json()["revision"] == 1
+        (folder / "filler").unlink()
+        assert client.put(f"/agent/plans/{plan['id']}", json=edit).json()["revision"] == 2

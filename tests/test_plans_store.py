@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from backend.models import Owner, TaskStatus
+from backend.models import NewTask, Owner, TaskStatus, utcnow
 from backend.plans import store as plan_store_module
-from backend.plans.follow import PlanFollower, sync
+from backend.plans.follow import Memory, PlanFollower, sync
 from backend.plans.model import PlanDraft
-from backend.plans.run import idempotency_key, new_tasks, run_plan
+from backend.plans.run import delete_plan, idempotency_key, new_tasks, run_plan
 from backend.plans.store import PlanError, PlanStore, encode
+from backend.plans.views import plan_list, plan_view
 from backend.store import TaskStore
 from support import wait_for
 
@@ -284,3 +285,201 @@ def test_the_follower_moves_plans_after_store_writes(plans, store):
         wait_for(lambda: plans.get(plan.id).state == "done", timeout=10, what="the plan to be done")
     finally:
         follower.stop()
+
+
+# ----- the plans folder cannot be used --------------------------------------------------------
+
+def test_a_plans_path_that_is_not_a_folder_is_a_problem_not_no_plans(plans):
+    plans.folder.write_text("someone's notes")
+    (problem,) = plans.listing().invalid
+    assert (problem.file, problem.problem) == ("plans", "not a folder: remove or rename it")
+    assert plans.listing().plans == []
+    error = refused("plans_unavailable", plans.create, draft())
+    assert error.status == 503 and str(plans.folder) in error.message and "not a folder" in error.message
+    refused("plans_unavailable", plans.get, "abc")
+    assert plans.folder.read_text() == "someone's notes"
+
+    # A file where a state folder should be: the other states still work, that one is a problem.
+    plans.folder.unlink()
+    kept = plans.create(draft())
+    (plans.folder / "ready").write_text("not a folder")
+    error = refused("plans_unavailable", plans.approve, kept.id, 1)
+    assert f"{plans.folder / 'ready'}: not a folder" in error.message
+    assert plans.get(kept.id) == kept  # nothing moved
+    assert [(i.file, i.problem) for i in plans.listing().invalid] == [("plans/ready", "not a folder: remove or rename it")]
+    assert [p.id for p in plans.listing().plans] == [kept.id]
+
+
+# ----- links under plans/ are never followed --------------------------------------------------
+
+def tree(folder: Path) -> dict[str, bytes | str]:
+    """Everything under `folder`: files by content, links by target."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        found[key] = os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
+    return found
+
+
+def test_links_under_plans_are_never_read_written_or_removed_through(plans, store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    plan = plans.approve(plans.create(draft()).id, 1)
+    stale = plans.create(draft())
+    # What a commit could bring: plans/executing -> a folder outside the project holding a plan
+    # file, and an older copy of a plan (which repair would remove were the link followed).
+    lure = plan.model_copy(update={"id": "lure1", "state": "executing"})
+    (outside / "lure1.json").write_bytes(encode(lure))
+    (outside / f"{plan.id}.json").write_bytes(b"precious, not a plan")
+    (outside / f"{stale.id}.json").write_bytes(encode(stale.model_copy(update={"state": "executing"})))
+    (plans.folder / "executing").symlink_to(outside)
+    before = tree(outside)
+
+    listing = plans.listing()
+    assert sorted(p.id for p in listing.plans) == sorted([plan.id, stale.id])
+    assert [(i.file, i.problem.split(":")[0]) for i in listing.invalid] == [("plans/executing", "a symbolic link")]
+    assert plans.get(stale.id) == stale  # the copy behind the link is neither the plan nor removed
+    plans.edit(stale.id, 1, draft("Edited"))
+
+    # Running would write through the link: refused before any task is created.
+    error = refused("plans_unavailable", run_plan, plans, store, plan.id)
+    assert error.status == 503 and "symbolic link" in error.message and str(plans.folder / "executing") in error.message
+    assert store.list_tasks() == [] and plans.get(plan.id).state == "ready"
+    assert sync(plans, store) == []
+    plans.delete(stale.id)
+    assert tree(outside) == before
+
+    # A plan file that is a link: invalid, never read, changed or removed.
+    lure_draft = plan.model_copy(update={"id": "lure2", "state": "draft"})
+    (outside / "lure2.json").write_bytes(encode(lure_draft))
+    (plans.folder / "draft" / "lure2.json").symlink_to(outside / "lure2.json")
+    before = tree(outside)
+    assert ("plans/draft/lure2.json", "a symbolic link") in [(i.file, i.problem.split(":")[0])
+                                                             for i in plans.listing().invalid]
+    refused("plan_invalid", plans.get, "lure2")
+    refused("plan_invalid", plans.edit, "lure2", 1, draft())
+    refused("plan_invalid", plans.delete, "lure2")
+    assert tree(outside) == before and (plans.folder / "draft" / "lure2.json").is_symlink()
+
+    # The lock file as a link: never opened (an older filelock truncated what it opened).
+    (outside / "victim").write_text("keep me")
+    os.rename(plans.folder / ".plans.lock", tmp_path / "lock-aside")
+    (plans.folder / ".plans.lock").symlink_to(outside / "victim")
+    error = refused("plans_unavailable", plans.create, draft())
+    assert ".plans.lock: a symbolic link" in error.message
+    assert (outside / "victim").read_text() == "keep me"
+
+    # plans/ itself as a link.
+    other = tmp_path / "other"
+    (other / "project").mkdir(parents=True)
+    linked = PlanStore(other / "project")
+    linked.folder.symlink_to(outside)
+    before = tree(outside)
+    assert [(i.file, i.problem.split(":")[0]) for i in linked.listing().invalid] == [("plans", "a symbolic link")]
+    refused("plans_unavailable", linked.create, draft())
+    assert tree(outside) == before
+
+
+# ----- running on the revision shown; deleting after an interrupted run ----------------------
+
+def test_run_names_the_revision_it_was_asked_on(plans, store):
+    plan = plans.approve(plans.create(draft()).id, 1)
+    error = refused("stale_plan", run_plan, plans, store, plan.id, 1)
+    assert "revision 2, not 1" in error.message
+    assert store.list_tasks() == [] and plans.get(plan.id).state == "ready"
+    assert run_plan(plans, store, plan.id, 2).state == "executing"
+
+
+def test_a_ready_plan_whose_tasks_exist_is_not_deleted(plans, store):
+    plan = plans.approve(plans.create(draft()).id, 1)
+    created = store.create_many(new_tasks(plan), idempotency_key=idempotency_key(plan), plan_id=plan.id)
+    error = refused("invalid_plan_state", delete_plan, plans, store, plan.id)
+    assert "tasks exist" in error.message
+    recorded = plans.get(plan.id)  # caught up: it is executing, its tasks recorded
+    assert (recorded.state, recorded.task_ids) == ("executing", {t.ref: t.id for t in created})
+    gone = plans.approve(plans.create(draft()).id, 1)
+    delete_plan(plans, store, gone.id)  # a ready plan that never ran goes
+    refused("not_found", plans.get, gone.id)
+
+
+# ----- following done plans ------------------------------------------------------------------
+
+def test_a_done_plan_follows_a_task_a_follow_up_reopened(plans, store):
+    plan = run_plan(plans, store, plans.approve(plans.create(draft(a=[], b=["a"])).id, 1).id)
+    ids = plan.task_ids
+    finish(store, ids["a"], TaskStatus.completed)
+    finish(store, ids["b"], TaskStatus.completed)
+    assert sync(plans, store)[0].state == "done"
+    # The first task leaves the live store: the plan stays done (and still shows it completed).
+    store.archive_finished(lambda t: t.id == ids["a"])
+    assert sync(plans, store) == [] and plans.get(plan.id).state == "done"
+    assert plan_view(plans.get(plan.id), store)["task_status"] == {"a": "completed", "b": "completed"}
+
+    store.transition(ids["b"], TaskStatus.pending)  # a follow-up message starts another run
+    (reopened,) = sync(plans, store)
+    assert (reopened.state, reopened.reason) == ("executing", None)
+    finish(store, ids["b"], TaskStatus.failed, error_message="the follow-up broke it")
+    (failed,) = sync(plans, store)
+    assert failed.state == "failed" and failed.reason.endswith("failed: the follow-up broke it")
+    store.rerun(ids["b"])
+    finish(store, ids["b"], TaskStatus.completed)
+    assert sync(plans, store)[0].state == "done"
+
+
+# ----- a pass reads only what changed ---------------------------------------------------------
+
+def counted(monkeypatch, owner, name: str) -> list:
+    calls: list = []
+    original = getattr(owner, name)
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+def test_a_pass_reads_only_what_changed_since_the_last(plans, store, monkeypatch):
+    ran = []
+    for _ in range(4):
+        plan = run_plan(plans, store, plans.approve(plans.create(draft(a=[], b=["a"])).id, 1).id)
+        finish(store, plan.task_ids["a"], TaskStatus.failed, error_message="no")
+        ran.append(plan)
+    memory = Memory()
+    assert [p.state for p in sync(plans, store, memory)] == ["failed"] * 4
+    parsed = counted(monkeypatch, plans, "_parse")
+    gets = counted(monkeypatch, store, "get")
+    archived = counted(monkeypatch, store.archive, "get")
+    assert sync(plans, store, memory) == []  # the pass after its own moves: reads the 4 moved files
+    assert (len(parsed), len(gets), len(archived)) == (4, 0, 0)
+
+    # Writes a plan does not depend on (another task, a heartbeat of a plan's task): nothing is read.
+    parsed.clear()
+    store.create(NewTask(title="not in a plan"))
+    store.update(ran[0].task_ids["b"], last_activity_at=utcnow())
+    assert sync(plans, store, memory) == []
+    assert (len(parsed), len(gets), len(archived)) == (0, 0, 0)
+
+    # A status change: one snapshot, no file read again, the changed plan written; the next pass
+    # reads that one file.
+    store.rerun(ran[0].task_ids["a"])
+    (resumed,) = sync(plans, store, memory)
+    assert (resumed.id, resumed.state) == (ran[0].id, "executing")
+    assert (len(parsed), len(gets), len(archived)) == (0, 0, 0)
+    assert sync(plans, store, memory) == [] and len(parsed) == 1
+
+    # A failed task archived: looked up there once per pass; the plan stays failed.
+    store.archive_finished(lambda t: t.id == ran[1].task_ids["a"])
+    assert sync(plans, store, memory) == []
+    assert len(archived) == 1 and plans.get(ran[1].id).reason.endswith("failed: no")
+    # A hand edit of a followed file is seen.
+    path = plans.folder / "failed" / f"{ran[2].id}.json"
+    path.write_bytes(encode(plans.get(ran[2].id).model_copy(update={"reason": "edited by hand"})))
+    (corrected,) = sync(plans, store, memory)
+    assert corrected.id == ran[2].id and corrected.reason.endswith("failed: no")
+
+    # The views: one snapshot, archived tasks read once each.
+    archived.clear()
+    listed = plan_list(plans.listing(), store)
+    assert len(gets) == 0 and len(archived) == 1
+    assert {p["id"]: p["progress"] for p in listed["plans"]}[ran[1].id] == {"failed": 1, "blocked": 1}

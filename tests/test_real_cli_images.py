@@ -56,8 +56,8 @@ def run_with_image(agent, title: str):
     assert agent.client.post("/agent/dispatcher/start").status_code == 200
     task = wait_task_done(agent, task_id, timeout=120)
     stderr = agent.settings.logs_dir / f"{task_id}.stderr.log"
-    assert task.status is TaskStatus.completed, (
-        f"{task.error_reason}: {task.error_message}\n--- stderr ---\n{stderr.read_text()[-3000:] if stderr.exists() else ''}")
+    said = stderr.read_text()[-3000:] if stderr.exists() else ""
+    assert task.status is TaskStatus.completed, f"{task.error_reason}: {task.error_message}\n--- stderr ---\n{said}"
     origin = origin_of(agent.settings.project_dir)
     landed = git(origin, "ls-tree", "-r", "--name-only", "main").split()
     assert "seen.txt" in landed and not any(f.startswith(".baton") for f in landed), landed

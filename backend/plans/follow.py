@@ -2,13 +2,23 @@
 
 - ready with tasks that name it (a run interrupted after creating them): the ids are recorded,
   executing;
-- executing or failed: failed while one of its tasks is failed or cancelled (`reason` names
+- executing, failed or done: failed while one of its tasks is failed or cancelled (`reason` names
   them), done once all are completed, executing otherwise (a failed plan whose failed task was
-  rerun is executing again).
+  rerun is executing again; a done plan whose task a follow-up reopened is executing again, and
+  failed if that run fails). A done plan's tasks that left the live store were completed and can
+  come back only through a rerun or a follow-up, which makes them live again: they are not looked
+  up in the archive.
 
 `sync` does one pass; `PlanFollower` runs it on its own thread, woken by every write of the
 agent's store (the listener only sets an event: writes never wait for plan files) and now and
 then for writes by other processes. The agent runs a pass at start to catch up.
+
+A pass costs little when nothing it depends on changed, which is most store writes (heartbeats,
+a run's progress): `Memory` keeps the last pass's view — the snapshot, the statuses of tasks that
+carry a plan id (`tasks.fingerprint`) and the followed folders' files (inode, size, mtimes) — and
+a pass that finds all three as they were does nothing. Otherwise it takes one snapshot, reads only
+the plan files that changed (PlanStore remembers parsed ones) and looks up in the archive only ids
+the snapshot lacks, each once.
 """
 
 from __future__ import annotations
@@ -17,61 +27,83 @@ import logging
 import threading
 
 from ..models import Task, TaskStatus
-from ..store import TaskNotFoundError, TaskStore
+from ..store import TaskStore
 from .model import Plan
-from .run import created_for, record_run
+from .run import record_run
 from .store import PlanError, PlanStore
+from .tasks import TaskLookup, fingerprint
 
 log = logging.getLogger(__name__)
 
-_FOLLOWED = ("ready", "executing", "failed")
+_FOLLOWED = ("ready", "executing", "done", "failed")
 _REASON_MAX = 500
 
 
-def sync(plans: PlanStore, store: TaskStore, warned: set[str] | None = None) -> list[Plan]:
-    """One pass over the plans that follow their tasks; returns the plans it changed. `warned`:
-    problems already logged (a pass runs after every store write; each is said once)."""
-    changed: list[Plan] = []
-    live = None
-    for plan_id in plans.ids_in(_FOLLOWED):  # done and draft plans are never read here
-        try:
-            plan = plans.get(plan_id)
-            if plan.state not in _FOLLOWED:
-                continue
-            if plan.state == "ready":
-                live = live if live is not None else store.snapshot().tasks
-                task_ids = created_for(plan, live)
-                if task_ids:
-                    changed.append(record_run(plans, plan.id, task_ids))
-                continue
-            state, reason = decide(plan, store)
-            if (state, reason) != (plan.state, plan.reason):
-                changed.append(plans.update(plan.id, lambda current: _follow(current, store)))
-        except PlanError as exc:  # a damaged file of it: listed as invalid, left alone
-            if warned is None or exc.message not in warned:
-                log.warning("plan %s not followed: %s", plan_id, exc.message)
-                if warned is not None:
-                    warned.add(exc.message)
-    return changed
+class Memory:
+    """What a follower remembers between passes (one per follower; passes hold its lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.folders: tuple | None = None
+        self.snap = None
+        self.tasks: tuple | None = None
+        self.warned: set[str] = set()  # problems already logged: each is said once
+
+
+def sync(plans: PlanStore, store: TaskStore, memory: Memory | None = None) -> list[Plan]:
+    """One pass over the plans that follow their tasks; returns the plans it changed. Without
+    `memory` the pass always looks at every followed plan."""
+    memory = memory if memory is not None else Memory()
+    with memory.lock:
+        scan = plans.scan(_FOLLOWED)  # before the snapshot: a plan written meanwhile is seen next time
+        tasks = TaskLookup(store)
+        seen = memory.tasks if tasks.snap is memory.snap and memory.tasks is not None else fingerprint(tasks.snap)
+        if scan.key == memory.folders and seen == memory.tasks:
+            memory.snap = tasks.snap
+            return []
+        changed: list[Plan] = []
+        retry = False
+        created = None
+        for plan in plans.read(scan).plans:  # draft plans are never read here
+            try:
+                if plan.state == "ready":
+                    created = created if created is not None else tasks.by_plan()
+                    if created.get(plan.id):
+                        changed.append(record_run(plans, plan.id, created[plan.id]))
+                    continue
+                if decide(plan, tasks) != (plan.state, plan.reason):
+                    updated = plans.update(plan.id, lambda current: _follow(current, store))
+                    if updated.revision != plan.revision:
+                        changed.append(updated)
+            except PlanError as exc:  # a damaged file of it: listed as invalid, left alone
+                retry = retry or exc.status >= 500  # a folder that cannot be written: the next pass tries again
+                if exc.message not in memory.warned:
+                    log.warning("plan %s not followed: %s", plan.id, exc.message)
+                    memory.warned.add(exc.message)
+        if retry:
+            memory.folders = memory.tasks = memory.snap = None
+        else:
+            memory.folders, memory.snap, memory.tasks = scan.key, tasks.snap, seen
+        return changed
 
 
 def _follow(plan: Plan, store: TaskStore) -> dict | None:
-    """Decided again under the plans' lock, on the plan as it is now."""
-    if plan.state not in ("executing", "failed"):
+    """Decided again under the plans' lock, on the plan and the tasks as they are now."""
+    if plan.state not in ("executing", "failed", "done"):
         return None
-    state, reason = decide(plan, store)
+    state, reason = decide(plan, TaskLookup(store))
     return None if (state, reason) == (plan.state, plan.reason) else {"state": state, "reason": reason}
 
 
-def decide(plan: Plan, store: TaskStore) -> tuple[str, str | None]:
+def decide(plan: Plan, tasks: TaskLookup) -> tuple[str, str | None]:
     """(state, reason) of a plan that ran, from its tasks' statuses."""
     problems: list[str] = []
     done = True
     for ref, task_id in plan.task_ids.items():
-        try:
-            task = store.get(task_id)
-        except TaskNotFoundError:
-            problems.append(f"{ref} ({task_id}) no longer exists")
+        task = tasks.get(task_id, archived=plan.state != "done")
+        if task is None:
+            if plan.state != "done":
+                problems.append(f"{ref} ({task_id}) no longer exists")
             continue
         if task.status is TaskStatus.failed:
             why = task.error_message or task.error_reason or "no reason given"
@@ -100,13 +132,13 @@ class PlanFollower:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscribed = False
-        self._warned: set[str] = set()
+        self.memory = Memory()
 
     def catch_up(self) -> list[Plan]:
         """One pass now (at the agent's start, before anything runs). A plans folder that cannot
         be used (unwritable, say) is logged: the agent's tasks do not depend on it."""
         try:
-            return sync(self.plans, self.store, self._warned)
+            return sync(self.plans, self.store, self.memory)
         except Exception:
             log.exception("plans could not catch up with their tasks")
             return []
@@ -135,6 +167,6 @@ class PlanFollower:
                 return
             self._wake.clear()  # writes during the pass wake the next one
             try:
-                sync(self.plans, self.store, self._warned)
+                sync(self.plans, self.store, self.memory)
             except Exception:  # a full disk, a store that cannot be read: the next write tries again
                 log.exception("following plans failed")

@@ -8,9 +8,10 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..models import REF_PATTERN, TaskStatus
-from ..store import TaskNotFoundError, TaskStore
+from ..store import TaskStore
 from .model import Plan, PlanDraft, PlanState
 from .store import Listing
+from .tasks import TaskLookup
 
 ChatId = Annotated[str, Field(pattern=REF_PATTERN, description="The conversation the plan came from.")]
 
@@ -20,6 +21,12 @@ class NewPlan(BaseModel):
 
     plan: PlanDraft
     chat_id: ChatId | None = None
+
+
+class PlanRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    revision: Annotated[int, Field(ge=1, description="The revision the person ran; another one: 409 stale_plan.")]
 
 
 class PlanEdit(BaseModel):
@@ -63,26 +70,25 @@ class PlanList(BaseModel):
     invalid: list[InvalidPlanFile]
 
 
-def task_status(plan: Plan, store: TaskStore) -> dict[str, str]:
+def task_status(plan: Plan, tasks: TaskLookup) -> dict[str, str]:
     """{ref: status} of the tasks the plan created (a task gone from the store is left out)."""
     statuses: dict[str, str] = {}
     for ref, task_id in plan.task_ids.items():
-        try:
-            statuses[ref] = store.get(task_id).status.value
-        except TaskNotFoundError:
-            continue
+        task = tasks.get(task_id)
+        if task is not None:
+            statuses[ref] = task.status.value
     return statuses
 
 
 def plan_view(plan: Plan, store: TaskStore) -> dict:
-    return {**plan.model_dump(mode="json"), "task_status": task_status(plan, store)}
+    return {**plan.model_dump(mode="json"), "task_status": task_status(plan, TaskLookup(store))}
 
 
-def summary(plan: Plan, store: TaskStore) -> dict:
+def summary(plan: Plan, tasks: TaskLookup) -> dict:
     progress = None
     if plan.task_ids:
         progress = {}
-        for status in task_status(plan, store).values():
+        for status in task_status(plan, tasks).values():
             progress[status] = progress.get(status, 0) + 1
     head = plan.model_dump(mode="json", include={"id", "title", "state", "revision", "chat_id", "created_at",
                                                  "updated_at"})
@@ -90,5 +96,7 @@ def summary(plan: Plan, store: TaskStore) -> dict:
 
 
 def plan_list(listing: Listing, store: TaskStore) -> dict:
-    return {"plans": [summary(p, store) for p in listing.plans],
+    """One snapshot for every plan; each archived task read once."""
+    tasks = TaskLookup(store)
+    return {"plans": [summary(p, tasks) for p in listing.plans],
             "invalid": [{"file": i.file, "problem": i.problem} for i in listing.invalid]}

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ... import attachments as files
-from ...models import ATTACHMENT_NAME_MAX, Attachment
+from ...models import ATTACHMENT_NAME_MAX, Attachment, check_attachment_name
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import TaskIdPath
 from ..deps import StoreDep
@@ -57,6 +57,16 @@ def api_error(exc: files.AttachmentError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
 
 
+def checked_name(task_id: str, name: str) -> str:
+    """`name` if it can be an attachment's (models.check_attachment_name), else 404 not_found.
+    The dashboard checks before relaying: `.` or `..` would be a dot segment in the agent's URL,
+    which the HTTP client resolves (`…/attachments/..` is the task itself)."""
+    try:
+        return check_attachment_name(name)
+    except ValueError:
+        raise ApiError(404, "not_found", f"task {task_id} has no attachment {name[:120]!r}") from None
+
+
 async def attachment_store(request: Request) -> files.AttachmentStore:
     """The project's AttachmentStore, made once per app (on the event loop: no two of them)."""
     state = request.app.state
@@ -88,6 +98,7 @@ async def download(task_id: TaskIdPath, name: NamePath, request: Request, store:
     """The file, always as a download (Content-Disposition: attachment, nosniff): images with
     their type, text as text/plain, anything else as application/octet-stream."""
     check_id(task_id)
+    checked_name(task_id, name)
     task = await run_in_threadpool(store.get, task_id)
     try:
         found, path = (await attachment_store(request)).file(task, name)

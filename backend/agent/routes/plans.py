@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 
 from ...dependencies import DependencyError
 from ...models import TASK_ID_RE, is_valid_task_id
+from ...plans.run import delete_plan as delete_plan_file
 from ...plans.run import run_plan
 from ...plans.store import PlanError, PlanStore
-from ...plans.views import NewPlan, PlanApproval, PlanEdit, PlanList, PlanView, plan_list, plan_view
+from ...plans.views import NewPlan, PlanApproval, PlanEdit, PlanList, PlanRun, PlanView, plan_list, plan_view
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ..deps import StoreDep
 
@@ -86,17 +87,21 @@ def reopen_plan(plan_id: PlanIdPath, request: Request, store: StoreDep) -> dict:
 
 
 @router.post("/{plan_id}/run", response_model=PlanView)
-def start_plan(plan_id: PlanIdPath, request: Request, store: StoreDep) -> dict:
+def start_plan(plan_id: PlanIdPath, request: Request, store: StoreDep,
+               body: Annotated[PlanRun | None, Body()] = None) -> dict:
     """ready -> executing: every task is created in one write, with its dependencies (by ref) and
     the plan's id; `task_ids` maps refs to them. The plan is done when all are completed, failed
-    when one fails or is cancelled (executing again once it is rerun)."""
+    when one fails or is cancelled (executing again once it is rerun or reopened). An optional
+    body names the `revision` the person ran (another one: 409 stale_plan)."""
     check_plan_id(plan_id)
-    return plan_view(checked(run_plan, _plans(request), store, plan_id), store)
+    revision = body.revision if body is not None else None
+    return plan_view(checked(run_plan, _plans(request), store, plan_id, revision), store)
 
 
 @router.delete("/{plan_id}", status_code=204, response_class=Response)
-def delete_plan(plan_id: PlanIdPath, request: Request) -> Response:
-    """Removes the plan file (not while executing); tasks it created stay."""
+def delete_plan(plan_id: PlanIdPath, request: Request, store: StoreDep) -> Response:
+    """Removes the plan file (not while executing, nor while ready with tasks a run interrupted
+    before it was recorded created); tasks it created stay."""
     check_plan_id(plan_id)
-    checked(_plans(request).delete, plan_id)
+    checked(delete_plan_file, _plans(request), store, plan_id)
     return Response(status_code=204)

@@ -207,7 +207,8 @@ class Connector(ABC):
     async def reopen_plan(self, plan_id: str) -> dict: ...
 
     @abstractmethod
-    async def run_plan(self, plan_id: str) -> dict: ...
+    async def run_plan(self, plan_id: str, body: dict | None = None) -> dict:
+        """body {revision} or None (run whatever revision is ready)."""
 
     @abstractmethod
     async def delete_plan(self, plan_id: str) -> None: ...

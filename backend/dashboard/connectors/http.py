@@ -405,8 +405,8 @@ class HTTPConnector(Connector):
     async def reopen_plan(self, plan_id: str) -> dict:
         return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/reopen"))
 
-    async def run_plan(self, plan_id: str) -> dict:
-        return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/run"))
+    async def run_plan(self, plan_id: str, body: dict | None = None) -> dict:
+        return self._plan(await self._call("POST", f"/agent/plans/{q(plan_id)}/run", body=body))
 
     async def delete_plan(self, plan_id: str) -> None:
         await self._call("DELETE", f"/agent/plans/{q(plan_id)}")
@@ -430,6 +430,12 @@ class HTTPConnector(Connector):
                             "attachments")
 
     async def attachment_file(self, task_id: str, name: str) -> bytes:
+        from ...models import check_attachment_name
+        try:
+            check_attachment_name(name)  # `.` or `..` would leave the attachments path (see q)
+        except ValueError:
+            raise AgentError(404, {"error": {"status": 404, "code": "not_found",
+                                             "message": f"task {task_id} has no attachment {name[:120]!r}"}}) from None
         await self.health()
         url = f"{self.base}/agent/tasks/{q(task_id)}/attachments/{q(name)}"
         request = self.client.build_request("GET", url, headers=self.headers,
@@ -543,7 +549,9 @@ def _key(idempotency_key: str | None) -> dict[str, str]:
 
 
 def q(segment: str) -> str:
-    """One URL path segment, whatever it contains (never a `/` or `..` of its own)."""
+    """One URL path segment, its `/`, `?`, `#` and `%` encoded. Not dots: `.` and `..` stay dot
+    segments, which httpx resolves, so callers pass only checked values (task ids, attachment
+    names: never all dots)."""
     return quote(segment, safe="")
 
 

@@ -320,12 +320,14 @@ class LocalConnector(Connector):
 
     # ----- plans -----
     # The agent's own plan files and code (backend/plans/) on the project folder. Without an
-    # agent there is no follower thread: a plan catches up with its tasks whenever it is read.
+    # agent there is no follower thread: a plan catches up with its tasks whenever it is read
+    # (a pass that finds nothing changed since the last one costs little: follow.Memory).
     @property
     def plans(self):
+        from ...plans.follow import Memory
         from ...plans.store import PlanStore
         if getattr(self, "_plan_store", None) is None:
-            self._plan_store = PlanStore(self.path)
+            self._plan_store, self._plan_memory = PlanStore(self.path), Memory()
         return self._plan_store
 
     async def _plans_call(self, fn, *args):
@@ -335,14 +337,18 @@ class LocalConnector(Connector):
         except PlanError as exc:
             raise _refuse(exc.status, exc.code, exc.message) from None
 
+    def _plans_sync(self) -> None:
+        from ...plans import follow
+        follow.sync(self.plans, self.store, self._plan_memory)
+
     def _plan_list(self) -> dict:
-        from ...plans import follow, views
-        follow.sync(self.plans, self.store)
+        from ...plans import views
+        self._plans_sync()
         return views.plan_list(self.plans.listing(), self.store)
 
     def _plan_answer(self, fn, *args) -> dict:
-        from ...plans import follow, views
-        follow.sync(self.plans, self.store)
+        from ...plans import views
+        self._plans_sync()
         return views.plan_view(fn(*args), self.store)
 
     async def list_plans(self) -> dict:
@@ -369,13 +375,17 @@ class LocalConnector(Connector):
     async def reopen_plan(self, plan_id: str) -> dict:
         return await self._plans_call(self._plan_answer, self.plans.reopen, plan_id)
 
-    async def run_plan(self, plan_id: str) -> dict:
+    async def run_plan(self, plan_id: str, body: dict | None = None) -> dict:
         """The tasks are created in the store; they wait, pending, for the project's agent."""
         from ...plans.run import run_plan
-        return await self._plans_call(self._plan_answer, run_plan, self.plans, self.store, plan_id)
+        from ...plans.views import PlanRun
+        revision = _validated(PlanRun, body).revision if body is not None else None
+        return await self._plans_call(self._plan_answer, run_plan, self.plans, self.store, plan_id, revision)
 
     async def delete_plan(self, plan_id: str) -> None:
-        await self._plans_call(self.plans.delete, plan_id)
+        """A ready plan whose tasks exist is recorded as executing and refused (plans.run.delete_plan)."""
+        from ...plans.run import delete_plan
+        await self._plans_call(delete_plan, self.plans, self.store, plan_id)
 
     # ----- attachments -----
     # The agent's own code (backend/attachments.py) on the project's data/attachments/.

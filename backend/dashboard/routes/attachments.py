@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from ... import attachments as files
 from ...agent.routes.attachments import (DOWNLOAD_DOC, UPLOAD_DOC, UPLOAD_SUMMARY, AttachmentList, NamePath,
-                                         Uploaded)
+                                         Uploaded, checked_name)
 from ...agent.routes.tasks import check_id
 from ...web.errors import ERROR_RESPONSES
 from ...web.params import TaskIdPath
@@ -35,7 +35,9 @@ async def listing(project_id: str, task_id: TaskIdPath, request: Request) -> dic
 @router.get("/projects/{project_id}/tasks/{task_id}/attachments/{name}", response_class=Response,
             responses=DOWNLOAD_DOC)
 async def download(project_id: str, task_id: TaskIdPath, name: NamePath, request: Request) -> Response:
-    """The file as a download; its type decided here again from its name (never HTML)."""
+    """The file as a download; its type decided here again from its name (never HTML). A name
+    that cannot be an attachment's is refused here, never relayed (see checked_name)."""
     check_id(task_id)
+    checked_name(task_id, name)
     data = await connector_for(request, project_id).attachment_file(task_id, name)
     return Response(data, media_type=files.served_type(name), headers=files.download_headers(name))

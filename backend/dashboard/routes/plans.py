@@ -3,10 +3,12 @@ relayed to each project's connector with the same bodies, answers and errors."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
 
 from ...agent.routes.plans import PlanIdPath, check_plan_id
-from ...plans.views import NewPlan, PlanApproval, PlanEdit, PlanList, PlanView
+from ...plans.views import NewPlan, PlanApproval, PlanEdit, PlanList, PlanRun, PlanView
 from ...web.errors import ERROR_RESPONSES
 from .api import connector_for
 
@@ -51,10 +53,12 @@ async def reopen_plan(project_id: str, plan_id: PlanIdPath, request: Request) ->
 
 
 @router.post("/{plan_id}/run", response_model=None, responses={200: {"model": PlanView}})
-async def run_plan(project_id: str, plan_id: PlanIdPath, request: Request) -> dict:
-    """ready -> executing: its tasks are created on the project, with their dependencies."""
+async def run_plan(project_id: str, plan_id: PlanIdPath, request: Request,
+                   body: Annotated[PlanRun | None, Body()] = None) -> dict:
+    """ready -> executing: its tasks are created on the project, with their dependencies. An
+    optional body names the `revision` the person ran (another one: 409 stale_plan)."""
     check_plan_id(plan_id)
-    return await connector_for(request, project_id).run_plan(plan_id)
+    return await connector_for(request, project_id).run_plan(plan_id, body.model_dump(mode="json") if body else None)
 
 
 @router.delete("/{plan_id}", status_code=204, response_class=Response)
