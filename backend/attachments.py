@@ -69,12 +69,13 @@ _DROPPED = {"Cc", "Cf", "Cs", "Zl", "Zp"}  # control, invisible-format (bidi), s
 
 
 def clean_name(raw: str) -> str:
-    """A safe file name from what a client sent: its last path segment, NFC, control and
-    invisible characters removed, `/ \\ : * ? " < > |` as `_`, no leading dots, no `..`, at most
+    """A safe file name from what a client sent: its last path segment, control and invisible
+    characters removed, NFC, `/ \\ : * ? " < > |` as `_`, no leading dots, no `..`, at most
     100 characters and 200 bytes with the extension kept. Empty afterwards: 422 invalid_name."""
-    name = unicodedata.normalize("NFC", raw)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]  # the basename, whichever separator
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]  # the basename, whichever separator
     name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED)
+    # NFC after the removal: a dropped character (a joiner) may have kept a letter and its accent apart.
+    name = unicodedata.normalize("NFC", name)
     name = "".join("_" if c in _REPLACED else c for c in name)
     while ".." in name:
         name = name.replace("..", ".")

@@ -156,7 +156,8 @@ def _dependencies_first(waiting: Mapping[str, Task]) -> list[str]:
 
 
 def _named(task: Task) -> str:
-    return f"{task.id} ({_short(task.title)})"
+    # The title first: a card clamps the reason, and the title is what a person recognises.
+    return f"{_short(task.title)} ({task.id})"
 
 
 def _short(title: str, limit: int = 60) -> str:

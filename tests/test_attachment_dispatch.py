@@ -200,3 +200,101 @@ def test_opencode_refuses_a_missing_file_like_the_real_cli(tmp_path, monkeypatch
                           env={"PATH": "/usr/bin:/bin", "PWD": str(work), "OPENCODE_CONFIG": str(config)})
     assert proc.returncode == 1 and "File not found: missing.png" in proc.stderr
 
+
+
+# ----- the worktree's copies, at the git level (a real repository, no agent) --------------------
+
+def workspace_with(tmp_path: Path, attached: dict[str, bytes], tracked: dict[str, str] | None = None):
+    """A task worktree whose attached files Baton placed; `tracked`: files the base commits first."""
+    from backend.config import AgentConfig
+    from backend.dispatcher.workspace import ProjectGit, Workspace
+    from support import make_local_repo
+    project = make_local_repo(tmp_path, "project")
+    for rel, text in (tracked or {}).items():
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(text)
+        git(project, "add", "-f", rel)
+    if tracked:
+        git(project, "commit", "-q", "-m", "track some files")
+    folder = project / "data" / "attachments" / "t1"
+    folder.mkdir(parents=True)
+    for name, data in attached.items():
+        (folder / name).write_bytes(data)
+    ws = Workspace(ProjectGit(project, AgentConfig(base_branch="main", symlink_files=[], copy_files=[])), "t1")
+    ws.create(earlier_branch=False)
+    ws.place_files()
+    return ws
+
+
+def test_unplacing_never_follows_a_folder_swapped_for_a_link_meanwhile(tmp_path, monkeypatch):
+    """The agent swaps .baton/attachments for a link to a folder holding a file of the same name
+    right after Baton looked at the folder: Baton must not remove the file out there."""
+    import os
+    ws = workspace_with(tmp_path, {"x.txt": b"attached\n"})
+    folder = ws.path / ".baton" / "attachments"
+    assert (folder / "x.txt").read_bytes() == b"attached\n"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.txt").write_text("not Baton's\n")
+    swapped = []
+
+    def swap() -> None:
+        if not swapped:
+            swapped.append(True)
+            folder.rename(folder.parent / "moved")
+            folder.symlink_to(outside)
+
+    real_open, real_resolve = os.open, Path.resolve
+
+    def open_then_swap(path, *args, **kw):
+        fd = real_open(path, *args, **kw)
+        if path == "attachments":
+            swap()
+        return fd
+
+    def resolve_then_swap(self, *args, **kw):
+        answer = real_resolve(self, *args, **kw)
+        if self == folder:
+            swap()
+        return answer
+
+    monkeypatch.setattr(os, "open", open_then_swap)
+    monkeypatch.setattr(Path, "resolve", resolve_then_swap)
+    ws._unplace()
+    monkeypatch.undo()
+    assert swapped  # the race happened
+    assert (outside / "x.txt").read_text() == "not Baton's\n"
+
+
+def test_unplacing_removes_the_copies_and_nothing_else(tmp_path):
+    ws = workspace_with(tmp_path, {"x.txt": b"attached\n", "r\u00e9sum\u00e9.md": b"cv\n"})
+    folder = ws.path / ".baton" / "attachments"
+    (folder / "mine.txt").write_text("the agent's\n")
+    ws._unplace()
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+
+
+def test_a_tracked_non_ascii_placed_file_keeps_its_committed_version(tmp_path):
+    """The base tracks a file at a placed path (résumé.md): the task's commit of Baton's copy is
+    undone to the base's version, not deleted (git quoted the name in a plain ls-tree)."""
+    rel = ".baton/attachments/r\u00e9sum\u00e9.md"
+    ws = workspace_with(tmp_path, {"r\u00e9sum\u00e9.md": b"attached version\n"}, {rel: "committed version\n"})
+    assert (ws.path / rel).read_text() == "attached version\n"
+    (ws.path / "done.txt").write_text("done\n")
+    git(ws.path, "add", "-A")
+    git(ws.path, "commit", "-q", "-m", "feature: done, and Baton's copy by mistake")
+    committed, stripped, has_commits = ws.save_work("leftovers")
+    assert (committed, stripped, has_commits) == (False, True, True)
+    assert git(ws.path, "show", f"{ws.branch}:{rel}") == "committed version\n"
+    assert git(ws.path, "show", f"{ws.branch}:done.txt") == "done\n"
+
+
+def test_a_name_a_placed_name_matches_as_a_glob_is_not_placed(tmp_path):
+    """`a[1].txt` is a literal name: the agent's own a1.txt in that folder is not Baton's."""
+    ws = workspace_with(tmp_path, {"a[1].txt": b"attached\n"})
+    (ws.path / ".baton" / "attachments" / "a1.txt").write_text("the agent's own\n")
+    git(ws.path, "add", "-f", ".baton/attachments/a1.txt")
+    git(ws.path, "commit", "-q", "-m", "feature: a file of its own")
+    sha = git(ws.path, "rev-parse", "HEAD").strip()
+    assert ws.strip_placed(ws.fork_point(), ws.placed) is False
+    assert git(ws.path, "rev-parse", "HEAD").strip() == sha

@@ -123,6 +123,8 @@ def test_same_name_again_replaces_the_file_and_says_so(agent):
     ("a..b.txt", "a.b.txt"),
     ("tab\there\u202e.txt", "tabhere.txt"),
     ("e\u0301t\u00e9.md", "\u00e9t\u00e9.md"),  # NFC
+    ("e\u200d\u0301t\u00e9.md", "\u00e9t\u00e9.md"),  # NFC once the joiner between them is gone
+    ("<\u200b\u0338 ok.txt", "\u226e ok.txt"),
     ("x" * 300 + ".log", "x" * 96 + ".log"),  # 100 characters, the extension kept
 ])
 def test_names_are_sanitised_and_cannot_leave_the_folder(agent, sent, kept):

@@ -73,12 +73,12 @@ def test_a_blocked_task_has_its_column_and_says_why(page, world):
 
     card = page.locator(f".column[data-status='blocked'] .card[data-id='{second}']")
     expect(card.locator("[data-role='blocked-reason']")).to_have_text(
-        f"blocked: {first} (“Column schema”) failed: the model gave up")
+        f"blocked: “Column schema” ({first}) failed: the model gave up")
     expect(card.locator("[data-role='depends']")).to_have_text("after 1 task")
     assert "blocked: " in card.get_attribute("title")
     other = page.locator(f".column[data-status='blocked'] .card[data-id='{third}']")
     expect(other.locator("[data-role='depends']")).to_have_text("after 2 tasks")
-    expect(other.locator("[data-role='blocked-reason']")).to_contain_text(f"{second} (“Column API”) is blocked")
+    expect(other.locator("[data-role='blocked-reason']")).to_contain_text(f"“Column API” ({second}) is blocked")
     expect(page.locator(".column[data-status='blocked'] .count")).to_have_text("2")
 
 
@@ -88,7 +88,7 @@ def test_the_drawer_lists_dependencies_as_links_and_follows_a_rerun(page, world)
     expect(page.locator("#drawer-title")).to_have_text("Drawer API")
     deps = page.locator("#drawer-deps")
     expect(deps.locator("[data-role='blocked-reason']")).to_contain_text(
-        f"Blocked: {first} (“Drawer schema”) failed: the model gave up")
+        f"Blocked: “Drawer schema” ({first}) failed: the model gave up")
     needed = deps.locator(f"[data-role='dependencies'] li[data-task='{first}']")
     expect(needed.locator("a")).to_have_text("Drawer schema")
     expect(needed.locator("[data-role='task-status']")).to_have_text("Failed")
@@ -127,4 +127,4 @@ def test_a_blocked_task_is_cancelled_from_the_drawer(page, world):
     page.clock.run_for(6000)
     expect(page.locator(f".column[data-status='cancelled'] .card[data-id='{second}']")).to_be_visible()
     expect(page.locator(f".card[data-id='{third}'] [data-role='blocked-reason']")).to_contain_text(
-        f"{second} (“Cancel API”) was cancelled")
+        f"“Cancel API” ({second}) was cancelled")

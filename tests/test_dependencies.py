@@ -123,7 +123,7 @@ def test_a_task_depending_on_a_failed_one_is_created_blocked_with_the_reason(sto
     fail(store, broken.id, "agent gave up")
     task = store.create(new("needs it", depends_on=[broken.id]))
     assert task.status is TaskStatus.blocked
-    assert task.blocked_reason == f"{broken.id} (“Broken thing”) failed: agent gave up"
+    assert task.blocked_reason == f"“Broken thing” ({broken.id}) failed: agent gave up"
     assert store.claim(OWNER, 60) is None
     mirror = store.path.parent.parent / "tasks" / "blocked" / f"{task.id}.md"
     assert f"Blocked: {task.blocked_reason}." in mirror.read_text()
@@ -136,10 +136,10 @@ def test_a_failure_blocks_transitive_dependents_and_a_rerun_unblocks_them_in_one
     for ref in "bc":
         task = after_failure.tasks[ids[ref]]
         assert task.status is TaskStatus.blocked
-        assert task.blocked_reason == f"{ids['a']} (“A”) failed: the tests failed: 2 errors"
+        assert task.blocked_reason == f"“A” ({ids['a']}) failed: the tests failed: 2 errors"
     d = after_failure.tasks[ids["d"]]
     assert d.status is TaskStatus.blocked
-    assert d.blocked_reason == f"{ids['b']} (“B”) is blocked; {ids['c']} (“C”) is blocked"
+    assert d.blocked_reason == f"“B” ({ids['b']}) is blocked; “C” ({ids['c']}) is blocked"
     # Blocked in the same write as the failure: no revision saw A failed with B pending.
     assert after_failure.revision == store.snapshot().revision
 
@@ -159,11 +159,11 @@ def test_a_blocked_task_can_be_cancelled_and_its_dependents_say_so(store):
     assert cancelled.status is TaskStatus.cancelled and cancelled.finished_at is not None
     d = store.get(ids["d"])
     assert d.status is TaskStatus.blocked
-    assert d.blocked_reason == f"{ids['b']} (“B”) was cancelled; {ids['c']} (“C”) is blocked"
+    assert d.blocked_reason == f"“B” ({ids['b']}) was cancelled; “C” ({ids['c']}) is blocked"
     # A rerun of A unblocks C, but D still waits on the cancelled B.
     store.rerun(ids["a"])
     assert store.get(ids["c"]).status is TaskStatus.pending
-    assert store.get(ids["d"]).blocked_reason == f"{ids['b']} (“B”) was cancelled"
+    assert store.get(ids["d"]).blocked_reason == f"“B” ({ids['b']}) was cancelled"
     # Blocked is left only by the rules or a cancel; claim and transition cannot start it.
     with pytest.raises(InvalidTransitionError):
         store.transition(ids["d"], TaskStatus.in_progress)
@@ -198,7 +198,7 @@ def test_the_summary_carries_dependencies_and_the_blocked_reason(store):
     fail(store, ids["a"])
     d = changefeed.summary(store.get(ids["d"]))
     assert d["status"] == "blocked" and d["depends_on"] == [ids["b"], ids["c"]]
-    assert d["blocked_reason"].startswith(f"{ids['b']} (“B”) is blocked")
+    assert d["blocked_reason"].startswith(f"“B” ({ids['b']}) is blocked")
     # The blocked column is ordered as the queue is: most urgent, then oldest.
     assert d["sort"].startswith("2|")
     planned = store.create_many([new("P")], plan_id="plan1")[0]
@@ -254,7 +254,7 @@ def test_the_agent_api_creates_a_diamond_by_refs_and_serves_dependencies_in_the_
     rerun = agent.client.post(f"/agent/tasks/{a['id']}/rerun")
     assert rerun.status_code == 200
     assert agent.client.get(f"/agent/tasks/blocked/{d['id']}.md").json()["blocked_reason"] == \
-        f"{b['id']} (“B”) was cancelled"
+        f"“B” ({b['id']}) was cancelled"
     counts = agent.client.get("/agent/dispatcher").json()["counts"]
     assert counts["blocked"] == 2 and counts["pending"] == 1
 
@@ -280,7 +280,7 @@ def test_the_dashboards_local_connector_answers_as_the_agent(dashboard_factory, 
     assert detail.status_code == 200, detail.text
     assert detail.json()["dependencies"] == [{"id": a["id"], "title": "A", "status": "failed"}]
     page = client.get("/api/board/page", params={"status": "blocked"}).json()
-    assert [t["id"] for t in page["tasks"]] == [b["id"]] and page["tasks"][0]["blocked_reason"].startswith(a["id"])
+    assert [t["id"] for t in page["tasks"]] == [b["id"]] and page["tasks"][0]["blocked_reason"].startswith(f"“A” ({a['id']}) failed")
     assert client.post(f"/api/projects/local/tasks/{b['id']}/cancel").json()["status"] == "cancelled"
 
 

@@ -74,9 +74,9 @@ def test_a_failure_blocks_its_dependents_until_a_rerun_lands_it(agent_factory, f
 
     assert wait_task_done(agent, a).status is TaskStatus.failed
     blocked_b = wait_for(lambda: (t := agent.store.get(b)).status is TaskStatus.blocked and t, what="B blocked")
-    assert blocked_b.blocked_reason.startswith(f"{a} (“Schema”) failed: ")
+    assert blocked_b.blocked_reason.startswith(f"“Schema” ({a}) failed: ")
     blocked_c = agent.store.get(c)
-    assert blocked_c.status is TaskStatus.blocked and blocked_c.blocked_reason == f"{b} (“API”) is blocked"
+    assert blocked_c.status is TaskStatus.blocked and blocked_c.blocked_reason == f"“API” ({b}) is blocked"
     # The unrelated task is not held up.
     assert wait_task_done(agent, unrelated).status is TaskStatus.completed
     assert {call["env"]["TASK_ID"] for call in fake_cli.calls()} == {a, unrelated}, "B and C never ran"

@@ -5,6 +5,7 @@ start, and the dashboard's mirror (through the agent, and on the folder of an ag
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -239,9 +240,9 @@ def test_a_ready_plan_whose_tasks_exist_is_not_deleted_on_either_side(agent_fact
 
 @contextlib.contextmanager
 def tiny_disk(folder: Path):
-    """`folder` a 64 KiB tmpfs: a really full disk, not a simulated one."""
+    """`folder` a 256 KiB tmpfs: a really full disk, not a simulated one."""
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"!!! SKIPPED LOUDLY: cannot mount a tmpfs for the disk-full test: {mounted.stderr.strip()}")
@@ -252,13 +253,13 @@ def tiny_disk(folder: Path):
 
 
 def fill(folder: Path) -> None:
-    with open(folder / "filler", "wb") as handle:
+    """Write `folder/filler` until the disk is full."""
+    with open(folder / "filler", "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 4096)
-                handle.flush()
-        except OSError:
-            pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
 
 
 def test_a_plans_folder_that_cannot_be_used_answers_503_or_507_not_500(agent_factory, dashboard_factory):

@@ -2,15 +2,23 @@
 commits and open tasks, each bounded. The agent serves it (GET /agent/context) and the
 dashboard's local connector reads the same with this code; system_prompt() turns it (or its
 absence) into the model's system prompt.
+
+Git's output is read as bytes and decoded leniently: file names and commit messages need not be
+UTF-8 (a Latin-1 name or message shows with U+FFFD instead of failing every answer). The file
+list is read as git writes it and git is stopped once there are enough names, so a huge
+repository's list is never read whole.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..agent.basebranch import detect_base_branch
-from ..gitrepo import GitError, recent_commits, ref_exists, run_git
+from ..gitrepo import DEFAULT_TIMEOUT, GitError, ref_exists
 from ..models import Task, TaskStatus
 
 DOC_MAX_BYTES = 16 * 1024  # README.md and CLAUDE.md, each
@@ -29,7 +37,7 @@ def base_ref(project_dir: Path, base_branch: str | None, remote: str) -> str:
         name = base_branch or detect_base_branch(project_dir, remote)
         return next((ref for ref in (f"refs/heads/{name}", f"refs/remotes/{remote}/{name}")
                      if ref_exists(project_dir, ref)), "HEAD")
-    except GitError:
+    except (GitError, UnicodeDecodeError):
         return "HEAD"
 
 
@@ -51,14 +59,62 @@ def read_doc(project_dir: Path, names: Iterable[str]) -> str | None:
     return None
 
 
+def _git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
 def file_tree(project_dir: Path) -> tuple[list[str], bool]:
     """Tracked paths (`git ls-files`), the first TREE_MAX_PATHS, and whether there were more."""
     try:
-        out = run_git(["ls-files", "-z"], project_dir)
-    except GitError:
+        proc = subprocess.Popen(["git", "ls-files", "-z"], cwd=project_dir, env=_git_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
         return [], False
-    paths = [p for p in out.split("\0") if p]
-    return paths[:TREE_MAX_PATHS], len(paths) > TREE_MAX_PATHS
+    timer = threading.Timer(DEFAULT_TIMEOUT, proc.kill)
+    timer.start()
+    paths: list[bytes] = []
+    rest = b""
+    try:
+        while len(paths) <= TREE_MAX_PATHS:
+            chunk = proc.stdout.read1(64 * 1024)
+            if not chunk:
+                break
+            *done, rest = (rest + chunk).split(b"\0")
+            paths += [p for p in done if p]
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()  # enough names: the rest is never read
+        proc.stdout.close()
+        code = proc.wait()
+    if len(paths) > TREE_MAX_PATHS:
+        return [_text(p) for p in paths[:TREE_MAX_PATHS]], True
+    if code != 0:
+        return [], False
+    return [_text(p) for p in paths], False
+
+
+def recent_commits(project_dir: Path, ref: str) -> list[dict]:
+    """The newest COMMITS_MAX commits reachable from `ref` (none when it has none, or git fails)."""
+    try:
+        proc = subprocess.run(["git", "log", f"--max-count={COMMITS_MAX}", "--format=%H%x1f%s%x1f%an%x1f%aI%x1e",
+                               ref, "--"], cwd=project_dir, env=_git_env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=DEFAULT_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode != 0:
+        return []
+    commits = []
+    for record in _text(proc.stdout).split("\x1e"):
+        fields = record.strip("\n").split("\x1f")
+        if len(fields) == 4:
+            sha, subject, author, date = fields
+            commits.append({"sha": sha, "subject": subject, "author": author, "date": date})
+    return commits
 
 
 def open_tasks(tasks: Iterable[Task]) -> tuple[list[dict], int]:
@@ -72,11 +128,7 @@ def open_tasks(tasks: Iterable[Task]) -> tuple[list[dict], int]:
 def read_context(project_id: str, project_dir: Path, ref: str, tasks: Iterable[Task]) -> dict:
     """The whole context; blocking (git, files): call it off the event loop."""
     tree, truncated = file_tree(project_dir)
-    try:
-        commits = [{"sha": c.sha, "subject": c.message, "author": c.author, "date": c.date}
-                   for c in recent_commits(project_dir, COMMITS_MAX, ref)]
-    except GitError:
-        commits = []
+    commits = recent_commits(project_dir, ref)
     shown, total = open_tasks(tasks)
     return {"project_id": project_id,
             "readme": read_doc(project_dir, _README_NAMES),

@@ -4,6 +4,12 @@ The API wants turns that alternate, starting with the person, each with some con
 assistant message with no text (it failed before saying anything) is left out, and turns of
 one role that end up next to each other are joined. Attached images go as base64 image
 blocks, PDF files as document blocks, text files as text blocks naming the file.
+
+Every question sends the whole conversation again, files included, and the API refuses a
+request that is too large (or has too many images, or an image over its limit) — which would
+break the conversation for good. So the files sent are budgeted (backend/chat/files.py), newest
+first, by their recorded sizes before any is read; one that does not fit is replaced by a line
+naming it as left out.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
+from . import files as chat_files
 from .store import Attachment, Conversation
 
 ReadFile = Callable[[str], bytes]  # attachment id -> bytes
@@ -29,15 +36,50 @@ def attachment_block(attachment: Attachment, read: ReadFile) -> dict:
     return {"type": "text", "text": f"<attached_file name={attachment.name!r}>\n{text}\n</attached_file>"}
 
 
+def left_out(attachment: Attachment, why: str) -> dict:
+    return {"type": "text", "text": f"(The attached file {attachment.name!r} was left out: {why}.)"}
+
+
+def sent_files(conversation: Conversation) -> dict[tuple[int, str], str | None]:
+    """(message index, attachment id) -> None (sent) or why it is left out, for every file a
+    message names: the newest first, while the request's budget of images and bytes lasts."""
+    images, size = 0, 0
+    verdicts: dict[tuple[int, str], str | None] = {}
+    for index in range(len(conversation.messages) - 1, -1, -1):
+        message = conversation.messages[index]
+        if message.role != "user":
+            continue
+        for attachment_id in message.attachments:
+            attachment = conversation.attachments.get(attachment_id)
+            if attachment is None or (index, attachment_id) in verdicts:
+                continue
+            if attachment.image and attachment.size > chat_files.IMAGE_MAX_BYTES:
+                why = "the image is larger than the API takes"  # stored before the chat's limit
+            elif (size + attachment.size > chat_files.REQUEST_MAX_BYTES
+                  or (attachment.image and images >= chat_files.REQUEST_MAX_IMAGES)):
+                why = "too much for one request"
+            else:
+                why = None
+                size += attachment.size
+                images += attachment.image
+            verdicts[(index, attachment_id)] = why
+    return verdicts
+
+
 def api_messages(conversation: Conversation, read: ReadFile) -> list[dict]:
+    verdicts = sent_files(conversation)
     turns: list[dict] = []
-    for message in conversation.messages:
+    for index, message in enumerate(conversation.messages):
         blocks: list[dict] = []
         if message.text.strip():
             blocks.append({"type": "text", "text": message.text})
         if message.role == "user":
-            blocks += [attachment_block(conversation.attachments[a], read)
-                       for a in message.attachments if a in conversation.attachments]
+            for attachment_id in message.attachments:
+                attachment = conversation.attachments.get(attachment_id)
+                if attachment is None:
+                    continue
+                why = verdicts.get((index, attachment_id))
+                blocks.append(attachment_block(attachment, read) if why is None else left_out(attachment, why))
         if not blocks:
             continue
         if turns and turns[-1]["role"] == message.role:

@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from ..models import DEPENDS_MAX, REF_PATTERN, TITLE_MAX_CHARS, Priority, TaskType
+from ..models import DEPENDS_MAX, REF_PATTERN, TITLE_MAX_CHARS, TITLE_PATTERN, Priority, TaskType
 from ..plans.model import PLAN_SUMMARY_MAX, PLAN_TASKS_MAX, PLAN_TITLE_MAX, PlanDraft
 
 TOOL_NAME = "propose_plan"
@@ -31,7 +31,7 @@ def plan_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "ref": {**ref, "description": "A short local name other tasks use in depends_on, e.g. schema, api-2."},
-            "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX_CHARS,
+            "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX_CHARS, "pattern": TITLE_PATTERN,
                       "description": "One line saying what the task achieves."},
             "content": {"type": "string", "description": "What to do, for a coding agent that has not seen "
                         "this conversation: the goal, where in the code, how to know it works."},
@@ -48,7 +48,7 @@ def plan_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "title": {"type": "string", "minLength": 1, "maxLength": PLAN_TITLE_MAX},
+            "title": {"type": "string", "minLength": 1, "maxLength": PLAN_TITLE_MAX, "pattern": TITLE_PATTERN},
             "summary": {"type": "string", "maxLength": PLAN_SUMMARY_MAX,
                         "description": "What the plan achieves and why, in a few sentences."},
             "tasks": {"type": "array", "items": task, "minItems": 1, "maxItems": PLAN_TASKS_MAX},

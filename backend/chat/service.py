@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx2
 
 from .. import attachments as shared_files
 from ..models import new_task_id, utcnow
@@ -32,6 +33,7 @@ from .store import DEFAULT_TITLE, Attachment, ChatStore, Conversation, Message, 
 
 log = logging.getLogger("baton.chat")
 
+DROPPED = "the connection to the Anthropic API dropped mid-answer"
 STOP_WAIT_SECONDS = 10.0  # how long the stop route waits for the stopped answer to be stored
 TITLE_FROM_TEXT_MAX = 80
 
@@ -54,9 +56,10 @@ class Answer:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
     stopping: bool = False
+    storing: bool = False  # the answer has ended and is being stored: too late to stop it
 
     def stop(self) -> None:
-        if self.task is not None and not self.task.done() and not self.stopping:
+        if self.task is not None and not self.task.done() and not self.stopping and not self.storing:
             self.stopping = True
             self.task.cancel()
 
@@ -106,24 +109,31 @@ class ChatService:
                      content_type: str) -> list[dict]:
         """Receive a multipart upload (backend/attachments.py's rules, the chat's limits) and store
         every file, or none; their metadata, with the ids a message names."""
-        conversation = await self.load(project_id, chat_id)  # an unknown chat: 404 before the body is read
+        await self.load(project_id, chat_id)  # an unknown chat: 404 before the body is read
         folder = await asyncio.to_thread(self.store.incoming, project_id, chat_id)
         try:
-            receiver, uploads = await shared_files.receive(chunks, content_type, folder, **chat_files.LIMITS)
+            receiver, uploads = await chat_files.receive(chunks, content_type, folder)
         except shared_files.AttachmentError as exc:
             raise ChatProblem(exc.status, exc.code, exc.message) from None
         try:
-            if len(conversation.attachments) + len(uploads) > chat_files.FILES_PER_CHAT:
-                raise ChatProblem(409, "too_many_attachments",
-                                  f"a chat holds at most {chat_files.FILES_PER_CHAT} files")
-            stored = []
-            for upload in uploads:
-                attachment = Attachment(id=new_task_id(), name=upload.name, size=upload.size,
-                                        content_type=upload.kind.content_type, image=upload.kind.image,
-                                        sha256=upload.sha256, at=utcnow())
-                await asyncio.to_thread(self.store.keep_file, project_id, chat_id, attachment, upload.path)
-                stored.append(attachment.model_dump(mode="json"))
-            return stored
+            files = [(Attachment(id=new_task_id(), name=upload.name, size=upload.size,
+                                 content_type=upload.kind.content_type, image=upload.kind.image,
+                                 sha256=upload.sha256, at=utcnow()), upload.path) for upload in uploads]
+
+            def check(conversation: Conversation) -> None:  # the chat as it is now, under its lock
+                if len(conversation.attachments) + len(files) > chat_files.FILES_PER_CHAT:
+                    raise ChatProblem(409, "too_many_attachments",
+                                      f"a chat holds at most {chat_files.FILES_PER_CHAT} files: start a new chat "
+                                      "for more")
+                held = sum(a.size for a in conversation.attachments.values())
+                if held + sum(a.size for a, _ in files) > chat_files.CHAT_MAX_BYTES:
+                    raise ChatProblem(413, "too_large",
+                                      f"this chat's files would be larger than {chat_files.CHAT_MAX_BYTES // shared_files.MIB} "
+                                      f"MiB together (it holds {held / shared_files.MIB:.1f} MiB; the limit per chat, "
+                                      "since every question sends them again): start a new chat for more")
+
+            await asyncio.to_thread(self.store.keep_files, project_id, chat_id, files, check)
+            return [attachment.model_dump(mode="json") for attachment, _ in files]
         finally:
             receiver.close()
 
@@ -160,19 +170,24 @@ class ChatService:
         answer = self._busy.get((project_id, chat_id))
         if answer is None or answer.task is None or answer.task.done():
             return False
-        answer.stop()
+        answer.stop()  # a no-op once the answer is being stored: then this waits for that
         try:
             async with asyncio.timeout(STOP_WAIT_SECONDS):
                 await asyncio.shield(answer.task)
         except TimeoutError:
             log.warning("chat %s/%s: the stopped answer was not stored within %gs", project_id, chat_id,
                         STOP_WAIT_SECONDS)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this request itself is being cancelled
+            # The answer's task ended cancelled (the app shutting down): it is over either way.
         return True
 
     async def _answer(self, answer: Answer, project_id: str, chat_id: str, key: str, project_name: str,
                       context: ContextSource) -> None:
         parts: list[str] = []
-        usage = {"input": 0, "output": 0}
+        usage = {"input": 0, "output": 0, "final": 0}
         stopped, error = False, None
         try:
             found, missing = await context()
@@ -191,6 +206,8 @@ class ChatService:
                     final = await stream.get_final_message()
                     usage["input"] = max(usage["input"], final.usage.input_tokens or 0)
                     usage["output"] = max(usage["output"], final.usage.output_tokens or 0)
+                    if final.stop_reason is None:  # the stream ended without the API's end of the answer
+                        error = DROPPED
             finally:
                 await asyncio.shield(client.close())
         except asyncio.CancelledError:
@@ -200,16 +217,34 @@ class ChatService:
                 task.uncancel()  # this task's own stop, handled: what follows may await again
         except anthropic.APIError as exc:
             error = describe_api_error(exc, self.config, key)
+        except httpx2.TransportError as exc:  # while the stream is read: the SDK does not wrap these
+            error = self._transport_error(exc)
         except Exception:
             log.exception("chat %s/%s: the answer failed", project_id, chat_id)
             error = "internal error while answering; see the dashboard's log"
+        answer.storing = True  # from here on a stop waits for the answer to be stored
+        tokens = usage["input"] or usage["output"]
         message = Message(id=new_task_id(), role="assistant", text="".join(parts), at=utcnow(),
                           model=self.config.model, input_tokens=usage["input"], output_tokens=usage["output"],
                           cost_usd=self.config.cost(self.config.model, usage["input"], usage["output"]),
-                          stopped=stopped, error=error)
+                          stopped=stopped, error=error, usage_partial=bool(tokens) and not usage["final"])
+        release = True
+        write = asyncio.ensure_future(asyncio.to_thread(self.store.add_message, project_id, chat_id, message))
         try:
-            # Shielded: a second cancel (the app shutting down) must not lose what was said.
-            await asyncio.shield(asyncio.to_thread(self.store.add_message, project_id, chat_id, message))
+            try:
+                # Shielded: a cancel from outside (the app shutting down) must not lose what was said.
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                release = False  # the chat stays taken until the write in its thread has ended
+
+                def written(done: asyncio.Future) -> None:
+                    if not done.cancelled() and done.exception() is not None:
+                        log.error("chat %s/%s: the answer could not be stored: %s", project_id, chat_id,
+                                  done.exception())
+                    self._release(project_id, chat_id)
+
+                write.add_done_callback(written)
+                raise
             conversation = await self.load(project_id, chat_id)
             body = {"message": conversation.message_out(message), "totals": conversation.totals()}
             if error is None:
@@ -222,7 +257,13 @@ class ChatService:
             answer.queue.put_nowait(("error", {"message": f"the answer could not be stored: {exc}"}))
         finally:
             answer.queue.put_nowait(None)
-            self._release(project_id, chat_id)
+            if release:
+                self._release(project_id, chat_id)
+
+    def _transport_error(self, exc: httpx2.TransportError) -> str:
+        if isinstance(exc, httpx2.TimeoutException):
+            return f"no answer from the Anthropic API within {self.config.timeout_seconds:g}s"
+        return f"{DROPPED} ({exc})" if str(exc) else DROPPED
 
     # ----- plans ---------------------------------------------------------------------------
 
@@ -274,7 +315,7 @@ class ChatService:
 
     async def _plan_call(self, client: anthropic.AsyncAnthropic, project_id: str, chat_id: str, key: str,
                          system: str, messages: list[dict]) -> list[Any]:
-        usage = {"input": 0, "output": 0}
+        usage = {"input": 0, "output": 0, "final": 0}
         try:
             async with client.messages.stream(
                     model=self.config.model, max_tokens=self.config.plan_max_tokens, system=system,
@@ -285,9 +326,10 @@ class ChatService:
                 final = await stream.get_final_message()
                 usage["input"] = max(usage["input"], final.usage.input_tokens or 0)
                 usage["output"] = max(usage["output"], final.usage.output_tokens or 0)
-                return list(final.content)
         except anthropic.APIError as exc:
             raise ChatProblem(502, "chat_api_error", describe_api_error(exc, self.config, key)) from None
+        except httpx2.TransportError as exc:  # while the stream is read: the SDK does not wrap these
+            raise ChatProblem(502, "chat_api_error", self._transport_error(exc)) from None
         finally:
             if usage["input"] or usage["output"]:
                 record = Usage(purpose="plan", model=self.config.model, input_tokens=usage["input"],
@@ -296,6 +338,13 @@ class ChatService:
                                at=utcnow())
                 await asyncio.shield(asyncio.to_thread(self.store.append, project_id, chat_id,
                                                        {"type": "usage", **record.model_dump(mode="json")}))
+        if final.stop_reason is None:
+            raise ChatProblem(502, "chat_api_error", DROPPED)
+        if final.stop_reason == "max_tokens":  # the SDK parses the cut-off JSON as far as it goes: never use it
+            raise ChatProblem(422, "plan_too_long",
+                              f"the model's plan was cut off at {self.config.plan_max_tokens} tokens: raise "
+                              "chat.plan_max_tokens in projects.yaml, or ask for a smaller plan")
+        return list(final.content)
 
 
 def _count(event: Any, usage: dict[str, int]) -> None:
@@ -304,6 +353,7 @@ def _count(event: Any, usage: dict[str, int]) -> None:
         usage["input"] = max(usage["input"], event.message.usage.input_tokens or 0)
         usage["output"] = max(usage["output"], event.message.usage.output_tokens or 0)
     elif event.type == "message_delta" and event.usage is not None:
+        usage["final"] = 1  # the answer's last count (output tokens are cumulative until here)
         usage["output"] = max(usage["output"], event.usage.output_tokens or 0)
         usage["input"] = max(usage["input"], getattr(event.usage, "input_tokens", None) or 0)
 

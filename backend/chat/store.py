@@ -22,6 +22,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -33,6 +36,7 @@ from ..models import TASK_ID_RE, new_task_id, utcnow
 FORMAT = 1
 TITLE_MAX = 200
 DEFAULT_TITLE = "New chat"
+STALE_UPLOAD_SECONDS = 3600  # a file this old in .incoming was left by an upload that never ended
 
 
 _STAMP = TypeAdapter(AwareDatetime)
@@ -72,6 +76,9 @@ class Message(BaseModel):
     cost_usd: float | None = 0.0
     stopped: bool = False
     error: str | None = None
+    # The output tokens are a lower bound: the answer ended (stopped, failed) before the API's
+    # final count arrived.
+    usage_partial: bool = False
 
 
 class Usage(BaseModel):
@@ -133,11 +140,18 @@ def _check_id(value: str, what: str) -> str:
 
 
 class ChatStore:
-    """Blocking file operations: call them off the event loop. One writer per conversation at a
-    time is the caller's job (the chat service holds a lock per conversation)."""
+    """Blocking file operations: call them off the event loop. Appends to one conversation are
+    serialised by a lock per conversation (an answer being stored, a title, an upload), so a
+    torn tail is judged and cut with the file's current size, never another thread's."""
 
     def __init__(self, root: Path | None) -> None:
         self._root = root  # None: a temporary folder, made on first use (nothing is kept after exit)
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, project_id: str, chat_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((project_id, chat_id), threading.Lock())
 
     @property
     def root(self) -> Path:
@@ -211,6 +225,10 @@ class ChatStore:
     def append(self, project_id: str, chat_id: str, record: dict) -> None:
         """One record, as one write at the end of the file, synced."""
         path = self.path(project_id, chat_id)
+        with self.lock(project_id, chat_id):
+            self._append(path, record)
+
+    def _append(self, path: Path, record: dict) -> None:
         data = _line(record)
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
         try:
@@ -228,18 +246,34 @@ class ChatStore:
         self.append(project_id, chat_id, {"type": "message", "message": message.model_dump(mode="json")})
 
     def incoming(self, project_id: str, chat_id: str) -> Path:
-        """Where an upload is received (beside the files: keeping one is a rename)."""
+        """Where an upload is received (beside the files: keeping one is a rename). What an upload
+        that never ended left (a killed process) is removed here, once an hour old."""
         folder = self.files_dir(project_id, chat_id) / ".incoming"
         folder.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - STALE_UPLOAD_SECONDS
+        for leftover in folder.iterdir():
+            try:
+                if leftover.lstat().st_mtime < stale:
+                    leftover.unlink()
+            except OSError:
+                pass
         return folder
 
-    def keep_file(self, project_id: str, chat_id: str, attachment: Attachment, received: Path) -> None:
-        """A received file moved into place, then listed: a crash in between leaves an unlisted
-        file, never a listed one without bytes."""
+    def keep_files(self, project_id: str, chat_id: str, files: list[tuple[Attachment, Path]],
+                   check: Callable[[Conversation], None]) -> None:
+        """Received files moved into place, then listed, after `check` (the chat's limits) passed
+        on the conversation as it is now: under the conversation's lock, so two uploads at once
+        cannot pass a limit together. A crash in between leaves an unlisted file, never a listed
+        one without bytes."""
         folder = self.files_dir(project_id, chat_id)
-        os.replace(received, folder / _check_id(attachment.id, "attachment"))
-        _fsync_dir(folder)
-        self.append(project_id, chat_id, {"type": "attachment", "attachment": attachment.model_dump(mode="json")})
+        path = self.path(project_id, chat_id)
+        with self.lock(project_id, chat_id):
+            check(self.load(project_id, chat_id))
+            for attachment, received in files:
+                os.replace(received, folder / _check_id(attachment.id, "attachment"))
+            _fsync_dir(folder)
+            for attachment, _ in files:
+                self._append(path, {"type": "attachment", "attachment": attachment.model_dump(mode="json")})
 
     def read_file(self, project_id: str, chat_id: str, attachment_id: str) -> bytes:
         return (self.files_dir(project_id, chat_id) / _check_id(attachment_id, "attachment")).read_bytes()

@@ -47,7 +47,8 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(limits=limits) as client:
             app.state.connectors = build_connectors(settings.config, client)
-            app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env())
+            app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env(),
+                                                   drop_env=(settings.config.chat.api_key_env,))
             app.state.supervisor.start()
             # One upstream follow per project, shared by every open board page.
             app.state.hubs = build_hubs(app.state.connectors, app.state.supervisor.status)

@@ -100,8 +100,10 @@ def tail_lines(path: Path, count: int) -> list[str]:
 class ManagedAgent:
     """One project's agent: its process, its state, the thread that watches it."""
 
-    def __init__(self, project: ProjectConfig, timing: Timing, stopping: threading.Event) -> None:
+    def __init__(self, project: ProjectConfig, timing: Timing, stopping: threading.Event,
+                 drop_env: tuple[str, ...] = ()) -> None:
         self.project = project
+        self.drop_env = {*_DROPPED_ENV, *drop_env}
         self.timing = timing
         self.stopping = stopping
         parts = urlsplit(project.agent_url or "")
@@ -145,7 +147,7 @@ class ManagedAgent:
     # ----- the process ---------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in self.drop_env}
         token = resolve_secret(self.project.token)
         if token:
             env["BATON_TOKEN"] = token
@@ -275,12 +277,16 @@ class ManagedAgent:
 
 
 class AgentSupervisor:
-    """The agents of the projects marked `start` (see config.start_problem for what they need)."""
+    """The agents of the projects marked `start` (see config.start_problem for what they need).
+    `drop_env`: more variables the agents must not inherit (the chat's API key, chat.api_key_env:
+    the coding agents the agent runs would see it too; whoever wants agents to use a key sets it
+    in their own environment)."""
 
-    def __init__(self, projects: list[ProjectConfig], timing: Timing | None = None) -> None:
+    def __init__(self, projects: list[ProjectConfig], timing: Timing | None = None,
+                 drop_env: tuple[str, ...] = ()) -> None:
         self.timing = timing or Timing()
         self._stopping = threading.Event()
-        self.agents = {p.id: ManagedAgent(p, self.timing, self._stopping) for p in projects if p.start}
+        self.agents = {p.id: ManagedAgent(p, self.timing, self._stopping, drop_env) for p in projects if p.start}
 
     def start(self) -> None:
         for agent in self.agents.values():

@@ -405,11 +405,16 @@ class Workspace:
         """Rewrite the task's commits so that no placed path differs from the starting commit,
         even if the agent committed them itself (`git add -A`, `-f`, or a .gitignore that lets
         them through). Returns True when history was rewritten."""
-        if not placed or not self._g(["log", "--format=%H", f"{fork}..HEAD", "--", *placed]).strip():
+        # Paths as they are: literal pathspecs (a name may hold `[`), NUL-separated unquoted
+        # listings (a name may be résumé.pdf).
+        literal = ["--literal-pathspecs", "-c", "core.quotePath=false"]
+        if not placed or not self._g([*literal, "log", "--format=%H", f"{fork}..HEAD", "--", *placed]).strip():
             return False
         originals = {}
-        for line in self._g(["ls-tree", "-r", fork, "--", *placed]).splitlines():
-            meta, path = line.split("\t", 1)
+        for record in self._g([*literal, "ls-tree", "-r", "-z", fork, "--", *placed]).split("\0"):
+            if not record:
+                continue
+            meta, path = record.split("\t", 1)
             mode, _kind, blob = meta.split()
             originals[path] = f"{mode},{blob},{path}"
         old_head = self.head()
@@ -465,14 +470,28 @@ class Workspace:
         self.place_files()
 
     def _unplace(self) -> None:
-        root = self.path.resolve()
+        """Remove Baton's links and copies. Each path is reached through folder descriptors
+        opened without following links (as _copy_into writes them): an agent that swaps a folder
+        on the way (.baton/attachments) for a link, even between a check and the unlink, makes
+        Baton remove nothing outside the worktree."""
+        links = set(self.git.config.symlink_files)
         for rel in self.placed or []:
-            target = self.path / rel
-            if rel in self.git.config.symlink_files:
-                if target.is_symlink():
-                    target.unlink()
-            elif target.is_file() and target.parent.resolve() == root / Path(rel).parent:
-                target.unlink()  # an untracked copy Baton made (never through a link the agent made)
+            *folders, name = Path(rel).parts
+            fds: list[int] = []
+            try:
+                fds.append(os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                for folder in folders:
+                    fds.append(os.open(folder, _DIR_FLAGS, dir_fd=fds[-1]))
+                mode = os.stat(name, dir_fd=fds[-1], follow_symlinks=False).st_mode
+                # A link Baton made; an untracked copy it made (or whatever file or link the agent
+                # put in its place: unlink removes the entry in this folder, never a link's target).
+                if stat.S_ISLNK(mode) if rel in links else not stat.S_ISDIR(mode):
+                    os.unlink(name, dir_fd=fds[-1])
+            except OSError:
+                pass  # gone, or a folder on the way is not a real folder: nothing of Baton's there
+            finally:
+                for fd in reversed(fds):
+                    os.close(fd)
 
     # ----- cleanup ------------------------------------------------------------------------
 
