@@ -138,8 +138,9 @@ def _line_id(line: bytes) -> str | None:
 
 
 class Archiver:
-    """Moves finished tasks older than `days` to the archive: at the first call, then at most
-    once every `every` seconds. Driven by the dispatcher loop (no thread of its own)."""
+    """Moves finished tasks older than `days` to the archive (and sweeps stale attachment
+    uploads): at the first call, then at most once every `every` seconds. Driven by the
+    dispatcher loop (no thread of its own)."""
 
     def __init__(self, store, days: float, every: float = ARCHIVE_EVERY_SECONDS,
                  clock: Callable[[], float] | None = None) -> None:
@@ -151,10 +152,14 @@ class Archiver:
 
     def run_if_due(self) -> int:
         now = self._clock()
-        if self.days <= 0 or (self._last is not None and now - self._last < self.every):
+        if self._last is not None and now - self._last < self.every:
             return 0
         self._last = now
-        return len(archive_finished(self.store, self.days))
+        # The same hourly round sweeps uploads a killed process left half-received. (Attachments
+        # themselves stay, archived or not: a rerun from the archive places them again.)
+        from .attachments import AttachmentStore  # attachments -> store -> archive: imported late
+        AttachmentStore(Path(self.store.path).parent).sweep_incoming()
+        return len(archive_finished(self.store, self.days)) if self.days > 0 else 0
 
 
 def archive_finished(store, days: float) -> list[Task]:

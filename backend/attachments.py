@@ -390,15 +390,28 @@ class AttachmentStore:
         self.root.mkdir(exist_ok=True)
         folder = self.root / _INCOMING
         folder.mkdir(exist_ok=True)
-        # What a process killed mid-upload left (an upload under way is much younger).
+        self.sweep_incoming()
+        return folder
+
+    def sweep_incoming(self) -> int:
+        """Remove what a process killed mid-upload left in .incoming/ (an upload under way is much
+        younger than STALE_UPLOAD_SECONDS). Runs before each upload, and hourly from the
+        dispatcher's loop (archive.Archiver) so a project that takes no more uploads is swept too.
+        Creates nothing. Returns how many files it removed."""
         stale = time.time() - STALE_UPLOAD_SECONDS
-        for leftover in folder.iterdir():
+        try:
+            leftovers = list(os.scandir(self.root / _INCOMING))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        removed = 0
+        for leftover in leftovers:
             try:
-                if leftover.lstat().st_mtime < stale:
-                    leftover.unlink()
+                if not leftover.is_dir(follow_symlinks=False) and leftover.stat(follow_symlinks=False).st_mtime < stale:
+                    os.unlink(leftover.path)
+                    removed += 1
             except OSError:
                 pass
-        return folder
+        return removed
 
     def _lock(self, task_id: str) -> threading.Lock:
         with self._guard:

@@ -369,3 +369,44 @@ def test_the_http_connector_itself_refuses_a_dot_name(agent, name):
     with pytest.raises(AgentError) as refused:
         asyncio.run(fetch())
     assert refused.value.status == 404 and refused.value.body["error"]["code"] == "not_found"
+
+
+# ----- retention: files stay with their task; half-received uploads do not stay ----------------
+
+def test_an_archived_tasks_files_stay_for_its_rerun(agent):
+    task_id = new_task(agent)
+    assert upload(agent, task_id, ("spec.md", b"# spec\n")).status_code == 201
+    agent.store.cancel(task_id)
+    agent.store.update(task_id, finished_at=utcnow() - timedelta(days=30))
+    from backend.archive import Archiver
+    assert Archiver(agent.store, 7).run_if_due() == 1 and agent.store.archive.get(task_id) is not None
+    assert (stored(agent, task_id) / "spec.md").read_bytes() == b"# spec\n"
+    assert agent.client.post(f"/agent/tasks/{task_id}/rerun").status_code == 200
+    assert agent.client.get(f"/agent/tasks/{task_id}/attachments/spec.md").content == b"# spec\n"
+
+
+def test_a_killed_uploads_leftover_is_swept_hourly_even_with_no_more_uploads(agent):
+    import os
+    from backend.archive import Archiver
+    incoming = agent.settings.project_dir / "data" / "attachments" / ".incoming"
+    incoming.mkdir(parents=True)
+    stale, young = incoming / "upload-stale", incoming / "upload-young"
+    stale.write_bytes(b"half a file")
+    young.write_bytes(b"an upload under way")
+    old = utcnow().timestamp() - files.STALE_UPLOAD_SECONDS - 60
+    os.utime(stale, (old, old))
+    clock = [0.0]
+    archiver = Archiver(agent.store, 0, clock=lambda: clock[0])  # archiving off: the sweep still runs
+    archiver.run_if_due()
+    assert sorted(p.name for p in incoming.iterdir()) == ["upload-young"]
+    # And before an upload, as before.
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (old, old))
+    task_id = new_task(agent)
+    assert upload(agent, task_id, ("a.txt", b"a")).status_code == 201
+    assert sorted(p.name for p in incoming.iterdir()) == ["upload-young"]
+
+
+def test_the_sweep_creates_nothing(tmp_path):
+    assert files.AttachmentStore(tmp_path / "data").sweep_incoming() == 0
+    assert not (tmp_path / "data").exists()

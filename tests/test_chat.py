@@ -6,13 +6,22 @@ the chat says how to enable it while the rest of the dashboard works."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from backend.chat.service import Answer
+from backend.chat.store import ChatStore
 from backend.models import TaskStatus
 from chat_support import KEY, KEY_ENV, ChatWorld, EventReader, chat_config
-from fakes.messages_standin import MessagesStandIn, http_error, stream_error, text
-from support import commit_and_push, free_port, make_repo, wait_for
+from fakes.messages_standin import MessagesStandIn, dropped, http_error, stream_error, text
+from support import GIT_ENV, commit_and_push, free_port, make_repo, wait_for
 from test_api import assert_error
+from test_dashboard_supervisor import agent_repo, dashboards  # noqa: F401 - a fixture, used by name
 
 README = "# Widgets\n\nThe widget service: an HTTP API over a SQLite store.\n"
 CLAUDE_MD = "# Rules\n\nRun `make test` before committing. Never touch vendor/.\n"
@@ -62,7 +71,9 @@ def test_an_answer_streams_in_order_is_stored_and_listed(world):
     # Tokens from the API's usage; cost from the price table (claude-sonnet-5-5: $2 / $10 per million).
     assert (done["input_tokens"], done["output_tokens"]) == (1200, 30)
     assert done["cost_usd"] == pytest.approx((1200 * 2 + 30 * 10) / 1e6)
-    assert events[-1][1]["totals"] == {"input_tokens": 1200, "output_tokens": 30, "cost_usd": done["cost_usd"]}
+    assert events[-1][1]["totals"] == {"input_tokens": 1200, "output_tokens": 30, "cost_usd": done["cost_usd"],
+                                       "usage_partial": False}
+    assert done["usage_partial"] is False  # the API's final count came
 
     events = world.send(chat_id, "And the tests?")
     assert _kinds(events)[-1] == "done"
@@ -114,6 +125,8 @@ def test_stop_keeps_the_partial_answer(world):
     message = rest[-1][1]["message"]
     assert (message["text"], message["stopped"], message["error"]) == ("Partial answer ", True, None)
     assert message["input_tokens"] == 900  # what the API reported before the stop
+    # The output tokens came only so far (the final count never did): a lower bound, said so.
+    assert message["usage_partial"] is True and rest[-1][1]["totals"]["usage_partial"] is True
     assert world.chat(chat_id)["messages"][-1]["stopped"] is True
     wait_for(lambda: world.api.disconnects == 1, what="the upstream answer to be closed")
     # Nothing is under way any more: stop says so, and the chat takes the next message.
@@ -278,3 +291,127 @@ def test_without_base_url_the_sdk_default_honours_anthropic_base_url(dashboard_f
     api.script(text(["Reached."]))
     assert _kinds(world.send(world.new_chat(), "Hello"))[-1] == "done"
     assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_connection_dropped_mid_answer_is_told_and_the_text_kept(world, chunked):
+    # chunked: the read fails (httpx2.RemoteProtocolError, which the SDK does not wrap);
+    # not chunked: the body just ends, without the API's message_stop.
+    world.api.script(dropped(["Half ", "an answer"], chunked=chunked, usage=(400, 9)))
+    chat_id = world.new_chat()
+    events = world.send(chat_id, "Tell me everything")
+    assert _kinds(events) == ["user", "delta", "delta", "error"]
+    error = events[-1][1]
+    assert "dropped mid-answer" in error["message"] and "internal error" not in error["message"]
+    stored = world.chat(chat_id)["messages"][-1]
+    assert (stored["text"], stored["error"], stored["stopped"]) == ("Half an answer", error["message"], False)
+    assert stored["input_tokens"] == 400 and stored["usage_partial"] is True
+    world.api.script(text(["Back."]))  # the chat is free again
+    assert _kinds(world.send(chat_id, "Again"))[-1] == "done"
+
+
+def test_a_read_timeout_mid_answer_is_told(dashboard_factory, api, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    repo = make_repo(tmp_path, "localproject")
+    # The stand-in says a word, then nothing (until released): the SDK's read timeout ends it.
+    client = dashboard_factory([{"id": "alpha", "path": str(repo)}], timeout=5.0,
+                               chat=chat_config(api.url, tmp_path / "chats", timeout_seconds=2))
+    world = ChatWorld(client=client, api=api, agent=None, chats_dir=tmp_path / "chats")
+    api.script(text(["Thinking ", "never said"], hold_after=1))
+    chat_id = world.new_chat()
+    events = world.send(chat_id, "Slowly")
+    assert _kinds(events)[-1] == "error"
+    assert events[-1][1]["message"] == "no answer from the Anthropic API within 2s"
+    stored = world.chat(chat_id)["messages"][-1]
+    assert stored["error"] == events[-1][1]["message"] and stored["text"] in ("", "Thinking ")
+
+
+def test_a_stop_while_the_answer_is_being_stored_waits_for_it(world, monkeypatch):
+    """A stop in the last moment (the answer has ended and is being written) does not cancel the
+    write: the stop waits for it, the page gets `done`, the chat is free only once it is written."""
+    writing, go_on, stop_called = threading.Event(), threading.Event(), threading.Event()
+    add_message, answer_stop = ChatStore.add_message, Answer.stop
+
+    def slow_add_message(store, project_id, chat_id, message):
+        if message.role == "assistant":
+            writing.set()
+            assert go_on.wait(30)
+        add_message(store, project_id, chat_id, message)
+
+    def noted_stop(answer):
+        stop_called.set()
+        answer_stop(answer)
+
+    monkeypatch.setattr(ChatStore, "add_message", slow_add_message)
+    monkeypatch.setattr(Answer, "stop", noted_stop)
+    world.api.script(text(["All ", "said."], usage=(50, 5)))
+    chat_id = world.new_chat()
+    with world.client.stream("POST", world.url(chat_id, "messages"), json={"text": "Go"}) as resp, \
+            ThreadPoolExecutor(1) as pool:
+        reader = EventReader(resp)
+        reader.until("delta")
+        assert writing.wait(30), "the answer was never stored"
+        stopping = pool.submit(world.client.post, world.url(chat_id, "stop"))
+        assert stop_called.wait(30)
+        # Still being written: the chat is taken.
+        assert_error(world.client.post(world.url(chat_id, "messages"), json={"text": "and?"}), 409, "chat_busy")
+        go_on.set()
+        stopped = stopping.result(timeout=30)
+        assert stopped.status_code == 200 and stopped.json() == {"stopped": True}
+        rest = reader.rest()
+    assert _kinds(rest)[-1] == "done"
+    message = rest[-1][1]["message"]
+    assert (message["text"], message["stopped"], message["usage_partial"]) == ("All said.", False, False)
+    assert [m["text"] for m in world.chat(chat_id)["messages"]] == ["Go", "All said."]
+    world.api.script(text(["Next."]))
+    assert _kinds(world.send(chat_id, "Next?"))[-1] == "done"
+
+
+LATIN1_NAME = b"caf\xe9.txt"
+LATIN1_SUBJECT = "Menu du caf\xe9".encode("latin-1")
+
+
+def _commit_latin1(repo) -> None:
+    """A file whose name is not UTF-8 and a commit message in Latin-1 (git keeps both as bytes)."""
+    (repo / os.fsdecode(LATIN1_NAME)).write_bytes(b"menu\n")
+    (repo.parent / "message").write_bytes(LATIN1_SUBJECT + b"\n")
+    env = {**os.environ, **GIT_ENV}
+    for args in (["add", "--", LATIN1_NAME], ["commit", "-q", "-F", str(repo.parent / "message")],
+                 ["push", "-q", "origin", "main"]):
+        subprocess.run([b"git", *[a if isinstance(a, bytes) else a.encode() for a in args]], cwd=repo, env=env,
+                       check=True, capture_output=True)
+
+
+def test_names_and_messages_that_are_not_utf8_do_not_break_the_context(agent, dashboard_factory, api, tmp_path,
+                                                                       monkeypatch):
+    _commit_latin1(agent.settings.project_dir)
+    context = agent.client.get("/agent/context")
+    assert context.status_code == 200, context.text
+    assert "caf\ufffd.txt" in context.json()["tree"]
+    assert context.json()["commits"][0]["subject"] == "Menu du caf\ufffd"
+    # A project without an agent: the dashboard reads the same from the folder, and answers.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    repo = make_repo(tmp_path, "localproject")
+    _commit_latin1(repo)
+    client = dashboard_factory([{"id": "alpha", "path": str(repo)}], timeout=5.0,
+                               chat=chat_config(api.url, tmp_path / "chats"))
+    world = ChatWorld(client=client, api=api, agent=None, chats_dir=tmp_path / "chats")
+    api.script(text(["Bon."]))
+    assert _kinds(world.send(world.new_chat(), "Le menu?"))[-1] == "done"
+    system = api.requests[-1]["body"]["system"]
+    assert "caf\ufffd.txt" in system and "Menu du caf\ufffd" in system
+
+
+def test_the_chat_key_does_not_reach_the_agents_the_dashboard_starts(tmp_path, dashboards, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv("BATON_TEST_OTHER_VARIABLE", "kept")
+    repo = agent_repo(tmp_path, "p")
+    port = free_port()
+    dash = dashboards(tmp_path, f"projects:\n  - id: p\n    path: {repo}\n    agent_url: http://127.0.0.1:{port}\n"
+                                f"    start: true\nchat:\n  api_key_env: {KEY_ENV}\n")
+    started = dash.wait_agent("p", "running", lambda a: a["state"] == "running")
+    environ = dict(entry.split(b"=", 1) for entry in
+                   open(f"/proc/{started['pid']}/environ", "rb").read().split(b"\0") if b"=" in entry)
+    assert environ.get(b"BATON_TEST_OTHER_VARIABLE") == b"kept"  # the agent's environment, as read
+    assert KEY_ENV.encode() not in environ and KEY.encode() not in b"".join(environ.values())
+    assert dash.stop(signal.SIGTERM) == 0

@@ -4,15 +4,16 @@ is created as a draft on the project's agent (plans/draft/<id>.json), recorded i
 
 from __future__ import annotations
 
+import json
 from typing import get_args
 
 import pytest
 
 from backend.chat.planning import TOOL_NAME, plan_schema, validate
-from backend.models import DEPENDS_MAX, REF_PATTERN, Priority, TaskType
+from backend.models import DEPENDS_MAX, REF_PATTERN, TITLE_PATTERN, Priority, TaskType
 from backend.plans.model import PLAN_TASKS_MAX, PlanDraft
 from chat_support import KEY, KEY_ENV, ChatWorld, chat_config
-from fakes.messages_standin import MessagesStandIn, http_error, text, tool
+from fakes.messages_standin import MessagesStandIn, dropped, http_error, text, tool
 from support import commit_and_push
 from test_api import assert_error
 
@@ -121,6 +122,36 @@ def test_the_tool_schema_says_what_plan_draft_accepts():
     # Every key the tool allows is one PlanDraft takes (extra="forbid" there).
     assert set(task["properties"]) <= set(PlanDraft.model_json_schema()["$defs"]["PlanTask"]["properties"])
     assert set(schema["properties"]) <= set(PlanDraft.model_json_schema()["properties"])
+    # Titles are one line, as PlanDraft checks them.
+    drafted = PlanDraft.model_json_schema()
+    assert schema["properties"]["title"]["pattern"] == drafted["properties"]["title"]["pattern"] == TITLE_PATTERN
+    assert task["properties"]["title"]["pattern"] == drafted["$defs"]["PlanTask"]["properties"]["title"]["pattern"]
     assert validate(GOOD)[0] is not None
     draft, problems = validate(CYCLE)
     assert draft is None and problems == "plan: depends_on makes a cycle: route -> docs -> route"
+
+
+def test_a_plan_cut_off_at_max_tokens_is_refused_not_used_in_part(world):
+    chat_id = _talked(world)
+    # The JSON ends after the second task: the SDK parses what there is into a valid two-task plan.
+    raw = json.dumps(GOOD)
+    cut = raw[:raw.index('{"ref": "docs"')]
+    assert validate(json.loads(cut.rstrip(", ") + "]}"))[0] is not None
+    world.api.script(tool(TOOL_NAME, None, raw_json=cut, stop_reason="max_tokens", usage=(800, 16384)))
+    error = assert_error(world.client.post(world.url(chat_id, "plan")), 422, "plan_too_long")
+    assert "chat.plan_max_tokens" in error["message"] and "16384" in error["message"]
+    assert len(world.api.requests) == 2  # the conversation's answer, one plan call: never asked again
+    assert world.client.get("/api/projects/alpha/plans").json()["plans"] == []
+    chat = world.chat(chat_id)
+    assert chat["plan_ids"] == [] and chat["totals"]["output_tokens"] == 20 + 16384  # its tokens counted
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_connection_dropped_while_planning_is_a_502(world, chunked):
+    chat_id = _talked(world)
+    world.api.script(dropped(["{"], chunked=chunked))
+    error = assert_error(world.client.post(world.url(chat_id, "plan")), 502, "chat_api_error")
+    assert "dropped mid-answer" in error["message"]
+    assert world.client.get("/api/projects/alpha/plans").json()["plans"] == []
+    world.api.script(tool(TOOL_NAME, GOOD))  # and the chat is free again afterwards
+    assert world.client.post(world.url(chat_id, "plan")).status_code == 201

@@ -10,15 +10,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from backend.chat import files as chat_files
+from backend.chat.convo import api_messages
+from backend.chat.store import Attachment, ChatStore, Conversation, Message
+from backend.models import utcnow
 from chat_support import KEY, KEY_ENV, ChatWorld, chat_config
 from fakes.messages_standin import MessagesStandIn, text
-from support import ROOT, free_port, make_repo, wait_for_http
+from support import ROOT, free_port, make_repo, wait_for, wait_for_http
 from test_api import assert_error
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 20
@@ -153,6 +159,9 @@ def test_attachments_reach_the_model_as_images_and_text(world):
     ([("data.txt", b"\xff\xfe\x00\x01")], 415, "unsupported_type", "not UTF-8"),
     ([("tool.exe", b"MZ\x90\x00")], 415, "unsupported_type", "not accepted"),
     ([("big.log", b"x" * (chat_files.FILE_MAX_BYTES + 1))], 413, "too_large", "larger than 10 MiB"),
+    # Over the API's limit per image (5 MB of base64), though under the limit per file.
+    ([("big.png", PNG + b"\0" * (chat_files.IMAGE_MAX_BYTES - len(PNG) + 1))], 413, "too_large",
+     "big.png: an image in a chat may be at most 3.75 MiB"),
     ([(f"f{i}.txt", b"x") for i in range(chat_files.FILES_PER_MESSAGE + 1)], 409, "too_many_attachments", "at most 10"),
     ([("good.txt", b"fine"), ("bad.exe", b"MZ")], 415, "unsupported_type", "bad.exe"),
     ([("..", b"x")], 422, "invalid_name", "no usable file name"),
@@ -196,3 +205,141 @@ def test_the_chat_files_stay_in_the_chat_folder(world):
     assert (world.chats_dir / "alpha" / f"{chat_id}.files" / saved["id"]).read_bytes() == b"inside"
     assert all(Path(p).resolve().is_relative_to(world.chats_dir.resolve()) for p in stored)
     assert list(world.chats_dir.parent.rglob("escape.txt")) == []  # the name is metadata, never a path
+
+
+def test_an_image_at_the_limit_is_taken(world):
+    chat_id = world.new_chat()
+    image = PNG + b"\0" * (chat_files.IMAGE_MAX_BYTES - len(PNG))
+    [saved] = _upload(world, chat_id, [("exact.png", image)]).json()["attachments"]
+    assert saved["size"] == chat_files.IMAGE_MAX_BYTES
+    assert len(base64.b64encode(image)) == 5 * 1024 * 1024  # what the API takes per image
+
+
+def test_a_chat_holds_at_most_20_mib_of_files(world):
+    chat_id = world.new_chat()
+    half = b"x" * (chat_files.CHAT_MAX_BYTES // 2)
+    assert _upload(world, chat_id, [("a.txt", half), ("b.txt", half)]).status_code == 201
+    error = assert_error(_upload(world, chat_id, [("c.txt", b"one byte more")]), 413, "too_large")
+    assert "larger than 20 MiB together" in error["message"] and "new chat" in error["message"]
+    assert [a["name"] for a in _attachments(world, chat_id)] == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in (world.chats_dir / "alpha" / f"{chat_id}.files").iterdir()
+                  if p.is_file()) == sorted(a["id"] for a in _attachments(world, chat_id))
+
+
+def _attachments(world: ChatWorld, chat_id: str) -> list[dict]:
+    """The chat's files as its file lists them."""
+    return [a.model_dump(mode="json") for a in ChatStore(world.chats_dir).load("alpha", chat_id).attachments.values()]
+
+
+def test_each_question_sends_the_newest_files_within_the_apis_limits(world):
+    chat_id = world.new_chat()
+    sent = []
+    for count in (10, 10, 2):  # 22 images in three messages: the API takes 20 at most
+        uploaded = _upload(world, chat_id, [(f"shot{len(sent) + i}.png", PNG + bytes([i])) for i in range(count)])
+        ids = [a["id"] for a in uploaded.json()["attachments"]]
+        sent.append(ids)
+        world.api.script(text(["Seen."]))
+        world.send(chat_id, f"{count} more", attachments=ids)
+    blocks = [b for m in world.api.requests[-1]["body"]["messages"] if m["role"] == "user" for b in m["content"]]
+    assert sum(b["type"] == "image" for b in blocks) == 20
+    left_out = [b["text"] for b in blocks if b["type"] == "text" and "left out" in b["text"]]
+    assert left_out == ["(The attached file 'shot0.png' was left out: too much for one request.)",
+                        "(The attached file 'shot1.png' was left out: too much for one request.)"]
+    first = world.api.requests[-1]["body"]["messages"][0]["content"]
+    assert first[0]["text"] == "10 more" and first[1]["text"] == left_out[0] and first[3]["type"] == "image"
+
+
+def test_the_request_budget_is_checked_before_files_are_read(tmp_path):
+    """Bytes: the newest first up to 16 MiB; an image stored before the 3.75 MiB limit is left
+    out; a file left out is never read."""
+    now = utcnow()
+    conversation = Conversation("aaaaaaaaaa", "t", now)
+    sizes = {"old0000000": 9 * 1024 * 1024, "new0000000": 9 * 1024 * 1024, "small00000": 1000}
+    for attachment_id, size in sizes.items():
+        conversation.attachments[attachment_id] = Attachment(id=attachment_id, name=f"{attachment_id}.txt", size=size,
+                                                             content_type="text/plain", image=False, sha256="",
+                                                             at=now)
+    conversation.attachments["bigimage00"] = Attachment(id="bigimage00", name="huge.png", image=True, sha256="",
+                                                        size=chat_files.IMAGE_MAX_BYTES + 1,
+                                                        content_type="image/png", at=now)
+    for n, ids in enumerate((["old0000000", "small00000"], ["bigimage00"], ["new0000000"])):
+        conversation.messages.append(Message(id=f"m{n}", role="user", text=f"message {n}", at=now, attachments=ids))
+    read = []
+    turns = api_messages(conversation, lambda attachment_id: read.append(attachment_id) or b"x")
+    assert read == ["small00000", "new0000000"]  # in the conversation's order; the rest never read
+    [turn] = turns
+    texts = [b["text"] for b in turn["content"]]
+    assert "(The attached file 'old0000000.txt' was left out: too much for one request.)" in texts
+    assert "(The attached file 'huge.png' was left out: the image is larger than the API takes.)" in texts
+
+
+def _held_upload(world: ChatWorld, chat_id: str, name: str, data: bytes, go_on: threading.Event):
+    """An upload whose body stops after the file's first bytes until `go_on` is set."""
+    boundary = "heldboundary0123"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            "Content-Type: text/plain\r\n\r\n").encode() + data[:4]
+
+    def body():
+        yield head
+        assert go_on.wait(30)
+        yield data[4:] + f"\r\n--{boundary}--\r\n".encode()
+
+    return world.client.post(world.url(chat_id, "attachments"), content=body(),
+                             headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+
+
+@pytest.mark.parametrize("limit", ["files", "bytes"])
+def test_uploads_at_once_cannot_pass_the_chats_limits_together(world, monkeypatch, limit):
+    if limit == "files":
+        monkeypatch.setattr(chat_files, "FILES_PER_CHAT", 1)
+    else:
+        monkeypatch.setattr(chat_files, "CHAT_MAX_BYTES", 30)
+    chat_id = world.new_chat()
+    incoming = world.chats_dir / "alpha" / f"{chat_id}.files" / ".incoming"
+    go_on = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_held_upload, world, chat_id, "first.txt", b"first file, 20 bytes", go_on)
+        # The first upload is being received (the chat was read before its body): the second one
+        # comes and goes meanwhile.
+        wait_for(lambda: incoming.is_dir() and any(incoming.iterdir()), timeout=30, what="the first upload to start")
+        assert _upload(world, chat_id, [("second.txt", b"second file, 20 b")]).status_code == 201
+        go_on.set()
+        refused = first.result(timeout=30)
+    assert refused.status_code == (409 if limit == "files" else 413), refused.text
+    assert [a["name"] for a in _attachments(world, chat_id)] == ["second.txt"]
+    assert [p for p in incoming.iterdir()] == []  # the refused file is gone
+
+
+def test_appends_from_threads_at_once_never_lose_a_record(tmp_path):
+    """A torn tail is cut under the conversation's lock: a thread that saw it cannot cut a record
+    another thread has just written."""
+    store = ChatStore(tmp_path)
+    chat_id = store.create("alpha", "t").id
+    path = store.path("alpha", chat_id)
+    threads, rounds = 8, 60
+    for round_ in range(rounds):
+        with open(path, "ab") as handle:
+            handle.write(b"{")  # a crash's torn tail, shorter than any record
+        barrier = threading.Barrier(threads)
+
+        def append(n: int) -> None:
+            barrier.wait()
+            store.append("alpha", chat_id, {"type": "title", "title": f"{round_}-{n}", "at": utcnow().isoformat()})
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(append, range(threads)))
+        titles = [line for line in path.read_bytes().split(b"\n") if line.startswith(b'{"type":"title"')]
+        assert len(titles) == threads * (round_ + 1), f"round {round_}: records were lost"
+
+
+def test_an_upload_removes_what_uploads_that_never_ended_left(world):
+    chat_id = world.new_chat()
+    incoming = world.chats_dir / "alpha" / f"{chat_id}.files" / ".incoming"
+    incoming.mkdir(parents=True)
+    old, fresh = incoming / "upload-old", incoming / "upload-fresh"
+    old.write_bytes(b"left by a killed dashboard")
+    fresh.write_bytes(b"an upload under way")
+    an_hour_ago = time.time() - 3601
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert _upload(world, chat_id, [("notes.txt", b"new")]).status_code == 201
+    assert not old.exists() and fresh.exists()

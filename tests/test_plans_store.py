@@ -306,7 +306,8 @@ def test_a_plans_path_that_is_not_a_folder_is_a_problem_not_no_plans(plans):
     error = refused("plans_unavailable", plans.approve, kept.id, 1)
     assert f"{plans.folder / 'ready'}: not a folder" in error.message
     assert plans.get(kept.id) == kept  # nothing moved
-    assert [(i.file, i.problem) for i in plans.listing().invalid] == [("plans/ready", "not a folder: remove or rename it")]
+    assert [(i.file, i.problem) for i in plans.listing().invalid] == [
+        ("plans/ready", "not a folder: remove or rename it")]
     assert [p.id for p in plans.listing().plans] == [kept.id]
 
 
@@ -394,7 +395,7 @@ def test_a_ready_plan_whose_tasks_exist_is_not_deleted(plans, store):
     plan = plans.approve(plans.create(draft()).id, 1)
     created = store.create_many(new_tasks(plan), idempotency_key=idempotency_key(plan), plan_id=plan.id)
     error = refused("invalid_plan_state", delete_plan, plans, store, plan.id)
-    assert "tasks exist" in error.message
+    assert "is executing" in error.message and "would orphan them" in error.message
     recorded = plans.get(plan.id)  # caught up: it is executing, its tasks recorded
     assert (recorded.state, recorded.task_ids) == ("executing", {t.ref: t.id for t in created})
     gone = plans.approve(plans.create(draft()).id, 1)

@@ -49,7 +49,7 @@ def sent_files(conversation: Conversation) -> dict[tuple[int, str], str | None]:
         message = conversation.messages[index]
         if message.role != "user":
             continue
-        for attachment_id in message.attachments:
+        for attachment_id in reversed(message.attachments):
             attachment = conversation.attachments.get(attachment_id)
             if attachment is None or (index, attachment_id) in verdicts:
                 continue

@@ -3,10 +3,15 @@ request or when the page goes away, and plans made from a conversation.
 
 An answer runs as its own asyncio task and hands its events to the response through a queue:
 the stop route and a vanished client both cancel that task, which then stores what was said
-(stopped=true) before it ends. The person's message is stored before the model is asked, the
-answer when it has ended (done, stopped or failed with the partial text and the error). One
-answer (or plan) at a time per conversation. The API key is read from the environment for
-each request and handed only to the SDK client.
+(stopped=true) before it ends; once the answer is being stored a stop no longer cancels it, it
+waits for it. The person's message is stored before the model is asked, the answer when it has
+ended (done, stopped or failed with the partial text and the error; `usage_partial` when the
+API's final token count never came). One answer (or plan) at a time per conversation. The API
+key is read from the environment for each request and handed only to the SDK client.
+
+The SDK wraps errors of the request itself, not those of reading the stream after it (a dropped
+connection, a read timeout: httpx2 errors), so both are caught here; and a stream that ends
+without the API's end of the message is a dropped answer too.
 """
 
 from __future__ import annotations

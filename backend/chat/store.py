@@ -111,7 +111,9 @@ class Conversation:
         return {"input_tokens": sum(s.input_tokens for s in spent),
                 "output_tokens": sum(s.output_tokens for s in spent),
                 # None: some of it was spent on a model whose price is unknown
-                "cost_usd": None if any(c is None for c in costs) else round(float(sum(costs)), 6)}
+                "cost_usd": None if any(c is None for c in costs) else round(float(sum(costs)), 6),
+                # a lower bound: some answer ended before the API's final token count
+                "usage_partial": any(m.usage_partial for m in self.messages)}
 
     def summary(self) -> dict:
         totals = self.totals()

@@ -68,6 +68,7 @@ def delete_plan(plans: PlanStore, store: TaskStore, plan_id: str) -> None:
         if plan.state == "ready" and (task_ids := created_for(plan, store.snapshot().tasks)):
             record_run(plans, plan.id, task_ids)
             raise PlanError(409, "invalid_plan_state",
-                            f"plan {plan.id} has run: its {len(task_ids)} tasks exist (a run interrupted before it "
-                            "was recorded; it is now) and it is executing; it can be deleted once it is done or failed")
+                            f"plan {plan.id} is executing: a run interrupted before it was recorded created its "
+                            f"{len(task_ids)} tasks, now recorded; deleting it would orphan them, so it can be "
+                            "deleted once it is done or failed")
         plans.delete(plan_id)

@@ -409,7 +409,7 @@ class PlanStore:
 
     def _forget_except(self, seen: set[Path], states: set[str]) -> None:
         """Drop remembered files of these state folders that a scan no longer found."""
-        for path in [p for p in self._parsed if p.parent.name in states and p not in seen]:
+        for path in [p for p in list(self._parsed) if p.parent.name in states and p not in seen]:  # list(): atomic
             self._parsed.pop(path, None)
 
     def _winner(self, group: list[_Copy], repair: bool = True) -> Plan:

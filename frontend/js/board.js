@@ -47,8 +47,10 @@ function times(task) {
             task.last_activity_at ? clock("activity", task.last_activity_at, "active ", " ago") : null];
   }
   const finished = task.finished_at && ["completed", "failed", "cancelled"].includes(task.status);
-  // A pending (or blocked) task says what its time is: how long it has waited for a worker.
-  if (task.status === "pending" || task.status === "blocked") return [clock("age", task.created_at, "waiting ")];
+  // A pending task says what its time is: how long it has waited for a worker. A blocked one says
+  // nothing of time or of how many it waits for: its blocked line says what it waits for.
+  if (task.status === "pending") return [clock("age", task.created_at, "waiting ")];
+  if (task.status === "blocked") return [];
   return [finished ? clock("age", task.finished_at, "", " ago") : clock("age", task.created_at)];
 }
 
@@ -127,8 +129,8 @@ function flags(task) {
     task.landing && task.landing !== "auto"
       ? el("span", { class: "flag flag-landing", dataset: { role: "landing" },
                      text: task.landing === "pr" ? "lands by pull request" : "lands after review" }) : null,
-    // Waiting for other tasks: how many it runs after (the drawer lists them).
-    task.depends_on && task.depends_on.length && (task.status === "pending" || task.status === "blocked")
+    // Waiting for other tasks: how many it runs after (the drawer lists them; a blocked card's line says why).
+    task.depends_on && task.depends_on.length && task.status === "pending"
       ? el("span", { class: "flag flag-after", dataset: { role: "depends", count: task.depends_on.length },
                      text: afterText(task.depends_on.length) }) : null,
   ].filter(Boolean);

@@ -34,12 +34,14 @@ function when(iso) {
   return new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
 }
 
-// "1.2k in · 340 out · $0.0123" (what is known of it).
-function usage({ input_tokens: input, output_tokens: output, cost_usd: cost } = {}) {
+// "1.2k in · 340 out · $0.0123" (what is known of it; "≥" where the answer ended before the
+// API's final count: usage_partial).
+function usage({ input_tokens: input, output_tokens: output, cost_usd: cost, usage_partial: partial } = {}) {
   const parts = [];
+  const atLeast = partial ? "≥ " : "";
   if (input !== null && input !== undefined) parts.push(`${tokensText(input)} in`);
-  if (output !== null && output !== undefined) parts.push(`${tokensText(output)} out`);
-  if (cost !== null && cost !== undefined) parts.push(money(cost));
+  if (output !== null && output !== undefined) parts.push(`${atLeast}${tokensText(output)} out`);
+  if (cost !== null && cost !== undefined) parts.push(atLeast + money(cost));
   return parts.join(" · ");
 }
 

@@ -1,8 +1,15 @@
 // Plans of a project (a view of js/workspace.js): the list by state with the files that are not
 // valid plans, and the plan editor: title, summary, tasks (ref, title, type, priority,
 // description, the tasks it runs after), add and remove tasks, the order they run in, Save (with
-// the revision it was made on), Approve, Back to draft, Run, Delete. A plan that runs shows each
-// task's status as the board's change stream reports it, each a link to the task's drawer.
+// the revision it was made on), Approve, Back to draft, Run, Rerun failed tasks, Delete. A plan
+// that runs shows each task's status as the board's change stream reports it, each a link to the
+// task's drawer.
+// What a person changed in a draft and did not save is kept per plan while the page lives: closing
+// the panel, the Chat tab or another plan do not lose it (it comes back marked, with Discard), and
+// leaving the page asks first. While the view is open it reads the list or the plan again every
+// few seconds and when the board's tasks change (plans have no stream of their own): a plan
+// changed elsewhere shows as it is now or, while it has unsaved changes here, is said to have
+// changed without losing them. A plan that becomes done or failed meanwhile is news (a toast).
 
 import { api, projectPath } from "./api.js";
 import { el, toast } from "./dom.js";
@@ -14,22 +21,58 @@ const STATES = [["draft", "Draft"], ["ready", "Ready"], ["executing", "Running"]
 const STATE_TEXT = Object.fromEntries(STATES);
 const TASK_TYPES = ["feature", "bugfix", "refactor", "chore", "docs", "test"];
 const PRIORITIES = ["low", "medium", "high", "urgent"];
-const RUN = new Set(["executing", "done", "failed"]);
 const ENDED = new Set(["completed", "failed", "cancelled"]);
+const RERUNNABLE = new Set(["failed", "cancelled"]);
+const REFRESH_MS = 5000;  // how often an open Plans view reads again what it shows
+const CONFIRM_MS = 5000;  // how long a "click again" stays armed
 
 let hooks = { openTask: () => {} };
 let projectId = null;
 let planId = null;
 let nodes = null;  // the view's root and parts
-let plan = null;  // the plan shown, as last read (with task_status)
+let plan = null;  // the plan shown, as last read (with task_status); with unsaved changes, the version they were made on
 let edit = null;  // a draft's editable copy: { title, summary, tasks: [{ uid, ref, …, deps: Set of uids }] }
 let dirty = false;
+let remote = null;  // while there are unsaved changes: the plan as read since, when it differs ({ gone: true }: deleted)
 let reads = 0;
 let uids = 0;
+let listStamp = "";  // what the list shown was drawn from (a read that brings the same draws nothing)
 let boardStamp = "";  // what the board's summaries said of this view's tasks when last looked
 let refetch = { timer: null, tries: 0 };
+let poll = { timer: null, session: 0 };
+let busy = false;
+const unsaved = new Map();  // "project/plan" -> { base: the plan the changes were made on, edit }
+const seen = new Map();  // "project/plan" -> the state last read (a change to done or failed is news)
+const titles = new Map();  // "project/plan" -> its title, or the promise of it while asked
 
-export function setupPlans(handlers) { hooks = { ...hooks, ...handlers }; }
+const keyOf = (project = projectId, id = planId) => `${project}/${id}`;
+
+export function setupPlans(handlers) {
+  hooks = { ...hooks, ...handlers };
+  // Unsaved changes live in this page only: leaving it (reload, close, another address) asks first.
+  window.addEventListener("beforeunload", (event) => {
+    if (!unsaved.size) return;
+    event.preventDefault();
+    event.returnValue = "";  // (older browsers ask only when it is set)
+  });
+}
+
+// Whether any plan has changes not saved (the page asks before it is left).
+export const plansUnsaved = () => unsaved.size > 0;
+
+// A plan's title, for links to it elsewhere (the drawer, the chat): from what this view read, else
+// asked once (null: there is no such plan).
+export function planTitle(project, id) {
+  const key = keyOf(project, id);
+  const known = titles.get(key);
+  if (typeof known === "string") return Promise.resolve(known);
+  if (known) return known;
+  const asked = api(projectPath(project, `/plans/${encodeURIComponent(id)}`)).then(
+    (found) => { titles.set(key, found.title); return found.title; },
+    (err) => { titles.delete(key); if (err.status === 404) return null; throw err; });
+  titles.set(key, asked);
+  return asked;
+}
 
 const plansPath = (rest = "") => projectPath(projectId, `/plans${rest}`);
 const planPath = (rest = "") => plansPath(`/${encodeURIComponent(planId)}${rest}`);
@@ -39,18 +82,51 @@ export const plansView = {
     projectId = project;
     nodes = { root: el("div", { class: "plans" }) };
     body.replaceChildren(nodes.root);
+    poll.session += 1;
+    schedule();
     if (itemId) openPlan(itemId);
     else openList();
   },
   leave() {
     clearTimeout(refetch.timer);
+    clearTimeout(poll.timer);
+    poll.session += 1;
     projectId = null;
     planId = null;
     plan = null;
     edit = null;
+    dirty = false;
+    remote = null;
     nodes = null;
   },
 };
+
+// Read again what is shown every few seconds while the view is open (not while the page is hidden
+// or an action is on its way); each read is asked once the one before has answered.
+function schedule() {
+  clearTimeout(poll.timer);
+  const session = poll.session;
+  poll.timer = setTimeout(async () => {
+    if (session !== poll.session || !nodes) return;
+    if (document.visibilityState !== "hidden" && !busy) await (planId ? readPlan() : readList());
+    if (session === poll.session && nodes) schedule();
+  }, REFRESH_MS);
+}
+
+// What a read said of a plan: its title (for links), and news when it has become done or failed.
+function remember(project, item) {
+  const key = keyOf(project, item.id);
+  titles.set(key, item.title);
+  const before = seen.get(key);
+  seen.set(key, item.state);
+  if (!before || before === item.state || (item.state !== "done" && item.state !== "failed")) return;
+  const open = project === projectId && item.id === planId;
+  const said = item.state === "done" ? "is done: all its tasks completed"
+    : `failed${item.reason ? `: ${item.reason}` : ""}`;
+  toast(`Plan “${item.title}” ${said}`, {
+    key: `plan:${key}`, timeout: 8000,
+    action: open ? null : { label: "Open", run: () => showView("plans", project, item.id) } });
+}
 
 // ----- the list ------------------------------------------------------------------------------
 
@@ -58,8 +134,11 @@ async function openList() {
   planId = null;
   plan = null;
   edit = null;
+  dirty = false;
+  remote = null;
   setItem(null);
   boardStamp = stampOfBoard();
+  listStamp = "";
   nodes.root.replaceChildren(el("p", { class: "muted", text: "Loading the plans…" }));
   await readList();
 }
@@ -72,11 +151,17 @@ async function readList() {
     data = await api(plansPath());
   } catch (err) {
     if (mine !== reads || project !== projectId || planId || !nodes) return;
+    if (listStamp) return;  // a list is shown: it stays, the next read may answer
     nodes.root.replaceChildren(el("p", { class: "error-text", dataset: { role: "plans-error" },
                                          text: `Could not read the plans: ${err.message}` }));
     return;
   }
   if (mine !== reads || project !== projectId || planId || !nodes) return;
+  for (const item of data.plans || []) remember(project, item);
+  const marks = (data.plans || []).filter((p) => unsaved.has(keyOf(project, p.id))).map((p) => p.id);
+  const stamp = JSON.stringify([data, marks]);
+  if (stamp === listStamp) return;  // nothing new: the list (and what has the focus in it) stays
+  listStamp = stamp;
   drawList(data);
 }
 
@@ -98,7 +183,9 @@ function drawList(data) {
                        onclick: () => openPlan(p.id) },
           el("span", { class: "plan-item-title", text: p.title }),
           el("span", { class: "plan-item-meta", text: [`${p.tasks} task${p.tasks === 1 ? "" : "s"}`, `revision ${p.revision}`,
-                                                         progressText(p.progress)].filter(Boolean).join(" · ") }))))));
+                                                         progressText(p.progress)].filter(Boolean).join(" · ") }),
+          unsaved.has(keyOf(projectId, p.id))
+            ? el("span", { class: "plan-item-unsaved", dataset: { role: "unsaved" }, text: "Unsaved changes" }) : null)))));
   }).filter(Boolean);
   const invalid = data.invalid || [];
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.plan : null;
@@ -121,31 +208,54 @@ async function openPlan(id) {
   plan = null;
   edit = null;
   dirty = false;
+  remote = null;
   refetch.tries = 0;
   setItem(id);
   nodes.root.replaceChildren(el("p", { class: "muted", text: "Loading the plan…" }));
   await readPlan();
 }
 
+const differs = (a, b) => a.revision !== b.revision || a.state !== b.state;
+
 async function readPlan() {
   const mine = ++reads;
   const project = projectId;
   const id = planId;
+  const key = keyOf(project, id);
   let data;
   try {
     data = await api(planPath());
   } catch (err) {
     if (mine !== reads || project !== projectId || id !== planId || !nodes) return;
+    if (err.status === 404) { gone(key); return; }
     if (!plan) {
       nodes.root.replaceChildren(backButton(), el("p", { class: "error-text", dataset: { role: "plan-error" },
                                                          text: `Could not read the plan: ${err.message}` }));
-    } else {
-      showError(`Could not read the plan again: ${err.message}`);
     }
-    return;
+    return;  // a plan is shown: it stays, the next read may answer
   }
   if (mine !== reads || project !== projectId || id !== planId || !nodes) return;
-  const same = plan && nodes.editor && plan.state !== "draft" && plan.state === data.state && plan.revision === data.revision;
+  remember(project, data);
+  if (!plan && unsaved.has(key)) {  // opened again: the changes not saved come back
+    const kept = unsaved.get(key);
+    plan = kept.base;
+    edit = kept.edit;
+    dirty = true;
+    remote = differs(kept.base, data) ? data : null;
+    boardStamp = stampOfBoard();
+    draw();
+    return;
+  }
+  if (dirty) {  // the changes stay; what the plan is now is said beside them
+    const newer = differs(plan, data) ? data : null;
+    if (newer && remote && !remote.gone && !differs(remote, newer)) return;
+    if (!newer && !remote) return;
+    remote = newer;
+    drawNotice();
+    drawActions();
+    return;
+  }
+  const same = plan && nodes.editor && !differs(plan, data);
   plan = data;
   boardStamp = stampOfBoard();
   if (same) {  // only its tasks moved on: drawn in place (a focused link keeps its focus)
@@ -154,9 +264,26 @@ async function readPlan() {
     return;
   }
   edit = data.state === "draft" ? editable(data) : null;
-  dirty = false;
   draw();
   followUp();
+}
+
+// The plan is no more (deleted here or elsewhere).
+function gone(key) {
+  seen.delete(key);
+  titles.delete(key);
+  if (plan && dirty) {  // the changes stay on the screen until the person lets them go
+    remote = { gone: true };
+    drawNotice();
+    drawActions();
+    return;
+  }
+  const lost = unsaved.delete(key);
+  plan = null;
+  edit = null;
+  nodes.root.replaceChildren(backButton(), el("p", { class: "error-text", dataset: { role: "plan-error" },
+    text: `This plan no longer exists: it was deleted.${lost ? " The changes made to it here are dropped." : ""}` }));
+  keepFocus(".plan-back");
 }
 
 function editable(source) {
@@ -199,19 +326,43 @@ function backButton() {
   return el("button", { type: "button", class: "plan-back", text: "‹ Plans", onclick: openList });
 }
 
+// A button that acts on a second click within a few seconds (the first one says so).
+function confirmed(label, armedLabel, run, props = {}) {
+  let armed = null;
+  const button = el("button", { type: "button", text: label, ...props });
+  const disarm = () => { clearTimeout(armed); armed = null; button.textContent = label; };
+  button.addEventListener("click", () => {
+    if (!armed) {
+      button.textContent = armedLabel;
+      armed = setTimeout(disarm, CONFIRM_MS);
+      return;
+    }
+    disarm();
+    run();
+  });
+  return button;
+}
+
 function draw() {
+  const focus = focusOf();
   const editing = plan.state === "draft";
   nodes.error = el("p", { class: "error-text", role: "alert", dataset: { role: "plan-error" }, hidden: true });
+  nodes.notice = el("div", { class: "plan-notice", role: "status", dataset: { role: "plan-elsewhere" }, hidden: true });
   nodes.graph = el("section", { class: "plan-graph", "aria-label": "Order of the tasks", dataset: { role: "plan-order" } });
   nodes.tasks = el("ol", { class: "plan-tasks" });
   nodes.actions = el("div", { class: "plan-actions" });
+  nodes.unsaved = el("span", { class: "plan-unsaved", dataset: { role: "unsaved" }, hidden: true },
+    el("span", { text: "Unsaved changes" }),
+    confirmed("Discard", "Discard: click again", discard,
+              { class: "link-button", dataset: { role: "discard" }, title: "drop the changes made here since the last save" }));
   const head = el("div", { class: "plan-head" },
     backButton(),
     el("span", { class: `plan-state state-${plan.state}`, dataset: { role: "plan-state" }, text: STATE_TEXT[plan.state] || plan.state }),
     el("span", { class: "muted", dataset: { role: "plan-revision" }, text: `revision ${plan.revision}` }),
+    nodes.unsaved,
     plan.chat_id ? el("button", { type: "button", class: "link-button", text: "its conversation",
                                   onclick: () => showView("chat", projectId, plan.chat_id) }) : null);
-  const parts = [head];
+  const parts = [head, nodes.notice];
   if (editing) {
     const title = el("input", { maxlength: 200, required: true, autocomplete: "off", dataset: { role: "plan-title" } });
     title.value = edit.title;
@@ -232,11 +383,29 @@ function draw() {
   parts.push(nodes.graph, nodes.error, nodes.actions);
   nodes.editor = el("div", { class: "plan-editor", dataset: { plan: plan.id, state: plan.state, revision: plan.revision } },
     ...parts);
+  if (dirty) nodes.editor.dataset.dirty = "1";
   nodes.root.replaceChildren(nodes.editor);
   drawTasks();
   drawGraph();
   drawActions();
-  keepFocus(".plan-back");
+  drawNotice();
+  if (!refocus(focus)) keepFocus(".plan-back");
+}
+
+// What has the focus in the editor (its role, and its task's place), to give it back once drawn again.
+function focusOf() {
+  const node = document.activeElement;
+  if (!node || !nodes.root.contains(node) || !node.dataset || !node.dataset.role) return null;
+  const card = node.closest(".plan-task");
+  return { role: node.dataset.role, index: card ? [...card.parentNode.children].indexOf(card) : -1 };
+}
+
+function refocus(focus) {
+  if (!focus) return false;
+  const scope = focus.index >= 0 ? nodes.tasks.children[focus.index] : nodes.editor;
+  const target = scope && scope.querySelector(`[data-role="${CSS.escape(focus.role)}"]`);
+  if (target) target.focus();
+  return Boolean(target) && document.activeElement === target;
 }
 
 // What had the focus was drawn again (a plan chosen in the list, a plan saved): it goes to `selector`.
@@ -247,8 +416,42 @@ function keepFocus(selector) {
 
 function changed() {
   dirty = true;
+  unsaved.set(keyOf(), { base: plan, edit });
   if (nodes.editor) nodes.editor.dataset.dirty = "1";
+  showError("");  // what the server refused was what has just changed
   drawActions();
+}
+
+// Drops the changes not saved: the plan as it is now (read again).
+function discard() {
+  unsaved.delete(keyOf());
+  dirty = false;
+  if (remote && remote.gone) {
+    remote = null;
+    openList();
+    return;
+  }
+  remote = null;
+  edit = plan.state === "draft" ? editable(plan) : null;
+  draw();
+  readPlan();
+}
+
+// Said while there are unsaved changes and the plan changed (or went) elsewhere.
+function drawNotice() {
+  if (!nodes.notice) return;
+  if (!remote) {
+    nodes.notice.hidden = true;
+    nodes.notice.replaceChildren();
+    return;
+  }
+  nodes.notice.replaceChildren(...(remote.gone
+    ? ["This plan was deleted elsewhere: the changes made here cannot be saved. ",
+       el("button", { type: "button", text: "Discard them", dataset: { role: "reload-plan" }, onclick: discard })]
+    : [`This plan was changed elsewhere (now ${STATE_TEXT[remote.state] || remote.state}, revision ${remote.revision}). `
+       + "Your changes here are kept until you reload it; reloading shows that version and drops them. ",
+       el("button", { type: "button", text: "Reload the plan", dataset: { role: "reload-plan" }, onclick: discard })]));
+  nodes.notice.hidden = false;
 }
 
 function select(options, value, onchange) {

@@ -12,9 +12,13 @@ Replies:
 - text(chunks, usage, delay, hold_after): text in one delta per chunk; `delay` seconds before
   each delta; `hold_after=n` stops after n deltas until `api.release` is set (or the client
   goes away, which is recorded in `api.disconnects`): how a test stops an answer mid-stream.
-- tool(name, input, pieces, usage): a tool_use block whose input arrives as `pieces`
-  input_json_delta chunks, stop_reason tool_use.
+- tool(name, input, pieces, usage, stop_reason, raw_json): a tool_use block whose input arrives
+  as `pieces` input_json_delta chunks (`raw_json`: that JSON text instead, e.g. cut off), then
+  `stop_reason` (tool_use; max_tokens for a cut-off plan).
 - stream_error(kind, message, chunks): some text, then an `error` event (e.g. overloaded_error).
+- dropped(chunks, chunked): message_start and some text, then the connection is closed: in the
+  middle of a chunked body (what a dropped connection looks like: the client's read fails), or,
+  with chunked=False, a body that simply ends there (without message_delta and message_stop).
 - http_error(status, kind, message): a plain HTTP error answer (401, 429, 529…).
 A request with no reply scripted gets HTTP 500 saying so (the test forgot one).
 """
@@ -38,7 +42,7 @@ _ERROR_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error"
 
 @dataclass
 class Reply:
-    kind: str  # text | tool | stream_error | http_error
+    kind: str  # text | tool | stream_error | dropped | http_error
     chunks: list[str] = field(default_factory=list)
     usage: tuple[int, int] = (100, 10)
     delay: float = 0.0
@@ -49,6 +53,9 @@ class Reply:
     status: int = 200
     error_type: str = ""
     message: str = ""
+    stop_reason: str = ""
+    raw_json: str | None = None
+    chunked: bool = False
 
 
 def text(chunks: list[str], usage: tuple[int, int] = (100, 10), delay: float = 0.0,
@@ -56,8 +63,14 @@ def text(chunks: list[str], usage: tuple[int, int] = (100, 10), delay: float = 0
     return Reply("text", chunks=list(chunks), usage=usage, delay=delay, hold_after=hold_after)
 
 
-def tool(name: str, tool_input: Any, pieces: int = 3, usage: tuple[int, int] = (200, 50)) -> Reply:
-    return Reply("tool", name=name, input=tool_input, pieces=pieces, usage=usage)
+def tool(name: str, tool_input: Any, pieces: int = 3, usage: tuple[int, int] = (200, 50),
+         stop_reason: str = "tool_use", raw_json: str | None = None) -> Reply:
+    return Reply("tool", name=name, input=tool_input, pieces=pieces, usage=usage, stop_reason=stop_reason,
+                 raw_json=raw_json)
+
+
+def dropped(chunks: list[str], chunked: bool = True, usage: tuple[int, int] = (100, 10)) -> Reply:
+    return Reply("dropped", chunks=list(chunks), chunked=chunked, usage=usage)
 
 
 def stream_error(kind: str = "overloaded_error", message: str = "Overloaded", chunks: list[str] | None = None,
@@ -125,8 +138,13 @@ class MessagesStandIn:
                 self.end_headers()
                 self.wfile.write(data)
 
+            chunked = False
+
             def _event(self, name: str, data: dict) -> None:
-                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                raw = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                if self.chunked:  # HTTP/1.1 chunked framing: a chunk's size in hex, the bytes
+                    raw = f"{len(raw):x}\r\n".encode() + raw + b"\r\n"
+                self.wfile.write(raw)
                 self.wfile.flush()
 
             def _client_gone(self) -> bool:
@@ -160,6 +178,9 @@ class MessagesStandIn:
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("connection", "close")
+                self.chunked = reply.chunked
+                if reply.chunked:
+                    self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 self.close_connection = True
                 try:
@@ -178,11 +199,12 @@ class MessagesStandIn:
                     self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
                         "type": "tool_use", "id": f"toolu_standin_{api._ids}", "name": reply.name, "input": {}}})
                     self._event("ping", {"type": "ping"})
-                    for piece in _split(json.dumps(reply.input), reply.pieces):
+                    raw = reply.raw_json if reply.raw_json is not None else json.dumps(reply.input)
+                    for piece in _split(raw, reply.pieces):
                         self._event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                             "delta": {"type": "input_json_delta", "partial_json": piece}})
                     self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
-                    self._finish("tool_use", tokens_out)
+                    self._finish(reply.stop_reason, tokens_out)
                     return
                 self._event("content_block_start", {"type": "content_block_start", "index": 0,
                                                     "content_block": {"type": "text", "text": ""}})
@@ -202,6 +224,8 @@ class MessagesStandIn:
                 if reply.kind == "stream_error":
                     self._event("error", {"type": "error", "error": {"type": reply.error_type,
                                                                      "message": reply.message}})
+                    return
+                if reply.kind == "dropped":  # closed here: a chunked body without its last chunk
                     return
                 self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
                 self._finish("end_turn", tokens_out)

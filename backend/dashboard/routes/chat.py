@@ -185,7 +185,11 @@ async def stop(project_id: str, chat_id: ChatIdPath, request: Request) -> dict:
 @router.post("/{chat_id}/plan", status_code=201)
 async def make_plan(project_id: str, chat_id: ChatIdPath, request: Request) -> dict:
     """Ask the model for a plan of this conversation (tool `propose_plan`, validated, asked once
-    more if invalid) and create it as a draft on the project: the plan, as the agent answered."""
+    more if invalid) and create it as a draft on the project: the plan, as the agent answered.
+    A plan cut off at `chat.plan_max_tokens` is refused (422 plan_too_long), never used in part.
+    Making a plan cannot be stopped: POST …/stop answers `stopped: false` meanwhile, and a client
+    that leaves does not end it (it ends within the API's timeout, `chat.timeout_seconds`, per
+    attempt; the chat is busy until then)."""
     connector = connector_for(request, project_id)
     _check(chat_id)
     return await _call(_service(request).make_plan(
