@@ -372,14 +372,22 @@ LATIN1_SUBJECT = "Menu du caf\xe9".encode("latin-1")
 
 
 def _commit_latin1(repo) -> None:
-    """A file whose name is not UTF-8 and a commit message in Latin-1 (git keeps both as bytes)."""
+    """A file whose name is not UTF-8 and a commit message in Latin-1 without an encoding header
+    (written as a raw object: `git commit` would convert the message to UTF-8)."""
     (repo / os.fsdecode(LATIN1_NAME)).write_bytes(b"menu\n")
-    (repo.parent / "message").write_bytes(LATIN1_SUBJECT + b"\n")
     env = {**os.environ, **GIT_ENV}
-    for args in (["add", "--", LATIN1_NAME], ["commit", "-q", "-F", str(repo.parent / "message")],
-                 ["push", "-q", "origin", "main"]):
-        subprocess.run([b"git", *[a if isinstance(a, bytes) else a.encode() for a in args]], cwd=repo, env=env,
-                       check=True, capture_output=True)
+
+    def git(*args, data: bytes | None = None) -> bytes:
+        return subprocess.run(["git", *args], cwd=repo, env=env, input=data, check=True,
+                              capture_output=True).stdout.strip()
+
+    git("add", "--", os.fsdecode(LATIN1_NAME))
+    tree, parent = git("write-tree"), git("rev-parse", "HEAD")
+    who = b"Baton Test <test@baton.invalid> 1700000000 +0000"
+    raw = b"tree %s\nparent %s\nauthor %s\ncommitter %s\n\n%s\n" % (tree, parent, who, who, LATIN1_SUBJECT)
+    sha = git("hash-object", "-t", "commit", "-w", "--stdin", data=raw).decode()
+    git("update-ref", "refs/heads/main", sha)
+    git("push", "-q", "origin", "main")
 
 
 def test_names_and_messages_that_are_not_utf8_do_not_break_the_context(agent, dashboard_factory, api, tmp_path,

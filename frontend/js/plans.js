@@ -581,38 +581,64 @@ function graphOf() {
   return plan.tasks.map((t) => ({ key: t.ref, name: t.ref, deps: t.depends_on || [] }));
 }
 
-function steps(nodesOf) {
-  const byKey = new Map(nodesOf.map((n) => [n.key, n]));
-  const depth = new Map();
-  const visiting = new Set();
+// The names of a cycle in the order they wait for each other ([a, b, a]: a runs after b, b after a), or null.
+function cycleOf(graph) {
+  const byKey = new Map(graph.map((n) => [n.key, n]));
+  const state = new Map();  // key -> "open" while on the path walked, "done" after
+  const path = [];
   const walk = (node) => {
-    if (depth.has(node.key)) return depth.get(node.key);
-    if (visiting.has(node.key)) return null;  // a cycle
-    visiting.add(node.key);
-    let d = 0;
+    state.set(node.key, "open");
+    path.push(node);
     for (const dep of node.deps) {
       const other = byKey.get(dep);
       if (!other) continue;
-      const below = walk(other);
-      if (below === null) return null;
-      d = Math.max(d, below + 1);
+      if (state.get(dep) === "open") return [...path.slice(path.indexOf(other)), other].map((n) => n.name);
+      if (!state.has(dep)) {
+        const found = walk(other);
+        if (found) return found;
+      }
     }
-    visiting.delete(node.key);
+    path.pop();
+    state.set(node.key, "done");
+    return null;
+  };
+  for (const node of graph) {
+    if (state.has(node.key)) continue;
+    const found = walk(node);
+    if (found) return found;
+  }
+  return null;
+}
+
+// The tasks by step, when there is no cycle.
+function steps(graph) {
+  const byKey = new Map(graph.map((n) => [n.key, n]));
+  const depth = new Map();
+  const walk = (node) => {
+    if (depth.has(node.key)) return depth.get(node.key);
+    depth.set(node.key, 0);  // (no cycle: only reached again once known)
+    const d = Math.max(0, ...node.deps.map((dep) => byKey.get(dep)).filter(Boolean).map((other) => walk(other) + 1));
     depth.set(node.key, d);
     return d;
   };
-  for (const node of nodesOf) if (walk(node) === null) return null;
+  for (const node of graph) walk(node);
   const levels = [];
-  for (const node of nodesOf) (levels[depth.get(node.key)] ||= []).push(node.name);
+  for (const node of graph) (levels[depth.get(node.key)] ||= []).push(node.name);
   return levels;
 }
 
+function cycleText(names) {
+  const pairs = names.slice(0, -1).map((name, i) => `${name} runs after ${names[i + 1]}`);
+  return `These tasks wait for each other: ${pairs.join(", ")}. None of them could ever start: `
+    + "take one of these “Runs after” away to save the plan.";
+}
+
 function drawGraph() {
-  const levels = steps(graphOf());
-  nodes.graph.replaceChildren(el("h4", { text: "Order" }), levels === null
-    ? el("p", { class: "warn-text", dataset: { role: "cycle" },
-                text: "These dependencies make a cycle: no task of it could ever start." })
-    : el("ol", { class: "plan-steps" }, ...levels.map((names, i) => el("li", { dataset: { step: i + 1 } },
+  const graph = graphOf();
+  const cycle = cycleOf(graph);
+  nodes.graph.replaceChildren(el("h4", { text: "Order" }), cycle
+    ? el("p", { class: "warn-text", dataset: { role: "cycle" }, text: cycleText(cycle) })
+    : el("ol", { class: "plan-steps" }, ...steps(graph).map((names, i) => el("li", { dataset: { step: i + 1 } },
       el("span", { class: "muted", text: i === 0 ? "First: " : "Then: " }), names.join(", ")))));
 }
 
@@ -645,15 +671,18 @@ function runTask(task) {
 // Only the statuses changed: drawn in place (a focused link keeps its focus).
 function drawStatuses() {
   if (!plan || plan.state === "draft" || !nodes.tasks) return;
+  let moved = false;
   for (const row of nodes.tasks.querySelectorAll(".plan-task.readonly")) {
     const status = statusOf(row.dataset.ref);
     if (row.dataset.status === status) continue;
+    moved = true;
     row.dataset.status = status;
     const line = row.querySelector(".plan-task-line");
     const badge = line.querySelector("[data-role='task-status']");
     const next = el("span", { class: `plan-status status-${status}`, dataset: { role: "task-status" }, text: statusText(status) });
     if (badge) badge.replaceWith(next); else line.append(next);
   }
+  if (moved && plan.state === "failed") drawActions();  // what "Rerun failed tasks" would rerun
 }
 
 // ----- actions -------------------------------------------------------------------------------
@@ -664,22 +693,40 @@ function drawActions() {
   const button = (role, text, onclick, props = {}) => el("button", { type: "button", text, dataset: { role }, onclick, ...props });
   const buttons = [];
   if (state === "draft") {
-    buttons.push(button("save", dirty ? "Save" : "Saved", () => save(), { disabled: !dirty }),
-                 button("approve", dirty ? "Save and approve" : "Approve", approve, { class: "primary" }));
+    // Nothing the server would refuse anyway: a cycle, or a version that is no longer the plan's.
+    const why = edit && cycleOf(graphOf()) ? "the tasks wait for each other in a cycle (see Order)"
+      : remote ? (remote.gone ? "this plan was deleted elsewhere" : "this plan was changed elsewhere: reload it first") : "";
+    buttons.push(button("save", dirty ? "Save" : "Saved", () => save(), { disabled: !dirty || Boolean(why), title: why || null }),
+                 button("approve", dirty ? "Save and approve" : "Approve", approve,
+                        { class: "primary", disabled: Boolean(why), title: why || null }));
   } else if (state === "ready") {
     buttons.push(button("reopen", "Back to draft", () => act("reopen", "Back to draft: the plan can be edited")),
                  button("run", "Run", () => act("run", "Running: its tasks are on the board"), { class: "primary" }));
+  } else if (state === "failed") {
+    const again = rerunnable();
+    if (again.length) {
+      buttons.push(button("rerun-failed", `Rerun failed tasks (${again.length})`, () => rerunFailed(again), {
+        class: "primary", title: "runs its failed and cancelled tasks again; the tasks waiting for them follow" }));
+    }
   }
   if (state !== "executing") buttons.push(deleteButton());
   nodes.actions.replaceChildren(...buttons);
+  if (nodes.unsaved) nodes.unsaved.hidden = !dirty;
+  if (nodes.editor) {
+    if (dirty) nodes.editor.dataset.dirty = "1";
+    else delete nodes.editor.dataset.dirty;
+  }
 }
 
-function showError(text, { reload = false } = {}) {
+// The ids of the plan's tasks that failed or were cancelled.
+function rerunnable() {
+  const ids = plan.task_ids || {};
+  return plan.tasks.filter((t) => ids[t.ref] && RERUNNABLE.has(statusOf(t.ref))).map((t) => ids[t.ref]);
+}
+
+function showError(text) {
+  if (!nodes || !nodes.error) return;
   nodes.error.replaceChildren(text);
-  if (reload) {
-    nodes.error.append(" ", el("button", { type: "button", text: "Reload the plan", dataset: { role: "reload-plan" },
-                                           onclick: () => readPlan() }));
-  }
   nodes.error.hidden = !text;
 }
 
@@ -693,12 +740,17 @@ function readable(err) {
   return `Task ${Number(index) + 1}${task ? ` (${task.ref.trim() || "no ref"})` : ""}${field ? ` ${field}` : ""}: ${text}`;
 }
 
+const CHANGED_ELSEWHERE = new Set(["stale_plan", "plan_not_editable", "invalid_plan_state"]);
+
 function failed(err) {
-  if (err.code === "stale_plan") {
-    showError("This plan was changed elsewhere since it was read here. Reload it to see that version "
-              + "(what you changed here is dropped).", { reload: true });
-  } else if (err.code === "plan_not_editable") {
-    showError(`This plan can no longer be edited: ${err.message}`, { reload: true });
+  if (err.status === 404) {
+    gone(keyOf());
+  } else if (CHANGED_ELSEWHERE.has(err.code)) {
+    // Read again: with unsaved changes the notice says what it is now (they stay), else it is shown.
+    const key = keyOf();
+    readPlan().then(() => {
+      if (!dirty && keyOf() === key) showError(`Not done: the plan changed elsewhere (${err.message}); here it is as it is now.`);
+    });
   } else if (err.status === 422) {
     showError(`Not saved: ${readable(err)}`);
   } else {
@@ -706,24 +758,27 @@ function failed(err) {
   }
 }
 
-let busy = false;
-
 async function save({ quiet = false } = {}) {
   if (busy || !edit) return null;
   busy = true;
+  ++reads;  // a read asked before this answer would be older than it
   showError("");
+  const key = keyOf();
   try {
     const answer = await api(planPath(), { method: "PUT", body: { revision: plan.revision, plan: draftOf() } });
     if (!quiet) toast("Plan saved");
+    unsaved.delete(key);
+    if (key !== keyOf() || !nodes) return null;
     plan = { task_status: {}, ...answer };
+    remember(projectId, plan);
     edit = editable(plan);
     dirty = false;
-    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.role : null;
+    remote = null;
     draw();
-    if (focused) nodes.editor.querySelector(`[data-role="${focused}"]`)?.focus();
     return plan;
   } catch (err) {
-    failed(err);
+    if (key === keyOf() && nodes) failed(err);
+    else toast(`Could not save the plan: ${err.message}`);
     return null;
   } finally {
     busy = false;
@@ -736,51 +791,83 @@ async function approve() {
 }
 
 async function act(action, said) {
-  if (busy) return;
+  if (busy || !nodes) return;
   busy = true;
+  ++reads;
   showError("");
+  const key = keyOf();
   try {
     const answer = await api(planPath(`/${action}`), { method: "POST", body: { revision: plan.revision } });
     toast(said);
+    unsaved.delete(key);
+    if (key !== keyOf() || !nodes) return;
     plan = { task_status: {}, ...answer };
+    remember(projectId, plan);
     edit = plan.state === "draft" ? editable(plan) : null;
     dirty = false;
+    remote = null;
     boardStamp = stampOfBoard();
     refetch.tries = 0;
     draw();
     nodes.actions.querySelector("button")?.focus();
     followUp();
   } catch (err) {
-    failed(err);
+    if (key === keyOf() && nodes) failed(err);
+    else toast(`Could not do that: ${err.message}`);
   } finally {
     busy = false;
   }
 }
 
-function deleteButton() {
-  let armed = null;
-  const button = el("button", { type: "button", class: "danger", text: "Delete", dataset: { role: "delete-plan" } });
-  const disarm = () => { clearTimeout(armed); armed = null; button.textContent = "Delete"; };
-  button.addEventListener("click", async () => {
-    if (!armed) {
-      button.textContent = "Delete: click again";
-      armed = setTimeout(disarm, 5000);
-      return;
-    }
-    disarm();
-    if (busy) return;
-    busy = true;
+// A failed plan's failed and cancelled tasks run again (each as the drawer's Rerun does); the
+// tasks blocked by them are pending again, and the plan is executing once its tasks say so.
+async function rerunFailed(ids) {
+  if (busy) return;
+  busy = true;
+  showError("");
+  const project = projectId;
+  const key = keyOf();
+  const problems = [];
+  for (const id of ids) {
     try {
-      await api(planPath(), { method: "DELETE" });
-      toast(`Plan “${plan.title}” deleted`);
-      busy = false;
-      openList();
+      await api(projectPath(project, `/tasks/${encodeURIComponent(id)}/rerun`), { method: "POST" });
     } catch (err) {
-      busy = false;
-      failed(err);
+      problems.push(err.message);
     }
-  });
-  return button;
+  }
+  busy = false;
+  const queued = ids.length - problems.length;
+  if (queued) toast(`${queued} task${queued === 1 ? "" : "s"} of the plan queued again`);
+  if (key !== keyOf() || !nodes) return;
+  if (problems.length) showError(`Could not rerun ${problems.length} of them: ${problems[0]}`);
+  refetch.tries = 0;
+  readPlan();
+}
+
+// A plan that ran keeps its tasks on the board: the button says so.
+function deleteButton() {
+  const ran = Object.keys(plan.task_ids || {}).length > 0;
+  const label = ran ? "Delete plan (its tasks stay)" : "Delete plan";
+  return confirmed(label, `${label}: click again`, remove, { class: "danger", dataset: { role: "delete-plan" } });
+}
+
+async function remove() {
+  if (busy) return;
+  busy = true;
+  const key = keyOf();
+  const ran = Object.keys(plan.task_ids || {}).length > 0;
+  try {
+    await api(planPath(), { method: "DELETE" });
+    toast(`Plan “${plan.title}” deleted${ran ? " (its tasks stay on the board)" : ""}`);
+    unsaved.delete(key);
+    seen.delete(key);
+    titles.delete(key);
+    busy = false;
+    if (key === keyOf() && nodes) openList();
+  } catch (err) {
+    busy = false;
+    if (key === keyOf() && nodes) failed(err);
+  }
 }
 
 // ----- following the board -------------------------------------------------------------------
@@ -806,7 +893,6 @@ export function boardChanged() {
   const stamp = stampOfBoard();
   if (stamp === boardStamp) return;
   boardStamp = stamp;
-  if (planId && (!plan || plan.state === "draft")) return;  // a draft has no tasks: nothing to follow
   drawStatuses();
   clearTimeout(refetch.timer);
   refetch = { timer: setTimeout(() => (planId ? readPlan() : readList()), 100), tries: 0 };
