@@ -126,6 +126,14 @@ def test_a_conversation_becomes_an_edited_plan_whose_tasks_land_in_dependency_or
         expect(rows).to_have_count(4)
         for ref in ("schema", "api", "docs", "tests"):
             expect(page.locator(f".plan-task.readonly[data-ref='{ref}']")).to_have_attribute("data-status", "completed")
+        # That is news; and the conversation names the plan made from it by its title, a link back.
+        expect(page.locator(f"#toast .toast-item[data-key='plan:p/{plan_id}']")).to_contain_text(
+            "Plan “Widgets with an API” is done")
+        page.get_by_role("button", name="its conversation").click()
+        made = page.locator(f".chat-head [data-role='chat-plan'][data-plan='{plan_id}']")
+        expect(made).to_have_text("Plan: Widgets with an API")
+        made.click()
+        expect(editor).to_have_attribute("data-state", "done")
         assert page.errors == [], page.errors
     finally:
         context.close()

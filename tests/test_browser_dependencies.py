@@ -1,5 +1,6 @@
-"""Dependencies on the board (issue 12): a Blocked column whose cards say why, an "after N" flag
-on waiting cards, and a drawer that lists what a task depends on and what depends on it, each a
+"""Dependencies on the board (issue 12): a Blocked column whose cards say why (and only that: no
+waiting time, no "after N"), an "after N" flag on pending cards, eight columns that fit a 1440 px
+screen, and a drawer that lists what a task depends on and what depends on it, each a
 link to that task, following a rerun live. A dashboard over a local project (its store on disk,
 written here as an agent would), in Chromium."""
 
@@ -74,12 +75,41 @@ def test_a_blocked_task_has_its_column_and_says_why(page, world):
     card = page.locator(f".column[data-status='blocked'] .card[data-id='{second}']")
     expect(card.locator("[data-role='blocked-reason']")).to_have_text(
         f"blocked: “Column schema” ({first}) failed: the model gave up")
-    expect(card.locator("[data-role='depends']")).to_have_text("after 1 task")
     assert "blocked: " in card.get_attribute("title")
     other = page.locator(f".column[data-status='blocked'] .card[data-id='{third}']")
-    expect(other.locator("[data-role='depends']")).to_have_text("after 2 tasks")
     expect(other.locator("[data-role='blocked-reason']")).to_contain_text(f"“Column API” ({second}) is blocked")
     expect(page.locator(".column[data-status='blocked'] .count")).to_have_text("2")
+    # The blocked line says what it waits for: no "waiting Ns", no "after N tasks" beside it.
+    for blocked in (card, other):
+        expect(blocked.locator("[data-role='depends']")).to_have_count(0)
+        expect(blocked.locator("[data-tick]")).to_have_count(0)
+        expect(blocked).not_to_contain_text("waiting")
+
+
+def test_a_pending_task_says_how_many_it_runs_after(page, world):
+    created = httpx.post(f"{world.url}/api/projects/p/tasks/bulk", json={"tasks": [
+        {"title": "Pending base", "ref": "base"}, {"title": "Pending after", "depends_on": ["base"]}]})
+    assert created.status_code == 201, created.text
+    after = created.json()["tasks"][1]["id"]
+    card = page.locator(f".column[data-status='pending'] .card[data-id='{after}']")
+    expect(card.locator("[data-role='depends']")).to_have_text("after 1 task")
+    expect(card.locator("[data-role='age']")).to_contain_text("waiting")
+
+
+def test_the_eight_columns_fit_a_1440_px_screen(browser, world):
+    context, page = open_page(browser, world.url, width=1440, height=900)
+    try:
+        page.goto(world.url)
+        wait_ready(page)
+        board = page.locator("#board")
+        assert board.evaluate("n => n.scrollWidth <= n.clientWidth"), "the board scrolls sideways"
+        cancelled = page.locator(".column[data-status='cancelled']").bounding_box()
+        box = board.bounding_box()
+        assert cancelled["x"] + cancelled["width"] <= box["x"] + box["width"]
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
 
 
 def test_the_drawer_lists_dependencies_as_links_and_follows_a_rerun(page, world):

@@ -1,8 +1,11 @@
 """The board's plans (issue #12) in Chromium against a real dashboard and a real agent running the
 fake CLI: the list by state with invalid files, the editor (rename, add a task with a dependency,
-remove a task and its edges, save with the revision), a cycle refused with the server's own
-message, a stale revision said and reloaded, approve / back to draft / run, a running plan's task
-statuses following the board's change stream with links to the drawer, the phone width, axe."""
+remove a task and its edges, save with the revision), a cycle named and not saved, what the server
+refuses said in its words until the next edit, unsaved changes kept per plan (closing the panel,
+another plan) and asked about before the page is left, a plan changed elsewhere followed (or said,
+keeping the changes made here), approve / back to draft / run, a running plan's task statuses
+following the board's change stream with links to the drawer and back to the plan, news when it
+fails and a rerun of its failed tasks, the phone width, axe."""
 
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ import pytest
 from board_world import AXE, Board, open_page, wait_ready
 from browsing import playwright_or_skip
 from conftest import fake_task
+from support import wait_for
 
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
 
 RUN_TIMEOUT = 90_000  # ms: tasks really run (fake CLI) and land on a loaded CI machine
+FOLLOW_TIMEOUT = 30_000  # ms: an open Plans view reads again every few seconds
 
 
 @pytest.fixture(scope="module")
@@ -114,42 +119,154 @@ def test_the_editor_edits_tasks_and_edges_and_saves_them_with_the_revision(page,
     assert [page.locator(".plan-task [data-role='task-ref']").nth(i).input_value() for i in range(3)] == ["base", "b", "d"]
 
 
-def test_a_cycle_is_refused_with_the_servers_message_and_nothing_is_saved(page, world):
+def test_a_cycle_is_named_and_not_saved_and_a_refusal_is_said_until_the_next_edit(page, world):
     plan = make_plan(world, "No cycles", THREE)
     open_plan(page, world, plan["id"])
-    depend(page, 0, "b")  # a after b, and b after a
-    expect(page.locator("[data-role='cycle']")).to_be_visible()
-    page.locator("[data-role='save']").click()
+    save, approve = page.locator("[data-role='save']"), page.locator("[data-role='approve']")
+    depend(page, 0, "c")  # a after c, and c after a
+    cycle = page.locator("[data-role='cycle']")
+    expect(cycle).to_contain_text("a runs after c, c runs after a")
+    expect(save).to_be_disabled()
+    expect(approve).to_be_disabled()
+    assert "cycle" in save.get_attribute("title")
+    depend(page, 0, "c", checked=False)
+    expect(cycle).to_have_count(0)
+    expect(save).to_be_enabled()
+    # What the page does not check, the server refuses in its own words: two tasks named b.
+    tasks = page.locator(".plan-task")
+    tasks.nth(2).locator("[data-role='task-ref']").fill("b")
+    save.click()
     error = page.locator("[data-role='plan-error']")
     expect(error).to_be_visible()
-    # What the server says about the very same edit is what the page shows.
-    body = {"revision": 1, "plan": {"title": "No cycles", "summary": "", "tasks": [
-        {**THREE[0], "depends_on": ["b"]}, THREE[1], THREE[2]]}}
+    body = {"revision": 1, "plan": {"title": "No cycles", "summary": "", "tasks": [THREE[0], THREE[1], {**THREE[2], "ref": "b"}]}}
     refused = httpx.put(f"{world.url}/api/projects/p/plans/{plan['id']}", json=body, timeout=30)
     assert refused.status_code == 422
     message = refused.json()["error"]["message"]
-    assert "cycle" in message
     expect(error).to_contain_text(message.split(": ", 1)[1])
     expect_refused(page, 422)
+    # The next edit is another plan than the one refused: the refusal goes.
+    tasks.nth(2).locator("[data-role='task-ref']").fill("c")
+    expect(error).to_be_hidden()
     unchanged = plan_of(world, plan["id"])
-    assert unchanged["revision"] == 1 and unchanged["tasks"][0].get("depends_on", []) == []
+    assert unchanged["revision"] == 1 and [t["ref"] for t in unchanged["tasks"]] == ["a", "b", "c"]
 
 
-def test_a_stale_revision_is_said_and_the_plan_can_be_reloaded(page, world):
+def test_a_plan_changed_elsewhere_keeps_the_changes_made_here_until_reloaded(page, world):
     plan = make_plan(world, "Two editors", THREE)
     open_plan(page, world, plan["id"])
-    page.locator("[data-role='plan-title']").fill("Mine")
-    # Someone else saves first.
+    title = page.locator("input[data-role='plan-title']")
+    title.fill("Mine")
+    # Someone else saves first: the view notices (it reads the plan again) and keeps what was typed here.
     theirs = {"revision": 1, "plan": {"title": "Theirs", "summary": "", "tasks": THREE}}
     httpx.put(f"{world.url}/api/projects/p/plans/{plan['id']}", json=theirs, timeout=30).raise_for_status()
-    page.locator("[data-role='save']").click()
-    error = page.locator("[data-role='plan-error']")
-    expect(error).to_contain_text("changed elsewhere")
-    expect_refused(page, 409)
-    assert plan_of(world, plan["id"])["title"] == "Theirs"
-    error.locator("[data-role='reload-plan']").click()
-    expect(page.locator("[data-role='plan-title']")).to_have_value("Theirs")
+    notice = page.locator("[data-role='plan-elsewhere']")
+    expect(notice).to_contain_text("changed elsewhere", timeout=FOLLOW_TIMEOUT)
+    expect(notice).to_contain_text("revision 2")
+    expect(title).to_have_value("Mine")
+    expect(page.locator("[data-role='save']")).to_be_disabled()  # the server would refuse it
+    notice.locator("[data-role='reload-plan']").click()
+    expect(title).to_have_value("Theirs")
     expect(page.locator(".plan-editor")).to_have_attribute("data-revision", "2")
+    expect(page.locator(".plan-editor [data-role='unsaved']")).to_be_hidden()
+    expect(notice).to_be_hidden()
+
+
+def test_an_open_plan_and_the_list_follow_what_is_done_elsewhere(page, world):
+    plan = make_plan(world, "Approved elsewhere", THREE)
+    open_plan(page, world, plan["id"])
+    editor = page.locator(".plan-editor")
+    expect(page.locator("[data-role='save']")).to_have_text("Saved")
+    httpx.post(f"{world.url}/api/projects/p/plans/{plan['id']}/approve", json={"revision": 1},
+               timeout=30).raise_for_status()
+    expect(editor).to_have_attribute("data-state", "ready", timeout=FOLLOW_TIMEOUT)
+    expect(page.locator("[data-role='plan-state']")).to_have_text("Ready")
+    expect(page.locator("[data-role='save']")).to_have_count(0)
+    page.locator(".plan-back").click()
+    expect(page.locator(".plans-head")).to_be_visible()
+    other = make_plan(world, "Made in another tab", THREE)
+    expect(page.locator(f".plans-state[data-state='draft'] .plan-item[data-plan='{other['id']}']")).to_be_visible(
+        timeout=FOLLOW_TIMEOUT)
+
+
+def test_the_plans_view_reads_again_only_while_it_is_open(browser, world):
+    context, page = open_page(browser, world.url)
+    try:
+        # Counts the page's requests for plans (the clock is the page's: no waiting for real seconds).
+        page.add_init_script("""(() => {
+          const real = window.fetch; window.plansAsked = 0;
+          window.fetch = (input, init) => {
+            if (String(input && input.url || input).includes("/plans")) window.plansAsked += 1;
+            return real(input, init);
+          };
+        })()""")
+        page.clock.install()
+        page.goto(world.url)
+        wait_ready(page)
+        page.locator(".project[data-project='p'] [data-role='open-plans']").click()
+        expect(page.locator(".plans-head")).to_be_visible()
+        other = make_plan(world, "Seen on the next read", THREE)
+        page.clock.run_for(6000)
+        expect(page.locator(f".plan-item[data-plan='{other['id']}']")).to_be_visible()
+        page.locator("#workspace-close").click()
+        expect(page.locator("#workspace")).to_be_hidden()
+        asked = page.evaluate("() => window.plansAsked")
+        page.clock.run_for(60_000)
+        assert page.evaluate("() => window.plansAsked") == asked
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
+
+
+def test_unsaved_changes_are_kept_per_plan_and_leaving_the_page_asks_first(page, world):
+    plan = make_plan(world, "Keep my changes", THREE)
+    other = make_plan(world, "Another plan", THREE)
+    open_plan(page, world, plan["id"])
+    title = page.locator("input[data-role='plan-title']")
+    second = page.locator(".plan-task").nth(1).locator("[data-role='task-title']")
+    unsaved = page.locator(".plan-editor [data-role='unsaved']")
+    expect(unsaved).to_be_hidden()
+    title.fill("Changed, not saved")
+    second.fill("Second, changed")
+    expect(unsaved).to_be_visible()
+    # Escape in a field closes the panel; opened again, the plan has its changes, marked.
+    title.press("Escape")
+    expect(page.locator("#workspace")).to_be_hidden()
+    page.locator(".project[data-project='p'] [data-role='open-plans']").click()
+    item = page.locator(f".plan-item[data-plan='{plan['id']}']")
+    expect(item.locator("[data-role='unsaved']")).to_have_text("Unsaved changes")
+    expect(page.locator(f".plan-item[data-plan='{other['id']}'] [data-role='unsaved']")).to_have_count(0)
+    item.click()
+    expect(title).to_have_value("Changed, not saved")
+    expect(second).to_have_value("Second, changed")
+    expect(unsaved).to_be_visible()
+    expect(page.locator("[data-role='save']")).to_be_enabled()
+    # Another plan, and back: still there.
+    page.locator(".plan-back").click()
+    page.locator(f".plan-item[data-plan='{other['id']}']").click()
+    expect(title).to_have_value("Another plan")
+    page.locator(".plan-back").click()
+    item.click()
+    expect(title).to_have_value("Changed, not saved")
+    # Leaving the page asks first (a beforeunload the browser turns into its own question).
+    leaving = "() => { const e = new Event('beforeunload', { cancelable: true }); window.dispatchEvent(e); return e.defaultPrevented; }"
+    assert page.evaluate(leaving) is True
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.type), dialog.accept()))
+    page.reload()
+    wait_ready(page)
+    assert asked == ["beforeunload"]
+    expect(title).to_have_value("Keep my changes")  # kept by this page only: a reload drops them
+    # Discard (clicked twice) drops them at once; then nothing is asked.
+    title.fill("Changed again")
+    discard = unsaved.locator("[data-role='discard']")
+    discard.click()
+    expect(discard).to_have_text("Discard: click again")
+    expect(title).to_have_value("Changed again")
+    discard.click()
+    expect(title).to_have_value("Keep my changes")
+    expect(unsaved).to_be_hidden()
+    assert page.evaluate(leaving) is False
+    assert plan_of(world, plan["id"])["revision"] == 1
 
 
 def test_approve_back_to_draft_and_delete(page, world):
@@ -165,8 +282,9 @@ def test_approve_back_to_draft_and_delete(page, world):
     expect(editor).to_have_attribute("data-state", "draft")
     expect(page.locator("input[data-role='plan-title']")).to_have_value("Decided")
     delete = page.locator("[data-role='delete-plan']")
+    expect(delete).to_have_text("Delete plan")  # a plan that never ran has no tasks to keep
     delete.click()
-    expect(delete).to_have_text("Delete: click again")
+    expect(delete).to_have_text("Delete plan: click again")
     delete.click()
     expect(page.locator(".plans-head")).to_be_visible()
     expect(page.locator(f".plan-item[data-plan='{plan['id']}']")).to_have_count(0)
@@ -222,21 +340,39 @@ def test_a_running_plan_follows_its_tasks_and_links_to_them(page, world):
     expect(row("a")).to_have_attribute("data-status", "completed", timeout=RUN_TIMEOUT)
     expect(row("b")).to_have_attribute("data-status", "failed", timeout=RUN_TIMEOUT)
     expect(row("c")).to_have_attribute("data-status", "blocked", timeout=RUN_TIMEOUT)
-    # The plan follows its tasks on the agent: failed, naming the task.
+    # The plan follows its tasks on the agent: failed, naming the task; that is news.
     expect(editor).to_have_attribute("data-state", "failed", timeout=RUN_TIMEOUT)
     expect(page.locator("[data-role='plan-reason']")).to_contain_text("b")
+    expect(page.locator(f"#toast .toast-item[data-key='plan:p/{plan['id']}']")).to_contain_text("Plan “Runs” failed")
+    expect(page.locator("[data-role='delete-plan']")).to_have_text("Delete plan (its tasks stay)")
     # A task's link opens its drawer over the panel; closing it comes back to the link.
     link = row("a").locator("[data-role='task-link']")
     link.click()
     drawer = page.locator("#drawer")
     expect(drawer).to_be_visible()
     expect(page.locator("#drawer-title")).to_have_text("Works")
-    task_id = plan_of(world, plan["id"])["task_ids"]["a"]
-    assert f"task=p%2F{task_id}" in page.url and f"plans=p%2F{plan['id']}" in page.url
+    task_ids = plan_of(world, plan["id"])["task_ids"]
+    assert f"task=p%2F{task_ids['a']}" in page.url and f"plans=p%2F{plan['id']}" in page.url
     page.keyboard.press("Escape")
     expect(drawer).to_be_hidden()
     expect(page.locator("#workspace")).to_be_visible()
     expect(link).to_be_focused()
+    # The drawer names the plan by its title, a link back to it.
+    link.click()
+    plan_link = page.locator("#drawer-meta [data-role='plan-link']")
+    expect(plan_link).to_have_text("Runs")
+    plan_link.click()
+    expect(drawer).to_be_hidden()
+    expect(editor).to_have_attribute("data-plan", plan["id"])
+    expect(page).to_have_url(f"{world.url}/?plans=p%2F{plan['id']}")
+    # Rerun failed tasks: the failed one runs again (and fails again, as its scenario says).
+    rerun = page.locator("[data-role='rerun-failed']")
+    expect(rerun).to_have_text("Rerun failed tasks (1)")
+    runs = world.task(task_ids["b"])["runs"]
+    rerun.click()
+    wait_for(lambda: world.task(task_ids["b"])["runs"] > runs, timeout=RUN_TIMEOUT / 1000, what="b to run again")
+    expect(editor).to_have_attribute("data-state", "failed", timeout=RUN_TIMEOUT)
+    expect(row("b")).to_have_attribute("data-status", "failed", timeout=RUN_TIMEOUT)
 
 
 def test_the_plan_editor_fits_a_phone(browser, world):

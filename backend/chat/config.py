@@ -143,9 +143,9 @@ class ChatConfig(BaseModel):
         return os.environ.get(self.api_key_env) or None
 
     def hint(self) -> str:
-        return (f"The chat needs an Anthropic API key: set the environment variable {self.api_key_env} "
-                "for baton-dashboard (the variable's name is `chat.api_key_env` in projects.yaml); "
-                "the key is read at each request and never stored.")
+        return (f"The chat needs an Anthropic API key: start baton-dashboard with the environment variable "
+                f"{self.api_key_env} set to it (`chat.api_key_env` in projects.yaml names another variable). "
+                "The key is never stored or shown.")
 
     def price(self, model: str) -> Price | None:
         """The price of `model`: configured over defaults; a dated id (`<name>-YYYYMMDD`) not

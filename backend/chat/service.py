@@ -132,10 +132,11 @@ class ChatService:
                                       "for more")
                 held = sum(a.size for a in conversation.attachments.values())
                 if held + sum(a.size for a, _ in files) > chat_files.CHAT_MAX_BYTES:
+                    limit = chat_files.CHAT_MAX_BYTES / shared_files.MIB
                     raise ChatProblem(413, "too_large",
-                                      f"this chat's files would be larger than {chat_files.CHAT_MAX_BYTES // shared_files.MIB} "
-                                      f"MiB together (it holds {held / shared_files.MIB:.1f} MiB; the limit per chat, "
-                                      "since every question sends them again): start a new chat for more")
+                                      f"this chat's files would be larger than {limit:g} MiB together (it holds "
+                                      f"{held / shared_files.MIB:.1f} MiB; the limit per chat, since every question "
+                                      "sends them again): start a new chat for more")
 
             await asyncio.to_thread(self.store.keep_files, project_id, chat_id, files, check)
             return [attachment.model_dump(mode="json") for attachment, _ in files]

@@ -41,6 +41,15 @@ def build_connectors(config: DashboardConfig, client: httpx.AsyncClient) -> dict
     return connectors
 
 
+def chat_only_env(config: DashboardConfig) -> tuple[str, ...]:
+    """Variables the agents this dashboard starts must not inherit: a key the person named for
+    the chat alone (`chat.api_key_env`). ANTHROPIC_API_KEY itself is the key Claude Code and
+    OpenCode read too, so it passes as the rest of the environment does (the agent's runtime
+    settings decide what reaches a coding agent)."""
+    name = config.chat.api_key_env
+    return () if name == "ANTHROPIC_API_KEY" else (name,)
+
+
 def create_app(settings: DashboardSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -48,7 +57,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         async with httpx.AsyncClient(limits=limits) as client:
             app.state.connectors = build_connectors(settings.config, client)
             app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env(),
-                                                   drop_env=(settings.config.chat.api_key_env,))
+                                                   drop_env=chat_only_env(settings.config))
             app.state.supervisor.start()
             # One upstream follow per project, shared by every open board page.
             app.state.hubs = build_hubs(app.state.connectors, app.state.supervisor.status)

@@ -5,6 +5,7 @@
 
 import { api, postEventStream, postFiles, projectPath } from "./api.js";
 import { el, money, toast } from "./dom.js";
+import { planTitle } from "./plans.js";
 import { setItem, showView, shown } from "./workspace.js";
 import { tokensText } from "./words.js";
 
@@ -45,6 +46,12 @@ function usage({ input_tokens: input, output_tokens: output, cost_usd: cost, usa
   return parts.join(" · ");
 }
 
+// Whether an answer used anything (one refused before the model wrote used nothing: no "0 in · 0 out").
+const spent = (m) => Boolean(m.input_tokens || m.output_tokens || m.cost_usd);
+
+// A text with `code` spans (the server's hints): plain text and <code> elements, never markup.
+const withCode = (text) => String(text).split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : part));
+
 const size = (bytes) => (bytes < 1024 ? `${bytes} B` : bytes < 1048576 ? `${(bytes / 1024).toFixed(0)} KB`
   : `${(bytes / 1048576).toFixed(1)} MB`);
 
@@ -65,6 +72,7 @@ export const chatView = {
   },
   leave() {
     keepDraft();
+    nodes?.resize?.disconnect();
     projectId = null;
     chatId = null;
     nodes = null;
@@ -72,8 +80,11 @@ export const chatView = {
 };
 
 function build(body) {
+  nodes?.resize?.disconnect();
   nodes = {
+    // Why the chat cannot be used: in the main area, where the conversation would be.
     hint: el("p", { class: "chat-hint", dataset: { role: "chat-hint" }, hidden: true }),
+    empty: el("p", { class: "muted chat-empty", text: "Choose a conversation or start a new one." }),
     list: el("ul", { class: "chat-items", dataset: { role: "chat-list" } }),
     newChat: el("button", { type: "button", class: "primary", text: "New chat", dataset: { role: "new-chat" },
                             disabled: true, onclick: newChat }),  // until the list says the chat is enabled
@@ -81,12 +92,19 @@ function build(body) {
   };
   nodes.root = el("div", { class: "chat", dataset: { show: "list" } },
     el("div", { class: "chat-side" },
-      nodes.hint,
       el("div", { class: "chat-side-head" }, el("h3", { text: "Conversations" }), nodes.newChat),
       nodes.list),
     nodes.view);
-  nodes.view.append(el("p", { class: "muted chat-empty", text: "Choose a conversation or start a new one." }));
+  nodes.view.append(nodes.hint, nodes.empty);
   body.replaceChildren(nodes.root);
+}
+
+// The hint (null: none), where no conversation is shown.
+function setHint(text) {
+  nodes.hint.replaceChildren(...(text ? withCode(text) : []));
+  nodes.hint.hidden = !text;
+  nodes.empty.hidden = Boolean(text);
+  nodes.root.dataset.enabled = String(!text);
 }
 
 async function loadList() {
@@ -99,8 +117,7 @@ async function loadList() {
   } catch (err) {
     if (project !== projectId || !nodes) return;
     info = { enabled: false, model: "", hint: null, chats: [] };
-    nodes.hint.textContent = `The chat cannot be reached: ${err.message}`;
-    nodes.hint.hidden = false;
+    setHint(`The chat cannot be reached: ${err.message}`);
     nodes.newChat.disabled = true;
     return;
   }
@@ -109,10 +126,8 @@ async function loadList() {
 
 function drawList() {
   if (!nodes || !info) return;
-  nodes.hint.hidden = info.enabled;
-  nodes.hint.textContent = info.enabled ? "" : info.hint || "The chat is not enabled on this dashboard.";
+  setHint(info.enabled ? null : info.hint || "The chat is not enabled on this dashboard.");
   nodes.newChat.disabled = !info.enabled;
-  nodes.root.dataset.enabled = String(info.enabled);
   if (!info.chats.length) {
     nodes.list.replaceChildren(el("li", { class: "muted", text: "No conversations yet." }));
     return;
@@ -122,7 +137,7 @@ function drawList() {
                    "aria-current": chat.id === chatId ? "true" : null, onclick: () => openChat(chat.id) },
       el("span", { class: "chat-item-title", text: chat.title || "Untitled" }),
       el("span", { class: "chat-item-meta",
-                   text: [when(chat.updated_at || chat.created_at), money(chat.cost_usd),
+                   text: [when(chat.updated_at || chat.created_at), chat.cost_usd ? money(chat.cost_usd) : "",
                           `${chat.messages} message${chat.messages === 1 ? "" : "s"}`].filter(Boolean).join(" · ") }),
       chat.problem ? el("span", { class: "error-text", text: chat.problem }) : null))));
 }
@@ -174,25 +189,40 @@ function drawConversation() {
   const key = keyOf();
   const draft = draftOf(key);
   const enabled = Boolean(info && info.enabled);
+  // The last answer failed: it can be asked again (the question it answered, sent once more).
+  const last = chat.messages[chat.messages.length - 1];
+  const asked = chat.messages[chat.messages.length - 2];
+  const retry = enabled && last && last.role === "assistant" && last.error && asked && asked.role === "user" ? asked : null;
   const messages = el("ol", { class: "chat-messages", "aria-live": "polite", dataset: { role: "messages" } },
-    ...chat.messages.map(message));
+    ...chat.messages.map((m) => message(m, { retry: m === last ? retry : null })));
   const totals = el("span", { class: "chat-totals", dataset: { role: "chat-totals" }, title: "this conversation in all",
-                              text: usage(chat.totals) });
+                              text: spent(chat.totals || {}) ? usage(chat.totals) : "" });
+  const empty = !chat.messages.length;
   const makePlan = el("button", { type: "button", text: "Make a plan", dataset: { role: "make-plan" },
-                                  hidden: !enabled, onclick: () => planFrom(makePlan) });
-  const plans = (chat.plan_ids || []).map((planId) => el("button", {
-    type: "button", class: "link-button", dataset: { role: "chat-plan", plan: planId }, text: `Plan ${planId}`,
-    onclick: () => showView("plans", projectId, planId) }));
+                                  hidden: !enabled, disabled: empty, onclick: () => planFrom(makePlan),
+                                  title: empty ? "a plan is made from the conversation: ask something first"
+                                    : "the model proposes a plan of tasks from this conversation" });
+  // Each plan made from it, by its title (asked once; an id means nothing to a person).
+  const plans = (chat.plan_ids || []).map((planId) => {
+    const link = el("button", { type: "button", class: "link-button", dataset: { role: "chat-plan", plan: planId },
+                                text: "Plan…", title: "open the plan made from this conversation",
+                                onclick: () => showView("plans", projectId, planId) });
+    planTitle(projectId, planId).then((title) => { link.textContent = title ? `Plan: ${title}` : "Plan (deleted)"; },
+                                      () => { link.textContent = `Plan ${planId}`; });
+    return link;
+  });
   const head = el("div", { class: "chat-head" },
     el("button", { type: "button", class: "chat-back", text: "‹ Conversations",
                    onclick: () => { nodes.root.dataset.show = "list"; } }),
     el("h3", { class: "chat-title", text: chat.title || "Untitled" }),
     totals, makePlan, ...plans);
-  const parts = { messages, totals, makePlan };
+  const parts = { messages, totals, makePlan, empty, stick: true };
   let composer;
   if (enabled) {
+    // A touch screen has no Ctrl key: its Send button is the way.
+    const touch = window.matchMedia("(pointer: coarse)").matches;
     const input = el("textarea", { rows: 3, "aria-label": "Message", dataset: { role: "chat-input" },
-                                   placeholder: "Ask about the project (Ctrl+Enter sends)" });
+                                   placeholder: touch ? "Ask about the project" : "Ask about the project (Ctrl+Enter sends)" });
     input.value = draft.text;
     input.addEventListener("input", () => { draft.text = input.value; });
     input.addEventListener("keydown", (event) => {
@@ -205,31 +235,49 @@ function drawConversation() {
                                 onclick: stopAnswer });
     const sendButton = el("button", { type: "submit", class: "primary", text: "Send", dataset: { role: "send" } });
     composer = el("form", { class: "chat-composer", onsubmit: (event) => { event.preventDefault(); send(); } },
-      input, chips, el("div", { class: "chat-composer-row" }, files, el("span", { class: "spacer" }), stop, sendButton));
+      input, chips, el("div", { class: "chat-composer-row" }, files, stop, sendButton));
     Object.assign(parts, { input, files, chips, stop, send: sendButton });
   } else {
-    composer = el("p", { class: "chat-hint", dataset: { role: "chat-disabled" },
-                         text: (info && info.hint) || "The chat is not enabled on this dashboard." });
+    composer = el("p", { class: "chat-hint", dataset: { role: "chat-disabled" } },
+      ...withCode((info && info.hint) || "The chat is not enabled on this dashboard."));
   }
   parts.error = el("p", { class: "error-text", dataset: { role: "chat-error" }, hidden: true });
+  // The same conversation drawn again (an answer ended) while the person reads earlier messages: they stay there.
+  const before = nodes.parts && nodes.view.dataset.chat === chat.id ? nodes.parts : null;
+  const keep = before && !before.stick ? before.messages.scrollTop : null;
   nodes.view.replaceChildren(head, messages, parts.error, composer);
   nodes.view.dataset.chat = chat.id;
   nodes.parts = parts;
+  // The list follows what is written while the person is at its end (or near it), also when it
+  // gets shorter (Stop appearing, the phone's keyboard); once they scroll up it stays where they are.
+  messages.addEventListener("scroll", () => {
+    parts.stick = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 48;
+  });
+  nodes.resize?.disconnect();
+  nodes.resize = new ResizeObserver(() => { if (parts.stick) messages.scrollTop = messages.scrollHeight; });
+  nodes.resize.observe(messages);
   drawChips();
   const stream = streams.get(key);
   if (stream) drawStream(stream);
   else setBusy(false);
-  messages.scrollTop = messages.scrollHeight;
+  if (keep === null) {
+    messages.scrollTop = messages.scrollHeight;
+  } else {
+    parts.stick = false;
+    messages.scrollTop = keep;
+  }
   // The conversation chosen in the list (drawn again meanwhile): the focus goes to its box.
   if (!document.activeElement || document.activeElement === document.body) {
     (window.matchMedia("(max-width: 600px)").matches ? head.querySelector(".chat-back") : parts.input)?.focus();
   }
 }
 
-function message(m, { streaming = false } = {}) {
+function message(m, { streaming = false, retry = null } = {}) {
   const attachments = m.attachments || [];
-  // Tokens and cost are the answer's (a question costs nothing until it is answered).
-  const meta = [m.role === "assistant" ? usage(m) : "", m.stopped ? "stopped" : "", when(m.at)].filter(Boolean).join(" · ");
+  // Tokens and cost are the answer's (a question costs nothing until it is answered; an answer
+  // refused before the model wrote used nothing).
+  const meta = [m.role === "assistant" && spent(m) ? usage(m) : "", m.stopped ? "stopped" : "", when(m.at)]
+    .filter(Boolean).join(" · ");
   const flags = { role: m.role, id: m.id || "" };  // (a dataset value of null would be the text "null")
   if (streaming) flags.streaming = "1";
   if (m.stopped) flags.stopped = "1";
@@ -239,7 +287,12 @@ function message(m, { streaming = false } = {}) {
     attachments.length ? el("ul", { class: "chat-chips" }, ...attachments.map((a) =>
       el("li", { class: "chip", text: typeof a === "string" ? a : a.name || a.id || "file" }))) : null,
     el("div", { class: "chat-meta", dataset: { role: "meta" }, text: meta }),
-    m.error ? el("p", { class: "error-text", dataset: { role: "message-error" }, text: m.error }) : null);
+    m.error ? el("p", { class: "error-text", dataset: { role: "message-error" }, text: m.error }) : null,
+    retry ? el("button", { type: "button", text: "Retry", dataset: { role: "retry" },
+                           title: "sends your question again, as a new message (the first one stays in the conversation)",
+                           onclick: () => send({ text: retry.text || "",
+                                                 attachments: (retry.attachments || []).map((a) => a.id ?? a).filter(Boolean) }) })
+      : null);
 }
 
 // ----- sending, streaming, stopping ----------------------------------------------------------
@@ -252,7 +305,8 @@ function setBusy(busy, stopping = false) {
   const parts = nodes && nodes.parts;
   if (!parts) return;
   parts.messages.setAttribute("aria-busy", String(busy));
-  parts.makePlan.disabled = busy;
+  parts.makePlan.disabled = busy || parts.empty;
+  for (const button of parts.messages.querySelectorAll("[data-role='retry']")) button.disabled = busy;
   if (!parts.send) return;
   parts.send.disabled = busy;
   parts.stop.hidden = !busy;
@@ -267,27 +321,32 @@ function showError(text) {
   parts.error.hidden = !text;
 }
 
-async function send() {
+// Sends what is in the box, or `again` ({ text, attachments }: a question sent once more by Retry,
+// the box left as it is).
+async function send(again = null) {
   const parts = nodes.parts;
   const key = keyOf();
   if (streams.has(key)) return;
   const draft = draftOf(key);
-  const text = parts.input.value.trim();
-  if (!text && !draft.files.length) { parts.input.focus(); return; }  // files alone may go
+  const text = again ? again.text : parts.input.value.trim();
+  const files = again ? again.attachments : draft.files.map((f) => f.id ?? f.name);
+  if (!text && !files.length) { parts.input?.focus(); return; }  // files alone may go
   const project = projectId;
   const chat = chatId;
-  const stream = { key, text: "", user: null, done: null, error: null, stopping: false, controller: new AbortController() };
+  const stream = { key, text: "", user: null, done: null, stored: null, error: null, stopping: false,
+                   controller: new AbortController() };
   streams.set(key, stream);
   showError("");
   drawStream(stream);
   const refresh = () => { if (chatId === chat && projectId === project && nodes) drawStream(stream); };
   try {
     await postEventStream(projectPath(project, `/chats/${encodeURIComponent(chat)}/messages`),
-      { text, attachments: draft.files.map((f) => f.id ?? f.name) }, {
+      { text, attachments: files }, {
         signal: stream.controller.signal,
         onEvent: (name, data) => {
           if (name === "user") {
             stream.user = data;
+            if (again) { refresh(); return; }
             // Stored: the box is free for the next message.
             draft.text = "";
             draft.files = [];
@@ -302,6 +361,8 @@ async function send() {
             if (conversation && chatId === chat && data.totals) conversation.totals = data.totals;
           } else if (name === "error") {
             stream.error = data.message || "the answer failed";
+            stream.stored = data.stored || null;  // the failed answer, stored: it says its error itself
+            if (conversation && chatId === chat && data.totals) conversation.totals = data.totals;
           }
           refresh();
         },
@@ -312,7 +373,7 @@ async function send() {
   streams.delete(key);
   if (chatId === chat && projectId === project && nodes) {
     await readChat();  // what was stored is what is shown (a message refused before it was stored stays in the box)
-    if (stream.error) showError(stream.error);
+    if (stream.error && !stream.stored) showError(stream.error);  // (a stored answer shows its error)
     loadList();
   } else if (stream.error) {
     toast(`The chat's answer failed: ${stream.error}`);
@@ -324,17 +385,17 @@ async function send() {
 function drawStream(stream) {
   const parts = nodes.parts;
   const list = parts.messages;
-  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
   if (stream.user && !list.querySelector(`[data-id="${CSS.escape(stream.user.id || "")}"]`)) {
     list.querySelector("[data-streaming]")?.remove();
     list.append(message(stream.user));
   }
   let live = list.querySelector("[data-streaming]");
-  if (stream.done) {
-    const done = message(stream.done);
+  const ended = stream.done || stream.stored;
+  if (ended) {
+    const done = message(ended);
     if (live) live.replaceWith(done);
-    else if (!list.querySelector(`[data-id="${CSS.escape(stream.done.id || "")}"]`)) list.append(done);
-    if (conversation) parts.totals.textContent = usage(conversation.totals);
+    else if (!list.querySelector(`[data-id="${CSS.escape(ended.id || "")}"]`)) list.append(done);
+    if (conversation) parts.totals.textContent = spent(conversation.totals || {}) ? usage(conversation.totals) : "";
   } else if (stream.user || stream.text) {
     if (!live) {
       live = message({ role: "assistant", text: "" }, { streaming: true });
@@ -344,8 +405,8 @@ function drawStream(stream) {
     if (text.textContent !== stream.text) text.textContent = stream.text;
     live.querySelector("[data-role='meta']").textContent = stream.stopping ? "stopping…" : "writing…";
   }
-  if (atEnd) list.scrollTop = list.scrollHeight;
   setBusy(!stream.done && !stream.error, stream.stopping);
+  if (parts.stick) list.scrollTop = list.scrollHeight;  // (after Stop came or went: the list's height changed)
 }
 
 // Stop: the dashboard ends the answer (its text so far is kept, marked stopped) and the stream

@@ -3,9 +3,11 @@
 import { api, projectPath } from "./api.js";
 import { resetAttachments, showAttachments } from "./attachments.js";
 import { el, toast } from "./dom.js";
+import { knownPlanTitle, planTitle } from "./plans.js";
 import { resetReview, showReview } from "./review.js";
 import { costText } from "./runtimes.js";
 import { STATUSES, reasonText, span, statusText } from "./words.js";
+import { showView } from "./workspace.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton", "human"];
@@ -110,7 +112,26 @@ function attempts(task) {
     ? `${runs} (${task.attempts} since the last rerun)` : String(runs);
 }
 
-function meta(task) {
+// The plan a task came from, by its title, a link that opens it in the Plans view (the drawer
+// closes as its × closes it, so the URL and history follow).
+function planLink(projectId, task) {
+  const planId = task.plan_id;
+  const link = el("a", { href: `?plans=${encodeURIComponent(`${projectId}/${planId}`)}`, dataset: { role: "plan-link", plan: planId },
+                         text: knownPlanTitle(projectId, planId) || "the plan…",
+                         onclick: (event) => {
+                           if (event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+                           event.preventDefault();
+                           $("drawer-close").click();
+                           showView("plans", projectId, planId);
+                         } });
+  if (!knownPlanTitle(projectId, planId)) {
+    planTitle(projectId, planId).then((title) => { link.textContent = title || `${planId} (deleted)`; },
+                                      () => { link.textContent = planId; });
+  }
+  return el("span", {}, link, task.ref ? ` · ${task.ref}` : "");
+}
+
+function meta(task, projectId) {
   const rows = [
     ["Status", statusText(task.status)], ["Type", task.task_type], ["Priority", task.priority],
     ["Runtime", `${task.runtime || "project default"}${task.agent_runtime ? ` · ran on ${task.agent_runtime}` : ""}`],
@@ -121,7 +142,7 @@ function meta(task) {
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
     ["Landing", task.landing && task.landing !== "auto" ? (task.landing === "pr" ? "pull request" : "after review") : ""],
-    ["Plan", task.plan_id ? `${task.plan_id}${task.ref ? ` · ${task.ref}` : ""}` : ""],
+    ["Plan", task.plan_id ? planLink(projectId, task) : ""],
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     // In words, with the code the logs and the API carry.
     ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],
@@ -234,7 +255,7 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
 function showDetails(task, projectId, taskId, onChange) {
   shownArgs = [task, projectId, taskId, onChange];
   $("drawer-title").textContent = task.title;
-  $("drawer-meta").replaceChildren(meta(task));
+  $("drawer-meta").replaceChildren(meta(task, projectId));
   $("drawer-content").textContent = "content" in task ? task.content || "(none)" : "Loading…";
   const error = $("drawer-error");
   error.hidden = !task.error_message;

@@ -57,8 +57,11 @@ export function setupPlans(handlers) {
   });
 }
 
-// Whether any plan has changes not saved (the page asks before it is left).
-export const plansUnsaved = () => unsaved.size > 0;
+// A plan's title if this page knows it already (a link drawn again shows it at once).
+export function knownPlanTitle(project, id) {
+  const known = titles.get(keyOf(project, id));
+  return typeof known === "string" ? known : null;
+}
 
 // A plan's title, for links to it elsewhere (the drawer, the chat): from what this view read, else
 // asked once (null: there is no such plan).
