@@ -43,12 +43,12 @@ def detail(snap: Snapshot, status: str, task_id: str,
            archived: Callable[[str], Task | None] | None = None) -> dict | None:
     """A task plus its mirror's name and text, and the id, title and status of the tasks it
     depends on (`dependencies`) and of the live tasks that depend on it (`dependents`); None if
-    no such task has that status. With `archived` (a lookup in the archive), a task that left
+    no such task has that status (`any`: any status). With `archived` (a lookup in the archive), a task that left
     the live store is found there, and so are finished dependencies."""
     task = snap.tasks.get(task_id)
     if task is None and archived is not None:
         task = archived(task_id)
-    if task is None or task.status is not TaskStatus(status):
+    if task is None or (status != "any" and task.status is not TaskStatus(status)):
         return None
 
     def brief(tid: str) -> dict:

@@ -338,3 +338,23 @@ def test_a_store_opened_with_a_stale_blocked_state_is_settled_at_start(store, tm
     reopened = TaskStore(path)
     reopened.initialize()
     assert reopened.get(b.id).status is TaskStatus.pending and reopened.get(b.id).blocked_reason is None
+
+
+def test_a_task_is_read_by_any_status_wherever_it_moved(agent, dashboard_factory):
+    created = agent.client.post("/agent/tasks/bulk", json={"tasks": [
+        {"title": "A", "ref": "a"}, {"title": "B", "ref": "b", "depends_on": ["a"]}]})
+    a, b = created.json()["tasks"]
+    assert agent.client.get(f"/agent/tasks/pending/{b['id']}.md").json()["status"] == "pending"
+    agent.client.post(f"/agent/tasks/{a['id']}/cancel")
+    # B moved to blocked: by its old status it is gone, by `any` it is found where it is now.
+    assert agent.client.get(f"/agent/tasks/pending/{b['id']}.md").status_code == 404
+    found = agent.client.get(f"/agent/tasks/any/{b['id']}.md")
+    assert found.status_code == 200 and found.json()["status"] == "blocked"
+    missing = agent.client.get("/agent/tasks/any/nosuchtask.md")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "no task with id 'nosuchtask'"
+    # The dashboard passes `any` on, whether it reaches the project through its agent or its folder.
+    dash = dashboard_factory([{"id": "p", "agent_url": agent.url, "agent_project_id": agent.client.get("/agent/health").json()["project_id"]},
+                              {"id": "local", "path": str(agent.settings.project_dir)}], timeout=5.0)
+    for project in ("p", "local"):
+        answer = dash.get(f"/api/projects/{project}/tasks/any/{b['id']}.md")
+        assert answer.status_code == 200 and answer.json()["status"] == "blocked", (project, answer.text)

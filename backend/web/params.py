@@ -17,6 +17,11 @@ TaskIdPath = Annotated[str, Path(
     json_schema_extra={"pattern": TASK_ID_RE.pattern, "minLength": 1, "maxLength": 32})]
 
 StatusPath = Annotated[str, Path(description="A task status.", json_schema_extra={"enum": list(STATUSES)})]
+# One task's detail: by its status (the mirror's folder), or `any` when the reader does not know it
+# (a link, or a task that moved on meanwhile): then one read finds it wherever it is.
+ANY_STATUS = "any"
+DetailStatusPath = Annotated[str, Path(description="A task status, or `any`: the task in whatever status it has.",
+                                       json_schema_extra={"enum": [*STATUSES, ANY_STATUS]})]
 
 FilenamePath = Annotated[str, Path(
     description="`<id>.md` (the task's mirror file name) or `<id>`.",

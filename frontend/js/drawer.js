@@ -6,7 +6,7 @@ import { el, toast } from "./dom.js";
 import { knownPlanTitle, planTitle } from "./plans.js";
 import { resetReview, showReview } from "./review.js";
 import { costText } from "./runtimes.js";
-import { STATUSES, reasonText, span, statusText } from "./words.js";
+import { reasonText, span, statusText } from "./words.js";
 import { showView } from "./workspace.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
@@ -193,22 +193,19 @@ function redrawActions() {
 // nothing the drawer shows (derived, not listed: a field the summary gains counts at once).
 const stampOf = ({ last_activity_at: _, ...summary }) => JSON.stringify(summary);
 
-async function read(projectId, taskId, statuses, onChange) {
+// Read by `any` status: a task moves on while it is read (a rerun, a dependency unblocking it),
+// and a read by the status it just left would miss it.
+async function read(projectId, taskId, onChange) {
   const mine = ++reads;
-  for (const status of statuses) {
-    try {
-      const task = await api(projectPath(projectId, `/tasks/${status}/${encodeURIComponent(taskId)}.md`));
-      if (mine !== reads || !current || current.projectId !== projectId || current.taskId !== taskId) return;
-      full = task;
-      showDetails(task, projectId, taskId, onChange);
-      return;
-    } catch (err) {
-      if (mine !== reads) return;
-      if (err.status !== 404) { $("drawer-content").textContent = `Could not read the task: ${err.message}`; return; }
-    }
-  }
-  // Looked for in every status (a link) and in none: say so rather than "Loading…" for ever.
-  if (statuses.length > 1 && mine === reads) {
+  try {
+    const task = await api(projectPath(projectId, `/tasks/any/${encodeURIComponent(taskId)}.md`));
+    if (mine !== reads || !current || current.projectId !== projectId || current.taskId !== taskId) return;
+    full = task;
+    showDetails(task, projectId, taskId, onChange);
+  } catch (err) {
+    if (mine !== reads) return;
+    if (err.status !== 404) { $("drawer-content").textContent = `Could not read the task: ${err.message}`; return; }
+    // No such task (a link to one that never was): say so rather than "Loading…" for ever.
     $("drawer-title").textContent = "Task not found";
     $("drawer-content").textContent = `There is no task ${taskId} in ${projectId}.`;
   }
@@ -237,12 +234,12 @@ export function refreshDrawer(getTask, onChange, projectProblem) {
       showDetails({ ...(full || {}), ...task }, projectId, taskId, onChange);
       // Read when opened, then when the task settles: a running task's changes (cost, tokens) are
       // in its summary, and a read by a status it is about to leave would miss it (404).
-      if (!full || SETTLED.has(task.status)) read(projectId, taskId, [task.status], onChange);
+      if (!full || SETTLED.has(task.status)) read(projectId, taskId, onChange);
     }
   } else if (!shownStamp && !full) {
-    // Not among the board's cards (a link to an old task): look for it in each status.
+    // Not among the board's cards (a link to an old task): look for it wherever it is.
     shownStamp = "searching";
-    read(projectId, taskId, STATUSES, onChange);
+    read(projectId, taskId, onChange);
   }
   // Actions on data that may be out of date would mislead: off while the project is unavailable.
   $("drawer-actions").dataset.problem = projectProblem ? "1" : "";

@@ -14,7 +14,7 @@ from ...dependencies import DependencyError
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
 from ...store import IdempotencyKeyReusedError
 from ...web.errors import ERROR_RESPONSES, ApiError
-from ...web.params import FilenamePath, StatusPath, TaskIdPath
+from ...web.params import ANY_STATUS, DetailStatusPath, FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
 from ..runtimechoice import unconfigured
 from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
@@ -59,16 +59,19 @@ def list_status(status: StatusPath, store: StoreDep) -> Response:
 
 
 @router.get("/{status}/{filename}", response_model=TaskDetail)
-def task_detail(status: StatusPath, filename: FilenamePath, store: StoreDep) -> TaskDetail:
-    """One task by `<id>.md` (its mirror's name) or `<id>`; served from the store, never from disk."""
-    _check_status(status)
+def task_detail(status: DetailStatusPath, filename: FilenamePath, store: StoreDep) -> TaskDetail:
+    """One task by `<id>.md` (its mirror's name) or `<id>`, in that status or (`any`) in whichever
+    it has; served from the store, never from disk."""
+    if status != ANY_STATUS:
+        _check_status(status)
     match = _FILENAME_RE.fullmatch(filename)
     if not match:
         raise ApiError(400, "invalid_filename", "expected <id>.md or <id>, with an id of a-z and 0-9")
     # An archived task (it left the live store, not the API) is found too.
     found = taskviews.detail(store.snapshot(), status, match.group(1), store.archive.get)
     if found is None:
-        raise ApiError(404, "not_found", f"no {status} task with id {match.group(1)!r}")
+        raise ApiError(404, "not_found", f"no {'' if status == ANY_STATUS else status + ' '}task with id "
+                                         f"{match.group(1)!r}")
     return TaskDetail.model_validate(found)
 
 

@@ -156,7 +156,7 @@ class LocalConnector(Connector):
 
     async def task(self, status: str, filename: str) -> dict:
         task_id = filename.removesuffix(_FILENAME_SUFFIX)
-        if status not in STATUSES or not is_valid_task_id(task_id):
+        if (status not in STATUSES and status != "any") or not is_valid_task_id(task_id):
             raise _refuse(404, "not_found", f"no {status} task {filename!r}")
         snap = await self._run(self.store.snapshot)
         # Archived too (it left the live store, not the API): answered as the agent does.

@@ -16,7 +16,7 @@ from ...agent.routes.review import Approval, Rejection
 from ...agent.routes.tasks import IdempotencyKey, check_id, check_idempotency_key
 from ...models import STATUSES, NewMessage, NewTask, is_valid_task_id
 from ...web.errors import ERROR_RESPONSES, ApiError
-from ...web.params import FilenamePath, StatusPath, TaskIdPath
+from ...web.params import ANY_STATUS, DetailStatusPath, FilenamePath, StatusPath, TaskIdPath
 from ..boardfeed import WINDOW, BoardFeed, board_cursor, describe, group, parse_board_cursor
 from ..connectors.base import AgentError, Connector, Unavailable, reason_of
 from ..schemas import Board, BoardPage
@@ -192,8 +192,8 @@ async def diff(project_id: str, task_id: TaskIdPath, request: Request,
 
 
 @router.get("/projects/{project_id}/tasks/{status}/{filename}")
-async def task(project_id: str, status: StatusPath, filename: FilenamePath, request: Request) -> dict:
-    if status not in STATUSES or not is_valid_task_id(filename.removesuffix(".md")):
+async def task(project_id: str, status: DetailStatusPath, filename: FilenamePath, request: Request) -> dict:
+    if (status not in STATUSES and status != ANY_STATUS) or not is_valid_task_id(filename.removesuffix(".md")):
         raise ApiError(404, "not_found", f"no {status!r} task {filename!r}")
     return await connector_for(request, project_id).task(status, filename)
 
