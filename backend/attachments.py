@@ -358,10 +358,11 @@ class Receiver:
 
 
 async def receive(chunks: AsyncIterator[bytes], content_type: str, folder: Path,
-                  **limits: Any) -> tuple[Receiver, list[Upload]]:
-    """Read a whole multipart body into checked temporary files in `folder`. On any refusal the
-    temporary files are gone; on success the caller moves them and calls `close()`."""
-    receiver = Receiver(content_type, folder, **limits)
+                  receiver_class: type[Receiver] | None = None, **limits: Any) -> tuple[Receiver, list[Upload]]:
+    """Read a whole multipart body into checked temporary files in `folder` (with `receiver_class`'s
+    rules, Receiver's by default). On any refusal the temporary files are gone; on success the
+    caller moves them and calls `close()`."""
+    receiver = (receiver_class or Receiver)(content_type, folder, **limits)
     try:
         async for chunk in chunks:
             receiver.feed(chunk)

@@ -410,16 +410,23 @@ def test_names_and_messages_that_are_not_utf8_do_not_break_the_context(agent, da
     assert "caf\ufffd.txt" in system and "Menu du caf\ufffd" in system
 
 
-def test_the_chat_key_does_not_reach_the_agents_the_dashboard_starts(tmp_path, dashboards, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setenv("BATON_TEST_OTHER_VARIABLE", "kept")
+def _started_agents_environ(tmp_path, dashboards, key_env: str):
+    """A dashboard whose chat reads `key_env` starts project p's agent: (the dashboard, the
+    environment that agent process was started with, from /proc)."""
     repo = agent_repo(tmp_path, "p")
     port = free_port()
     dash = dashboards(tmp_path, f"projects:\n  - id: p\n    path: {repo}\n    agent_url: http://127.0.0.1:{port}\n"
-                                f"    start: true\nchat:\n  api_key_env: {KEY_ENV}\n")
+                                f"    start: true\nchat:\n  api_key_env: {key_env}\n")
     started = dash.wait_agent("p", "running", lambda a: a["state"] == "running")
     environ = dict(entry.split(b"=", 1) for entry in
                    open(f"/proc/{started['pid']}/environ", "rb").read().split(b"\0") if b"=" in entry)
+    return dash, environ
+
+
+def test_the_chat_key_does_not_reach_the_agents_the_dashboard_starts(tmp_path, dashboards, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv("BATON_TEST_OTHER_VARIABLE", "kept")
+    dash, environ = _started_agents_environ(tmp_path, dashboards, KEY_ENV)
     assert environ.get(b"BATON_TEST_OTHER_VARIABLE") == b"kept"  # the agent's environment, as read
     assert KEY_ENV.encode() not in environ and KEY.encode() not in b"".join(environ.values())
     assert dash.stop(signal.SIGTERM) == 0
@@ -428,12 +435,6 @@ def test_the_chat_key_does_not_reach_the_agents_the_dashboard_starts(tmp_path, d
 def test_the_shared_anthropic_key_still_reaches_the_agents_the_dashboard_starts(tmp_path, dashboards, monkeypatch):
     # ANTHROPIC_API_KEY is the key Claude Code reads too: a chat using it takes nothing from the agents.
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    repo = agent_repo(tmp_path, "p")
-    port = free_port()
-    dash = dashboards(tmp_path, f"projects:\n  - id: p\n    path: {repo}\n    agent_url: http://127.0.0.1:{port}\n"
-                                f"    start: true\nchat:\n  api_key_env: ANTHROPIC_API_KEY\n")
-    started = dash.wait_agent("p", "running", lambda a: a["state"] == "running")
-    environ = dict(entry.split(b"=", 1) for entry in
-                   open(f"/proc/{started['pid']}/environ", "rb").read().split(b"\0") if b"=" in entry)
+    dash, environ = _started_agents_environ(tmp_path, dashboards, "ANTHROPIC_API_KEY")
     assert environ.get(b"ANTHROPIC_API_KEY") == KEY.encode()
     assert dash.stop(signal.SIGTERM) == 0

@@ -51,14 +51,7 @@ class ChatReceiver(shared.Receiver):
 
 async def receive(chunks: AsyncIterator[bytes], content_type: str, folder: Path) -> tuple[ChatReceiver, list]:
     """backend/attachments.py's receive(), with the chat's receiver and limits."""
-    receiver = ChatReceiver(content_type, folder, **LIMITS)
-    try:
-        async for chunk in chunks:
-            receiver.feed(chunk)
-        return receiver, receiver.finish()
-    except BaseException:
-        receiver.close()
-        raise
+    return await shared.receive(chunks, content_type, folder, receiver_class=ChatReceiver, **LIMITS)
 
 
 UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -54,10 +54,11 @@ function next(board, card, key) {
 
 const KEYS = new Set(["ArrowDown", "ArrowUp", "ArrowLeft", "ArrowRight", "Home", "End"]);
 
-// The toasts' buttons take part: the Undo of a cancel made in the drawer must be reachable.
-function trapFocus(drawer, event) {
+// Tab stays within a modal panel (the drawer, the chat and plans panel). The toasts' buttons take
+// part: the Undo of a cancel made in the drawer must be reachable.
+export function trapFocus(panel, event) {
   const toasts = document.getElementById("toast");
-  const items = [drawer, toasts].filter(Boolean).flatMap((box) => [...box.querySelectorAll(FOCUSABLE)])
+  const items = [panel, toasts].filter(Boolean).flatMap((box) => [...box.querySelectorAll(FOCUSABLE)])
     .filter((node) => node.getClientRects().length);
   if (!items.length) return;
   event.preventDefault();

@@ -4,9 +4,8 @@
 // shows on top of it, and closing the drawer comes back here.
 
 import { el } from "./dom.js";
+import { trapFocus } from "./keys.js";
 
-const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), '
-  + 'textarea:not([disabled]), summary, [tabindex]:not([tabindex="-1"])';
 const VIEWS = { chat: "Chat", plans: "Plans" };
 
 const views = {};  // name -> { show(body, projectId, itemId), leave() }
@@ -84,18 +83,6 @@ export function workspaceFromUrl(params) {
   return null;
 }
 
-// Tab stays in the panel while it is open and the drawer is not (the drawer keeps its own);
-// toasts' buttons take part, as in the drawer.
-function trapFocus(event) {
-  const items = [$("workspace"), $("toast")].filter(Boolean).flatMap((box) => [...box.querySelectorAll(FOCUSABLE)])
-    .filter((node) => node.getClientRects().length);
-  if (!items.length) return;
-  event.preventDefault();
-  const index = items.indexOf(document.activeElement);
-  const step = event.shiftKey ? -1 : 1;
-  if (index < 0) (event.shiftKey ? items[items.length - 1] : items[0]).focus();
-  else items[(index + step + items.length) % items.length].focus();
-}
 
 export function setupWorkspace(handlers) {
   hooks = { ...hooks, ...handlers };
@@ -107,6 +94,8 @@ export function setupWorkspace(handlers) {
   })));
   $("workspace").addEventListener("focusin", (event) => { inside = event.target; });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Tab" && current && $("drawer").hidden && !document.querySelector("dialog[open]")) trapFocus(event);
+    if (event.key === "Tab" && current && $("drawer").hidden && !document.querySelector("dialog[open]")) {
+      trapFocus($("workspace"), event);  // Tab stays in the panel while the drawer (which keeps its own) is closed
+    }
   });
 }
