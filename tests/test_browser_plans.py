@@ -119,6 +119,29 @@ def test_the_editor_edits_tasks_and_edges_and_saves_them_with_the_revision(page,
     assert [page.locator(".plan-task [data-role='task-ref']").nth(i).input_value() for i in range(3)] == ["base", "b", "d"]
 
 
+def test_a_plan_is_written_by_hand_without_a_chat(page, world):
+    page.goto(f"{world.url}/?plans=p")
+    wait_ready(page)
+    page.locator("[data-role='new-plan']").click()
+    editor = page.locator(".plan-editor")
+    expect(editor).to_be_visible()
+    plan_id = editor.get_attribute("data-plan")
+    expect(page).to_have_url(f"{world.url}/?plans=p%2F{plan_id}")
+    tasks = page.locator(".plan-task")
+    expect(tasks).to_have_count(1)
+    tasks.nth(0).locator("[data-role='task-title']").fill("Write the parser")
+    page.locator("[data-role='add-task']").click()
+    tasks.nth(1).locator("[data-role='task-title']").fill("Test the parser")
+    tasks.nth(1).locator("[data-role='task-ref']").fill("tests")
+    depend(page, 1, "task-1")
+    page.locator("[data-role='save']").click()
+    expect(editor).to_have_attribute("data-revision", "2")
+    saved = plan_of(world, plan_id)
+    assert saved["state"] == "draft" and saved["chat_id"] is None
+    assert [(t["ref"], t["title"], t["depends_on"]) for t in saved["tasks"]] == [
+        ("task-1", "Write the parser", []), ("tests", "Test the parser", ["task-1"])]
+
+
 def test_a_cycle_is_named_and_not_saved_and_a_refusal_is_said_until_the_next_edit(page, world):
     plan = make_plan(world, "No cycles", THREE)
     open_plan(page, world, plan["id"])

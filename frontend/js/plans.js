@@ -194,7 +194,8 @@ function drawList(data) {
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.plan : null;
   nodes.root.replaceChildren(...[  // (replaceChildren would write a null as the text "null")
     el("div", { class: "plans-head" }, el("h3", { text: "Plans" }),
-      el("span", { class: "muted", text: "A plan comes from a conversation: Chat, then “Make a plan”." })),
+      el("span", { class: "muted", text: "A plan comes from a conversation (Chat, then “Make a plan”), or is written here." }),
+      el("button", { type: "button", dataset: { role: "new-plan" }, onclick: newPlan, text: "New plan" })),
     ...(sections.length ? sections : [el("p", { class: "muted", dataset: { role: "no-plans" }, text: "No plans yet." })]),
     invalid.length ? el("section", { class: "plans-invalid", "aria-label": "Files that are not valid plans",
                                      dataset: { role: "invalid-plans" } },
@@ -202,6 +203,20 @@ function drawList(data) {
       el("ul", {}, ...invalid.map((bad) => el("li", {}, el("code", { text: bad.file }), ": ", bad.problem)))) : null,
   ].filter(Boolean));
   keepFocus(focused ? `.plan-item[data-plan="${CSS.escape(focused)}"]` : ".plan-item");
+}
+
+// A plan written by hand (no chat, or no key): a draft with one task to start from, opened to edit.
+async function newPlan(event) {
+  const button = event.currentTarget;
+  button.disabled = true;
+  const body = { plan: { title: "New plan", tasks: [{ ref: "task-1", title: "First task" }] } };
+  try {
+    const made = await api(plansPath(), { method: "POST", body });
+    await openPlan(made.id);
+  } catch (err) {
+    button.disabled = false;
+    toast(`Could not make a plan: ${err.message}`);
+  }
 }
 
 // ----- one plan ------------------------------------------------------------------------------
