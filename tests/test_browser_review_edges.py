@@ -107,7 +107,7 @@ def test_a_revised_plan_is_not_approvable_before_it_is_read(page, world):
     expect(page.get_by_label("The agent's plan")).to_have_text("Plan A: the first idea")
     # The drawer's next read of the task is held: what it shows meanwhile is what it knew.
     held = []
-    page.route("**/api/projects/p/tasks/plan_review/*.md", lambda route: held.append(route))
+    page.route("**/api/projects/p/tasks/any/*.md", lambda route: held.append(route))
     store.transition(task.id, TaskStatus.pending)  # a revision: another planning run
     store.claim(OWNER, 60, task_id=task.id)
     store.transition(task.id, TaskStatus.plan_review, plan="Plan B: the revised one")
@@ -118,6 +118,6 @@ def test_a_revised_plan_is_not_approvable_before_it_is_read(page, world):
     wait_for(lambda: page.evaluate("0") or held, timeout=15, what="the drawer's read of the revised task")
     for route in held:
         route.continue_()
-    page.unroute("**/api/projects/p/tasks/plan_review/*.md")
+    page.unroute("**/api/projects/p/tasks/any/*.md")
     expect(page.get_by_label("The agent's plan")).to_have_text("Plan B: the revised one")
     expect(page.locator("[data-role='approve-plan']")).to_be_visible()
