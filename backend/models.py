@@ -288,6 +288,51 @@ class Attachment(BaseModel):
         return check_attachment_name(value)
 
 
+SOURCE_KINDS = ("linear", "jira")
+SourceKind = Literal["linear", "jira"]
+# A side effect the sync engine performs once per task run ("started:2", "done:1", "failed:3"):
+# backend/sources/engine.py claims it on the task before acting, so two dashboards or a restart
+# never comment twice.
+REPORT_KEY_RE = re.compile(r"^[a-z_]{1,20}:[0-9]{1,6}$")
+REPORTS_MAX = 200
+_SOURCE_TEXT = r"^[\x21-\x7e]{1,100}$"  # printable ASCII, no spaces: tracker ids and keys
+
+
+class SourceReport(BaseModel):
+    """One side effect on the tracker (a state move and/or a comment) for one run of a task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["claimed", "done"]
+    at: AwareDatetime  # when it was claimed, or done
+    by: Annotated[str, StringConstraints(min_length=1, max_length=100)]  # which sync engine claimed it
+
+
+class TaskSource(BaseModel):
+    """The tracker issue a task was made from (Linear or Jira): set at create, never changed
+    except `reports`, which only the sync engine writes (POST /agent/tasks/{id}/source/reports)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: SourceKind
+    id: Annotated[str, StringConstraints(pattern=_SOURCE_TEXT)]  # the tracker's own id (Linear UUID, Jira numeric id)
+    identifier: Annotated[str, StringConstraints(pattern=_SOURCE_TEXT)]  # what people call it: ABC-12
+    url: Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[\x21-\x7e]+$")] | None = None
+    reports: Annotated[dict[Annotated[str, StringConstraints(pattern=REPORT_KEY_RE.pattern)], SourceReport],
+                       Field(max_length=REPORTS_MAX)] = Field(default_factory=dict)
+
+
+class ToolGrant(BaseModel):
+    """How a task's tracker tools reach the tracker: a loopback URL of the process that holds the
+    tracker's credentials and a capability token for this task's issue alone. Kept by the agent
+    beside the store (data/tool-grants/), never in the task record or the API's answers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Annotated[str, StringConstraints(max_length=500, pattern=r"^http://(127\.0\.0\.1|\[::1\]|localhost)(:[0-9]{1,5})?/[\x21-\x7e]*$")]
+    token: Annotated[str, StringConstraints(min_length=16, max_length=500, pattern=r"^[A-Za-z0-9._~-]+$")]
+
+
 class Task(_TextRules):
     """One task as stored in data/dev-tasks.json. Frozen: change it with `model_copy(update=...)`."""
 
@@ -378,6 +423,8 @@ class Task(_TextRules):
     blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled, in words
     # Files a person attached (backend/attachments.py); the bytes live under data/attachments/<id>/.
     attachments: Annotated[list[Attachment], Field(max_length=ATTACHMENTS_MAX)] = Field(default_factory=list)
+    source: TaskSource | None = None  # the tracker issue this task was made from (backend/sources/)
+    cancel_reason: str | None = None  # why it was cancelled, when someone said (e.g. its issue was closed)
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",
@@ -417,3 +464,9 @@ class NewTask(_TextRules):
         description="Tasks to complete first: ids of existing tasks, or refs of other tasks in the same "
                     "request. The task is claimed only once all of them are completed; a failed or "
                     "cancelled one makes it blocked.")] = []
+    source: Annotated[TaskSource | None, Field(
+        description="The tracker issue this task comes from (set by a source's sync engine); "
+                    "`reports` must be empty at create.")] = None
+    tool_grant: Annotated[ToolGrant | None, Field(
+        description="Tracker tools for the agent: where to call and the capability token for this "
+                    "task's issue. Kept apart from the task record; needs `source`.")] = None

@@ -35,6 +35,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from ..chat.config import ChatConfig
 from ..config import ConfigError, read_yaml_mapping, resolve_secret
+from ..sources.config import SourceConfig
 from ..web.security import is_loopback
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -58,6 +59,8 @@ class ProjectConfig(BaseModel):
     agent_project_id: str | None = None
     # The dashboard starts (and restarts) this project's baton-agent itself: supervisor.py.
     start: bool = False
+    # Tasks come from an issue tracker (Linear, Jira): backend/sources/config.py.
+    source: SourceConfig | None = None
 
     @field_validator("timeout_seconds", mode="before")
     @classmethod
@@ -212,6 +215,8 @@ def load_dashboard_config(path: Path) -> DashboardConfig:
     config = config.model_copy(update={"chat": config.chat.with_dir(path)})
     unset = [f"{path}: projects[{i}] (id {p.id!r}): token: environment variable {p.token[1:]} is not set"
              for i, p in enumerate(config.projects) if p.token and p.token.startswith("$") and not resolve_secret(p.token)]
+    unset += [f"{path}: projects[{i}] (id {p.id!r}): source: environment variable {name} is not set"
+              for i, p in enumerate(config.projects) if p.source for name in p.source.missing_vars()]
     if unset:
         raise ConfigError("\n".join(unset))
     return config

@@ -83,6 +83,18 @@ class Invocation:
     cwd: Path
 
 
+@dataclass(frozen=True)
+class McpServer:
+    """A stdio MCP server the CLI starts for this turn (the task's tracker tools): never through
+    a shell. `env` holds no secret: the server reads its capability token from `token_file`'s
+    path named there (a file in the task's scratch folder, outside the worktree)."""
+
+    name: str  # [a-z_]+: the CLI names its tools mcp__<name>__<tool>
+    command: str
+    args: list[str]
+    env: dict[str, str]
+
+
 @dataclass
 class TurnRequest:
     """One agent turn, as the dispatcher asks for it."""
@@ -106,6 +118,9 @@ class TurnRequest:
     # whose CLI takes images with the prompt (Codex: `localImage` input, OpenCode: `--file`). The
     # prompt names every attached file anyway (Claude Code reads images with its Read tool).
     images: list[Path] = field(default_factory=list)
+    # MCP servers to give the CLI for this turn (Claude Code --mcp-config, Codex -c mcp_servers.*,
+    # OpenCode's config `mcp`). Empty on read_only turns: tracker writes wait for the real run.
+    mcp_servers: list[McpServer] = field(default_factory=list)
 
 
 FailureReason = Literal["approval_required", "agent_error"]
