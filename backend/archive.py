@@ -8,7 +8,8 @@ A rerun brings an archived task back to the live store; its archive line stays, 
 task archived again later is appended again: the last line of an id is the current one.
 
 Reads go through an index id -> (offset, length), built by scanning the file once and then
-extended from where it stopped (another process may have appended meanwhile).
+extended from where it stopped (another process may have appended meanwhile). A second index,
+Idempotency-Key -> ids, lets a repeated create find what it made even after it was archived.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Archive:
         self.path = path
         self._lock = threading.Lock()
         self._index: dict[str, tuple[int, int]] = {}  # in archive order: oldest first
+        self._keys: dict[str, dict[str, None]] = {}  # Idempotency-Key -> ids (an ordered set)
         self._scanned = 0  # bytes of the file indexed so far (always at a line end)
         self._inode: int | None = None
 
@@ -47,6 +49,14 @@ class Archive:
             self._refresh()
             where = self._index.get(task_id)
             return self._read_at(where) if where else None
+
+    def by_key(self, idempotency_key: str) -> list[Task]:
+        """The archived tasks a request with this Idempotency-Key created, in archive order."""
+        with self._lock:
+            self._refresh()
+            ids = list(self._keys.get(idempotency_key, ()))
+            tasks = [self._read_at(self._index[task_id]) for task_id in ids if task_id in self._index]
+        return [task for task in tasks if task is not None and task.idempotency_key == idempotency_key]
 
     def page(self, offset: int, limit: int, exclude: Iterable[str] = ()) -> tuple[int, list[Task]]:
         """(how many archived tasks, the `limit` tasks from `offset`), newest archived first.
@@ -80,10 +90,10 @@ class Archive:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._index, self._scanned, self._inode = {}, 0, None
+            self._index, self._keys, self._scanned, self._inode = {}, {}, 0, None
             return
         if st.st_ino != self._inode or st.st_size < self._scanned:
-            self._index, self._scanned, self._inode = {}, 0, st.st_ino
+            self._index, self._keys, self._scanned, self._inode = {}, {}, 0, st.st_ino
         if st.st_size == self._scanned:
             return
         with open(self.path, "rb") as handle:
@@ -99,6 +109,8 @@ class Archive:
                 else:
                     self._index.pop(task_id, None)  # the last line of an id wins, and moves last
                     self._index[task_id] = (offset, len(line) - 1)
+                    if (key := _line_key(line)) is not None:
+                        self._keys.setdefault(key, {})[task_id] = None
                 offset += len(line)
         self._scanned = offset
 
@@ -133,6 +145,24 @@ def _line_id(line: bytes) -> str | None:
     try:
         value = json.loads(line).get("id")
     except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+_KEY_FIELD = b'"idempotency_key":"'
+_DECODER = json.JSONDecoder()
+
+
+def _line_key(line: bytes) -> str | None:
+    # The Idempotency-Key without parsing the whole task. In compact JSON an unescaped `":"`
+    # only ends an object key, and no nested object has this field: the first hit is the task's.
+    at = line.find(_KEY_FIELD)
+    if at < 0:
+        return None
+    start = at + len(_KEY_FIELD) - 1
+    try:
+        value, _ = _DECODER.raw_decode(line[start:start + 1024].decode("utf-8", "replace"))
+    except ValueError:
         return None
     return value if isinstance(value, str) else None
 

@@ -73,6 +73,9 @@ def summary(task: Task) -> dict:
     if task.pr is not None:
         pr = task.pr
         out["pr"] = {"number": pr.number, "state": pr.state, "checks": pr.checks.state if pr.checks else "none"}
+    if task.source is not None:  # the tracker issue it came from: the card's key and link (not the sync's reports)
+        src = task.source
+        out["source"] = {"kind": src.kind, "id": src.id, "identifier": src.identifier, "url": src.url}
     out["sort"] = sort_key(task)
     return out
 

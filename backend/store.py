@@ -12,6 +12,7 @@ process that has no good copy of it (at start). A running process that finds the
 corrupt restores it from the newest good state it knows (its cache or a kept generation, see
 generations.py), moving a damaged file aside as `<file>.damaged-<UTC time>`; it never deletes it.
 Finished tasks leave the live file for an append-only archive (archive.py) that reads still reach.
+A task's tracker-tool grant is kept beside the store (toolgrants.py), never in the task record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
+from typing import Literal
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,11 @@ from .generations import Generations
 from .mirrors import MirrorWriter
 from .models import (
     PRIORITY_RANK,
+    REPORTS_MAX,
     TRANSITIONS,
     NewTask,
     Owner,
+    SourceReport,
     Task,
     TaskStatus,
     new_task_id,
@@ -46,6 +50,7 @@ from .models import (
 # SCHEMA_VERSION and Snapshot are part of this module's interface too.
 from .storeformat import SCHEMA_VERSION, FormatError, Snapshot, changes_between, encode_task  # noqa: F401
 from .storeview import view_path
+from .toolgrants import ToolGrants
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,16 @@ class IdempotencyKeyReusedError(StoreError):
         self.key = key
 
 
+class SourceError(StoreError):
+    """A task's `source` refused: reports sent at create, a tool grant without a source, or
+    reports asked of a task that has no source. `loc` names the field, as validation errors do."""
+
+    def __init__(self, loc: str, message: str) -> None:
+        super().__init__(f"{loc}: {message}")
+        self.loc = loc
+        self.message = message
+
+
 class InvalidTransitionError(StoreError):
     def __init__(self, task: Task, target: TaskStatus, why: str = "") -> None:
         reason = why or f"a {task.status.value} task cannot become {target.value}"
@@ -122,6 +137,8 @@ class TaskStore:
         self._listeners: list[Callable[[], None]] = []
         self.generations = Generations(self.path)
         self.archive = Archive(self.path.with_name(self.path.stem + ".archive.jsonl"))
+        # The dispatcher reads a task's grant here (store.grants.get(task.id)) when it runs it.
+        self.grants = ToolGrants(self.path.parent / "tool-grants")
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call `listener` (quickly, without arguments) after every write by this store object."""
@@ -145,6 +162,18 @@ class TaskStore:
         if task is None:
             raise TaskNotFoundError(task_id)
         return task
+
+    def created_with(self, idempotency_key: str) -> list[Task]:
+        """The tasks a request with this Idempotency-Key created (live or archived), in creation order."""
+        with self._mutex:
+            return self._created_with(self._load(), idempotency_key)
+
+    def _created_with(self, snap: Snapshot, idempotency_key: str) -> list[Task]:
+        live = [t for t in snap.tasks.values() if t.idempotency_key == idempotency_key]
+        archived = [t for t in self.archive.by_key(idempotency_key) if t.id not in snap.tasks]
+        if not archived:
+            return live  # already in creation order: the store appends
+        return sorted(live + archived, key=lambda t: t.created_at)
 
     def check(self) -> Snapshot:
         """Load and validate the whole file, bypassing the cache. Raises StoreCorruptError."""
@@ -182,41 +211,67 @@ class TaskStore:
         racing repeats create once); the same key with other items raises
         IdempotencyKeyReusedError. `depends_on` names existing tasks or other items' refs
         (dependencies.resolve); an unknown name or a cycle raises DependencyError. A task whose
-        dependency already failed is created blocked. `plan_id`: the plan the tasks run."""
+        dependency already failed is created blocked. `plan_id`: the plan the tasks run.
+        A repeat is found in the archive too. An item's `tool_grant` goes to `self.grants` (before
+        the task exists for a dispatcher to claim), never into the task; a repeat's grant replaces
+        the live task's (tokens may rotate), so repeats compare everything but the grant (and the
+        reports the sync engine recorded since). Raises SourceError for a source with reports or
+        a grant without a source."""
         items = list(items)
-        with self._transaction() as (snap, changes):
-            if idempotency_key is not None:
-                earlier = [t for t in snap.tasks.values() if t.idempotency_key == idempotency_key]
-                if earlier:
-                    if [_as_asked(t, earlier) for t in earlier] != [_asked(item) for item in items]:
-                        raise IdempotencyKeyReusedError(idempotency_key)
-                    return earlier
-            now = utcnow()
-            taken = set(snap.tasks)
-            new_ids: list[str] = []
-            for _ in items:
-                task_id = new_task_id()
-                while task_id in taken:
-                    task_id = new_task_id()
-                taken.add(task_id)
-                new_ids.append(task_id)
-            resolved = dependencies.resolve(items, new_ids, self._lookup(snap))
-            for index, item in enumerate(items):
-                # A microsecond apart: "oldest first" (the board's pending order) is then the store's
-                # order, the order claims take equal-priority tasks in.
-                created = now + timedelta(microseconds=index)
-                task = Task(
-                    id=new_ids[index],
-                    status=TaskStatus.pending,
-                    created_at=created,
-                    updated_at=created,
-                    idempotency_key=idempotency_key,
-                    plan_id=plan_id,
-                    **{**item.model_dump(), "depends_on": resolved[index]},
-                )
-                changes.append((None, task))
+        for index, item in enumerate(items):
+            _check_new_source(item, index if len(items) > 1 else None)
+        granted: list[str] = []
+        try:
+            with self._transaction() as (snap, changes):
+                if idempotency_key is not None:
+                    earlier = self._created_with(snap, idempotency_key)
+                    if earlier:
+                        if [_as_asked(t, earlier) for t in earlier] != [_asked(item) for item in items]:
+                            raise IdempotencyKeyReusedError(idempotency_key)
+                        for task, item in zip(earlier, items):
+                            if item.tool_grant is not None and task.id in snap.tasks \
+                                    and self.grants.get(task.id) != item.tool_grant:
+                                self.grants.put(task.id, item.tool_grant)
+                        return earlier
+                self._create_in(snap, changes, items, idempotency_key, plan_id)
+                for (_, task), item in zip(changes, items):
+                    if item.tool_grant is not None:
+                        granted.append(task.id)
+                        self.grants.put(task.id, item.tool_grant)
+        except BaseException:
+            for task_id in granted:  # nothing was created: no grant stays behind
+                self.grants.remove(task_id)
+            raise
         # As written: the dependency rules may have made some blocked (settled in place).
         return [new for _, new in changes[: len(items)]]
+
+    def _create_in(self, snap: Snapshot, changes: list[tuple[Task | None, Task]], items: list[NewTask],
+                   idempotency_key: str | None, plan_id: str | None) -> None:
+        """Add `items` as new pending tasks to `changes` (create_many's write, under its lock)."""
+        now = utcnow()
+        taken = set(snap.tasks)
+        new_ids: list[str] = []
+        for _ in items:
+            task_id = new_task_id()
+            while task_id in taken:
+                task_id = new_task_id()
+            taken.add(task_id)
+            new_ids.append(task_id)
+        resolved = dependencies.resolve(items, new_ids, self._lookup(snap))
+        for index, item in enumerate(items):
+            # A microsecond apart: "oldest first" (the board's pending order) is then the store's
+            # order, the order claims take equal-priority tasks in.
+            created = now + timedelta(microseconds=index)
+            task = Task(
+                id=new_ids[index],
+                status=TaskStatus.pending,
+                created_at=created,
+                updated_at=created,
+                idempotency_key=idempotency_key,
+                plan_id=plan_id,
+                **{**item.model_dump(exclude={"tool_grant"}), "depends_on": resolved[index]},
+            )
+            changes.append((None, task))
 
     def claim(
         self, owner: Owner, lease_seconds: float, task_id: str | None = None,
@@ -319,6 +374,10 @@ class TaskStore:
             stamp.update(owner=None, lease_expires_at=None, heartbeat_at=None)
             if target is TaskStatus.pending:
                 stamp["finished_at"] = None
+            if target is not TaskStatus.cancelled:
+                # Why it was cancelled holds only while it is: a rerun, a follow-up or a run that
+                # ended otherwise after a reason was noted (cancel of a running task) drops it.
+                stamp["cancel_reason"] = None
             changes.append((task, _updated(task, **{**stamp, **fields})))
         return changes[0][1]
 
@@ -348,13 +407,54 @@ class TaskStore:
             no_changes=False,
             attempts=0,
             approved_sha=None,
+            cancel_reason=None,
         )
 
-    def cancel(self, task_id: str) -> Task:
+    def cancel(self, task_id: str, reason: str | None = None) -> Task:
+        """A task that is not running is cancelled, `reason` kept as its cancel_reason. (A running
+        one is the dispatcher's to stop: note the reason first with update(cancel_reason=...).)"""
         return self.transition(
             task_id, TaskStatus.cancelled,
             expect={TaskStatus.pending, TaskStatus.blocked, TaskStatus.plan_review, TaskStatus.review},
+            cancel_reason=reason,
         )
+
+    def source_report(self, task_id: str, key: str, action: Literal["claim", "done", "release"], by: str,
+                      stale_seconds: float) -> tuple[bool, Task]:
+        """One side effect of a tracker sync on a live task's `source.reports[key]`, decided and
+        written under the lock (so of two engines claiming at once, one is granted):
+        claim: granted when the key is absent, or claimed more than `stale_seconds` ago (its
+        claimer died); never once done. done: marks it done (always granted). release: drops a
+        claim (granted when there was one to drop). Returns (granted, the task as it is now).
+        Raises TaskNotFoundError (archived tasks included), SourceError (no source)."""
+        with self._transaction() as (snap, changes):
+            task = snap.tasks.get(task_id)
+            if task is None:
+                raise TaskNotFoundError(task_id)
+            if task.source is None:
+                raise SourceError("source", f"task {task_id} was not made from a tracker issue: it has no reports")
+            now = utcnow()
+            reports = dict(task.source.reports)
+            entry = reports.get(key)
+            if action == "claim":
+                granted = entry is None or (entry.state == "claimed"
+                                            and (now - entry.at).total_seconds() > stale_seconds)
+                if granted:
+                    reports[key] = SourceReport(state="claimed", at=now, by=by)
+            elif action == "done":
+                granted = True
+                if entry is None or entry.state != "done":
+                    reports[key] = SourceReport(state="done", at=now, by=by)
+            else:
+                granted = entry is not None and entry.state == "claimed"
+                if granted:
+                    del reports[key]
+            if reports == task.source.reports:
+                return granted, task
+            reports = _trimmed(reports, keep=key)
+            changes.append((task, _updated(task, updated_at=now,
+                                           source={**task.source.model_dump(), "reports": reports})))
+        return granted, changes[0][1]
 
     def archive_finished(self, select: Callable[[Task], bool]) -> list[Task]:
         """Move the finished tasks `select` picks to the archive, in one write under the lock.
@@ -375,6 +475,9 @@ class TaskStore:
             self._write(snap, {}, removed={t.id for t in chosen})
             if self._mirrors is not None:
                 self._mirrors.remove(chosen)
+        for task in chosen:
+            if task.source is not None:
+                self.grants.remove(task.id)  # its runs are over: the token must not outlive them
         for listener in self._listeners:
             listener()
         return chosen
@@ -647,17 +750,46 @@ def _memo(lookup: Callable[[str], Task | None]) -> Callable[[str], Task | None]:
 
 
 def _asked(item: NewTask) -> dict[str, Any]:
-    """A create item as a repeat of its request is compared: depends_on deduplicated, in order."""
-    return {**item.model_dump(), "depends_on": list(dict.fromkeys(item.depends_on))}
+    """A create item as a repeat of its request is compared: depends_on deduplicated, in order;
+    without its tool grant (a token may rotate between repeats)."""
+    data = {**item.model_dump(exclude={"tool_grant"}), "depends_on": list(dict.fromkeys(item.depends_on))}
+    return _without_reports(data)
 
 
 def _as_asked(task: Task, batch: list[Task]) -> dict[str, Any]:
     """A task created by a request, as that request asked for it: dependencies on tasks of the
     same request by their refs (as resolve() read them), others by id."""
     refs = {t.id: t.ref for t in batch if t.ref is not None}
-    data = task.model_dump(include=set(NewTask.model_fields))
+    data = task.model_dump(include=set(NewTask.model_fields) - {"tool_grant"})
     data["depends_on"] = [refs.get(dep, dep) for dep in task.depends_on]
+    return _without_reports(data)
+
+
+def _without_reports(data: dict[str, Any]) -> dict[str, Any]:
+    # Reports are recorded after create (a create carries none): a repeat asked for the issue only.
+    if data.get("source") is not None:
+        data["source"] = {**data["source"], "reports": {}}
     return data
+
+
+def _check_new_source(item: NewTask, index: int | None) -> None:
+    where = "" if index is None else f"tasks.{index}."
+    if item.source is not None and item.source.reports:
+        raise SourceError(f"{where}source.reports", "must be empty when a task is created "
+                                                    "(the sync engine records reports afterwards)")
+    if item.tool_grant is not None and item.source is None:
+        raise SourceError(f"{where}tool_grant", "needs `source`: tracker tools work on a task's own issue")
+
+
+def _trimmed(reports: dict[str, SourceReport], keep: str) -> dict[str, SourceReport]:
+    """At most REPORTS_MAX reports: the oldest done ones go first, then the oldest claims; never `keep`."""
+    excess = len(reports) - REPORTS_MAX
+    if excess <= 0:
+        return reports
+    order = sorted((k for k in reports if k != keep), key=lambda k: (reports[k].state != "done", reports[k].at))
+    for k in order[:excess]:
+        del reports[k]
+    return reports
 
 
 def _reject_protected(fields: dict[str, Any]) -> None:

@@ -189,3 +189,21 @@ def dashboard_factory():
     for ctx, client in reversed(started):
         client.close()
         ctx.__exit__(None, None, None)
+
+
+@pytest.fixture
+def linear_standin(tmp_path):
+    """A stand-in Linear API as a process (tests/trackers_support.py: seed, move, fail, stats)."""
+    from trackers_support import start_linear_standin
+
+    with start_linear_standin(tmp_path / "linear-standin") as standin:
+        yield standin
+
+
+@pytest.fixture
+def jira_standin(tmp_path):
+    """A stand-in Jira Cloud API as a process (tests/trackers_support.py)."""
+    from trackers_support import start_jira_standin
+
+    with start_jira_standin(tmp_path / "jira-standin") as standin:
+        yield standin

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from ..models import NewTask, Task
+from ..models import REPORT_KEY_RE, NewTask, Task
 
 BULK_MAX = 100
 
@@ -15,6 +15,45 @@ class BulkCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[NewTask] = Field(min_length=1, max_length=BULK_MAX)
+
+
+CANCEL_REASON_MAX = 2000
+
+
+class CancelRequest(BaseModel):
+    """An optional body of POST /agent/tasks/{id}/cancel: why (kept as the task's cancel_reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=CANCEL_REASON_MAX)]
+
+    @field_validator("reason")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")  # JSON may carry a lone surrogate, which the store cannot hold
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+        return value
+
+
+class SourceReportRequest(BaseModel):
+    """One side effect of a tracker sync engine on a task's issue (backend/sources/engine.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, StringConstraints(pattern=REPORT_KEY_RE.pattern),
+                   Field(description='What, and for which run: "started:1", "review:1", "done:1", "failed:2".')]
+    action: Annotated[Literal["claim", "done", "release"], Field(
+        description="claim: take it before acting (granted when absent, or claimed more than stale_seconds "
+                    "ago; never once done); done: it happened; release: acting failed, drop the claim.")]
+    by: Annotated[str, StringConstraints(min_length=1, max_length=100), Field(description="The engine's id.")]
+    stale_seconds: Annotated[int, Field(ge=1, le=86400, description="When another's claim counts as abandoned.")] = 120
+
+
+class SourceReportAnswer(BaseModel):
+    granted: bool
+    task: Task
 
 
 class TaskList(BaseModel):
@@ -171,6 +210,7 @@ class TaskSummary(BaseModel):
     depends_on: list[str] | None = None  # ids of the tasks to complete first
     blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled
     plan_id: str | None = None  # the plan that created it
+    source: dict | None = None  # {kind: linear|jira, id, identifier, url}: the tracker issue it came from
 
 
 class UsageHour(BaseModel):

@@ -4,7 +4,12 @@ guards. The shared HTTP client for all agents lives in the lifespan."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import shutil
+import tempfile
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
@@ -16,7 +21,9 @@ from .. import __version__
 from ..web.docs import install_docs
 from ..web.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from ..web.methods import install_method_not_allowed
-from ..web.security import SecurityMiddleware
+from ..sources.runner import SourceHub
+from ..sources.tools import CALL_PATH, ToolGate
+from ..web.security import SecurityMiddleware, is_loopback
 from .config import DashboardConfig
 from .sessions import LoginThrottle, SessionStore
 from .supervisor import AgentSupervisor, Timing
@@ -29,6 +36,10 @@ from .routes import api, session
 from .routes import attachments as attachment_routes
 from .routes import plans as plan_routes
 from .routes import chat as chat_routes
+from .routes import sources as source_routes
+
+log = logging.getLogger("baton.dashboard")
+TOOL_KEY_NAME = "tool-key"
 
 def build_connectors(config: DashboardConfig, client: httpx.AsyncClient) -> dict[str, Connector]:
     connectors: dict[str, Connector] = {}
@@ -50,23 +61,63 @@ def chat_only_env(config: DashboardConfig) -> tuple[str, ...]:
     return () if name == "ANTHROPIC_API_KEY" else (name,)
 
 
+def source_only_env(config: DashboardConfig) -> tuple[str, ...]:
+    """The variables a project's `source:` reads (tracker keys and tokens): only the dashboard
+    talks to trackers, so no agent it starts inherits them (a coding agent reaches its issue
+    through the tool gateway, with a capability token for that issue alone)."""
+    names = (name for project in config.projects if project.source for name in project.source.secret_vars())
+    return tuple(dict.fromkeys(names))
+
+
+def tools_base_url(host: str, port: int) -> str:
+    """The dashboard's own loopback address, which coding agents' tracker tools call back: the
+    gateway answers loopback clients only, whatever address the board listens on."""
+    if host.strip("[]") == "::1":
+        return f"http://[::1]:{port}"
+    if host not in ("0.0.0.0", "::", "") and not is_loopback(host):
+        log.warning("the dashboard listens on %s only: tracker tools calling http://127.0.0.1:%d will not reach "
+                    "it (listen on a loopback or wildcard address to give agents tracker tools)", host, port)
+    return f"http://127.0.0.1:{port}"
+
+
+def source_state(app: FastAPI, project_id: str) -> dict | None:
+    """The health of the project's source as the board shows it (None: the project has none)."""
+    hub = getattr(app.state, "sources", None)
+    runner = hub.get(project_id) if hub is not None else None
+    return runner.health() if runner is not None else None
+
+
 def create_app(settings: DashboardSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # The tracker tools' key lives in data/ beside the config folder (as the chats do), so
+        # the grants of running tasks outlive a restart; without a file, in a folder of this run.
+        scratch = None if settings.data_dir else Path(tempfile.mkdtemp(prefix="baton-dashboard-"))
+        key_file = (settings.data_dir or scratch) / TOOL_KEY_NAME
+        app.state.tool_gate = ToolGate(key_file, tools_base_url(settings.host, settings.port))
         async with httpx.AsyncClient(limits=limits) as client:
             app.state.connectors = build_connectors(settings.config, client)
-            app.state.supervisor = AgentSupervisor(settings.config.projects, Timing.from_env(),
-                                                   drop_env=chat_only_env(settings.config))
+            app.state.supervisor = AgentSupervisor(
+                settings.config.projects, Timing.from_env(),
+                drop_env=chat_only_env(settings.config) + source_only_env(settings.config))
             app.state.supervisor.start()
+            # One sync per project with a `source:` (Linear, Jira): backend/sources/runner.py.
+            app.state.sources = SourceHub.from_config(settings.config.projects, app.state.connectors,
+                                                      app.state.tool_gate, os.environ)
+            await app.state.sources.start()
             # One upstream follow per project, shared by every open board page.
-            app.state.hubs = build_hubs(app.state.connectors, app.state.supervisor.status)
+            app.state.hubs = build_hubs(app.state.connectors, app.state.supervisor.status,
+                                        lambda pid: source_state(app, pid))
             try:
                 yield
             finally:
                 await asyncio.gather(*(hub.close() for hub in app.state.hubs.values()))
+                await app.state.sources.aclose()
                 # The agents run in their own sessions (a Ctrl+C reaches only us): stop them here.
                 await asyncio.to_thread(app.state.supervisor.stop)
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
 
     # FastAPI's own /docs and /redoc load a CDN and inline script; web/docs.py serves ours.
     app = FastAPI(title="baton-dashboard", version=__version__, lifespan=lifespan,
@@ -94,6 +145,7 @@ def create_app(settings: DashboardSettings) -> FastAPI:
     app.include_router(attachment_routes.router)
     app.include_router(api.router)
     app.include_router(plan_routes.router)  # /api/projects/{id}/plans
+    app.include_router(source_routes.router)  # /api/projects/{id}/source, /api/tracker-tools/call
     app.state.chat = chat_routes.build_chat(settings.config.chat)
     app.include_router(chat_routes.router)  # /api/projects/{id}/chats
 
@@ -118,6 +170,8 @@ def create_app(settings: DashboardSettings) -> FastAPI:
         allowed_hosts=allowed,
         public_paths={"/", "/api/health", "/api/session"},
         public_prefixes=("/css/", "/js/"),
+        # The tracker tools gateway: a capability token of its own, loopback clients only.
+        capability_paths={CALL_PATH},
         session_cookie=(SESSION_COOKIE, app.state.sessions.valid) if settings.token else None,
         auth_throttle=app.state.login_throttle,
         max_body_bytes=settings.config.max_body_bytes,

@@ -6,8 +6,8 @@ pages. A page joining a project subscribes to its hub first, then catches up wit
 covered is skipped). The page gets
 
 - `project` (the project as in /api/board, without tasks, cursor and usage) whenever what it
-  shows changes: health, dispatcher, counts, the dashboard-started agent's state, the project
-  becoming unavailable with the reason, or coming back;
+  shows changes: health, dispatcher, counts, the dashboard-started agent's state, its issue
+  tracker's sync, the project becoming unavailable with the reason, or coming back;
 - `usage` ({project, usage}) only when the project's usage changed (it can be large);
 - `tasks` ({project, reset, tasks, removed}) with SSE `id:` = the combined cursor
   "pid:epoch.rev,pid2:epoch.rev", which the browser sends back as Last-Event-ID to resume.
@@ -61,12 +61,13 @@ def board_cursor(cursors: dict[str, str]) -> str:
     return ",".join(f"{pid}:{cursor}" for pid, cursor in cursors.items())
 
 
-def describe(connector: Connector, overview: dict, agent: dict | None) -> dict:
+def describe(connector: Connector, overview: dict, agent: dict | None, source: dict | None = None) -> dict:
     """A project as /api/projects and the board show it. `agent`: the state of the baton-agent
-    this dashboard runs for the project (null: not ours)."""
+    this dashboard runs for the project (null: not ours); `source`: the health of its issue
+    tracker's sync (null: it has no `source:`)."""
     p = connector.project
     return {"id": p.id, "name": p.name, "color": p.color, "description": p.description,
-            "mode": connector.mode, "agent": agent, **overview}
+            "mode": connector.mode, "agent": agent, "source": source, **overview}
 
 
 def group(tasks: list[dict]) -> dict[str, list[dict]]:
@@ -137,8 +138,8 @@ class BoardFeed:
             return sse_event("tasks", {"project": pid, **data}, board_cursor(self.cursors))
         if kind == "usage":
             return sse_event("usage", {"project": pid, "usage": data})
-        overview, agent = data
-        entry = describe(self.hubs[pid].connector, {k: v for k, v in overview.items() if k != "usage"}, agent)
+        overview, agent, source = data
+        entry = describe(self.hubs[pid].connector, {k: v for k, v in overview.items() if k != "usage"}, agent, source)
         key = (repr({k: v for k, v in entry.items() if k != "agent"}), agent_key(agent))
         if self.sent.get(pid) == key:
             return None
@@ -173,7 +174,7 @@ class _PageOfProject:
     async def show(self) -> None:
         overview = lost_overview(self.failure) if self.failure is not None else self.hub.overview
         if overview is not None:  # None: the hub has not heard from the project yet; its first word will come
-            await self.put("project", (overview, self.hub.agent))
+            await self.put("project", (overview, self.hub.agent, self.hub.source))
 
     async def catch_up(self) -> None:
         try:
@@ -215,7 +216,7 @@ class _PageOfProject:
             if kind == "retry" or (kind == "overview" and data["healthy"] and not self.caught_up):
                 await self.catch_up()
                 retry_in = min(retry_in * 2, BACKOFF_MAX) if not self.caught_up else BACKOFF_FIRST
-            if kind in ("overview", "agent", "retry"):
+            if kind in ("overview", "agent", "source", "retry"):
                 await self.show()
             if kind == "overview" and data.get("usage") is not None and data["usage"] != self.usage:
                 self.usage = data["usage"]

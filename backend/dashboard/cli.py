@@ -60,7 +60,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_settings(args: argparse.Namespace) -> DashboardSettings:
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: must be between 1 and 65535")
-    config = load_dashboard_config(args.config.expanduser().resolve())
+    config_file = args.config.expanduser().resolve()
+    config = load_dashboard_config(config_file)
     if args.start_agents:
         config = config.start_all()
     token = os.environ.get("BATON_DASHBOARD_TOKEN") or resolve_secret(config.token)
@@ -69,7 +70,8 @@ def load_settings(args: argparse.Namespace) -> DashboardSettings:
     problem = token_problem(token, args.host, "set BATON_DASHBOARD_TOKEN or `token` in the projects file")
     if problem:
         raise ConfigError(problem)
-    return DashboardSettings(config=config, host=args.host, port=args.port, token=token)
+    return DashboardSettings(config=config, host=args.host, port=args.port, token=token,
+                             data_dir=config_file.parent.parent / "data")
 
 
 def _prepare_demo(args: argparse.Namespace) -> Demo:

@@ -2,8 +2,9 @@
 
 A ProjectHub follows its project's change stream (the agent's SSE stream, or the local store's
 ChangeFeed) once, however many pages are open, and checks the dashboard-started agent's state
-each second. It keeps the last overview, the agent state and its cursor, and hands every item
-to its subscribers' bounded queues. It starts with its first subscriber and stops LINGER_SECONDS
+each second, as it checks the health of the project's issue tracker sync (a `source:`). It keeps
+the last overview, the agent state, the source's health and its cursor, and hands every item to
+its subscribers' bounded queues. It starts with its first subscriber and stops LINGER_SECONDS
 after its last one left (a page reload reuses it); stopping closes the upstream stream.
 
 A lost upstream is followed again after 0.5 s, doubling to 5 s, from the last cursor (the agent
@@ -73,13 +74,15 @@ class Subscription:
 
 
 class ProjectHub:
-    """Items handed to subscribers: ("overview", dict), ("agent", dict | None),
+    """Items handed to subscribers: ("overview", dict), ("agent", dict | None), ("source", dict | None),
     ("tasks", {reset, tasks, removed, cursor}), ("cursor", cursor)."""
 
     def __init__(self, connector: Connector, agent_state: Callable[[], dict | None], window: int = WINDOW,
-                 linger: float = LINGER_SECONDS) -> None:
+                 linger: float = LINGER_SECONDS, source_state: Callable[[], dict | None] = lambda: None) -> None:
         self.connector = connector
         self.agent_state = agent_state
+        self.source_state = source_state
+        self.source: dict | None = source_state()  # the source's health (None: the project has none)
         self.window = window
         self.linger = linger
         self.overview: dict | None = None  # the last upstream word (None: none yet)
@@ -102,6 +105,7 @@ class ProjectHub:
             self._stopper = None
         if not self.running:
             self.agent = self.agent_state()
+            self.source = self.source_state()
             self._task = asyncio.create_task(self._run(), name=f"hub {self.connector.project.id}")
         return sub
 
@@ -197,7 +201,13 @@ class ProjectHub:
                 self.agent = agent
                 self._send(("agent", agent))
                 self._retry_now.set()
+            source = self.source_state()
+            if source != self.source:  # a sync ended, failed or recovered
+                self.source = source
+                self._send(("source", source))
 
 
-def build_hubs(connectors: dict[str, Connector], agent_state: Callable[[str], dict | None]) -> dict[str, ProjectHub]:
-    return {pid: ProjectHub(c, lambda pid=pid: agent_state(pid)) for pid, c in connectors.items()}
+def build_hubs(connectors: dict[str, Connector], agent_state: Callable[[str], dict | None],
+               source_state: Callable[[str], dict | None] = lambda pid: None) -> dict[str, ProjectHub]:
+    return {pid: ProjectHub(c, lambda pid=pid: agent_state(pid), source_state=lambda pid=pid: source_state(pid))
+            for pid, c in connectors.items()}

@@ -10,7 +10,9 @@ from ..agent.schemas import TaskSummary, Usage
 class BoardProject(BaseModel):
     """A project on the board. `tasks`: each status's first summaries in `sort` order (null, with
     `tasks_error`, when the project cannot be read); `counts`: exact totals per status; `cursor`:
-    where its change feed stands; `agent`: the baton-agent this dashboard runs for it (or null)."""
+    where its change feed stands; `agent`: the baton-agent this dashboard runs for it (or null);
+    `source`: the health of its issue tracker's sync (GET /api/projects/{p}/source; null without
+    a `source:`)."""
 
     id: str
     name: str
@@ -18,6 +20,7 @@ class BoardProject(BaseModel):
     description: str
     mode: str
     agent: dict | None
+    source: dict | None = None
     healthy: bool
     reason: str | None
     health: dict | None

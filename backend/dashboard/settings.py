@@ -28,3 +28,7 @@ class DashboardSettings:
     port: int = 8888
     token: str | None = None
     frontend_dir: Path = field(default_factory=default_frontend_dir)
+    # Where the dashboard keeps its own files (the tracker tools' key): `data/` beside the config
+    # file's folder (config/projects.yaml -> data/). None (a config not read from a file, as in
+    # tests): a temporary folder for the run.
+    data_dir: Path | None = None

@@ -32,7 +32,7 @@ from ..config import AgentConfig
 from ..github import GitHubError
 from ..gitrepo import GitError
 from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
-from ..runtimes.base import AgentEvent, EventKind, Reply, Runtime, RunSummary, Turn, TurnRequest, event
+from ..runtimes.base import AgentEvent, EventKind, McpServer, Reply, Runtime, RunSummary, Turn, TurnRequest, event
 from ..store import StoreError, TaskNotFoundError, TaskStore
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, EventWriters, TaskLogs
@@ -44,6 +44,7 @@ from .prompts import (attachments_text, commit_message, follow_up_prompt, planni
                       task_prompt, work_prompt)
 from .refguard import RefGuard
 from .slots import WorkerSlots
+from .trackertools import remove_token, tracker_server, write_token
 from .workspace import ProjectGit, Workspace
 
 log = logging.getLogger(__name__)
@@ -433,31 +434,45 @@ class TaskRun:
         assert self.runtime is not None
         self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
         prompt, images = self._attachments(prompt, resume)
-        turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
-                                             model=self.task.model, scratch=self.logs.runtime_dir,
-                                             read_only=read_only, images=images))
-        inv = turn.invocation
-        self._refuse_secrets_in(inv.argv)
-        summary = self._last_summary = RunSummary()
+        try:
+            turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
+                                                 model=self.task.model, scratch=self.logs.runtime_dir,
+                                                 read_only=read_only, images=images,
+                                                 mcp_servers=[] if read_only else self._mcp_servers()))
+            inv = turn.invocation
+            self._refuse_secrets_in(inv.argv)
+            summary = self._last_summary = RunSummary()
 
-        def record(ev: AgentEvent) -> None:
-            self._record(self.events.append(ev), summary)
+            def record(ev: AgentEvent) -> None:
+                self._record(self.events.append(ev), summary)
 
-        talk = _TurnTalk(turn, record, summary)
-        limits = self.runtime.limits
-        outcome = run_streaming(
-            inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin,
-            stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=talk.on_line,
-            wall_timeout=limits.timeout, stall_timeout=limits.stall_timeout, stop=self.stop,
-            on_start=self._agent_started, marker=self._marker(),
-            talk=talk if inv.stdin is None else None,  # None: the CLI takes its prompt on stdin and only prints
-        )
+            talk = _TurnTalk(turn, record, summary)
+            limits = self.runtime.limits
+            outcome = run_streaming(
+                inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin,
+                stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=talk.on_line,
+                wall_timeout=limits.timeout, stall_timeout=limits.stall_timeout, stop=self.stop,
+                on_start=self._agent_started, marker=self._marker(),
+                talk=talk if inv.stdin is None else None,  # None: the CLI takes its prompt on stdin and only prints
+            )
+        finally:
+            # The token lives as long as the turn: a server left behind can no longer act.
+            remove_token(self.logs.runtime_dir)
         self._account(summary, turn)
         moved = self._undo_ref_moves()
         self._check_stop()
         if moved:
             raise AgentFailed("agent_moved_refs", moved)
         self._judge(outcome, summary)
+
+    def _mcp_servers(self) -> list[McpServer]:
+        """The task's tracker tools, when its source granted them: the token goes to a file in
+        the scratch folder, the server is told only the file's path."""
+        grant = self.ctx.store.grants.get(self.task.id)  # kept beside the store (toolgrants.py)
+        if grant is None:
+            return []
+        token_file = write_token(self.logs.runtime_dir, grant.token)
+        return [tracker_server(grant, token_file)]
 
     def _attachments(self, prompt: str, resume: str | None) -> tuple[str, list[Path]]:
         """Place the task's attached files (an upload since the last turn included) and name them:

@@ -5,7 +5,9 @@ rebinding); state-changing requests whose Origin is not this very origin (scheme
 port) are refused, so no other local page or port can drive the API from a browser; with a token, every path except the public ones needs
 `Authorization: Bearer <token>` (compared in constant time) or, where configured, a cookie
 naming a live session (the dashboard's); wrong bearer tokens can be throttled per client
-address; request bodies are bounded.
+address; request bodies are bounded. Capability paths (the dashboard's tracker tools gateway)
+carry their own token, checked by their route, instead of this one: they answer only clients
+on a loopback address.
 No CORS headers are ever added.
 """
 
@@ -43,6 +45,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def loopback_client(address: str) -> bool:
+    """Whether a peer address is this machine's loopback (an IPv4-mapped one, as a dual-stack
+    socket reports it, included). Names are not addresses: "localhost" here is False."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def split_host_port(value: str) -> tuple[str, int | None]:
@@ -102,6 +115,7 @@ class SecurityMiddleware:
         allowed_hosts: Iterable[str] = (),
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
+        capability_paths: Iterable[str] = (),
         session_cookie: tuple[str, Callable[[str], bool]] | None = None,
         auth_throttle: AuthThrottle | None = None,
         max_body_bytes: int,
@@ -111,6 +125,9 @@ class SecurityMiddleware:
         self._hosts = {host_from_header(h) for h in allowed_hosts if h}
         self._public = set(public_paths)
         self._public_prefixes = tuple(public_prefixes)
+        # Exact paths whose route checks a capability token of its own (not this token, nor a
+        # session): reachable from loopback clients only, whatever address the server listens on.
+        self._capability = frozenset(capability_paths)
         # (name, is_valid): a cookie that stands for the token (the dashboard's browser session);
         # is_valid(value) says whether its value is a live session.
         self._cookie = session_cookie
@@ -141,7 +158,10 @@ class SecurityMiddleware:
         if scope["method"] not in _SAFE_METHODS and "origin" in headers:
             if not _same_origin(headers["origin"], headers.get("host", ""), scope.get("scheme", "http")):
                 return 403, "forbidden_origin", "cross-origin request refused", {}
-        if self._token is not None and not self._is_public(scope["path"]):
+        capability = scope["path"] in self._capability
+        if capability and not loopback_client((scope.get("client") or ("", 0))[0]):
+            return 403, "forbidden_client", "this path answers only programs on this machine (loopback)", {}
+        if self._token is not None and not capability and not self._is_public(scope["path"]):
             guessing = self._throttle is not None and "authorization" in headers
             address = (scope.get("client") or ("", 0))[0]
             if guessing and (wait := self._throttle.retry_after(address)):

@@ -4,11 +4,12 @@
 
 import { el, age } from "./dom.js";
 import { costText, runtimeBadge } from "./runtimes.js";
+import { issueLink, sourceRow } from "./sources.js";
 import { STATUSES, STATUS_LABELS as LABELS, afterText, periods, reasonText, span, usageSince, usageText } from "./words.js";
 
 export { STATUSES };
 
-const cardCache = new Map(); // "project/id" -> { task, look, node }
+const cardCache = new Map(); // "project/id" -> { task, look, node, outer }
 const projectCache = new Map(); // project id -> { stamp, node }
 
 export function buildColumns(board, onMore) {
@@ -69,7 +70,7 @@ function card(project, task, onOpen) {
   const look = `${project.color}|${project.name}`;
   const cached = cardCache.get(key);
   // Summaries are replaced, never changed in place: the same object means the same card.
-  if (cached && cached.task === task && cached.look === look) return cached.node;
+  if (cached && cached.task === task && cached.look === look) return cached;
   const runsOn = runtimeBadge(task);
   const priority = task.priority || "medium";
   // A changed task keeps its node and only its insides are drawn again: a click whose press and
@@ -99,8 +100,27 @@ function card(project, task, onOpen) {
                     text: reasonText(task.error_reason) }) : null,
     blockedLine(task),
     flags(task)].filter(Boolean));
-  cardCache.set(key, { task, look, node });
-  return node;
+  const entry = { task, look, node, outer: withIssue(node, task, cached) };
+  cardCache.set(key, entry);
+  return entry;
+}
+
+// A task made from a tracker issue shows the issue's key (ABC-12), a link to it. The link sits
+// beside the card, over its corner, not inside it: the card is a button (a link in it would be a
+// control nested in another, for axe and for screen readers) whose insides take no pointer. It
+// takes no Tab stop on the board (one per card would be hundreds); the drawer has it too.
+function withIssue(node, task, cached) {
+  if (!task.source || !task.source.identifier) return node;
+  const box = cached && cached.outer !== cached.node ? cached.outer : el("div", { class: "card-box" });
+  const said = `${task.source.identifier} ${task.source.url || ""}`;
+  if (box.firstElementChild === node && box.dataset.issue === said) return box;  // as it was (the usual case)
+  box.dataset.issue = said;
+  box.style.setProperty("--issue-chars", String(task.source.identifier.length));
+  const link = issueLink(task.source, { tabindex: "-1" });
+  // Only the link is replaced: the card stays put, or it would lose the keyboard focus.
+  if (box.firstElementChild === node && box.children.length === 2) box.lastElementChild.replaceWith(link);
+  else box.replaceChildren(node, link);
+  return box;
 }
 
 const CHECKS = { success: "checks ✓", failure: "checks ✗", pending: "checks …" };
@@ -165,8 +185,9 @@ export function renderBoard(board, view) {
     const items = byStatus[status].sort(bySort);
     const shown = items.slice(0, limits[status]);
     for (const { project, task } of shown) live.add(`${project.id}/${task.id}`);
-    const nodes = shown.map(({ project, task }) => card(project, task, onOpen));
-    for (const node of nodes) node.classList.toggle("selected", node.dataset.key === selectedKey);
+    const entries = shown.map(({ project, task }) => card(project, task, onOpen));
+    for (const { node } of entries) node.classList.toggle("selected", node.dataset.key === selectedKey);
+    const nodes = entries.map((entry) => entry.outer);
     const list = column.querySelector(".cards");
     // Touch the list only when it changed: moving nodes would take the keyboard focus away.
     const same = nodes.length === list.children.length && nodes.every((node, i) => list.children[i] === node);
@@ -233,11 +254,13 @@ export function renderProjects(container, projects, handlers) {
                                   project.dispatcher && (project.dispatcher.running || []).length,
                                   projectUsage(project)]);
     const cached = projectCache.get(project.id);
-    if (cached && cached.stamp === stamp) return cached.node;
-    const node = projectCard(project, handlers);
-    const wasOpen = cached && cached.node.querySelector("details").open;
-    if (wasOpen) node.querySelector("details").open = true;
-    projectCache.set(project.id, { stamp, node });
+    const node = cached && cached.stamp === stamp ? cached.node : projectCard(project, handlers);
+    if (!cached || cached.node !== node) {
+      const wasOpen = cached && cached.node.querySelector("details").open;
+      if (wasOpen) node.querySelector("details").open = true;
+      projectCache.set(project.id, { stamp, node });
+    }
+    placeSource(node, project);
     return node;
   });
   const same = nodes.length === container.children.length && nodes.every((node, i) => container.children[i] === node);
@@ -246,6 +269,16 @@ export function renderProjects(container, projects, handlers) {
     container.replaceChildren(...nodes);
     if (focused && focused.isConnected) focused.focus();
   }
+}
+
+// The project's issue tracker, under its name: kept in place as it changes (its own row, not part
+// of the card's stamp: a sync every few seconds must not rebuild the card and lose a focus).
+function placeSource(node, project) {
+  const row = sourceRow(project);
+  const there = node.querySelector('[data-role="source"]');
+  if (row === there) return;
+  if (there) there.remove();
+  if (row) node.querySelector(".project-head").after(row);
 }
 
 // "today $0.12 · 3.4k tokens · 7 days $1.20 · 40k tokens" (empty until the project reports usage).

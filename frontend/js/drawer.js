@@ -8,6 +8,7 @@ import { resetReview, showReview } from "./review.js";
 import { costText } from "./runtimes.js";
 import { reasonText, span, statusText } from "./words.js";
 import { showView } from "./workspace.js";
+import { issueLink } from "./sources.js";
 
 const KINDS = ["session_started", "assistant_text", "tool_use", "tool_result", "result", "system", "unparsed",
                "baton", "human"];
@@ -143,6 +144,7 @@ function meta(task, projectId) {
     ["Turns", task.num_turns ?? ""], ["Duration", duration(task)], ["Attempts", attempts(task)],
     ["Landing", task.landing && task.landing !== "auto" ? (task.landing === "pr" ? "pull request" : "after review") : ""],
     ["Plan", task.plan_id ? planLink(projectId, task) : ""],
+    ["Issue", task.source && task.source.identifier ? issueLink(task.source) : ""],  // Linear, Jira
     ["Branch", task.branch || ""], ["Commit", task.commit_sha || (task.no_changes ? "no changes" : "")],
     // In words, with the code the logs and the API carry.
     ["Failure", task.error_reason ? `${reasonText(task.error_reason)} (${task.error_reason})` : ""], ["Id", task.id],

@@ -21,6 +21,11 @@ Steps (each shows up as a Bash or Write tool call with its result):
     {"wait_for": "path", "seconds": 20}    (until another process created path)
     {"rebase_resolve": {"file": "text"}}   (git rebase <ref from the prompt>, resolving
                                             conflicts with the given contents)
+    {"mcp": "tracker_get_issue", "arguments": {}, "server": "baton_tracker"}
+                                           (a tool of an MCP server given with --mcp-config, a
+                                            JSON string or file: mcp__<server>__<tool>, its result
+                                            the server's content blocks; the servers start before
+                                            the init line, which lists them and their tools)
 Permissions as Claude Code 2.1.329 applies them (checked against the real CLI): a tool named
 in --disallowedTools is not there (an is_error tool_result "No such tool available"); with
 --permission-mode plan, Write/Edit/MultiEdit/NotebookEdit and a Bash command that is not
@@ -36,6 +41,7 @@ Every invocation is appended to $FAKE_CLAUDE_LOG (argv, cwd, chosen environment)
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -45,6 +51,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from mcp_clients import McpClients, Spec  # noqa: E402
 from steps import do_step, reads_only  # noqa: E402 - the fakes share their scenario steps
 
 STATE_DIR = Path(os.environ.get("FAKE_CLAUDE_STATE", Path.home() / ".fake-claude"))
@@ -69,7 +76,7 @@ def fail_usage(message: str) -> None:
 
 def parse_args(argv: list[str]) -> dict:
     opts = {"print": False, "format": None, "verbose": False, "skip": False, "resume": None, "prompt": None,
-            "mode": None, "disallowed": []}
+            "mode": None, "disallowed": [], "allowed": [], "mcp": {}}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -77,8 +84,16 @@ def parse_args(argv: list[str]) -> dict:
             # Lists: every following word up to the next flag (a word may hold several names).
             while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 i += 1
-                if arg.startswith("--disallowed"):
-                    opts["disallowed"] += argv[i].replace(",", " ").split()
+                opts["disallowed" if arg.startswith("--disallowed") else "allowed"] += argv[i].replace(",", " ").split()
+        elif arg == "--mcp-config":
+            # A list too: each word a JSON string or the path of a JSON file.
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                fail_usage("option '--mcp-config <configs...>' argument missing")
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                opts["mcp"].update(load_mcp_config(argv[i]))
+        elif arg == "--strict-mcp-config":
+            pass
         elif arg == "--permission-mode":
             i += 1
             if argv[i] not in ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan"):
@@ -106,6 +121,30 @@ def parse_args(argv: list[str]) -> dict:
     return opts
 
 
+def load_mcp_config(value: str) -> dict[str, Spec]:
+    """One --mcp-config word as Claude Code reads it: `{"mcpServers": {NAME: {type, command, args, env}}}`."""
+    try:
+        text = value if value.lstrip().startswith("{") else Path(value).read_text()
+    except OSError:
+        fail_usage(f"MCP config file not found: {value}")
+    try:
+        servers = json.loads(text)["mcpServers"]
+        if not isinstance(servers, dict):
+            raise TypeError("mcpServers is not an object")
+        out = {}
+        for name, spec in servers.items():
+            if spec.get("type", "stdio") != "stdio" or not isinstance(spec.get("command"), str):
+                raise ValueError(f"{name}: only stdio servers with a command are supported here")
+            args, env = spec.get("args", []), spec.get("env", {})
+            if not all(isinstance(a, str) for a in args) or not all(isinstance(v, str) for v in env.values()):
+                raise TypeError(f"{name}: args must be strings, env values strings")
+            out[name] = Spec(spec["command"], list(args), dict(env))
+        return out
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        fail_usage(f"Invalid MCP configuration: {exc}")
+    return {}
+
+
 class Session:
     def __init__(self, session_id: str, cwd: str, opts: dict | None = None) -> None:
         self.id = session_id
@@ -114,6 +153,9 @@ class Session:
         self.tool_n = 0
         self.plan = (opts or {}).get("mode") == "plan"
         self.disallowed = set((opts or {}).get("disallowed") or ())
+        self.allowed = set((opts or {}).get("allowed") or ())
+        self.skip = bool((opts or {}).get("skip")) or (opts or {}).get("mode") == "bypassPermissions"
+        self.mcp = McpClients((opts or {}).get("mcp") or {})
         self.denials: list[dict] = []
 
     def refusal(self, name: str, tool_input: dict, tool_id: str) -> str | None:
@@ -168,6 +210,30 @@ class Session:
     def text(self, text: str) -> None:
         self.assistant([{"type": "text", "text": text}])
 
+    def mcp_tool(self, server: str, tool: str, arguments: dict) -> None:
+        """A call to an MCP server's tool, named `mcp__<server>__<tool>`; its result keeps the
+        server's content blocks. Without --dangerously-skip-permissions, -p runs it only when
+        --allowedTools names the tool or its whole server (nobody is there to approve it)."""
+        name = f"mcp__{server}__{tool}"
+        self.tool_n += 1
+        tool_id = f"toolu_{self.tool_n:02d}_{uuid.uuid4().hex[:6]}"
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": arguments}])
+        content: str | list
+        if not self.mcp.has(server, tool) or name in self.disallowed:
+            content, is_error = f"<tool_use_error>Error: No such tool available: {name}</tool_use_error>", True
+        elif self.plan or not (self.skip or name in self.allowed or f"mcp__{server}" in self.allowed):
+            content, is_error = f"Claude requested permissions to use {name}, but you haven't granted it yet.", True
+            emit({"type": "system", "subtype": "permission_denied", "tool_name": name, "tool_use_id": tool_id,
+                  "decision_reason_type": "mode", "message": content, "uuid": str(uuid.uuid4()),
+                  "session_id": self.id})
+            self.denials.append({"tool_name": name, "tool_use_id": tool_id, "tool_input": arguments})
+        else:
+            outcome = self.mcp.call(server, tool, arguments)
+            content, is_error = outcome.content, outcome.is_error
+        emit({"type": "user", "message": {"role": "user", "content": [
+            {"tool_use_id": tool_id, "type": "tool_result", "content": content, "is_error": is_error}]},
+            "parent_tool_use_id": None, "session_id": self.id})
+
 
 def main() -> None:
     opts = parse_args(sys.argv[1:])
@@ -184,6 +250,7 @@ def main() -> None:
                 "argv": sys.argv[1:], "cwd": os.getcwd(), "prompt": prompt, "pid": os.getpid(),
                 "env": {k: os.environ.get(k) for k in ("TASK_PORT", "TASK_ID", "IS_SANDBOX", "BATON_TOKEN",
                                                        "GITHUB_TOKEN", "SECRET_FOR_TEST")},
+                "mcp_servers": {name: vars(spec) for name, spec in opts["mcp"].items()},
             }) + "\n")
 
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -206,8 +273,13 @@ def main() -> None:
 
     started = time.monotonic()
     session = Session(session_id, os.getcwd(), opts)
+    session.mcp.start()  # like Claude Code: the servers start (and list their tools) before the turn
+    atexit.register(session.mcp.close)
+    mcp_tools = [f"mcp__{server}__{tool}" for server, tools in session.mcp.tools.items() for tool in tools]
     emit({"type": "system", "subtype": "init", "cwd": os.getcwd(), "session_id": session_id,
-          "tools": [t for t in ("Bash", "Edit", "Read", "Write") if t not in session.disallowed], "mcp_servers": [],
+          "tools": [t for t in ("Bash", "Edit", "Read", "Write", *mcp_tools) if t not in session.disallowed],
+          "mcp_servers": [{"name": name, "status": session.mcp.status(name), "source": "dynamic"}
+                          for name in session.mcp.servers],
           "model": MODEL, "permissionMode": opts["mode"] or ("bypassPermissions" if opts["skip"] else "default"),
           "claude_code_version": "2.1.329-fake", "uuid": str(uuid.uuid4())})
     if scenario.get("garbage"):

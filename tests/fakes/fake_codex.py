@@ -22,6 +22,9 @@ does). Codex-only keys:
     {"hang_until_interrupt": true}              the turn runs until turn/interrupt, then ends interrupted
     {"big_output": N}                           a commandExecution with N bytes of aggregatedOutput
     {"retry_errors": 2}                         `error` notifications with willRetry true first
+MCP servers come from `-c mcp_servers.<name>.command|args|env` overrides and start with the first
+thread; a step {"mcp": TOOL, "arguments": {...}, "server": "baton_tracker"} calls one of their tools
+and reports an mcpToolCall item (completed with the server's `result`, or failed).
 A thread started (or resumed) with `sandbox: "read-only"` refuses writes as Codex 0.169's
 sandbox does (checked against the real CLI): a file change is rejected and a command that is
 not read-only (steps.reads_only) fails inside the sandbox, and neither shows up as an item at
@@ -50,6 +53,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from mcp_clients import McpClients, Spec  # noqa: E402
 from steps import do_step, reads_only  # noqa: E402 - the fakes share their scenario steps
 
 STATE_DIR = Path(os.environ.get("FAKE_CLI_STATE") or os.environ.get("FAKE_CLAUDE_STATE") or Path.home() / ".fake-codex")
@@ -115,7 +119,30 @@ def parse_args(argv: list[str]) -> dict:
             i += 2
             continue
         usage_error(f"unexpected argument '{arg}' found")
-    return {"config": config, "features": features}
+    return {"config": config, "features": features, "mcp": mcp_servers(config)}
+
+
+def mcp_servers(config: dict) -> dict[str, Spec]:
+    """`mcp_servers.<name>.*` from the -c overrides, each applied at its dotted path of the config
+    tree as Codex applies them (so `mcp_servers.x={command=…}` works as well as key by key)."""
+    tree: dict = {}
+    for key, value in config.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    out = {}
+    for name, server in (tree.get("mcp_servers") or {}).items():
+        if not isinstance(server, dict) or server.get("enabled") is False:
+            continue
+        command, args, env = server.get("command"), server.get("args", []), server.get("env", {})
+        if not isinstance(command, str) or not isinstance(args, list) or not all(isinstance(a, str) for a in args) \
+                or not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            sys.stderr.write(f"Error loading config.toml: invalid transport in `mcp_servers.{name}`\n")
+            sys.exit(1)
+        out[name] = Spec(command, list(args), dict(env))
+    return out
 
 
 class Session:
@@ -181,6 +208,22 @@ class Session:
             command = tool_input.get("command", name)
             self.command(f"/bin/bash -lc {json.dumps(command)}", run, reads=reads_only(command))
 
+    def mcp_tool(self, server: str, tool: str, arguments: dict) -> None:
+        """An mcpToolCall item: inProgress, then completed with the server's result, or failed."""
+        clients = self.server.mcp
+        item = {"type": "mcpToolCall", "id": f"call_{uuid.uuid4().hex[:12]}", "server": server, "tool": tool,
+                "status": "inProgress", "arguments": arguments, "result": None, "error": None, "durationMs": None}
+        self.model_request()
+        self._item("item/started", item)
+        started = time.monotonic()
+        if clients is None or not clients.has(server, tool):
+            done = {"status": "failed", "error": {"message": f"unknown MCP server or tool: {server}/{tool}"}}
+        else:
+            outcome = clients.call(server, tool, arguments)
+            done = {"status": "failed" if outcome.is_error else "completed",
+                    "result": {"content": outcome.content, "structuredContent": None}}
+        self._item("item/completed", {**item, **done, "durationMs": int((time.monotonic() - started) * 1000)})
+
     def text(self, text: str) -> None:
         item = {"type": "agentMessage", "id": f"msg_{uuid.uuid4().hex[:12]}", "text": "", "phase": None}
         self.model_request()
@@ -207,6 +250,7 @@ class Server:
         self.prompt: str | None = None
         self.sandbox: str | None = None  # as thread/start or thread/resume set it
         self.images: list[dict] = []  # the turn's localImage inputs: {path, exists}
+        self.mcp: McpClients | None = None  # started with the first thread, as Codex starts its servers
 
     # ----- bookkeeping ---------------------------------------------------------------------
 
@@ -217,7 +261,21 @@ class Server:
         log({"argv": sys.argv[1:], "cwd": os.getcwd(), "prompt": self.prompt, "pid": os.getpid(),
              "resume": self.thread_id if self.resumed else None, "thread": self.thread_id,
              "config": self.args["config"], "features": self.args["features"], "images": self.images,
+             "mcp_servers": {name: vars(spec) for name, spec in self.args["mcp"].items()},
              "env": {k: os.environ.get(k) for k in ENV_KEYS}, "env_names": sorted(os.environ)})
+
+    def start_mcp(self) -> None:
+        if self.mcp is None:
+            self.mcp = McpClients(self.args["mcp"])
+            self.mcp.start()
+
+    def mcp_status(self) -> None:
+        """As Codex 0.169 reports its MCP servers' start to the client (checked against the real CLI)."""
+        for name in (self.mcp.servers if self.mcp else {}):
+            for status in ("starting", "ready" if self.mcp.status(name) == "connected" else "failed"):
+                notify("mcpServer/startupStatus/updated", {
+                    "threadId": self.thread_id, "name": name, "status": status,
+                    "error": self.mcp.failed.get(name) if status == "failed" else None, "failureReason": None})
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -278,6 +336,7 @@ class Server:
             emit({"id": request_id, "result": {"userAgent": f"{info['name']}/{VERSION} (fake)", "codexHome": home,
                                                "platformFamily": "unix", "platformOs": "linux"}})
         elif method == "thread/start":
+            self.start_mcp()
             self.thread_id = str(uuid.uuid4())
             self.sandbox = params.get("sandbox")
             self.state = {"scenario": None, "turns": 0, "resumes": 0, "params": params}
@@ -286,11 +345,13 @@ class Server:
             thread = self.thread_object(params)
             emit({"id": request_id, "result": self.thread_result(thread, params)})
             notify("thread/started", {"thread": thread})
+            self.mcp_status()
         elif method == "thread/resume":
             thread_id = params.get("threadId")
             path = STATE_DIR / f"{thread_id}.json"
             if not isinstance(thread_id, str) or not path.exists():
                 return self.error(request_id, f"no rollout found for thread id {thread_id}")
+            self.start_mcp()
             self.thread_id, self.state, self.resumed = thread_id, json.loads(path.read_text()), True
             self.sandbox = params.get("sandbox") or self.state.get("params", {}).get("sandbox")
             emit({"id": request_id, "result": self.thread_result(self.thread_object(params), params)})

@@ -22,6 +22,9 @@ and read; "result", "error", "exit", "no_result", "garbage", "fail_once", "on_re
     "silent_retry": true     after the steps: print nothing, ignore SIGTERM and sleep (a failing
                              provider that OpenCode retries silently)
     "model_text": "..."      the final assistant text (default "Done.")
+    {"mcp": TOOL, "arguments": {...}, "server": "baton_tracker"}  (a step) a tool of a local MCP
+                             server from the config's `mcp`, reported as a tool_use part named
+                             <server>_<tool> (started with the session, as OpenCode does)
 Permissions as 1.18.33 applies them (checked against the real CLI): rules come from the config
 file, then the working folder's opencode.json (unless OPENCODE_DISABLE_PROJECT_CONFIG), then
 OPENCODE_PERMISSION merged over the global ones, then the agent's own (`agent.<name>.permission`,
@@ -37,6 +40,7 @@ $FAKE_CLAUDE_LOG).
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import json
 import os
@@ -48,6 +52,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from mcp_clients import McpClients, Spec  # noqa: E402
 from steps import do_step  # noqa: E402 - the fakes share their scenario steps
 
 TOOL_NAMES = {"Bash": "bash", "Write": "write", "Edit": "edit", "Read": "read"}
@@ -183,12 +188,38 @@ def action_for(rules: list, tool: str, subject: str) -> str:
     return matching[-1][2] if matching else "allow"
 
 
+def mcp_servers(config: dict, cwd: Path) -> dict[str, Spec]:
+    """The config's enabled local MCP servers (`"mcp": {NAME: {"type": "local", "command": [...],
+    "environment": {...}, "enabled": true, "timeout": ms}}`), the working folder's opencode.json
+    merged over the file's as for every key."""
+    project = cwd / "opencode.json"
+    if project.is_file() and not os.environ.get("OPENCODE_DISABLE_PROJECT_CONFIG"):
+        config = merge_deep(config, json.loads(project.read_text()))
+    out = {}
+    for name, server in (config.get("mcp") or {}).items():
+        if not isinstance(server, dict) or server.get("enabled") is False:
+            continue
+        command, env = server.get("command"), server.get("environment", {})
+        if server.get("type") != "local" or not isinstance(command, list) or not command \
+                or not all(isinstance(c, str) for c in command) or not isinstance(env, dict) \
+                or not isinstance(server.get("timeout", 1), int):
+            fail(f"Configuration is invalid at {os.environ.get('OPENCODE_CONFIG')}\n↳ Invalid input mcp.{name}")
+        out[name] = Spec(command[0], command[1:], {k: str(v) for k, v in env.items()})
+    return out
+
+
+def mcp_tool_name(server: str, tool: str) -> str:
+    """As OpenCode names an MCP server's tool: both parts sanitised, joined with an underscore."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", server) + "_" + re.sub(r"[^a-zA-Z0-9_-]", "_", tool)
+
+
 class Session:
     def __init__(self, session_id: str, cwd: str, config: dict, agent: str = "build") -> None:
         self.id = session_id
         self.cwd = cwd
         self.config = config
         self.rules = ruleset(config, Path(cwd), agent)
+        self.mcp = McpClients(mcp_servers(config, Path(cwd)))
         self.message_id = ""
         self.steps = 0
 
@@ -245,6 +276,30 @@ class Session:
                                               state=state))
         self.step_finish("tool-calls")
 
+    def mcp_tool(self, server: str, tool: str, arguments: dict) -> None:
+        """A tool of an MCP server: a `tool_use` part named <server>_<tool> under the same
+        permission rules as the built-in tools (subject "*")."""
+        name = mcp_tool_name(server, tool)
+        self.step_start()
+        started = now_ms()
+        if not self.mcp.has(server, tool) or disabled(self.rules, name):
+            error = f"Model tried to call unavailable tool '{name}'."
+            name, state = "invalid", {"status": "completed", "input": {"tool": name, "error": error},
+                                      "output": f"The arguments provided to the tool are invalid: {error}",
+                                      "metadata": {"truncated": False}, "title": "Invalid Tool"}
+        elif action_for(self.rules, name, "*") in ("deny", "ask"):
+            state = {"status": "error", "input": arguments,
+                     "error": "The user rejected permission to use this specific tool call."}
+        else:
+            outcome = self.mcp.call(server, tool, arguments)
+            state = ({"status": "error", "input": arguments, "error": outcome.text} if outcome.is_error else
+                     {"status": "completed", "input": arguments, "output": outcome.text, "title": "",
+                      "metadata": {"truncated": False}})
+        state["time"] = {"start": started, "end": now_ms()}
+        self.emit("tool_use", part=self._part("tool", callID=f"call_{uuid.uuid4().hex[:20]}", tool=name,
+                                              state=state))
+        self.step_finish("tool-calls")
+
     def text(self, text: str) -> None:
         self.emit("text", part=self._part("text", text=text, time={"start": now_ms(), "end": now_ms()}))
 
@@ -276,6 +331,8 @@ def main() -> None:
             handle.write(json.dumps({
                 "argv": sys.argv[1:], "cwd": str(cwd), "prompt": prompt, "pid": os.getpid(),
                 "env": {k: os.environ.get(k) for k in LOGGED_ENV}, "config": config_text, "files": opts["files"],
+                "mcp_servers": {name: vars(spec) for name, spec in
+                                mcp_servers(json.loads(config_text) if config_text else {}, cwd).items()},
             }) + "\n")
     config = check_traps(cwd)
     if not prompt.strip():
@@ -301,6 +358,8 @@ def main() -> None:
     (states / f"{session_id}.json").write_text(json.dumps(state))
 
     session = Session(session_id, str(cwd), config, opts["agent"] or "build")
+    session.mcp.start()  # like OpenCode: the configured servers start before the first step
+    atexit.register(session.mcp.close)
     if scenario.get("garbage"):
         sys.stdout.write("this line is not JSON\n")
         session.emit("mystery", part={})

@@ -2,8 +2,10 @@
 
 A fake reports each step through a `session` object with two methods, in its own protocol:
 `tool(name, input, run)` (announce a tool call, call `run()`, report its output or the
-exception as a tool error) and `text(text)` (an assistant message). Tool names are Claude
-Code's (Bash, Write, Read); a fake maps them onto its CLI's own tools.
+exception as a tool error), `text(text)` (an assistant message) and `mcp_tool(server, tool,
+arguments)` (a call to a tool of an MCP server the CLI was given, through mcp_clients.py, in the
+CLI's own shape for MCP calls). Tool names are Claude Code's (Bash, Write, Read); a fake maps
+them onto its CLI's own tools.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def do_step(session, step: dict, prompt: str) -> None:
     elif "big_output" in step:  # one tool result of that many bytes: a single very long line
         size = int(step["big_output"])
         session.tool("Bash", {"command": f"head -c {size} /dev/zero | tr '\\0' x"}, lambda: "x" * size)
+    elif "mcp" in step:  # a tool of an MCP server the CLI was given (default: Baton's tracker tools)
+        session.mcp_tool(step.get("server", "baton_tracker"), step["mcp"], step.get("arguments") or {})
     elif "sleep" in step:
         time.sleep(step["sleep"])
     elif "tick" in step:

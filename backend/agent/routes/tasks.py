@@ -1,4 +1,4 @@
-"""/agent/tasks: list, detail, create, bulk create, rerun, cancel."""
+"""/agent/tasks: list, detail, create, bulk create, rerun, cancel, a tracker sync's reports."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from fastapi.responses import JSONResponse
 from ... import taskviews
 from ...dependencies import DependencyError
 from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
-from ...store import IdempotencyKeyReusedError
+from ...store import IdempotencyKeyReusedError, InvalidTransitionError, SourceError, StoreError
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import ANY_STATUS, DetailStatusPath, FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
 from ..runtimechoice import unconfigured
-from ..schemas import BulkCreate, TaskDetail, TaskList, TasksByStatus
+from ..schemas import (
+    BulkCreate, CancelRequest, SourceReportAnswer, SourceReportRequest, TaskDetail, TaskList, TasksByStatus,
+)
 
 router = APIRouter(prefix="/agent/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
@@ -84,6 +86,11 @@ def reused_key(exc: IdempotencyKeyReusedError) -> ApiError:
     return ApiError(409, "idempotency_key_reused", str(exc))
 
 
+def invalid_source(exc: SourceError) -> ApiError:
+    """A source with reports at create, or a tool grant without a source: nothing was created."""
+    return ApiError(422, "validation_error", f"body.{exc.loc}: {exc.message}")
+
+
 def invalid_dependencies(exc: DependencyError) -> ApiError:
     """depends_on naming no task, a ref used twice or a cycle: nothing was created."""
     return ApiError(422, "invalid_dependencies", str(exc))
@@ -93,8 +100,7 @@ def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str
     """A runtime this project does not configure: 422 naming the ones it does. Not for the
     repeat of a create that already happened: it answers what was created then (the store
     decides), even if agent.yaml dropped that runtime since."""
-    if idempotency_key is not None and any(
-            t.idempotency_key == idempotency_key for t in store.snapshot().tasks.values()):
+    if idempotency_key is not None and store.created_with(idempotency_key):
         return
     problem = unconfigured(tasks, list(dispatcher.ctx.runtimes), bulk=bulk)
     if problem is not None:
@@ -106,7 +112,9 @@ def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
                 idempotency_key: IdempotencyKey = None) -> Task:
     """`runtime` must be configured for this project (GET /agent/runtimes), else 422
     runtime_not_configured. `depends_on` must name existing tasks, else 422 invalid_dependencies;
-    a task whose dependency failed or was cancelled is created blocked."""
+    a task whose dependency failed or was cancelled is created blocked. `source` (from a tracker
+    sync) must come without reports; `tool_grant` needs `source` and is never answered back.
+    A repeated Idempotency-Key answers its task even once archived."""
     check_idempotency_key(idempotency_key)
     check_runtimes([body], dispatcher, store, idempotency_key)
     try:
@@ -115,6 +123,8 @@ def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
         raise reused_key(exc) from None
     except DependencyError as exc:
         raise invalid_dependencies(exc) from None
+    except SourceError as exc:
+        raise invalid_source(exc) from None
 
 
 @router.post("/bulk", status_code=201, response_model=TaskList)
@@ -131,6 +141,8 @@ def create_bulk(body: BulkCreate, store: StoreDep, dispatcher: DispatcherDep,
         raise reused_key(exc) from None
     except DependencyError as exc:
         raise invalid_dependencies(exc) from None
+    except SourceError as exc:
+        raise invalid_source(exc) from None
 
 
 @router.post("/{task_id}/rerun", response_model=Task)
@@ -141,12 +153,18 @@ def rerun_task(task_id: TaskIdPath, store: StoreDep) -> Task:
 
 
 @router.post("/{task_id}/cancel", response_model=Task, responses={202: {"model": Task}})
-def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep) -> Task | JSONResponse:
+def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep,
+                body: CancelRequest | None = None) -> Task | JSONResponse:
     """A pending task is cancelled; a running one is stopped (its branch kept) and cancelled.
-    202 with the task still in_progress if stopping it took longer than 5 seconds."""
+    202 with the task still in_progress if stopping it took longer than 5 seconds. An optional
+    body `{"reason"}` is kept as the task's `cancel_reason` (a rerun clears it)."""
     check_id(task_id)
+    reason = body.reason if body is not None else None
     if store.get(task_id).status is TaskStatus.in_progress:
+        noted = reason is not None and _note_reason(store, task_id, reason)
         if not dispatcher.cancel(task_id):
+            if noted:
+                _forget_reason(store, task_id)
             raise ApiError(409, "invalid_transition", f"task {task_id} is running, but not in this agent's dispatcher")
         task = store.get(task_id)
         if task.status is TaskStatus.in_progress:
@@ -155,4 +173,35 @@ def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep)
     current = store.get(task_id)
     if current.status is TaskStatus.review and current.pr is not None:
         dispatcher.prs.close(current)  # best effort: a cancelled task's pull request must not stay open
-    return store.cancel(task_id)
+    return store.cancel(task_id, reason)
+
+
+def _note_reason(store, task_id: str, reason: str) -> bool:
+    """The reason goes on the running task before it is stopped: the run's own `cancelled`
+    write then keeps it (any other ending drops it, see TaskStore.revise)."""
+    try:
+        store.update(task_id, expect={TaskStatus.in_progress}, cancel_reason=reason)
+    except InvalidTransitionError:
+        return False  # it ended meanwhile: the dispatcher has nothing to stop either
+    return True
+
+
+def _forget_reason(store, task_id: str) -> None:
+    try:
+        store.update(task_id, expect={TaskStatus.in_progress}, cancel_reason=None)
+    except StoreError:
+        pass  # it ended meanwhile, and not cancelled: that ending dropped the reason already
+
+
+@router.post("/{task_id}/source/reports", response_model=SourceReportAnswer)
+def source_report(task_id: TaskIdPath, body: SourceReportRequest, store: StoreDep) -> SourceReportAnswer:
+    """For a tracker sync engine: claim a side effect on the task's issue before performing it
+    (a state move, a comment), mark it done after, or release the claim when it failed. One
+    write under the store lock, so of racing claims exactly one is granted. 404 for an unknown
+    (or archived) task; 422 no_source for a task not made from a tracker issue."""
+    check_id(task_id)
+    try:
+        granted, task = store.source_report(task_id, body.key, body.action, body.by, body.stale_seconds)
+    except SourceError as exc:
+        raise ApiError(422, "no_source", exc.message) from None
+    return SourceReportAnswer(granted=granted, task=task)

@@ -139,7 +139,15 @@ class Connector(ABC):
     async def rerun(self, task_id: str) -> dict: ...
 
     @abstractmethod
-    async def cancel(self, task_id: str) -> dict: ...
+    async def cancel(self, task_id: str, reason: str | None = None) -> dict:
+        """`reason` (1-2000 characters) is kept as the task's cancel_reason."""
+
+    # ----- a tracker source (backend/sources/): the sync engine's bookkeeping on a task
+
+    @abstractmethod
+    async def source_report(self, task_id: str, body: dict) -> dict:
+        """POST /agent/tasks/{id}/source/reports, body {key, action: claim|done|release, by,
+        stale_seconds}: {granted, task}."""
 
     # ----- a person in the loop (issue #11): the bodies and answers of the agent's routes
 

@@ -338,8 +338,16 @@ class HTTPConnector(Connector):
     async def rerun(self, task_id: str) -> dict:
         return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/rerun"), ("id",), "task")
 
-    async def cancel(self, task_id: str) -> dict:
-        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/cancel"), ("id",), "task")
+    async def cancel(self, task_id: str, reason: str | None = None) -> dict:
+        body = {"reason": reason} if reason is not None else None  # no body at all without one, as before
+        return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/cancel", body=body), ("id",), "task")
+
+    async def source_report(self, task_id: str, body: dict) -> dict:
+        data = self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/source/reports", body=body),
+                            ("granted", "task"), "source report")
+        if not isinstance(data["granted"], bool) or not isinstance(data["task"], dict):
+            raise Unavailable("unexpected answer for source report")
+        return data
 
     async def message(self, task_id: str, body: dict) -> dict:
         return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/messages", body=body),

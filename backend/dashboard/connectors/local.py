@@ -19,7 +19,7 @@ from ... import taskviews
 from ...changefeed import ChangeFeed, change_events
 from ...agent.runtimechoice import describe, unconfigured
 from ...runtimes import build_configured
-from ...agent.schemas import BulkCreate
+from ...agent.schemas import BulkCreate, CancelRequest, SourceReportRequest
 from ...config import AgentConfig, ConfigError, load_agent_config
 from ...dependencies import DependencyError
 from ...dispatcher.events import EventWriter, TaskLogs, follow_task, read_events
@@ -29,6 +29,7 @@ from ...models import STATUSES, NewMessage, NewTask, TaskStatus, is_valid_task_i
 from ...store import (
     IdempotencyKeyReusedError,
     InvalidTransitionError,
+    SourceError,
     StoreError,
     StoreFullError,
     TaskNotFoundError,
@@ -71,6 +72,10 @@ class LocalConnector(Connector):
             raise _refuse(409, "idempotency_key_reused", str(exc)) from None
         except DependencyError as exc:  # create/bulk: as the agent's routes answer it
             raise _refuse(422, "invalid_dependencies", str(exc)) from None
+        except SourceError as exc:  # as the agent answers: create refuses the field, a report the task
+            if exc.loc == "source":
+                raise _refuse(422, "no_source", exc.message) from None
+            raise _refuse(422, "validation_error", f"body.{exc.loc}: {exc.message}") from None
         except StoreFullError as exc:
             raise _refuse(507, "insufficient_storage", f"task store: {exc}") from None
         except StoreError as exc:
@@ -206,11 +211,21 @@ class LocalConnector(Connector):
     async def rerun(self, task_id: str) -> dict:
         return (await self._write(self.store.rerun, task_id)).model_dump(mode="json")
 
-    async def cancel(self, task_id: str) -> dict:
+    async def cancel(self, task_id: str, reason: str | None = None) -> dict:
+        if reason is not None:
+            reason = _validated(CancelRequest, {"reason": reason}).reason
         task = await self._write(self.store.get, task_id)  # the folder check comes first
         if task.status is TaskStatus.in_progress:
             raise self._needs_agent("Stopping a running task")
-        return (await self._write(self.store.cancel, task_id)).model_dump(mode="json")
+        return (await self._write(self.store.cancel, task_id, reason)).model_dump(mode="json")
+
+    async def source_report(self, task_id: str, body: dict) -> dict:
+        asked = _validated(SourceReportRequest, body)
+        if not is_valid_task_id(task_id):
+            raise _refuse(400, "invalid_id", "task ids are 1-32 characters of a-z and 0-9")
+        granted, task = await self._write(self.store.source_report, task_id, asked.key, asked.action, asked.by,
+                                          asked.stale_seconds)
+        return {"granted": granted, "task": task.model_dump(mode="json")}
 
     # ----- a person in the loop: the agent's own store operations (backend/review.py), imported
     # when used. Nothing runs here (no dispatcher): a task sent back waits, pending, for whichever

@@ -35,7 +35,11 @@ def connector_for(request: Request, project_id: str) -> Connector:
 
 
 def _describe(connector: Connector, overview: dict, request: Request) -> dict:
-    return describe(connector, overview, request.app.state.supervisor.status(connector.project.id))
+    pid = connector.project.id
+    hub = getattr(request.app.state, "sources", None)
+    runner = hub.get(pid) if hub is not None else None
+    return describe(connector, overview, request.app.state.supervisor.status(pid),
+                    runner.health() if runner is not None else None)
 
 
 @router.get("/projects")
@@ -201,13 +205,13 @@ async def task(project_id: str, status: DetailStatusPath, filename: FilenamePath
 @router.post("/projects/{project_id}/tasks", status_code=201)
 async def create(project_id: str, body: NewTask, request: Request, idempotency_key: IdempotencyKey = None) -> dict:
     check_idempotency_key(idempotency_key)
-    return await connector_for(request, project_id).create(body.model_dump(), idempotency_key)
+    return await connector_for(request, project_id).create(body.model_dump(mode="json"), idempotency_key)
 
 
 @router.post("/projects/{project_id}/tasks/bulk", status_code=201)
 async def bulk(project_id: str, body: BulkCreate, request: Request, idempotency_key: IdempotencyKey = None) -> dict:
     check_idempotency_key(idempotency_key)
-    return await connector_for(request, project_id).bulk(body.model_dump(), idempotency_key)
+    return await connector_for(request, project_id).bulk(body.model_dump(mode="json"), idempotency_key)
 
 
 @router.post("/projects/{project_id}/tasks/{task_id}/rerun")

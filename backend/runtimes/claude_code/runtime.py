@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..text import summarize_input as _summarize
 from .config import ClaudeCodeConfig
 
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
+MCP_CONFIG_NAME = "mcp.json"
 # A planning turn's tools that write files: taken away outright (the model is not even offered
 # them), on top of plan mode, which refuses every write and every shell command it cannot tell
 # is read-only. In -p mode Claude Code offers no ExitPlanMode: the plan is the final answer.
@@ -105,6 +107,27 @@ class MessageUsage:
                      cache_creation_tokens=total("cache_creation_input_tokens"))
 
 
+def mcp_config_file(request: TurnRequest) -> tuple[Path, list[str]] | None:
+    """The turn's MCP servers as a --mcp-config file in the scratch folder (outside the worktree;
+    0600 from its creation) and their names; None without servers or on a read-only turn."""
+    if not request.mcp_servers or request.read_only:
+        return None
+    scratch = Path(request.scratch) if request.scratch is not None else Path(tempfile.mkdtemp(prefix="baton-claude-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    servers = {s.name: {"type": "stdio", "command": s.command, "args": list(s.args), "env": dict(s.env)}
+               for s in request.mcp_servers}
+    path = scratch / MCP_CONFIG_NAME
+    fd, tmp = tempfile.mkstemp(prefix=f".{MCP_CONFIG_NAME}.", dir=scratch)  # 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"mcpServers": servers}, handle, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path, list(servers)
+
+
 class ClaudeCodeRuntime:
     name = "claude_code"
     stall_hint = ""
@@ -119,16 +142,23 @@ class ClaudeCodeRuntime:
 
     def turn(self, request: TurnRequest) -> OneShotTurn:
         inv = self.invocation(prompt=request.prompt, cwd=request.cwd, env=request.env, resume=request.resume,
-                              model=request.model, read_only=request.read_only)
+                              model=request.model, read_only=request.read_only,
+                              mcp_config=mcp_config_file(request))
         usage = MessageUsage()
         return OneShotTurn(inv, lambda line: self.parse_line(line, usage), usage.event)
 
     def invocation(self, *, prompt: str, cwd: Path, env: dict[str, str], resume: str | None,
-                   model: str | None = None, read_only: bool = False) -> Invocation:
+                   model: str | None = None, read_only: bool = False,
+                   mcp_config: tuple[Path, list[str]] | None = None) -> Invocation:
+        """`mcp_config`: the file of the turn's MCP servers and their names (mcp_config_file)."""
         cfg = self.config
         # The prompt goes on stdin: no argument-length limit, and list-taking flags such as
         # --allowedTools cannot swallow it.
-        argv = [cfg.command, "-p", "--output-format", cfg.output_format]
+        argv = [cfg.command, "-p"]
+        if mcp_config is not None:
+            # A list flag: a flag right after it ends the list.
+            argv += ["--mcp-config", str(mcp_config[0])]
+        argv += ["--output-format", cfg.output_format]
         if cfg.verbose:
             argv.append("--verbose")
         env = {**env, **cfg.env_additions(env)}
@@ -144,8 +174,11 @@ class ClaudeCodeRuntime:
                 env["IS_SANDBOX"] = "1"
         else:
             argv += ["--permission-mode", cfg.permission_mode]
-            if cfg.allowed_tools:
-                argv += ["--allowedTools", " ".join(cfg.allowed_tools)]
+            # The turn's MCP servers are Baton's own: allowed whole (`mcp__<name>`), or -p would
+            # refuse every call with nobody there to approve it.
+            allowed = [*cfg.allowed_tools, *(f"mcp__{name}" for name in (mcp_config[1] if mcp_config else ()))]
+            if allowed:
+                argv += ["--allowedTools", " ".join(allowed)]
         if model or cfg.model:
             argv += ["--model", model or cfg.model]
         if cfg.max_turns:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..base import TurnRequest
 
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -44,4 +47,24 @@ def config_args(config: dict[str, Any]) -> list[str]:
         if value is None:
             continue  # TOML has no null: an unset key is Codex's default anyway
         args += ["-c", f"{key}={toml_value(value)}"]
+    return args
+
+
+# Codex gives a stdio MCP server 10 s to start by default; a Python server on a busy machine
+# may need longer.
+MCP_STARTUP_TIMEOUT_SEC = 30.0
+
+
+def mcp_args(request: "TurnRequest") -> list[str]:
+    """The turn's MCP servers as `-c mcp_servers.<name>.*` overrides (Codex has no config-file
+    flag). Their `env` is passed whole: Codex hands a server only a short default list of its own
+    environment. None on a read-only turn."""
+    if request.read_only:
+        return []
+    args: list[str] = []
+    for server in request.mcp_servers:
+        args += config_args({f"mcp_servers.{server.name}.command": server.command,
+                             f"mcp_servers.{server.name}.args": list(server.args),
+                             f"mcp_servers.{server.name}.env": dict(server.env),
+                             f"mcp_servers.{server.name}.startup_timeout_sec": MCP_STARTUP_TIMEOUT_SEC})
     return args

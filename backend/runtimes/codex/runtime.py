@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..base import Invocation, Limits, RuntimeProblem, TurnRequest, command_problem
 from .config import CodexConfig
-from .overrides import config_args
+from .overrides import config_args, mcp_args
 from .turn import CodexTurn
 
 INSTALL_HINT = "npm install -g @openai/codex"
@@ -34,7 +34,7 @@ class CodexRuntime:
 
     def invocation(self, request: TurnRequest) -> Invocation:
         cfg = self.config
-        argv = [cfg.command, "app-server", *config_args(cfg.config), *cfg.extra_args]
+        argv = [cfg.command, "app-server", *config_args(cfg.config), *mcp_args(request), *cfg.extra_args]
         env = {**request.env, **cfg.env_additions(request.env)}
         if cfg.isolated_home:
             # Outside the worktree, kept for the attempt: a feedback turn's thread/resume finds

@@ -15,12 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..base import Invocation, Limits, OneShotTurn, RuntimeProblem, TurnRequest, command_problem
+from ..base import Invocation, Limits, McpServer, OneShotTurn, RuntimeProblem, TurnRequest, command_problem
 from .config import OpenCodeConfig
 from .events import TurnParser
 
 INSTALL_HINT = "npm install -g opencode-ai"
 CONFIG_NAME = "opencode.json"
+# How long OpenCode waits for an MCP server's tools (its default, 5 s, is short for a Python
+# server on a busy machine).
+MCP_TIMEOUT_MS = 30_000
 # Background traffic and downloads a task does not need (and that could hang it).
 QUIET_ENV = {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1",
              "OPENCODE_DISABLE_LSP_DOWNLOAD": "1"}
@@ -78,6 +81,21 @@ def read_only_config(config: dict[str, Any], agent: str | None) -> dict[str, Any
     return out
 
 
+def with_mcp_servers(config: dict[str, Any], servers: list[McpServer]) -> dict[str, Any]:
+    """The turn's MCP servers added to the config's `mcp` (the user's own servers stay; one of
+    Baton's replaces a user's server of the same name). Their tools are `<name>_<tool>`, allowed
+    by the generated `"*": "allow"` unless the user's rules say otherwise."""
+    if not servers:
+        return config
+    out = dict(config)
+    mcp = dict(out["mcp"]) if isinstance(out.get("mcp"), dict) else {}
+    for server in servers:
+        mcp[server.name] = {"type": "local", "command": [server.command, *server.args],
+                            "environment": dict(server.env), "enabled": True, "timeout": MCP_TIMEOUT_MS}
+    out["mcp"] = mcp
+    return out
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Whole or not at all (a turn may start while an earlier one's file is read), and only
     for this user: it may hold provider settings."""
@@ -123,6 +141,8 @@ class OpenCodeRuntime:
         generated = generated_config(cfg.config)
         if request.read_only:
             generated = read_only_config(generated, cfg.agent)
+        else:
+            generated = with_mcp_servers(generated, request.mcp_servers)
         write_atomically(config_path, json.dumps(generated, indent=2) + "\n")
 
         argv = [cfg.command, "run", "--format", "json", "--dir", str(cwd)]

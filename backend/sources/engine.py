@@ -1,0 +1,445 @@
+"""The sync engine: keeps a project's tasks and its tracker's issues in step.
+
+Two halves, run by backend/sources/runner.py:
+
+- `poll()` reads the tracker only: the active issues, and the issues of open tasks that are no
+  longer among them (one that is not found any more was deleted: treated as closed).
+- `reconcile()` reads the tasks and acts on what the last poll saw: it creates a task for an
+  active issue (idempotent by the issue: Idempotency-Key `source:<kind>:<issue id>`), stops and
+  cancels a task whose issue closed or left the active states, reruns one stopped that way when
+  its issue is active again, moves issues and comments as their tasks start, await review,
+  land or fail, and retries failed tasks with backoff.
+
+Exactly once: every side effect on the tracker (and every retry) is claimed on the task first
+(`POST /agent/tasks/{id}/source/reports`, key `<what>:<run>`), acted on, then marked done; a
+second engine, or this one after a restart, finds the claim and leaves it. A claim left by an
+engine that died is granted again after STALE_SECONDS; then the issue's comments are read first,
+and a comment already carrying this side effect's marker line is not posted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from ..models import CONTENT_MAX_BYTES, TITLE_MAX_CHARS
+from ..trackers.base import Issue, NotFound, Tracker
+from .config import SourceConfig
+from .taskside import TaskRefused, TaskSide, TasksUnavailable
+
+log = logging.getLogger(__name__)
+
+TRACKER_NAMES = {"linear": "Linear", "jira": "Jira"}
+OPEN = frozenset({"pending", "blocked", "plan_review", "in_progress", "review"})
+# Tasks an issue leaving the active states stops. Not review: on_review is usually such a state.
+STOPPABLE = frozenset({"pending", "blocked", "plan_review", "in_progress"})
+STALE_SECONDS = 120  # a claim older than this was left by an engine that died
+MESSAGE_MAX = 500  # characters of an error message quoted in a comment
+REASON_MAX = 2000  # the agent's limit on a cancel reason
+COUNTS = ("created", "cancelled", "moved", "commented", "rerun")
+
+Task = dict[str, Any]  # a task as the agent's API answers it
+
+
+def _source(task: Task) -> dict[str, Any]:
+    source = task.get("source")
+    return source if isinstance(source, dict) else {}
+
+
+def _report(task: Task, key: str) -> dict[str, Any] | None:
+    reports = _source(task).get("reports")
+    entry = reports.get(key) if isinstance(reports, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def _is_done(task: Task, key: str) -> bool:
+    return (_report(task, key) or {}).get("state") == "done"
+
+
+def _done_count(task: Task, prefix: str) -> int:
+    reports = _source(task).get("reports") or {}
+    return sum(1 for key, entry in reports.items()
+               if key.startswith(prefix + ":") and isinstance(entry, dict) and entry.get("state") == "done")
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _printable(value: str | None, limit: int) -> bool:
+    return bool(value) and len(value) <= limit and all("\x21" <= c <= "\x7e" for c in value)
+
+
+def task_title(issue: Issue) -> str:
+    """The issue's title as a task title: one line of printable characters, at most 200."""
+    # Control, format (bidi, zero-width) and line/paragraph separators are what a title refuses.
+    cleaned = "".join(" " if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") else c
+                      for c in issue.title)
+    title = " ".join(cleaned.split())[:TITLE_MAX_CHARS].strip()
+    return title or issue.identifier
+
+
+def task_content(issue: Issue) -> str:
+    """`<identifier>: <url>` and the description, cut to the content limit on a character boundary."""
+    head = f"{issue.identifier}: {issue.url}" if issue.url else issue.identifier
+    text = f"{head}\n\n{issue.description}" if issue.description else head
+    data = text.encode("utf-8", errors="replace")  # a lone surrogate becomes "?"
+    return data[:CONTENT_MAX_BYTES].decode("utf-8", errors="ignore")
+
+
+def duration_text(seconds: float) -> str:
+    if 0 < seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.1f}s"
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class SyncEngine:
+    def __init__(self, config: SourceConfig, tracker: Tracker, tasks: TaskSide, *, project_id: str,
+                 engine_id: str, gate=None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.tracker = tracker
+        self.tasks = tasks
+        self.project_id = project_id
+        self.engine_id = engine_id
+        self.gate = gate
+        self.clock = clock
+        self.name = TRACKER_NAMES[config.kind]
+        self.issues: dict[str, Issue] = {}  # last known, by id: the active ones and those of open tasks
+        self.active_ids: set[str] = set()
+        self.active_order: list[str] = []  # the tracker's order: tasks are created in it
+        self.deleted: set[str] = set()  # ids of open tasks' issues the tracker no longer has
+        self.polls = 0  # successful polls; nothing is decided from issues before the first
+        self.live: list[Task] | None = None  # the tasks as last listed
+        self.source_tasks = 0  # live tasks of this source, as last listed
+        self.counts = dict.fromkeys(COUNTS, 0)
+        self._made: dict[str, str | None] = {}  # issue id -> its task (a create answered it; maybe archived)
+        self._refused: dict[str, int] = {}  # issue id -> the poll whose create the agent refused
+
+    # ----- poll: the tracker --------------------------------------------------------------------
+
+    def _mine(self, tasks: list[Task]) -> list[Task]:
+        return [t for t in tasks if _source(t).get("kind") == self.config.kind and isinstance(_source(t).get("id"), str)]
+
+    def _needs_issue(self, task: Task) -> bool:
+        """Whether a poll must know this task's issue even when it is not active: open tasks
+        (to stop them when it closes) and landed ones still to be moved to on_complete."""
+        status = task.get("status")
+        if status in OPEN:
+            return True
+        return status == "completed" and self.config.on_complete is not None and \
+            not _is_done(task, f"done:{task.get('runs', 0)}")
+
+    async def poll(self) -> None:
+        """Read the tracker (raises TrackerError). Needs the tasks as last listed; before any
+        listing it asks for them once (and does without them if the agent cannot answer)."""
+        active = await self.tracker.active_issues(list(self.config.active_states or []))
+        tasks = self.live
+        if tasks is None:
+            try:
+                tasks = await self.tasks.list_tasks()
+            except (TasksUnavailable, TaskRefused):  # the agent is down: its tasks' issues are read next poll
+                tasks = []
+        active_ids = {issue.id for issue in active}
+        wanted = sorted({_source(t)["id"] for t in self._mine(tasks) if self._needs_issue(t)} - active_ids)
+        found = await self.tracker.issues_by_ids(wanted) if wanted else []
+        issues = {issue.id: issue for issue in found}
+        issues.update((issue.id, issue) for issue in active)
+        self.issues = issues
+        self.active_ids = active_ids
+        self.active_order = list(dict.fromkeys(issue.id for issue in active))
+        self.deleted = set(wanted) - {issue.id for issue in found}
+        self.polls += 1
+
+    def _remember(self, issue: Issue) -> None:
+        """An issue as the engine itself just changed it: later decisions see the move."""
+        self.issues[issue.id] = issue
+        if issue.state in (self.config.active_states or []):
+            self.active_ids.add(issue.id)
+        else:
+            self.active_ids.discard(issue.id)
+
+    # ----- reconcile: the tasks -------------------------------------------------------------------
+
+    async def reconcile(self, *, tracker_effects: bool = True) -> None:
+        """List the tasks and act on them (TasksUnavailable when the agent cannot be reached;
+        TrackerError when a side effect failed: the claim is released for the next round).
+        `tracker_effects=False` (the tracker is failing) does only what needs no tracker call."""
+        tasks = await self.tasks.list_tasks()
+        self.live = tasks
+        mine = self._mine(tasks)
+        self.source_tasks = len(mine)
+        if not self.polls:
+            return
+        by_issue = {_source(t)["id"]: t for t in mine}
+        for issue_id in self.active_order:
+            if issue_id not in by_issue and issue_id not in self._made and self._refused.get(issue_id) != self.polls:
+                issue = self.issues.get(issue_id)
+                if issue is not None:
+                    await self._create(issue)
+        for task in mine:
+            try:
+                await self._settle(task, tracker_effects)
+            except TaskRefused as exc:  # the task moved on meanwhile (archived, finished): next round
+                log.info("source %s: task %s: %s", self.project_id, task.get("id"), exc.message)
+
+    async def _create(self, issue: Issue) -> None:
+        kind = self.config.kind
+        if not _printable(issue.id, 100) or not _printable(issue.identifier, 100):
+            log.warning("source %s: issue id %r / %r cannot name a task; skipped", self.project_id, issue.id,
+                        issue.identifier)
+            self._made[issue.id] = None
+            return
+        url = issue.url if issue.url and len(issue.url) <= 2000 and issue.url.startswith(("http://", "https://")) \
+            and _printable(issue.url, 2000) else None
+        body: dict[str, Any] = {
+            "title": task_title(issue), "content": task_content(issue),
+            "source": {"kind": kind, "id": issue.id, "identifier": issue.identifier, "url": url},
+        }
+        if self.config.tools and self.gate is not None:
+            grant = self.gate.grant(self.project_id, kind, issue.id)
+            body["tool_grant"] = grant.model_dump(mode="json") if hasattr(grant, "model_dump") else dict(grant)
+        try:
+            task = await self.tasks.create(body, f"source:{kind}:{issue.id}")
+        except TaskRefused as exc:
+            if exc.code == "idempotency_key_reused":  # a task was made for it before (its title has changed since)
+                self._made[issue.id] = None
+                return
+            self._refused[issue.id] = self.polls  # tried again after the next poll, not every round
+            log.warning("source %s: the agent refused a task for %s: %s", self.project_id, issue.identifier,
+                        exc.message)
+            return
+        self._made[issue.id] = task.get("id")
+        self.counts["created"] += 1  # creates answered (another engine's may have made the task)
+
+    async def _settle(self, task: Task, tracker_effects: bool) -> None:
+        issue_id, status, runs = _source(task)["id"], task.get("status"), int(task.get("runs") or 0)
+        issue = self.issues.get(issue_id)
+        active = issue_id in self.active_ids
+        closed = issue_id in self.deleted or (
+            issue is not None and issue.state in (self.config.terminal_states or []))
+        if status in OPEN:
+            if closed:
+                await self._stop(task, self._closed_reason(task, issue))
+                return
+            if status in STOPPABLE and issue is not None and not active and not self._moved_by_us(task, issue):
+                await self._stop(task, self._left_reason(task, issue))
+                return
+            if not tracker_effects:
+                return
+            # Not a landing run (a person approved the work): the issue stays where review put it.
+            if status == "in_progress" and self.config.on_start and not task.get("approved_sha"):
+                await self._effect(task, f"started:{runs}", self._on_start)
+            elif status == "review":
+                await self._effect(task, f"review:{runs}", self._on_review)
+        elif status == "cancelled":
+            # Only a task this engine stopped (a person's cancel has no such report) comes back.
+            if active and not closed and _is_done(task, f"stopped:{runs}") and task.get("cancel_reason"):
+                await self.tasks.rerun(task["id"])
+                self.counts["rerun"] += 1
+        elif status == "completed":
+            if tracker_effects:
+                await self._effect(task, f"done:{runs}", self._on_done)
+        elif status == "failed":
+            if tracker_effects:
+                await self._effect(task, f"failed:{runs}", self._on_failed)
+            await self._maybe_retry(task, runs)
+
+    def _moved_by_us(self, task: Task, issue: Issue) -> bool:
+        """The issue is where this engine put it when the task went to review (a person then
+        sent the task back, or approved it: it runs again, its issue still "In Review")."""
+        ours = {self.config.on_review, self.config.on_complete} - {None}
+        return issue.state in ours and _done_count(task, "review") > 0
+
+    def _closed_reason(self, task: Task, issue: Issue | None) -> str:
+        identifier = _source(task).get("identifier", "the issue")
+        if issue is None:
+            return f"{identifier} was deleted in {self.name}"
+        return _cut(f"{identifier} moved to {issue.state} in {self.name}", REASON_MAX)
+
+    def _left_reason(self, task: Task, issue: Issue) -> str:
+        identifier = _source(task).get("identifier", "the issue")
+        if issue.state in (self.config.active_states or []):
+            why = f"{identifier} no longer matches the source's filter in {self.name}"
+        else:
+            why = f"{identifier} left the active states (now {issue.state})"
+        return _cut(f"{why}; its work is kept on its branch", REASON_MAX)
+
+    async def _claim(self, task: Task, key: str) -> dict[str, Any]:
+        return await self.tasks.report(task["id"], {"key": key, "action": "claim", "by": self.engine_id,
+                                                    "stale_seconds": STALE_SECONDS})
+
+    async def _mark(self, task: Task, key: str, action: str) -> None:
+        await self.tasks.report(task["id"], {"key": key, "action": action, "by": self.engine_id})
+
+    async def _stop(self, task: Task, reason: str) -> None:
+        key = f"stopped:{task.get('runs', 0)}"
+        answer = await self._claim(task, key)
+        current = answer.get("task") or task
+        if current.get("status") not in OPEN:
+            if answer.get("granted"):
+                await self._mark(task, key, "release")
+            return
+        if not answer.get("granted") and not _is_done(current, key):
+            return  # another engine is stopping it right now
+        # Not granted but done: stopped once in this run, rerun, and its issue left again.
+        try:
+            await self.tasks.cancel(task["id"], reason)
+        except TaskRefused:
+            if answer.get("granted"):
+                await self._mark(task, key, "release")
+            raise
+        if answer.get("granted"):
+            await self._mark(task, key, "done")
+        self.counts["cancelled"] += 1
+        log.info("source %s: task %s cancelled: %s", self.project_id, task["id"], reason)
+
+    async def _effect(self, task: Task, key: str, act: Callable[[Task, str, bool], Awaitable[None]]) -> None:
+        """Claim `key` on the task, act, mark it done; released again if the tracker failed."""
+        before = _report(task, key)
+        if before is not None and before.get("state") == "done":
+            return
+        answer = await self._claim(task, key)
+        if not answer.get("granted"):
+            return
+        try:
+            # As listed: the claim has just changed the task's updated_at (a review's end).
+            await act(task, key, before is not None)  # it existed as a claim: re-granted as stale
+        except NotFound as exc:  # the issue is gone: nothing left to tell it
+            log.info("source %s: %s for task %s skipped: %s", self.project_id, key, task["id"], exc.message)
+        except Exception:
+            await self._mark(task, key, "release")
+            raise
+        await self._mark(task, key, "done")
+
+    async def _issue(self, task: Task) -> Issue:
+        issue_id = _source(task)["id"]
+        issue = self.issues.get(issue_id)
+        if issue is None:
+            issue = await self.tracker.get_issue(issue_id)
+            self.issues[issue.id] = issue
+        return issue
+
+    async def _move(self, task: Task, state: str | None) -> None:
+        if not state:
+            return
+        issue = await self._issue(task)
+        if issue.state == state:
+            return
+        try:
+            moved = await self.tracker.move(issue, state)
+        except NotFound as exc:  # no such state, or (Jira) no transition to it from here: say so, go on
+            log.warning("source %s: cannot move %s to %s: %s", self.project_id, issue.identifier, state, exc.message)
+            return
+        self._remember(moved)
+        self.counts["moved"] += 1
+
+    async def _comment(self, task: Task, key: str, text: str, stale: bool) -> None:
+        issue_id = _source(task)["id"]
+        # Visible text: Jira has no hidden comments. It is how a re-granted claim finds its comment.
+        marker = f"baton task {task['id']} · {key}"
+        if stale and any(marker in comment.body for comment in await self.tracker.comments(issue_id)):
+            return
+        await self.tracker.add_comment(issue_id, f"{text}\n\n{marker}")
+        self.counts["commented"] += 1
+
+    # ----- what each side effect does ------------------------------------------------------------
+
+    def _facts(self, task: Task, end_key: str = "finished_at") -> str:
+        parts = []
+        cost = task.get("cost_usd")
+        if isinstance(cost, (int, float)):
+            parts.append(f"Cost: ${cost:.2f}" + (" (estimated)" if task.get("cost_estimated") else ""))
+        start, end = _time(task.get("started_at")), _time(task.get(end_key)) or _time(task.get("updated_at"))
+        if start is not None and end is not None:
+            parts.append(f"Duration: {duration_text((end - start).total_seconds())}")
+        return " · ".join(parts)
+
+    async def _on_start(self, task: Task, key: str, stale: bool) -> None:
+        await self._move(task, self.config.on_start)
+
+    async def _on_review(self, task: Task, key: str, stale: bool) -> None:
+        await self._move(task, self.config.on_review)
+        pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
+        head = f"Pull request opened by Baton: {pr['url']}" if pr and pr.get("url") else "Ready for review in Baton"
+        facts = self._facts(task, "updated_at")
+        await self._comment(task, key, f"{head}\n{facts}" if facts else head, stale)
+
+    async def _on_done(self, task: Task, key: str, stale: bool) -> None:
+        await self._move(task, self.config.on_complete)
+        sha = task.get("commit_sha")
+        pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
+        if task.get("no_changes"):
+            head = "Completed by Baton: no changes were needed"
+        elif sha:
+            head = f"Completed by Baton: landed as {sha[:12]} on the base branch"
+        else:
+            head = "Completed by Baton"
+        lines = [head]
+        if pr and pr.get("url"):
+            lines.append(f"Pull request: {pr['url']}")
+        facts = self._facts(task)
+        if facts:
+            lines.append(facts)
+        await self._comment(task, key, "\n".join(lines), stale)
+
+    async def _on_failed(self, task: Task, key: str, stale: bool) -> None:
+        failures = _done_count(task, "failed") + 1  # this one, being reported
+        why = task.get("error_reason") or "failed"
+        message = task.get("error_message")
+        lines = [f"Baton's run failed ({why})" + (f": {_cut(message, MESSAGE_MAX)}" if message else "")]
+        issue_id = _source(task)["id"]
+        if failures >= self.config.max_attempts:
+            lines.append(f"Baton will not retry it: {failures} of {self.config.max_attempts} attempts failed.")
+        elif issue_id not in self.active_ids:
+            lines.append("Baton will not retry it: the issue is no longer in an active state.")
+        else:
+            delay = duration_text(self.config.retry_delay(failures))
+            lines.append(f"Baton will retry it in {delay} (attempt {failures + 1} of {self.config.max_attempts}).")
+        facts = self._facts(task)
+        if facts:
+            lines.append(facts)
+        await self._comment(task, key, "\n".join(lines), stale)
+
+    async def _maybe_retry(self, task: Task, runs: int) -> None:
+        if not _is_done(task, f"failed:{runs}"):
+            return  # told the tracker first: the comment says whether it is retried
+        failures = _done_count(task, "failed")
+        if failures >= self.config.max_attempts or _source(task)["id"] not in self.active_ids:
+            return
+        finished = _time(task.get("finished_at"))
+        if finished is None or self.clock() < finished.timestamp() + self.config.retry_delay(failures):
+            return
+        key = f"retry:{runs}"
+        if _is_done(task, key):
+            return
+        answer = await self._claim(task, key)
+        if not answer.get("granted"):
+            return
+        try:
+            await self.tasks.rerun(task["id"])
+        except Exception:
+            await self._mark(task, key, "release")
+            raise
+        await self._mark(task, key, "done")
+        self.counts["rerun"] += 1

@@ -1,0 +1,5 @@
+"""Linear (GraphQL) as a task source."""
+
+from .client import LinearTracker
+
+__all__ = ["LinearTracker"]

@@ -1,0 +1,343 @@
+"""The sync engine (backend/sources/engine.py) between a real agent (uvicorn, fake CLI) and a
+stand-in tracker running as a process: issues become tasks exactly once (two engines, a
+restart), closed or deactivated issues stop their tasks, tasks move and comment on their issues
+exactly once, failed tasks are retried with backoff up to max_attempts.
+
+Each test drives engines round by round (poll + reconcile, as the runner does) until a
+condition holds, with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from backend.dashboard.config import ProjectConfig
+from backend.dashboard.connectors.http import HTTPConnector
+from backend.sources import engine as engine_module
+from backend.sources.config import SourceConfig
+from backend.sources.engine import SyncEngine, task_content, task_title
+from backend.sources.taskside import ConnectorTaskSide
+from backend.trackers import make_tracker
+from backend.trackers.base import Issue
+from support import git, wait_task_done
+from trackers_support import start_standin
+
+COMMIT = {"steps": [{"write": "feature.txt", "text": "done\n"}, {"commit": "add feature"}]}
+FAIL = {"result": "error_during_execution"}
+
+
+def scenario(steps: dict) -> str:
+    return "FAKE: " + json.dumps(steps)
+
+
+@pytest.fixture(params=["linear", "jira"])
+def standin(request, tmp_path):
+    with start_standin(request.param, tmp_path / "standin") as running:
+        yield running
+
+
+def source_config(standin, **overrides) -> SourceConfig:
+    return SourceConfig.model_validate(standin.source(tools=False, **overrides))
+
+
+def source_tasks(agent) -> list:
+    return [t for t in agent.store.snapshot().tasks.values() if t.source is not None]
+
+
+def comments(standin, issue: str) -> list[str]:
+    return [c["body"] for c in standin.admin.issue(issue)["comments"]]
+
+
+class Engines:
+    """Sync engines over one agent and one tracker, each with its own connector and client."""
+
+    def __init__(self, agent, standin, config: SourceConfig, client: httpx.AsyncClient, clock=time.time) -> None:
+        self.agent, self.standin, self.config, self.client, self.clock = agent, standin, config, client, clock
+        self.engines: list[SyncEngine] = []
+
+    def add(self, engine_id: str) -> SyncEngine:
+        connector = HTTPConnector(ProjectConfig(id=self.agent.settings.project_id, agent_url=self.agent.url),
+                                  self.client, 10)
+        engine = SyncEngine(self.config, make_tracker(self.config, environ=self.standin.environ),
+                            ConnectorTaskSide(connector), project_id="shop", engine_id=engine_id,
+                            clock=lambda: self.clock())
+        self.engines.append(engine)
+        return engine
+
+    async def round(self, *engines: SyncEngine) -> None:
+        """A round of each engine, all at once (their requests interleave, as two dashboards' do)."""
+        async def one(engine: SyncEngine) -> None:
+            await engine.poll()
+            await engine.reconcile()
+        await asyncio.gather(*(one(engine) for engine in engines or self.engines))
+
+    async def until(self, condition: Callable[[], object], what: str, timeout: float = 90,
+                    engines: tuple[SyncEngine, ...] = ()) -> object:
+        """Sync rounds until `condition()` holds (a deadline, not a pace)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.round(*engines)
+            result = await asyncio.to_thread(condition)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        for engine in self.engines:
+            await engine.tracker.aclose()
+
+
+@asynccontextmanager
+async def engines(agent, standin, config: SourceConfig, clock=time.time):
+    async with httpx.AsyncClient() as client:
+        group = Engines(agent, standin, config, client, clock)
+        try:
+            yield group
+        finally:
+            await group.aclose()
+
+
+def test_issues_become_tasks_exactly_once(agent, standin):
+    """Two engines syncing one agent, then a restarted one: one task per active issue, made
+    from its title, description and link; issues outside the active states make none."""
+    active_state = "Todo" if standin.kind == "linear" else "To Do"
+    seeded = standin.admin.seed([
+        {"title": "Fix the login page", "description": "It 500s on submit.", "state": active_state},
+        {"title": "Add dark mode", "state": "In Progress"},
+        {"title": "Line one\nline two\u200b" + "x" * 300, "state": active_state},
+        {"title": "Finished already", "state": "Done"},
+    ])
+    config = source_config(standin)
+
+    async def run() -> None:
+        async with engines(agent, standin, config) as group:
+            group.add("engine-a"), group.add("engine-b")
+            await group.until(lambda: len(source_tasks(agent)) >= 3, "three tasks")
+            for _ in range(3):  # more rounds of both change nothing
+                await group.round()
+            restarted = group.add("engine-c")  # a new process: nothing remembered
+            for _ in range(3):
+                await group.round(restarted)
+            assert restarted.counts["created"] == 0  # it found every task listed
+
+    asyncio.run(run())
+    tasks = {t.source.id: t for t in source_tasks(agent)}
+    assert len(source_tasks(agent)) == 3
+    assert set(tasks) == {seeded[0]["id"], seeded[1]["id"], seeded[2]["id"]}
+    login = tasks[seeded[0]["id"]]
+    assert login.title == "Fix the login page"
+    assert login.content == f"{seeded[0]['identifier']}: {seeded[0]['url']}\n\nIt 500s on submit."
+    assert (login.source.kind, login.source.identifier, login.source.url) == (
+        standin.kind, seeded[0]["identifier"], seeded[0]["url"])
+    assert login.idempotency_key == f"source:{standin.kind}:{seeded[0]['id']}"
+    long_title = tasks[seeded[2]["id"]].title
+    assert long_title.startswith("Line one line two x") and len(long_title) == 200
+
+
+def test_title_and_content_are_cut_safely():
+    """An empty title falls back to the identifier; content is cut on a character boundary."""
+    issue = Issue(id="1", identifier="ENG-1", title=" \t", description="é" * 200_000, url=None, state="Todo")
+    assert task_title(issue) == "ENG-1"
+    content = task_content(issue)
+    assert len(content.encode()) <= 256 * 1024 and content.startswith("ENG-1\n\n") and content.endswith("é")
+
+
+def test_closed_issue_stops_its_running_task_and_keeps_its_branch(agent_factory, fake_cli, linear_standin):
+    """on_start moves the issue when the task starts; moved to Done mid-run, the task is
+    stopped and cancelled with the reason, its branch (with the work so far) kept."""
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    work = {"steps": [{"write": "wip.txt", "text": "half\n"}, {"commit": "half done"}, {"sleep": 120}]}
+    [issue] = linear_standin.admin.seed([{"title": "Long job", "description": scenario(work)}])
+    config = source_config(linear_standin, on_start="In Progress")
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            group.add("engine-a")
+            await group.until(lambda: linear_standin.admin.issue(issue["id"])["state"] == "In Progress"
+                              and "half done" in _branch_log(agent), "the task to start and commit")
+            linear_standin.admin.move(issue["id"], "Done")
+            await group.until(lambda: source_tasks(agent)[0].status.value == "cancelled", "the task to be cancelled")
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    assert task.cancel_reason == f"{issue['identifier']} moved to Done in Linear"
+    assert task.source.reports[f"stopped:{task.runs}"].state == "done"
+    assert "half done" in git(agent.settings.project_dir, "log", "--format=%s", f"task/{task.id}")
+    moves = [(h["to"], h["by"]) for h in linear_standin.admin.issue(issue["id"])["history"]]
+    assert moves == [("In Progress", "api"), ("Done", "human")]
+
+
+def _branch_log(agent) -> str:
+    tasks = source_tasks(agent)
+    if not tasks or tasks[0].status.value != "in_progress":
+        return ""
+    try:
+        return git(agent.settings.project_dir, "log", "--format=%s", f"task/{tasks[0].id}")
+    except Exception:  # the branch is not there yet
+        return ""
+
+
+def test_leaving_the_active_states_stops_and_coming_back_reruns(agent, linear_standin):
+    """An issue moved out of the active states (not closed) cancels its waiting task with a
+    reason; moved back, the task is rerun. A task a person cancelled is left alone."""
+    first, second = linear_standin.admin.seed([{"title": "Parked later"}, {"title": "Cancelled by a person"}])
+    config = source_config(linear_standin)
+
+    def status(issue_id: str) -> str:
+        return next(t for t in source_tasks(agent) if t.source.id == issue_id).status.value
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            group.add("engine-a")
+            await group.until(lambda: len(source_tasks(agent)) == 2, "two tasks")
+            person = next(t for t in source_tasks(agent) if t.source.id == second["id"])
+            assert agent.client.post(f"/agent/tasks/{person.id}/cancel").status_code == 200
+            linear_standin.admin.move(first["id"], "Backlog")
+            await group.until(lambda: status(first["id"]) == "cancelled", "the parked issue's task to be cancelled")
+            parked = next(t for t in source_tasks(agent) if t.source.id == first["id"])
+            assert parked.cancel_reason == (f"{first['identifier']} left the active states (now Backlog); "
+                                            "its work is kept on its branch")
+            linear_standin.admin.move(first["id"], "Todo")
+            await group.until(lambda: status(first["id"]) == "pending", "the task to be rerun")
+            for _ in range(3):
+                await group.round()
+            assert status(second["id"]) == "cancelled"
+            assert group.engines[0].counts["rerun"] == 1
+
+    asyncio.run(run())
+
+
+def test_landed_task_moves_its_issue_and_comments_exactly_once(agent_factory, fake_cli, standin):
+    """Two engines: the issue goes to on_start, then on_complete, with ONE comment naming the
+    commit, the cost and the duration, ending with its marker line."""
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    [issue] = standin.admin.seed([{"title": "Ship it", "description": scenario(COMMIT)}])
+    config = source_config(standin, on_start="In Progress", on_complete="Done")
+
+    async def run() -> None:
+        async with engines(agent, standin, config) as group:
+            group.add("engine-a"), group.add("engine-b")
+            await group.until(lambda: (t := source_tasks(agent)) and t[0].source.reports.get("done:1")
+                              and t[0].source.reports["done:1"].state == "done", "the landing to be reported")
+            for _ in range(3):
+                await group.round()
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    assert task.status.value == "completed" and task.commit_sha
+    view = standin.admin.issue(issue["id"])
+    assert view["state"] == "Done"
+    assert [h["to"] for h in view["history"]] == ["In Progress", "Done"]
+    [comment] = [c["body"] for c in view["comments"]]
+    assert f"landed as {task.commit_sha[:12]}" in comment
+    assert "Cost: $" in comment and "Duration: " in comment
+    assert comment.rstrip().endswith(f"baton task {task.id} · done:1")
+
+
+def test_review_round_trip_moves_the_issue_back_and_forth(agent_factory, fake_cli, linear_standin):
+    """landing: review. The issue follows its task: In Progress, In Review (one comment per
+    review), back to In Progress when a person asks for changes (the task is not stopped though
+    its issue is out of the active states: the engine put it there), Done once approved."""
+    agent = agent_factory(config=fake_cli.config(landing="review"), dispatch=True)
+    work = {**COMMIT, "on_resume": [{"steps": [{"append": "feature.txt", "text": "more\n"}, {"commit": "more"}]}]}
+    [issue] = linear_standin.admin.seed([{"title": "Reviewed work", "description": scenario(work)}])
+    config = source_config(linear_standin, on_start="In Progress", on_review="In Review", on_complete="Done")
+
+    def reported(key: str) -> bool:
+        tasks = source_tasks(agent)
+        return bool(tasks) and (r := tasks[0].source.reports.get(key)) is not None and r.state == "done"
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            group.add("engine-a")
+            await group.until(lambda: reported("review:1"), "the first review")
+            [task] = source_tasks(agent)
+            sent = agent.client.post(f"/agent/tasks/{task.id}/request-changes", json={"text": "More, please."})
+            assert sent.status_code == 200, sent.text
+            await group.until(lambda: reported("review:2"), "the second review")
+            sha = agent.store.get(task.id).review_sha
+            assert agent.client.post(f"/agent/tasks/{task.id}/approve", json={"sha": sha}).status_code == 200
+            await group.until(lambda: reported("done:3"), "the landing")
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    assert task.status.value == "completed" and "stopped:2" not in task.source.reports
+    view = linear_standin.admin.issue(issue["id"])
+    assert [h["to"] for h in view["history"]] == ["In Progress", "In Review", "In Progress", "In Review", "Done"]
+    bodies = [c["body"] for c in view["comments"]]
+    assert [b.splitlines()[0] for b in bodies] == [
+        "Ready for review in Baton", "Ready for review in Baton", f"Completed by Baton: landed as {task.commit_sha[:12]} on the base branch"]
+
+
+def test_failed_task_is_commented_retried_after_backoff_then_left(agent_factory, fake_cli, linear_standin):
+    """Each failed run gets one comment; the rerun waits retry_delay(n) after the failure (the
+    engine's clock is the test's); after max_attempts the task stays failed."""
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    [issue] = linear_standin.admin.seed([{"title": "Always breaks", "description": scenario(FAIL)}])
+    config = source_config(linear_standin, max_attempts=2, retry_base_seconds=100)
+    offset = [0.0]
+
+    def failed_runs() -> int:
+        tasks = source_tasks(agent)
+        return tasks[0].runs if tasks and tasks[0].status.value == "failed" else 0
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config, clock=lambda: time.time() + offset[0]) as group:
+            group.add("engine-a"), group.add("engine-b")
+            await group.until(lambda: failed_runs() == 1 and len(comments(linear_standin, issue["id"])) == 1,
+                              "the first failure to be commented")
+            for _ in range(3):  # inside the backoff: no rerun
+                await group.round()
+            assert failed_runs() == 1
+            offset[0] = 100.0  # the backoff has passed
+            await group.until(lambda: failed_runs() == 2 and len(comments(linear_standin, issue["id"])) == 2,
+                              "the rerun to fail and be commented")
+            offset[0] = 10_000.0
+            for _ in range(3):  # max_attempts reached: left failed
+                await group.round()
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    assert task.status.value == "failed" and task.runs == 2
+    first, second = comments(linear_standin, issue["id"])
+    assert "Baton's run failed (agent_error)" in first and "will retry it in 1m 40s (attempt 2 of 2)" in first
+    assert first.rstrip().endswith(f"baton task {task.id} · failed:1")
+    assert "will not retry it: 2 of 2 attempts failed" in second
+    assert task.source.reports["retry:1"].state == "done" and "retry:2" not in task.source.reports
+
+
+def test_a_stale_claim_is_taken_over_without_a_second_comment(agent_factory, fake_cli, linear_standin, monkeypatch):
+    """An engine that claimed a task's landing report, posted its comment and died before
+    marking it done: once the claim is stale, another engine takes it over, finds the marker
+    among the issue's comments and posts nothing more."""
+    monkeypatch.setattr(engine_module, "STALE_SECONDS", 1)
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    [issue] = linear_standin.admin.seed([{"title": "Ship it", "description": scenario(COMMIT)}])
+    config = source_config(linear_standin)
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            creator = group.add("engine-a")
+            await group.until(lambda: source_tasks(agent), "the task", engines=(creator,))
+            [task] = source_tasks(agent)
+            await asyncio.to_thread(wait_task_done, agent, task.id)
+            # The engine that died: its claim and its comment, no `done`.
+            claim = agent.client.post(f"/agent/tasks/{task.id}/source/reports", json={
+                "key": "done:1", "action": "claim", "by": "dead-engine", "stale_seconds": 120})
+            assert claim.json()["granted"] is True
+            await creator.tracker.add_comment(issue["id"], f"Completed by Baton\n\nbaton task {task.id} · done:1")
+            survivor = group.add("engine-b")
+            await group.until(lambda: agent.store.get(task.id).source.reports["done:1"].state == "done",
+                              "the stale claim to be taken over", engines=(survivor,))
+            assert survivor.counts["commented"] == 0
+
+    asyncio.run(run())
+    assert len(comments(linear_standin, issue["id"])) == 1
