@@ -136,3 +136,14 @@ def test_plan_schedule_bench_finds_an_order_violation_and_measures_overhead_as_d
     assert good["wall_seconds"] == 3.0
     bad = run("2026-01-01T00:00:01.400Z")
     assert [(v["task"], v["dependency"]) for v in bad["violations"]] == [("b", "a")]
+
+
+def test_tracker_sync_bench_prints_its_figures():
+    figures = run_bench("tracker_sync.py", "--issues", "40", "--projects", "2", "--steady-rounds", "2")
+    assert (figures["projects"], figures["active_issues"]) == (2, 40)
+    assert figures["full_sync"]["tasks_created"] == 40 and figures["duplicates"] == 0
+    # One page of active issues per project, counted alike by the clients and the stand-in.
+    assert figures["full_sync"]["tracker_calls"] == figures["full_sync"]["standin_counted_calls"] == 2
+    assert figures["steady_state"]["calls_per_round"] == [2, 2]
+    assert figures["steady_state"]["calls_per_minute"] == 4.0
+    assert figures["steady_state"]["tracker_calls_in_3_reconciles_between_polls"] == 0
