@@ -24,7 +24,8 @@ from backend.sources.config import SourceConfig
 from backend.sources.engine import SyncEngine, task_content, task_title
 from backend.sources.taskside import ConnectorTaskSide
 from backend.trackers import make_tracker
-from backend.trackers.base import Issue
+from backend.models import Owner
+from backend.trackers.base import BadQuery, Issue, ServerError
 from support import git, wait_task_done
 from trackers_support import start_standin
 
@@ -341,3 +342,173 @@ def test_a_stale_claim_is_taken_over_without_a_second_comment(agent_factory, fak
 
     asyncio.run(run())
     assert len(comments(linear_standin, issue["id"])) == 1
+
+
+class _LostAnswer:
+    """A tracker client whose first comment post lands but whose answer is lost (a timeout)."""
+
+    def __init__(self, real) -> None:
+        self.real, self.lost = real, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    async def add_comment(self, issue_id: str, body: str):
+        comment = await self.real.add_comment(issue_id, body)
+        if not self.lost:
+            self.lost += 1
+            raise ServerError("cannot reach 127.0.0.1: no answer within 20 s (ReadTimeout)")
+        return comment
+
+
+def test_a_comment_whose_answer_was_lost_is_not_posted_again(agent_factory, fake_cli, linear_standin):
+    """The landing comment is posted but its answer never comes: the claim is released and the
+    next round finds the marker among the issue's comments instead of posting a second one."""
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    [issue] = linear_standin.admin.seed([{"title": "Ship it", "description": scenario(COMMIT)}])
+    config = source_config(linear_standin)
+
+    def reported() -> bool:
+        tasks = source_tasks(agent)
+        return bool(tasks) and (r := tasks[0].source.reports.get("done:1")) is not None and r.state == "done"
+
+    async def run() -> _LostAnswer:
+        async with engines(agent, linear_standin, config) as group:
+            engine = group.add("engine-a")
+            engine.tracker = flaky = _LostAnswer(engine.tracker)
+            deadline = time.monotonic() + 90
+            while not reported():
+                assert time.monotonic() < deadline, "timed out waiting for the landing to be reported"
+                await engine.poll()
+                try:
+                    await engine.reconcile()
+                except ServerError:  # the lost answer: released, retried next round
+                    pass
+                await asyncio.sleep(0.05)
+            return flaky
+
+    flaky = asyncio.run(run())
+    assert flaky.lost == 1
+    [task] = source_tasks(agent)
+    [comment] = comments(linear_standin, issue["id"])
+    assert comment.rstrip().endswith(f"baton task {task.id} · done:1")
+
+
+def test_an_issue_missing_from_a_lagging_search_is_not_taken_as_gone(agent, standin):
+    """Jira's search lags behind writes: an engine whose search leaves out an issue that is
+    still in an active state does not stop its task (another engine made it) until the issue
+    has been missing for UNLISTED_GRACE; then it has left the filter."""
+    [issue] = standin.admin.seed([{"title": "Fresh issue"}])
+    config = source_config(standin)
+    offset = [0.0]
+
+    async def run() -> None:
+        async with engines(agent, standin, config, clock=lambda: time.time() + offset[0]) as group:
+            fresh, lagging = group.add("engine-a"), group.add("engine-b")
+            await group.until(lambda: source_tasks(agent), "the task", engines=(fresh,))
+            real_search = lagging.tracker.active_issues
+
+            async def stale_search(states):
+                return [i for i in await real_search(states) if i.id != issue["id"]]
+            lagging.tracker.active_issues = stale_search
+            for _ in range(3):
+                await group.round(lagging)
+            assert source_tasks(agent)[0].status.value == "pending"
+            offset[0] = engine_module.UNLISTED_GRACE + 1
+            await group.until(lambda: source_tasks(agent)[0].status.value == "cancelled",
+                              "the task to be stopped", engines=(lagging,))
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    assert "no longer matches the source's filter" in task.cancel_reason
+
+
+def test_one_issue_the_tracker_refuses_does_not_hold_up_the_others(agent, linear_standin):
+    """A side effect the tracker keeps refusing for one task (its on_start move) is reported,
+    yet the tasks listed after it are still acted on: a stopped task whose issue is active
+    again is rerun in the same round."""
+    poisoned, parked = linear_standin.admin.seed([{"title": "Poisoned"}, {"title": "Parked"}])
+    config = source_config(linear_standin, on_start="In Progress")
+
+    def status(issue_id: str) -> str:
+        return next(t for t in source_tasks(agent) if t.source.id == issue_id).status.value
+
+    async def run() -> list[Exception]:
+        async with engines(agent, linear_standin, config) as group:
+            engine = group.add("engine-a")
+            real_move = engine.tracker.move
+
+            async def move(issue, state):
+                if issue.id == poisoned["id"]:
+                    raise BadQuery("Linear refused move: the state cannot be set on this issue")
+                return await real_move(issue, state)
+            engine.tracker.move = move
+            await group.until(lambda: len(source_tasks(agent)) == 2, "two tasks")
+            linear_standin.admin.move(parked["id"], "Backlog")
+            await group.until(lambda: status(parked["id"]) == "cancelled", "the parked task to be stopped")
+            task_id = next(t.id for t in source_tasks(agent) if t.source.id == poisoned["id"])
+            agent.store.claim(Owner(pid=1, host="h", instance="i"), 60, task_id=task_id)
+            linear_standin.admin.move(parked["id"], "Todo")
+            errors: list[Exception] = []
+            deadline = time.monotonic() + 30
+            while status(parked["id"]) != "pending":
+                assert time.monotonic() < deadline, "timed out waiting for the parked task to be rerun"
+                await engine.poll()
+                try:
+                    await engine.reconcile()
+                except BadQuery as exc:
+                    errors.append(exc)
+                await asyncio.sleep(0.05)
+            return errors
+
+    errors = asyncio.run(run())
+    assert errors and "cannot be set" in errors[0].message
+
+
+@pytest.mark.parametrize("kind", ["linear", "jira"])
+def test_a_forged_source_never_reaches_an_issue_outside_the_filter(agent_factory, fake_cli, tmp_path, kind):
+    """Anyone who reaches the agent's API (a coding agent, through TASK_PORT) can create a task
+    whose `source` names any issue the tracker key can see: one of another team (Linear) or
+    project (Jira). It lands, yet the engine neither moves that issue nor comments on it."""
+    other = {"linear": {"title": "Another team's issue", "state": "Todo", "team": "OPS"},
+             "jira": {"title": "Another project's issue", "state": "To Do", "project": "HR"}}[kind]
+    scope = {"linear": {"teams": ["ENG", "OPS"]}, "jira": {"projects": ["SHOP", "HR"]}}[kind]
+    with start_standin(kind, tmp_path / "standin", **scope) as standin:
+        agent = agent_factory(config=fake_cli.config(), dispatch=True)
+        [victim] = standin.admin.seed([other])
+        # Linear cannot move an issue to another team's state: without on_complete the comment is the test.
+        config = source_config(standin, on_start="In Progress", on_complete="Done" if kind == "jira" else None)
+        forged = agent.client.post("/agent/tasks", json={
+            "title": "Nothing to see", "content": scenario(COMMIT),
+            "source": {"kind": kind, "id": victim["id"], "identifier": "ENG-999"}})
+        assert forged.status_code == 201, forged.text
+        # Landed before any poll saw it: the engine meets a completed task to report.
+        assert wait_task_done(agent, forged.json()["id"]).status.value == "completed"
+
+        async def run() -> None:
+            async with engines(agent, standin, config) as group:
+                group.add("engine-a")
+                for _ in range(3):
+                    await group.round()
+
+        asyncio.run(run())
+        view = standin.admin.issue(victim["id"])
+        assert view["state"] == other["state"] and view["history"] == []
+        assert view["comments"] == []
+        [task] = source_tasks(agent)
+        assert "done:1" not in task.source.reports
+
+
+def test_extra_jql_cannot_reach_past_the_project():
+    """filter.jql is AND-ed in parentheses: a `)` closing more than it opened (or an ORDER BY)
+    would let it widen the search beyond the project, so the configuration refuses it."""
+    base = {"kind": "jira", "base_url": "https://x.atlassian.net", "email": "a@example.com",
+            "api_token": "$JIRA_API_TOKEN", "filter": {"project": "SHOP"}}
+
+    def jql(text: str) -> SourceConfig:
+        return SourceConfig.model_validate({**base, "filter": {"project": "SHOP", "jql": text}})
+
+    assert jql('assignee = currentUser() AND (summary ~ "a)b" OR labels = x)').filter.jql
+    for escaping in ("x) OR (project != SHOP", "x = 1 ORDER BY created", "(x = 1", 'summary ~ "open'):
+        with pytest.raises(ValueError, match="filter.jql"):
+            jql(escaping)

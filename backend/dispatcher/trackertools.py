@@ -40,6 +40,8 @@ def remove_token(scratch: Path) -> None:
 
 
 def tracker_server(grant: ToolGrant, token_file: Path) -> McpServer:
-    return McpServer(name=SERVER_NAME, command=sys.executable, args=["-m", MODULE],
+    # -P: the CLI starts the server in the worktree, whose own `backend/` (or `httpx.py`) must
+    # not shadow Baton's modules (python -m would otherwise put the cwd first on sys.path).
+    return McpServer(name=SERVER_NAME, command=sys.executable, args=["-P", "-m", MODULE],
                      env={"BATON_TOOLS_URL": grant.url, "BATON_TOOLS_TOKEN_FILE": str(token_file),
                           "PYTHONPATH": BATON_ROOT})

@@ -49,6 +49,38 @@ DEFAULT_STATES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+def jql_problem(jql: str) -> str | None:
+    """Why extra JQL could reach past the clauses it is AND-ed with, if it could: it is put in
+    parentheses, so a `)` that closes more than it opened (`x) OR (project != K`) would escape
+    the project bound, and an ORDER BY would break the query. None when it stays inside."""
+    depth, quote, escaped, outside = 0, "", False, []
+    for char in jql:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+            continue
+        if char in "\"'":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return "a `)` closes a parenthesis it did not open (the JQL must stay inside its own clause)"
+        outside.append(char if char.isprintable() else " ")
+    if quote:
+        return "a quoted string is not closed"
+    if depth:
+        return "a `(` is not closed"
+    if re.search(r"\border\s+by\b", "".join(outside), re.IGNORECASE):
+        return "ORDER BY is not allowed (Baton orders the search itself)"
+    return None
+
+
 def _float(value: Any) -> Any:
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
@@ -66,6 +98,14 @@ class SourceFilter(BaseModel):
     def _team(cls, value: str | None) -> str | None:
         if value is not None and not _KEY_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a team key like ENG")
+        return value
+
+    @field_validator("jql")
+    @classmethod
+    def _jql(cls, value: str | None) -> str | None:
+        problem = jql_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("labels")

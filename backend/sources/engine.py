@@ -13,8 +13,12 @@ Two halves, run by backend/sources/runner.py:
 Exactly once: every side effect on the tracker (and every retry) is claimed on the task first
 (`POST /agent/tasks/{id}/source/reports`, key `<what>:<run>`), acted on, then marked done; a
 second engine, or this one after a restart, finds the claim and leaves it. A claim left by an
-engine that died is granted again after STALE_SECONDS; then the issue's comments are read first,
-and a comment already carrying this side effect's marker line is not posted twice.
+engine that died is granted again after STALE_SECONDS. Before any comment the issue's comments
+are read, and one already carrying this side effect's marker line is not posted twice: a post
+whose answer was lost (a timeout) may have landed, and its claim was released for a retry.
+
+Jira's search lags behind writes: an open task's issue that is in an active state but missing
+from the search is taken as having left the source's filter only after UNLISTED_GRACE seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from ..models import CONTENT_MAX_BYTES, TITLE_MAX_CHARS
-from ..trackers.base import Issue, NotFound, Tracker
+from ..trackers.base import BadQuery, Issue, NotFound, Tracker, TrackerError
 from .config import SourceConfig
 from .taskside import TaskRefused, TaskSide, TasksUnavailable
 
@@ -37,7 +41,9 @@ TRACKER_NAMES = {"linear": "Linear", "jira": "Jira"}
 OPEN = frozenset({"pending", "blocked", "plan_review", "in_progress", "review"})
 # Tasks an issue leaving the active states stops. Not review: on_review is usually such a state.
 STOPPABLE = frozenset({"pending", "blocked", "plan_review", "in_progress"})
+REFUSALS_MAX = 3  # tries of a side effect the tracker refuses (BadQuery) before it is given up
 STALE_SECONDS = 120  # a claim older than this was left by an engine that died
+UNLISTED_GRACE = 60.0  # seconds an active-state issue may be missing from the search (index lag)
 MESSAGE_MAX = 500  # characters of an error message quoted in a comment
 REASON_MAX = 2000  # the agent's limit on a cancel reason
 COUNTS = ("created", "cancelled", "moved", "commented", "rerun")
@@ -135,6 +141,10 @@ class SyncEngine:
         self.counts = dict.fromkeys(COUNTS, 0)
         self._made: dict[str, str | None] = {}  # issue id -> its task (a create answered it; maybe archived)
         self._refused: dict[str, int] = {}  # issue id -> the poll whose create the agent refused
+        self._refusals: dict[tuple[str, str], int] = {}  # (task id, report key) -> the tracker's refusals
+        self._unlisted_since: dict[str, float] = {}  # issue id -> when found active by id, not by search
+        self.seen_active: set[str] = set()  # every issue id the filtered search answered, since start
+        self._foreign: set[str] = set()  # issue ids that tasks name but the filter does not cover
 
     # ----- poll: the tracker --------------------------------------------------------------------
 
@@ -167,9 +177,45 @@ class SyncEngine:
         issues.update((issue.id, issue) for issue in active)
         self.issues = issues
         self.active_ids = active_ids
+        self.seen_active |= active_ids
         self.active_order = list(dict.fromkeys(issue.id for issue in active))
         self.deleted = set(wanted) - {issue.id for issue in found}
+        now, states = self.clock(), set(self.config.active_states or [])
+        self._unlisted_since = {issue.id: self._unlisted_since.get(issue.id, now)
+                                for issue in found if issue.state in states}
         self.polls += 1
+
+    def _in_scope(self, issue: Issue) -> bool:
+        """Whether the tracker's own answer puts this issue under the source's filter. Never
+        taken from a task's `source`: anyone who reaches the agent's API (a coding agent, through
+        TASK_PORT) can create a task naming any issue the tracker key can see. Jira: the key's
+        project; Linear: the identifier's team key; a project-only Linear filter (an issue does
+        not say its project here): the issues its filtered search has answered since start."""
+        wanted = self.config.filter.project if self.config.kind == "jira" else self.config.filter.team
+        if wanted:
+            prefix, dash, number = issue.identifier.rpartition("-")
+            return bool(dash) and number.isdigit() and prefix.casefold() == wanted.casefold()
+        return issue.id in self.seen_active
+
+    async def _acts_on(self, task: Task) -> bool:
+        """Whether the engine may move or comment on the task's issue (see _in_scope)."""
+        issue_id = _source(task)["id"]
+        if issue_id in self._foreign:
+            return False
+        issue = self.issues.get(issue_id)
+        if issue is None:
+            try:
+                issue = await self.tracker.get_issue(issue_id)
+            except NotFound:
+                return True  # gone: the side effect itself finds that out and is skipped
+            self.issues[issue.id] = issue
+        if self._in_scope(issue):
+            return True
+        if self.config.kind == "jira" or self.config.filter.team:
+            self._foreign.add(issue_id)  # a verdict of the identifier: asked once
+        log.warning("source %s: task %s names %s, which is not an issue of this source: no move or comment on it",
+                    self.project_id, task.get("id"), issue.identifier)
+        return False
 
     def _remember(self, issue: Issue) -> None:
         """An issue as the engine itself just changed it: later decisions see the move."""
@@ -183,7 +229,8 @@ class SyncEngine:
 
     async def reconcile(self, *, tracker_effects: bool = True) -> None:
         """List the tasks and act on them (TasksUnavailable when the agent cannot be reached;
-        TrackerError when a side effect failed: the claim is released for the next round).
+        TrackerError, once every task was seen, when a side effect failed: its claim is released
+        for the next round).
         `tracker_effects=False` (the tracker is failing) does only what needs no tracker call."""
         tasks = await self.tasks.list_tasks()
         self.live = tasks
@@ -197,16 +244,29 @@ class SyncEngine:
                 issue = self.issues.get(issue_id)
                 if issue is not None:
                     await self._create(issue)
+        failed: TrackerError | None = None
         for task in mine:
+            # One task's failing side effect must not hold up the others (stops, reruns): after a
+            # failure the rest do only what needs no tracker call, unless it was that request alone.
+            effects = tracker_effects and (failed is None or isinstance(failed, BadQuery))
             try:
-                await self._settle(task, tracker_effects)
+                await self._settle(task, effects)
             except TaskRefused as exc:  # the task moved on meanwhile (archived, finished): next round
                 log.info("source %s: task %s: %s", self.project_id, task.get("id"), exc.message)
+            except TrackerError as exc:  # its claim was released: retried next round
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _create(self, issue: Issue) -> None:
         kind = self.config.kind
         if not _printable(issue.id, 100) or not _printable(issue.identifier, 100):
             log.warning("source %s: issue id %r / %r cannot name a task; skipped", self.project_id, issue.id,
+                        issue.identifier)
+            self._made[issue.id] = None
+            return
+        if not self._in_scope(issue):  # e.g. a Jira `filter.jql` that reached past the project
+            log.warning("source %s: %s is outside the source's project or team; no task made", self.project_id,
                         issue.identifier)
             self._made[issue.id] = None
             return
@@ -242,7 +302,8 @@ class SyncEngine:
             if closed:
                 await self._stop(task, self._closed_reason(task, issue))
                 return
-            if status in STOPPABLE and issue is not None and not active and not self._moved_by_us(task, issue):
+            if status in STOPPABLE and issue is not None and not active and not self._moved_by_us(task, issue) \
+                    and not self._maybe_unindexed(issue_id):
                 await self._stop(task, self._left_reason(task, issue))
                 return
             if not tracker_effects:
@@ -270,6 +331,12 @@ class SyncEngine:
         sent the task back, or approved it: it runs again, its issue still "In Review")."""
         ours = {self.config.on_review, self.config.on_complete} - {None}
         return issue.state in ours and _done_count(task, "review") > 0
+
+    def _maybe_unindexed(self, issue_id: str) -> bool:
+        """The issue is in an active state but the search left it out only recently: it may not
+        be indexed yet (another engine made its task from a fresher search)."""
+        since = self._unlisted_since.get(issue_id)
+        return since is not None and self.clock() - since < UNLISTED_GRACE
 
     def _closed_reason(self, task: Task, issue: Issue | None) -> str:
         identifier = _source(task).get("identifier", "the issue")
@@ -302,6 +369,8 @@ class SyncEngine:
             return
         if not answer.get("granted") and not _is_done(current, key):
             return  # another engine is stopping it right now
+        if current.get("status") == "in_progress" and current.get("cancel_reason"):
+            return  # asked to stop already; the run is ending
         # Not granted but done: stopped once in this run, rerun, and its issue left again.
         try:
             await self.tasks.cancel(task["id"], reason)
@@ -314,19 +383,30 @@ class SyncEngine:
         self.counts["cancelled"] += 1
         log.info("source %s: task %s cancelled: %s", self.project_id, task["id"], reason)
 
-    async def _effect(self, task: Task, key: str, act: Callable[[Task, str, bool], Awaitable[None]]) -> None:
+    async def _effect(self, task: Task, key: str, act: Callable[[Task, str], Awaitable[None]]) -> None:
         """Claim `key` on the task, act, mark it done; released again if the tracker failed."""
-        before = _report(task, key)
-        if before is not None and before.get("state") == "done":
+        if _is_done(task, key):
+            return
+        if not await self._acts_on(task):
             return
         answer = await self._claim(task, key)
         if not answer.get("granted"):
             return
         try:
             # As listed: the claim has just changed the task's updated_at (a review's end).
-            await act(task, key, before is not None)  # it existed as a claim: re-granted as stale
+            await act(task, key)
         except NotFound as exc:  # the issue is gone: nothing left to tell it
             log.info("source %s: %s for task %s skipped: %s", self.project_id, key, task["id"], exc.message)
+        except BadQuery as exc:
+            # The tracker refuses this one request (not an outage): a few more tries, then it is
+            # given up, so one bad request never holds the source in error or retries forever.
+            refusals = self._refusals.get((task["id"], key), 0) + 1
+            self._refusals[(task["id"], key)] = refusals
+            if refusals < REFUSALS_MAX:
+                await self._mark(task, key, "release")
+                raise
+            log.error("source %s: %s for task %s given up after %d refusals: %s", self.project_id, key,
+                      task["id"], refusals, exc.message)
         except Exception:
             await self._mark(task, key, "release")
             raise
@@ -354,11 +434,12 @@ class SyncEngine:
         self._remember(moved)
         self.counts["moved"] += 1
 
-    async def _comment(self, task: Task, key: str, text: str, stale: bool) -> None:
+    async def _comment(self, task: Task, key: str, text: str) -> None:
         issue_id = _source(task)["id"]
-        # Visible text: Jira has no hidden comments. It is how a re-granted claim finds its comment.
+        # Visible text: Jira has no hidden comments. Looked for even when the claim is fresh: an
+        # earlier attempt whose answer was lost (then released) may have posted it. One read.
         marker = f"baton task {task['id']} · {key}"
-        if stale and any(marker in comment.body for comment in await self.tracker.comments(issue_id)):
+        if any(marker in comment.body for comment in await self.tracker.comments(issue_id)):
             return
         await self.tracker.add_comment(issue_id, f"{text}\n\n{marker}")
         self.counts["commented"] += 1
@@ -375,17 +456,17 @@ class SyncEngine:
             parts.append(f"Duration: {duration_text((end - start).total_seconds())}")
         return " · ".join(parts)
 
-    async def _on_start(self, task: Task, key: str, stale: bool) -> None:
+    async def _on_start(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_start)
 
-    async def _on_review(self, task: Task, key: str, stale: bool) -> None:
+    async def _on_review(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_review)
         pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
         head = f"Pull request opened by Baton: {pr['url']}" if pr and pr.get("url") else "Ready for review in Baton"
         facts = self._facts(task, "updated_at")
-        await self._comment(task, key, f"{head}\n{facts}" if facts else head, stale)
+        await self._comment(task, key, f"{head}\n{facts}" if facts else head)
 
-    async def _on_done(self, task: Task, key: str, stale: bool) -> None:
+    async def _on_done(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_complete)
         sha = task.get("commit_sha")
         pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
@@ -401,9 +482,9 @@ class SyncEngine:
         facts = self._facts(task)
         if facts:
             lines.append(facts)
-        await self._comment(task, key, "\n".join(lines), stale)
+        await self._comment(task, key, "\n".join(lines))
 
-    async def _on_failed(self, task: Task, key: str, stale: bool) -> None:
+    async def _on_failed(self, task: Task, key: str) -> None:
         failures = _done_count(task, "failed") + 1  # this one, being reported
         why = task.get("error_reason") or "failed"
         message = task.get("error_message")
@@ -419,7 +500,7 @@ class SyncEngine:
         facts = self._facts(task)
         if facts:
             lines.append(facts)
-        await self._comment(task, key, "\n".join(lines), stale)
+        await self._comment(task, key, "\n".join(lines))
 
     async def _maybe_retry(self, task: Task, runs: int) -> None:
         if not _is_done(task, f"failed:{runs}"):
