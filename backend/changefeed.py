@@ -42,7 +42,7 @@ _SUMMARY_FIELDS = (
     "needs_plan_review",
     "created_at", "started_at", "finished_at", "last_activity_at", "runs", "attempts", "error_reason",
     "cost_usd", "cost_estimated", "input_tokens", "output_tokens", "landing",
-    "depends_on", "blocked_reason", "plan_id",
+    "depends_on", "blocked_reason", "plan_id", "cancel_reason",
 )
 _SUMMARY_SET = set(_SUMMARY_FIELDS) | {"inbox", "pr"}
 

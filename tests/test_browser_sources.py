@@ -13,6 +13,9 @@ import signal
 import subprocess
 import sys
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import httpx
 import pytest
 
@@ -25,6 +28,7 @@ from trackers_support import start_linear_standin
 playwright_api = playwright_or_skip()
 expect = playwright_api.expect
 
+KOLKATA = ZoneInfo("Asia/Kolkata")
 QUICK = "FAKE: " + json.dumps({"steps": []})
 
 
@@ -100,23 +104,51 @@ def test_a_card_shows_its_issue_key_linking_to_the_issue(page, world):
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_project_shows_its_sources_health(page, world):
+def test_the_project_shows_its_sources_health(browser, world):
+    # The browser's clock in another zone than the machine's: the retry time must be the browser's.
+    context, page = open_page(browser, world.url, timezone_id="Asia/Kolkata")
+    page.goto(world.url)
+    wait_ready(page)
+    try:
+        source_health_shown(browser, page, world)
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
+
+
+def source_health_shown(browser, page, world):
     row = page.locator(".project[data-project='p'] [data-role='source']")
     expect(row).to_have_attribute("data-state", "ok", timeout=30_000)
+    # Says it is the tracker sync's state (not the project's, whose badge is the agent's).
     expect(row.locator("[data-role='source-text']")).to_have_text(
-        re.compile(r"^Linear · synced \d+[smhd] ago$"))
+        re.compile(r"^Linear sync: ok · synced \d+[smhd] ago$"))
     # A tracker that fails: the health says why, as a problem; "Sync now" once it is back: synced again.
     world.linear.admin.fail("outage", seconds=600)
     try:
         page.locator("[data-role='sync-now']").click()
         expect(row).to_have_attribute("data-state", "error", timeout=90_000)
-        expect(row.locator("[data-role='source-text']")).to_contain_text("Linear · error: ")
+        expect(row.locator("[data-role='source-status']")).to_contain_text("Linear sync: error — ")
         # Styled as a problem: the board's "bad" colour (--bad, #ef6b8e).
         assert row.locator("[data-role='source-text']").evaluate("e => getComputedStyle(e).color") == "rgb(239, 107, 142)"
+        # When it tries again, in the browser's local time (its zone is UTC+05:30 here).
+        health = world.health()
+        retry = datetime.fromisoformat(health["next_sync_at"].replace("Z", "+00:00")).astimezone(KOLKATA)
+        expect(row.locator("[data-role='source-retry']")).to_have_text(f"retrying at {retry:%H:%M:%S}")
+        # On a phone the projects start folded: the outage shows in their summary line.
+        context, tab = open_page(browser, world.url, width=390, height=844, has_touch=True)
+        try:
+            tab.goto(world.url)
+            wait_ready(tab)
+            expect(tab.locator("#projects-box")).not_to_have_attribute("open", "")
+            expect(tab.locator("#projects-summary")).to_have_text("Projects: 1 · 1 sync error")
+            assert tab.locator("#projects-summary").evaluate("e => getComputedStyle(e).color") == "rgb(239, 107, 142)"
+        finally:
+            context.close()
     finally:
         world.linear.admin.fail("none")
     page.locator("[data-role='sync-now']").click()
     expect(row).to_have_attribute("data-state", "ok", timeout=90_000)
+    expect(row.locator("[data-role='source-retry']")).to_have_count(0)
 
 
 def test_sync_now_brings_a_new_issue_without_waiting_for_the_poll(page, world):
@@ -133,13 +165,89 @@ def test_sync_now_brings_a_new_issue_without_waiting_for_the_poll(page, world):
     wait_for(lambda: held or page.evaluate("() => false"), timeout=30, what="the sync request")
     expect(button).to_be_disabled()  # while the request runs (aria-disabled: it keeps the focus)
     assert page.evaluate("() => document.activeElement.dataset.role") == "sync-now"
+    status = page.locator(".project[data-project='p'] [data-role='source-status']")
+    expect(status).to_have_text("Linear sync: syncing…")
+    # Announced politely when the state's words change; the ticking clock is outside the live region.
+    expect(status).to_have_attribute("aria-live", "polite")
+    assert page.locator("[aria-live] [data-tick]").count() == 0
     held[0].continue_()
     page.unroute("**/api/projects/p/source/sync")
     expect(button).to_be_enabled()
+    expect(status).to_have_text("Linear sync: ok", timeout=60_000)  # once the health shows the sync ended
     box = card_of(page, "Add a dark mode")
     expect(box).to_have_count(1, timeout=120_000)
     expect(box.locator("a.issue-key")).to_have_text(new["identifier"])
     assert world.health()["last_sync_at"] != polled
+
+
+def test_syncing_lasts_until_the_health_shows_the_sync_ended(page, world):
+    row = page.locator(".project[data-project='p'] [data-role='source']")
+    status = row.locator("[data-role='source-status']")
+    expect(status).to_have_text("Linear sync: ok", timeout=60_000)
+    # A request answered without reaching the dashboard: no sync runs, so the health does not move
+    # and the line keeps saying "syncing…" after the request ended.
+    page.route("**/api/projects/p/source/sync",
+               lambda route: route.fulfill(status=202, content_type="application/json", body="{}"))
+    button = page.get_by_role("button", name="Sync now")
+    button.click()
+    expect(button).to_be_enabled()
+    expect(status).to_have_text("Linear sync: syncing…")
+    expect(row).to_have_attribute("data-syncing", "true")
+    page.unroute("**/api/projects/p/source/sync")
+    before = world.health()["last_sync_at"]
+    button.click()  # a real one: the health moves on, and the line with it
+    expect(status).to_have_text("Linear sync: ok", timeout=60_000)
+    expect(row).to_have_attribute("data-syncing", "false")
+    assert world.health()["last_sync_at"] != before
+
+
+def test_a_cancelled_tasks_reason_shows_on_its_card_and_in_the_drawer(page, world):
+    reason = "ENG-4 moved to Done in Linear <b>not bold</b>"
+    created = httpx.post(f"{world.agent_url}/agent/tasks", timeout=30, json={
+        "title": "Migrate the orders", "content": "FAKE: " + json.dumps({"steps": [{"sleep": 120}]})})
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    answer = httpx.post(f"{world.agent_url}/agent/tasks/{task_id}/cancel", json={"reason": reason}, timeout=60)
+    assert answer.status_code in (200, 202), answer.text
+    wait_for(lambda: httpx.get(f"{world.agent_url}/agent/tasks/any/{task_id}.md", timeout=30).json()["status"] == "cancelled",
+             timeout=60, what="the task to be cancelled")
+    card = page.locator(".column[data-status='cancelled'] .card", has_text="Migrate the orders")
+    expect(card).to_have_count(1, timeout=60_000)
+    line = card.locator("[data-role='cancel-reason']")
+    expect(line).to_have_text(reason)  # as text: the markup in it is not markup
+    assert line.locator("b").count() == 0
+    assert reason in card.get_attribute("title")
+    card.click()
+    expect(page.locator("#drawer-meta [data-field='status']")).to_have_text("Cancelled")
+    expect(page.locator("#drawer-meta [data-field='reason']")).to_have_text(reason)
+
+
+def test_a_source_warning_shows_under_the_sync_line(page, world):
+    # The row as the board draws it for a health with a warning (the runner's `warning`: a problem
+    # the sync got past), drawn by the board's own module beside the real project's.
+    page.evaluate("""async () => {
+      const { sourceRow } = await import("/js/sources.js");
+      const health = { kind: "jira", state: "ok", healthy: true, reason: null, warning: null,
+                       last_sync_at: new Date().toISOString(), next_sync_at: null };
+      const project = { id: "w", name: "Warned", source: health };
+      const node = sourceRow(project);
+      node.id = "warned";
+      document.querySelector(".project").append(node);
+      window.redrawWarned = (fields) => sourceRow({ ...project, source: { ...health, ...fields } });
+    }""")
+    row = page.locator("#warned")
+    warning = row.locator("[data-role='source-warning']")
+    expect(warning).to_be_hidden()
+    page.evaluate("() => redrawWarned({ warning: 'could not move ABC-1 to <i>In Progress</i>' })")
+    expect(warning).to_be_visible()
+    expect(warning).to_have_text("warning: could not move ABC-1 to <i>In Progress</i>")
+    assert warning.locator("i").count() == 0
+    # Muted, on its own line under the sync's.
+    assert warning.evaluate("e => getComputedStyle(e).color") == "rgb(154, 163, 178)"
+    assert warning.bounding_box()["y"] > row.locator("[data-role='source-text']").bounding_box()["y"]
+    expect(row.locator("[data-role='source-status']")).to_have_text("Jira sync: ok")
+    page.evaluate("() => redrawWarned({ warning: null })")
+    expect(warning).to_be_hidden()
 
 
 def test_a_failed_sync_request_says_so(page, world):

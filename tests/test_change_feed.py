@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.agent.schemas import TaskSummary
 from backend.changefeed import ChangeFeed, change_events, summary
 from backend.models import NewTask, Owner, TaskStatus, utcnow
 from backend.store import TaskStore
@@ -38,6 +39,23 @@ def test_summary_carries_the_card_fields_and_drops_nulls_and_false(store):
     for dropped in ("needs_plan_review", "cost_estimated", "started_at", "error_reason", "cost_usd"):
         assert dropped not in card
     assert "content" not in card and "updated_at" not in card and "heartbeat_at" not in card
+
+
+def test_a_cancelled_tasks_summary_says_why_and_a_rerun_drops_it(store):
+    feed = ChangeFeed(store)
+    task = store.create(NewTask(title="From an issue"))
+    cursor = feed.changes(None)["cursor"]
+    store.cancel(task.id, "ENG-4 moved to Done in Linear")
+    delta = feed.changes(cursor)
+    assert [t["id"] for t in delta["tasks"]] == [task.id]
+    assert delta["tasks"][0]["status"] == "cancelled"
+    assert delta["tasks"][0]["cancel_reason"] == "ENG-4 moved to Done in Linear"
+    store.rerun(task.id)  # a rerun clears the reason: the card no longer says it
+    again = feed.changes(delta["cursor"])
+    assert again["tasks"][0]["status"] == "pending" and "cancel_reason" not in again["tasks"][0]
+    # The agent's answers keep the field (the board's summaries are validated by TaskSummary).
+    card = summary(store.cancel(task.id, "closed"))
+    assert TaskSummary.model_validate(card).model_dump(exclude_none=True)["cancel_reason"] == "closed"
 
 
 def test_sort_orders_pending_by_priority_then_age_and_the_rest_newest_first(store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from backend.dashboard.config import ProjectConfig
 from backend.dashboard.connectors.http import HTTPConnector
 from backend.sources import engine as engine_module
 from backend.sources.config import SourceConfig
-from backend.sources.engine import SyncEngine, task_content, task_title
+from backend.sources.engine import SyncEngine, duration_text, marker, task_content, task_title
 from backend.sources.taskside import ConnectorTaskSide
 from backend.trackers import make_tracker
 from backend.models import Owner
@@ -153,7 +154,9 @@ def test_title_and_content_are_cut_safely():
 
 def test_closed_issue_stops_its_running_task_and_keeps_its_branch(agent_factory, fake_cli, linear_standin):
     """on_start moves the issue when the task starts; moved to Done mid-run, the task is
-    stopped and cancelled with the reason, its branch (with the work so far) kept."""
+    stopped and cancelled with the reason, its branch (with the work so far) kept. The issue
+    gets one comment saying so, posted once the tracker can be reached (the stop itself needs
+    no tracker call), however many engines sync."""
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     work = {"steps": [{"write": "wip.txt", "text": "half\n"}, {"commit": "half done"}, {"sleep": 120}]}
     [issue] = linear_standin.admin.seed([{"title": "Long job", "description": scenario(work)}])
@@ -161,19 +164,33 @@ def test_closed_issue_stops_its_running_task_and_keeps_its_branch(agent_factory,
 
     async def run() -> None:
         async with engines(agent, linear_standin, config) as group:
-            group.add("engine-a")
+            first, second = group.add("engine-a"), group.add("engine-b")
             await group.until(lambda: linear_standin.admin.issue(issue["id"])["state"] == "In Progress"
                               and "half done" in _branch_log(agent), "the task to start and commit")
             linear_standin.admin.move(issue["id"], "Done")
-            await group.until(lambda: source_tasks(agent)[0].status.value == "cancelled", "the task to be cancelled")
+            await first.poll()
+            deadline = time.monotonic() + 90
+            while source_tasks(agent)[0].status.value != "cancelled":  # the tracker "down": no effects
+                assert time.monotonic() < deadline, "timed out waiting for the task to be cancelled"
+                await first.reconcile(tracker_effects=False)
+                await asyncio.sleep(0.05)
+            assert comments(linear_standin, issue["id"]) == []
+            await group.until(lambda: comments(linear_standin, issue["id"]), "the stop's comment")
+            for _ in range(3):
+                await group.round()
+            assert first.counts["commented"] + second.counts["commented"] == 1
 
     asyncio.run(run())
     [task] = source_tasks(agent)
     assert task.cancel_reason == f"{issue['identifier']} moved to Done in Linear"
     assert task.source.reports[f"stopped:{task.runs}"].state == "done"
+    assert task.source.reports[f"stopnote:{task.runs}"].state == "done"
     assert "half done" in git(agent.settings.project_dir, "log", "--format=%s", f"task/{task.id}")
     moves = [(h["to"], h["by"]) for h in linear_standin.admin.issue(issue["id"])["history"]]
     assert moves == [("In Progress", "api"), ("Done", "human")]
+    [comment] = comments(linear_standin, issue["id"])
+    assert comment == (f"Baton stopped its run: {issue['identifier']} moved to Done. Its work so far is kept on "
+                       f"branch task/{task.id}.\n\n— Baton (task {task.id}, stopnote:{task.runs})")
 
 
 def _branch_log(agent) -> str:
@@ -197,7 +214,7 @@ def test_leaving_the_active_states_stops_and_coming_back_reruns(agent, linear_st
 
     async def run() -> None:
         async with engines(agent, linear_standin, config) as group:
-            group.add("engine-a")
+            group.add("engine-a"), group.add("engine-b")
             await group.until(lambda: len(source_tasks(agent)) == 2, "two tasks")
             person = next(t for t in source_tasks(agent) if t.source.id == second["id"])
             assert agent.client.post(f"/agent/tasks/{person.id}/cancel").status_code == 200
@@ -211,9 +228,19 @@ def test_leaving_the_active_states_stops_and_coming_back_reruns(agent, linear_st
             for _ in range(3):
                 await group.round()
             assert status(second["id"]) == "cancelled"
-            assert group.engines[0].counts["rerun"] == 1
+            assert sum(engine.counts["rerun"] for engine in group.engines) == 1
+            # Parked again and back: the same run is stopped and rerun a second time.
+            linear_standin.admin.move(first["id"], "Backlog")
+            await group.until(lambda: status(first["id"]) == "cancelled", "the task to be cancelled again")
+            linear_standin.admin.move(first["id"], "Todo")
+            await group.until(lambda: status(first["id"]) == "pending", "the task to be rerun again")
+            assert sum(engine.counts["rerun"] for engine in group.engines) == 2
 
     asyncio.run(run())
+    parked = next(t for t in source_tasks(agent) if t.source.id == first["id"])
+    assert not any(key.startswith("rerun:") for key in parked.source.reports)  # released after each rerun
+    # Never started: its stops are silent on the tracker.
+    assert comments(linear_standin, first["id"]) == [] and comments(linear_standin, second["id"]) == []
 
 
 def test_landed_task_moves_its_issue_and_comments_exactly_once(agent_factory, fake_cli, standin):
@@ -238,9 +265,9 @@ def test_landed_task_moves_its_issue_and_comments_exactly_once(agent_factory, fa
     assert view["state"] == "Done"
     assert [h["to"] for h in view["history"]] == ["In Progress", "Done"]
     [comment] = [c["body"] for c in view["comments"]]
-    assert f"landed as {task.commit_sha[:12]}" in comment
-    assert "Cost: $" in comment and "Duration: " in comment
-    assert comment.rstrip().endswith(f"baton task {task.id} · done:1")
+    text, mark = comment.rstrip().split("\n\n")
+    assert re.fullmatch(rf"Landed on the base branch as {task.commit_sha[:7]} · [0-9a-z ]+ s · \$\d+\.\d\d", text), text
+    assert mark == f"— Baton (task {task.id}, done:1)" == marker(task.id, "done:1")
 
 
 def test_review_round_trip_moves_the_issue_back_and_forth(agent_factory, fake_cli, linear_standin):
@@ -274,8 +301,9 @@ def test_review_round_trip_moves_the_issue_back_and_forth(agent_factory, fake_cl
     view = linear_standin.admin.issue(issue["id"])
     assert [h["to"] for h in view["history"]] == ["In Progress", "In Review", "In Progress", "In Review", "Done"]
     bodies = [c["body"] for c in view["comments"]]
-    assert [b.splitlines()[0] for b in bodies] == [
-        "Ready for review in Baton", "Ready for review in Baton", f"Completed by Baton: landed as {task.commit_sha[:12]} on the base branch"]
+    heads = [b.splitlines()[0] for b in bodies]
+    assert heads[0].startswith("Ready for review in Baton · ") and heads[1].startswith("Ready for review in Baton · ")
+    assert heads[2].startswith(f"Landed on the base branch as {task.commit_sha[:7]} · ")
 
 
 def test_failed_task_is_commented_retried_after_backoff_then_left(agent_factory, fake_cli, linear_standin):
@@ -309,16 +337,20 @@ def test_failed_task_is_commented_retried_after_backoff_then_left(agent_factory,
     [task] = source_tasks(agent)
     assert task.status.value == "failed" and task.runs == 2
     first, second = comments(linear_standin, issue["id"])
-    assert "Baton's run failed (agent_error)" in first and "will retry it in 1m 40s (attempt 2 of 2)" in first
-    assert first.rstrip().endswith(f"baton task {task.id} · failed:1")
+    assert first.startswith("Baton's run failed: the coding agent reported an error")
+    assert "Baton will retry it in 1 min 40 s (attempt 2 of 2)." in first
+    assert first.rstrip().endswith(f"— Baton (task {task.id}, failed:1)")
     assert "will not retry it: 2 of 2 attempts failed" in second
     assert task.source.reports["retry:1"].state == "done" and "retry:2" not in task.source.reports
 
 
-def test_a_stale_claim_is_taken_over_without_a_second_comment(agent_factory, fake_cli, linear_standin, monkeypatch):
+@pytest.mark.parametrize("old_format", [False, True], ids=["marker", "old-marker"])
+def test_a_stale_claim_is_taken_over_without_a_second_comment(agent_factory, fake_cli, linear_standin, monkeypatch,
+                                                              old_format):
     """An engine that claimed a task's landing report, posted its comment and died before
     marking it done: once the claim is stale, another engine takes it over, finds the marker
-    among the issue's comments and posts nothing more."""
+    among the issue's comments and posts nothing more. The marker of an earlier Baton
+    ("baton task <id> · <key>") is recognised too: an upgrade does not post twice."""
     monkeypatch.setattr(engine_module, "STALE_SECONDS", 1)
     agent = agent_factory(config=fake_cli.config(), dispatch=True)
     [issue] = linear_standin.admin.seed([{"title": "Ship it", "description": scenario(COMMIT)}])
@@ -334,7 +366,8 @@ def test_a_stale_claim_is_taken_over_without_a_second_comment(agent_factory, fak
             claim = agent.client.post(f"/agent/tasks/{task.id}/source/reports", json={
                 "key": "done:1", "action": "claim", "by": "dead-engine", "stale_seconds": 120})
             assert claim.json()["granted"] is True
-            await creator.tracker.add_comment(issue["id"], f"Completed by Baton\n\nbaton task {task.id} · done:1")
+            mark = f"baton task {task.id} · done:1" if old_format else marker(task.id, "done:1")
+            await creator.tracker.add_comment(issue["id"], f"Completed by Baton\n\n{mark}")
             survivor = group.add("engine-b")
             await group.until(lambda: agent.store.get(task.id).source.reports["done:1"].state == "done",
                               "the stale claim to be taken over", engines=(survivor,))
@@ -391,7 +424,7 @@ def test_a_comment_whose_answer_was_lost_is_not_posted_again(agent_factory, fake
     assert flaky.lost == 1
     [task] = source_tasks(agent)
     [comment] = comments(linear_standin, issue["id"])
-    assert comment.rstrip().endswith(f"baton task {task.id} · done:1")
+    assert comment.rstrip().endswith(f"— Baton (task {task.id}, done:1)")
 
 
 def test_an_issue_missing_from_a_lagging_search_is_not_taken_as_gone(agent, standin):
@@ -459,10 +492,11 @@ def test_one_issue_the_tracker_refuses_does_not_hold_up_the_others(agent, linear
                 except BadQuery as exc:
                     errors.append(exc)
                 await asyncio.sleep(0.05)
-            return errors
+            return errors, engine.warning
 
-    errors = asyncio.run(run())
+    errors, warning = asyncio.run(run())
     assert errors and "cannot be set" in errors[0].message
+    assert warning == f"could not move {poisoned['identifier']} to In Progress: {errors[0].message}"
 
 
 @pytest.mark.parametrize("kind", ["linear", "jira"])
@@ -512,3 +546,87 @@ def test_extra_jql_cannot_reach_past_the_project():
     for escaping in ("x) OR (project != SHOP", "x = 1 ORDER BY created", "(x = 1", 'summary ~ "open'):
         with pytest.raises(ValueError, match="filter.jql"):
             jql(escaping)
+
+
+def test_an_issues_priority_becomes_its_tasks_at_create_only(agent, standin):
+    """1 urgent, 2 high, 3 medium, 4 low, none -> medium (Jira's Highest..Low the same); a
+    later change of the issue's priority leaves the task alone."""
+    seeded = standin.admin.seed([{"title": f"P{p}", "priority": p} for p in (1, 2, 3, 4)] +
+                                [{"title": "No priority", "priority": 0}])
+    config = source_config(standin)
+
+    def priorities() -> list[str]:
+        by_issue = {t.source.id: t.priority for t in source_tasks(agent)}
+        return [by_issue.get(issue["id"]) for issue in seeded]
+
+    async def run() -> None:
+        async with engines(agent, standin, config) as group:
+            group.add("engine-a")
+            await group.until(lambda: len(source_tasks(agent)) == 5, "five tasks")
+            standin.admin.update(seeded[3]["id"], priority=1)
+            for _ in range(3):
+                await group.round()
+
+    asyncio.run(run())
+    assert priorities() == ["urgent", "high", "medium", "low", "medium"]
+
+
+def test_a_failure_comment_quotes_only_the_first_line_of_the_error(agent_factory, fake_cli, linear_standin):
+    """An agent's error output is not published wholesale: the reason in words, the first line
+    of the message cut to 200 characters, then whether Baton retries."""
+    agent = agent_factory(config=fake_cli.config(), dispatch=True)
+    [issue] = linear_standin.admin.seed([{"title": "Breaks loudly", "description": scenario(FAIL)}])
+    config = source_config(linear_standin, max_attempts=3)
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            engine = group.add("engine-a")
+            await group.until(lambda: source_tasks(agent), "the task")
+            [task] = source_tasks(agent)
+            await asyncio.to_thread(wait_task_done, agent, task.id)
+            noisy = "\n  \nboom: " + "x" * 300 + "\nTraceback (most recent call last):\n  SECRET_LOCAL_PATH"
+            agent.store.update(task.id, error_message=noisy)
+            await group.until(lambda: comments(linear_standin, issue["id"]), "the failure's comment")
+            assert engine.counts["commented"] == 1
+
+    asyncio.run(run())
+    [task] = source_tasks(agent)
+    [comment] = comments(linear_standin, issue["id"])
+    lines = comment.splitlines()
+    assert lines[0].startswith("Baton's run failed: the coding agent reported an error")
+    assert lines[1] == "Error: boom: " + "x" * 193 + "…" and len(lines[1]) == len("Error: ") + 200
+    assert lines[2].startswith("Baton will retry it in 10 s (attempt 2 of 3)")
+    assert "Traceback" not in comment and "SECRET_LOCAL_PATH" not in comment
+    assert lines[-1] == f"— Baton (task {task.id}, failed:1)"
+
+
+def test_durations_read_the_same_everywhere():
+    assert [duration_text(s) for s in (0, 14, 14.4, 60, 125, 3600, 3780, 3785, 86400)] == [
+        "0 s", "14 s", "14 s", "1 min", "2 min 5 s", "1 h", "1 h 3 min", "1 h 3 min", "24 h"]
+
+
+def test_a_move_the_tracker_cannot_make_is_a_warning_cleared_by_a_later_move(agent, linear_standin):
+    """on_start names a state the team does not have: each start's move fails and the engine
+    says so in `warning` (the task goes on); once a move succeeds the warning is gone."""
+    first, second = linear_standin.admin.seed([{"title": "First"}, {"title": "Second"}])
+    config = source_config(linear_standin, on_start="Shipping", active_states=["Todo", "In Progress", "Shipping"])
+
+    async def run() -> None:
+        async with engines(agent, linear_standin, config) as group:
+            engine = group.add("engine-a")
+            await group.until(lambda: len(source_tasks(agent)) == 2, "two tasks")
+            task = next(t for t in source_tasks(agent) if t.source.id == first["id"])
+            agent.store.claim(Owner(pid=1, host="h", instance="i"), 60, task_id=task.id)
+            await group.until(lambda: engine.warning, "the warning")
+            assert engine.warning.startswith(f"could not move {first['identifier']} to Shipping: ")
+            assert "no state 'Shipping'" in engine.warning
+            started = agent.store.get(task.id)
+            assert started.source.reports[f"started:{started.runs}"].state == "done"  # said, not retried
+            engine.config = config.model_copy(update={"on_start": "In Progress"})
+            other = next(t for t in source_tasks(agent) if t.source.id == second["id"])
+            agent.store.claim(Owner(pid=1, host="h", instance="i"), 60, task_id=other.id)
+            await group.until(lambda: engine.warning is None, "the warning to clear")
+
+    asyncio.run(run())
+    assert linear_standin.admin.issue(second["id"])["state"] == "In Progress"
+    assert linear_standin.admin.issue(first["id"])["state"] == "Todo"

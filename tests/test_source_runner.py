@@ -18,8 +18,10 @@ import httpx
 from backend.dashboard.config import ProjectConfig
 from backend.dashboard.connectors.http import HTTPConnector
 from backend.sources.config import SourceConfig
+from backend.models import Owner
 from backend.sources.runner import SourceHub, SourceRunner
 from backend.trackers import make_tracker
+from backend.trackers.base import BadQuery
 from support import free_port
 
 
@@ -40,11 +42,13 @@ def source_tasks(agent) -> list:
 
 
 @asynccontextmanager
-async def running(agent_url: str, standin, config: SourceConfig, max_wait: float = 60.0, project: str = "shop"):
+async def running(agent_url: str, standin, config: SourceConfig, max_wait: float = 60.0, project: str = "shop",
+                  start_grace: float = 0.0):
     async with httpx.AsyncClient() as client:
         connector = HTTPConnector(ProjectConfig(id=project, agent_url=agent_url), client, 5)
         tracker = make_tracker(config, environ=standin.environ, max_wait=max_wait)
-        runner = SourceRunner(project, config, connector, tracker, engine_id="runner-test", reconcile_seconds=0.2)
+        runner = SourceRunner(project, config, connector, tracker, engine_id="runner-test", reconcile_seconds=0.2,
+                              start_grace=start_grace)
         await runner.start()
         try:
             yield runner
@@ -148,16 +152,97 @@ def test_rate_limit_says_when_it_retries(agent, linear_standin):
     asyncio.run(run())
 
 
-def test_unreachable_agent_is_said(linear_standin):
-    """The tracker answers but the agent does not: the source is in error, saying so."""
+def test_unreachable_agent_is_said_once_it_had_time_to_start(linear_standin):
+    """The tracker answers but the agent does not: while the agent may still be booting (the
+    dashboard just started it; at most start_grace after the runner started, until a reconcile
+    succeeds) the source is "starting" with no error; after that it is in error, saying so."""
     linear_standin.admin.seed([{"title": "First"}])
     config = SourceConfig.model_validate(linear_standin.source(tools=False, poll_seconds=1))
+    nobody = f"http://127.0.0.1:{free_port()}"
 
     async def run() -> None:
-        async with running(f"http://127.0.0.1:{free_port()}", linear_standin, config) as runner:
+        async with running(nobody, linear_standin, config, start_grace=3600) as booting:
+            await until(lambda: booting.health()["issues"] == 1 and booting.agent_errors >= 2,
+                        "the tracker read and the agent missed twice")
+            health = booting.health()
+            assert (health["state"], health["healthy"], health["reason"], health["errors"]) == (
+                "starting", True, None, 0)
+        async with running(nobody, linear_standin, config, start_grace=0) as runner:
             await until(lambda: runner.health()["state"] == "error", "the agent to be missed")
             health = runner.health()
             assert health["reason"].startswith("agent unreachable: ") and health["healthy"] is False
             assert health["issues"] == 1  # the tracker was read all the same
+
+    asyncio.run(run())
+
+
+def test_the_first_reconcile_ends_the_start(agent, linear_standin):
+    """With an agent that answers, the source is "ok" as soon as a reconcile succeeded, however
+    long the grace."""
+    config = SourceConfig.model_validate(linear_standin.source(tools=False, poll_seconds=3600))
+
+    async def run() -> None:
+        async with running(agent.url, linear_standin, config, start_grace=3600,
+                           project=agent.settings.project_id) as runner:
+            await until(lambda: runner.health()["state"] == "ok", "the source to be ok")
+            assert runner.health()["warning"] is None
+
+    asyncio.run(run())
+
+
+def test_sync_now_during_an_outage_does_not_push_the_next_try_away(agent, linear_standin):
+    """Pressing "Sync now" while Linear is down: each press tries at once and fails, but the
+    consecutive-error count (the backoff) does not grow and the next scheduled try does not
+    move later. Once Linear is back, "Sync now" brings the source back."""
+    linear_standin.admin.seed([{"title": "First"}])
+    config = SourceConfig.model_validate(linear_standin.source(tools=False, poll_seconds=600))
+
+    def upcoming(runner) -> datetime:
+        return datetime.fromisoformat(runner.health()["next_sync_at"].replace("Z", "+00:00"))
+
+    async def run() -> None:
+        async with running(agent.url, linear_standin, config, project=agent.settings.project_id) as runner:
+            await until(lambda: runner.health()["state"] == "ok", "the first sync")
+            scheduled = upcoming(runner)
+            linear_standin.admin.fail("outage", seconds=600)
+            for press in range(3):
+                done = runner.polls_done
+                runner.trigger()
+                await until(lambda: runner.polls_done > done, f"press {press + 1}'s poll")
+                health = runner.health()
+                assert health["state"] == "error" and "Linear" in health["reason"]
+                assert runner.tracker_errors == 1
+                assert upcoming(runner) <= scheduled + timedelta(seconds=1)
+            linear_standin.admin.fail("none")
+            runner.trigger()
+            await until(lambda: runner.health()["state"] == "ok", "the source to recover")
+            assert runner.tracker_errors == 0
+
+    asyncio.run(run())
+
+
+def test_a_side_effect_the_tracker_refuses_is_a_warning_not_an_error(agent, linear_standin):
+    """Linear refuses one task's on_start move (BadQuery: that request, not an outage): the
+    source stays ok, without backoff, and its health carries the warning; the engine gives the
+    move up after a few tries."""
+    [issue] = linear_standin.admin.seed([{"title": "Refused"}])
+    config = SourceConfig.model_validate(linear_standin.source(tools=False, poll_seconds=1, on_start="In Progress"))
+
+    async def run() -> None:
+        async with running(agent.url, linear_standin, config, project=agent.settings.project_id) as runner:
+            async def refuse(issue, state):
+                raise BadQuery("Linear refused move: the state cannot be set on this issue")
+            runner.tracker.move = refuse
+            await until(lambda: source_tasks(agent), "the task")
+            [task] = source_tasks(agent)
+            agent.store.claim(Owner(pid=1, host="h", instance="i"), 60, task_id=task.id)
+            key = f"started:{agent.store.get(task.id).runs}"
+            await until(lambda: (r := agent.store.get(task.id).source.reports.get(key)) and r.state == "done",
+                        "the move to be given up")
+            health = runner.health()
+            assert (health["state"], health["reason"], health["errors"]) == ("ok", None, 0)
+            assert health["warning"] == (f"could not move {issue['identifier']} to In Progress: "
+                                         "Linear refused move: the state cannot be set on this issue")
+            assert runner.tracker_errors == 0
 
     asyncio.run(run())

@@ -250,6 +250,26 @@ def test_bad_arguments_are_refused_before_the_tracker(world):
     assert after["comments"] == before["comments"] and after["state"] == before["state"]
 
 
+def test_a_comment_carrying_batons_marker_is_refused(world):
+    """The engine posts a side effect's comment only when none carries its marker line: an
+    agent posting that line (either format, any spacing or case) could suppress it."""
+    token_a = world.token("a")
+    task = world.task_of("a")
+    before = world.standin_issue("a")
+    for body in (f"Done, I think.\n\n— Baton (task {task['id']}, done:1)",
+                 f"baton task {task['id']} · done:1",
+                 f"see BATON  task {task['id']} ·  failed:2 below",
+                 "Baton (task zz9, review:3)", f"— Ba\u200bton (task {task['id']}, done:1)"):
+        refused = world.call(token_a, "tracker_add_comment", {"body": body})
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["error"]["code"] == "reserved_marker"
+    after = world.standin_issue("a")
+    assert after["comments"] == before["comments"]
+    # Talking about Baton is fine.
+    fine = world.call(token_a, "tracker_add_comment", {"body": "Baton (the tool) ran task a1 for me"})
+    assert fine.status_code == 200, fine.text
+
+
 def test_tracker_failures_come_back_in_the_error_shape(world):
     token_a = world.token("a")
     headers = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}

@@ -210,6 +210,7 @@ class TaskSummary(BaseModel):
     depends_on: list[str] | None = None  # ids of the tasks to complete first
     blocked_reason: str | None = None  # while blocked: which dependency failed or was cancelled
     plan_id: str | None = None  # the plan that created it
+    cancel_reason: str | None = None  # why it was cancelled, when someone said (e.g. its issue was closed)
     source: dict | None = None  # {kind: linear|jira, id, identifier, url}: the tracker issue it came from
 
 

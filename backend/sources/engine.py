@@ -10,12 +10,17 @@ Two halves, run by backend/sources/runner.py:
   its issue is active again, moves issues and comments as their tasks start, await review,
   land or fail, and retries failed tasks with backoff.
 
-Exactly once: every side effect on the tracker (and every retry) is claimed on the task first
-(`POST /agent/tasks/{id}/source/reports`, key `<what>:<run>`), acted on, then marked done; a
+Exactly once: every side effect on the tracker (and every retry or rerun) is claimed on the task
+first (`POST /agent/tasks/{id}/source/reports`, key `<what>:<run>`), acted on, then marked done; a
 second engine, or this one after a restart, finds the claim and leaves it. A claim left by an
 engine that died is granted again after STALE_SECONDS. Before any comment the issue's comments
-are read, and one already carrying this side effect's marker line is not posted twice: a post
-whose answer was lost (a timeout) may have landed, and its claim was released for a retry.
+are read, and one already carrying this side effect's marker line ("— Baton (task <id>, <key>)",
+or the older "baton task <id> · <key>") is not posted twice: a post whose answer was lost (a
+timeout) may have landed, and its claim was released for a retry.
+
+A run Baton stops because its issue moved gets one comment saying so: its `stopnote:<run>` is
+claimed before the cancel (the intent survives a restart) and kept claimed until the comment is
+out; posted only once the task is cancelled (a run that ended otherwise meanwhile gets none).
 
 Jira's search lags behind writes: an open task's issue that is in an active state but missing
 from the search is taken as having left the source's filter only after UNLISTED_GRACE seconds.
@@ -24,6 +29,7 @@ from the search is taken as having left the source's filter only after UNLISTED_
 from __future__ import annotations
 
 import logging
+import re
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -44,9 +50,31 @@ STOPPABLE = frozenset({"pending", "blocked", "plan_review", "in_progress"})
 REFUSALS_MAX = 3  # tries of a side effect the tracker refuses (BadQuery) before it is given up
 STALE_SECONDS = 120  # a claim older than this was left by an engine that died
 UNLISTED_GRACE = 60.0  # seconds an active-state issue may be missing from the search (index lag)
-MESSAGE_MAX = 500  # characters of an error message quoted in a comment
+MESSAGE_MAX = 200  # characters of the first line of an error message quoted in a comment
 REASON_MAX = 2000  # the agent's limit on a cancel reason
 COUNTS = ("created", "cancelled", "moved", "commented", "rerun")
+# The tracker's priority (1 urgent … 4 low; none/unknown: None) as a task's, at create only.
+PRIORITIES = {1: "urgent", 2: "high", 3: "medium", 4: "low"}
+STOP_NOTE = "stopnote"  # the report key of the comment on a run Baton stopped
+# models.py ErrorReason in words (as the board's frontend/js/words.js says them).
+REASONS = {
+    "agent_error": "the coding agent reported an error",
+    "timeout": "it took longer than its time limit",
+    "stalled": "the coding agent stopped producing output",
+    "tests_failed": "the tests failed",
+    "tests_broken_on_base": "the tests already fail on the base branch",
+    "conflict": "its work conflicts with the base branch",
+    "push_failed": "the result could not be pushed",
+    "agent_moved_refs": "the coding agent moved git refs it must not touch",
+    "approval_required": "the coding agent asked for an approval nobody can give",
+    "runtime_unavailable": "its coding agent runtime is not available",
+    "internal": "an internal error in Baton",
+    "pr_failed": "its pull request could not be opened",
+    "pr_closed": "its pull request was closed without being merged",
+}
+# Any marker line of either format, whoever's task: what an agent's own comment may not carry.
+_MARKER_RE = re.compile(r"(?:—\s*)?baton\s*\(\s*task\s+[a-z0-9]{1,32}\s*,\s*[a-z_]{1,20}\s*:\s*[0-9]{1,6}\s*\)"
+                        r"|baton\s+task\s+[a-z0-9]{1,32}\s*·\s*[a-z_]{1,20}\s*:\s*[0-9]{1,6}", re.IGNORECASE)
 
 Task = dict[str, Any]  # a task as the agent's API answers it
 
@@ -85,6 +113,23 @@ def _printable(value: str | None, limit: int) -> bool:
     return bool(value) and len(value) <= limit and all("\x21" <= c <= "\x7e" for c in value)
 
 
+def marker(task_id: str, key: str) -> str:
+    """The line that ends each comment of a side effect: unique to it and stable."""
+    return f"— Baton (task {task_id}, {key})"
+
+
+def old_marker(task_id: str, key: str) -> str:
+    """The marker of earlier versions: still recognised, so an upgrade posts nothing twice."""
+    return f"baton task {task_id} · {key}"
+
+
+def carries_marker(text: str) -> bool:
+    """Whether `text` holds a marker line of either format (any task, any side effect), also
+    when invisible characters (zero-width, bidi: a tracker may drop them) are slipped in."""
+    visible = "".join(c for c in (text or "") if unicodedata.category(c) != "Cf")
+    return bool(_MARKER_RE.search(visible))
+
+
 def task_title(issue: Issue) -> str:
     """The issue's title as a task title: one line of printable characters, at most 200."""
     # Control, format (bidi, zero-width) and line/paragraph separators are what a title refuses.
@@ -103,16 +148,21 @@ def task_content(issue: Issue) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    if 0 < seconds < 10 and seconds != int(seconds):
-        return f"{seconds:.1f}s"
+    """"14 s", "2 min 5 s", "1 h 3 min": whole units, the two largest."""
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours}h {minutes}m"
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def _first_line(text: str, limit: int) -> str:
+    """The first non-blank line, cut: an agent's stderr is never published wholesale."""
+    line = next((line for line in str(text).splitlines() if line.strip()), "")
+    return _cut(line, limit)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -145,6 +195,11 @@ class SyncEngine:
         self._unlisted_since: dict[str, float] = {}  # issue id -> when found active by id, not by search
         self.seen_active: set[str] = set()  # every issue id the filtered search answered, since start
         self._foreign: set[str] = set()  # issue ids that tasks name but the filter does not cover
+        # The last side effect the tracker would not take (shown on the board), and its kind: a
+        # later success of that kind clears it.
+        self.warning: str | None = None
+        self._warning_kind: str | None = None
+        self._stop_why: dict[str, str] = {}  # task id -> why this engine stopped its run (for its note)
 
     # ----- poll: the tracker --------------------------------------------------------------------
 
@@ -274,6 +329,7 @@ class SyncEngine:
             and _printable(issue.url, 2000) else None
         body: dict[str, Any] = {
             "title": task_title(issue), "content": task_content(issue),
+            "priority": PRIORITIES.get(issue.priority, "medium"),
             "source": {"kind": kind, "id": issue.id, "identifier": issue.identifier, "url": url},
         }
         if self.config.tools and self.gate is not None:
@@ -294,17 +350,19 @@ class SyncEngine:
 
     async def _settle(self, task: Task, tracker_effects: bool) -> None:
         issue_id, status, runs = _source(task)["id"], task.get("status"), int(task.get("runs") or 0)
+        if tracker_effects:
+            await self._stop_notes(task)
         issue = self.issues.get(issue_id)
         active = issue_id in self.active_ids
         closed = issue_id in self.deleted or (
             issue is not None and issue.state in (self.config.terminal_states or []))
         if status in OPEN:
             if closed:
-                await self._stop(task, self._closed_reason(task, issue))
+                await self._stop(task, *self._closed_reason(task, issue))
                 return
             if status in STOPPABLE and issue is not None and not active and not self._moved_by_us(task, issue) \
                     and not self._maybe_unindexed(issue_id):
-                await self._stop(task, self._left_reason(task, issue))
+                await self._stop(task, *self._left_reason(task, issue))
                 return
             if not tracker_effects:
                 return
@@ -316,8 +374,7 @@ class SyncEngine:
         elif status == "cancelled":
             # Only a task this engine stopped (a person's cancel has no such report) comes back.
             if active and not closed and _is_done(task, f"stopped:{runs}") and task.get("cancel_reason"):
-                await self.tasks.rerun(task["id"])
-                self.counts["rerun"] += 1
+                await self._rerun_stopped(task, runs)
         elif status == "completed":
             if tracker_effects:
                 await self._effect(task, f"done:{runs}", self._on_done)
@@ -338,19 +395,21 @@ class SyncEngine:
         since = self._unlisted_since.get(issue_id)
         return since is not None and self.clock() - since < UNLISTED_GRACE
 
-    def _closed_reason(self, task: Task, issue: Issue | None) -> str:
+    def _closed_reason(self, task: Task, issue: Issue | None) -> tuple[str, str]:
+        """(the cancel reason, why in the stop comment)."""
         identifier = _source(task).get("identifier", "the issue")
         if issue is None:
-            return f"{identifier} was deleted in {self.name}"
-        return _cut(f"{identifier} moved to {issue.state} in {self.name}", REASON_MAX)
+            return f"{identifier} was deleted in {self.name}", f"{identifier} was deleted"
+        return (_cut(f"{identifier} moved to {issue.state} in {self.name}", REASON_MAX),
+                _cut(f"{identifier} moved to {issue.state}", 300))
 
-    def _left_reason(self, task: Task, issue: Issue) -> str:
+    def _left_reason(self, task: Task, issue: Issue) -> tuple[str, str]:
         identifier = _source(task).get("identifier", "the issue")
         if issue.state in (self.config.active_states or []):
             why = f"{identifier} no longer matches the source's filter in {self.name}"
         else:
             why = f"{identifier} left the active states (now {issue.state})"
-        return _cut(f"{why}; its work is kept on its branch", REASON_MAX)
+        return _cut(f"{why}; its work is kept on its branch", REASON_MAX), _cut(why, 300)
 
     async def _claim(self, task: Task, key: str) -> dict[str, Any]:
         return await self.tasks.report(task["id"], {"key": key, "action": "claim", "by": self.engine_id,
@@ -359,8 +418,10 @@ class SyncEngine:
     async def _mark(self, task: Task, key: str, action: str) -> None:
         await self.tasks.report(task["id"], {"key": key, "action": action, "by": self.engine_id})
 
-    async def _stop(self, task: Task, reason: str) -> None:
-        key = f"stopped:{task.get('runs', 0)}"
+    async def _stop(self, task: Task, reason: str, why: str) -> None:
+        """Cancel the task with `reason`; a running one also gets a comment saying `why`."""
+        runs = task.get("runs", 0)
+        key = f"stopped:{runs}"
         answer = await self._claim(task, key)
         current = answer.get("task") or task
         if current.get("status") not in OPEN:
@@ -371,12 +432,21 @@ class SyncEngine:
             return  # another engine is stopping it right now
         if current.get("status") == "in_progress" and current.get("cancel_reason"):
             return  # asked to stop already; the run is ending
-        # Not granted but done: stopped once in this run, rerun, and its issue left again.
+        # Not granted but done: stopped once in this run, rerun, and its issue left again (it
+        # has not run since: no note).
+        note = answer.get("granted") and current.get("status") == "in_progress"
+        if note:
+            # The intent, before the cancel: kept claimed until the comment is out.
+            note = bool((await self._claim(task, f"{STOP_NOTE}:{runs}")).get("granted"))
+            if note:
+                self._stop_why[task["id"]] = why
         try:
             await self.tasks.cancel(task["id"], reason)
         except TaskRefused:
             if answer.get("granted"):
                 await self._mark(task, key, "release")
+            if note:
+                await self._mark(task, f"{STOP_NOTE}:{runs}", "release")
             raise
         if answer.get("granted"):
             await self._mark(task, key, "done")
@@ -398,19 +468,94 @@ class SyncEngine:
         except NotFound as exc:  # the issue is gone: nothing left to tell it
             log.info("source %s: %s for task %s skipped: %s", self.project_id, key, task["id"], exc.message)
         except BadQuery as exc:
-            # The tracker refuses this one request (not an outage): a few more tries, then it is
-            # given up, so one bad request never holds the source in error or retries forever.
-            refusals = self._refusals.get((task["id"], key), 0) + 1
-            self._refusals[(task["id"], key)] = refusals
-            if refusals < REFUSALS_MAX:
+            if not self._given_up(task, key, exc):
                 await self._mark(task, key, "release")
                 raise
-            log.error("source %s: %s for task %s given up after %d refusals: %s", self.project_id, key,
-                      task["id"], refusals, exc.message)
         except Exception:
             await self._mark(task, key, "release")
             raise
         await self._mark(task, key, "done")
+
+    def _given_up(self, task: Task, key: str, exc: BadQuery) -> bool:
+        """The tracker refuses this one request (not an outage): a few more tries, then it is
+        given up, so one bad request never holds the source in error or retries forever."""
+        refusals = self._refusals.get((task["id"], key), 0) + 1
+        self._refusals[(task["id"], key)] = refusals
+        if refusals < REFUSALS_MAX:
+            return False
+        log.error("source %s: %s for task %s given up after %d refusals: %s", self.project_id, key,
+                  task["id"], refusals, exc.message)
+        return True
+
+    async def _rerun_stopped(self, task: Task, runs: int) -> None:
+        """Rerun a task this engine (or another) stopped, its issue active again: claimed, so
+        of two engines one reruns; released after, as the same run may be stopped again."""
+        key = f"rerun:{runs}"
+        answer = await self._claim(task, key)
+        if not answer.get("granted"):
+            return
+        try:
+            current = answer.get("task") or task
+            if current.get("status") == "cancelled" and current.get("cancel_reason"):
+                await self.tasks.rerun(task["id"])
+                self.counts["rerun"] += 1
+        finally:
+            await self._mark(task, key, "release")
+
+    async def _stop_notes(self, task: Task) -> None:
+        """Post the comment of each run Baton stopped whose note is still owed (claimed)."""
+        reports = _source(task).get("reports") or {}
+        for key, entry in list(reports.items()):
+            if key.startswith(STOP_NOTE + ":") and isinstance(entry, dict) and entry.get("state") == "claimed":
+                await self._stop_note(task, key)
+
+    async def _stop_note(self, task: Task, key: str) -> None:
+        run = int(key.partition(":")[2])
+        status, runs = task.get("status"), int(task.get("runs") or 0)
+        if runs == run and status == "in_progress":
+            return  # the run is ending
+        if runs == run and status in ("completed", "failed", "review"):
+            await self._mark(task, key, "done")  # it ended otherwise before the cancel took: no note
+            self._stop_why.pop(task["id"], None)
+            return
+        # Ours, or left by an engine that died (a stale claim is granted again): else another's.
+        answer = await self._claim(task, key)
+        entry = _report(answer.get("task") or {}, key) or {}
+        if entry.get("state") != "claimed" or entry.get("by") != self.engine_id:
+            return
+        if not await self._acts_on(task):
+            await self._mark(task, key, "done")
+            return
+        identifier = _source(task).get("identifier", "the issue")
+        why = self._stop_why.get(task["id"]) or self._why_from(task.get("cancel_reason")) or \
+            f"{identifier} left the active states"
+        branch = task.get("branch") or f"task/{task['id']}"
+        text = f"Baton stopped its run: {why}. Its work so far is kept on branch {branch}."
+        try:
+            await self._comment(task, key, text)
+        except NotFound:
+            pass  # the issue is gone
+        except BadQuery as exc:
+            if not self._given_up(task, key, exc):
+                raise  # the claim stays ours: tried again next round
+        await self._mark(task, key, "done")
+        self._stop_why.pop(task["id"], None)
+
+    def _why_from(self, cancel_reason: Any) -> str | None:
+        """The stop's cause from the cancel reason this engine wrote (after a restart)."""
+        if not isinstance(cancel_reason, str) or not cancel_reason:
+            return None
+        why = cancel_reason.removesuffix("; its work is kept on its branch").removesuffix(f" in {self.name}")
+        return _cut(why, 300)
+
+    # ----- warnings: what the tracker would not take ----------------------------------------------
+
+    def note_warning(self, kind: str, text: str) -> None:
+        self.warning, self._warning_kind = _cut(text, 500), kind
+
+    def _clear_warning(self, kind: str) -> None:
+        if self._warning_kind == kind:
+            self.warning = self._warning_kind = None
 
     async def _issue(self, task: Task) -> Issue:
         issue_id = _source(task)["id"]
@@ -429,8 +574,13 @@ class SyncEngine:
         try:
             moved = await self.tracker.move(issue, state)
         except NotFound as exc:  # no such state, or (Jira) no transition to it from here: say so, go on
+            self.note_warning("move", f"could not move {issue.identifier} to {state}: {exc.message}")
             log.warning("source %s: cannot move %s to %s: %s", self.project_id, issue.identifier, state, exc.message)
             return
+        except BadQuery as exc:
+            self.note_warning("move", f"could not move {issue.identifier} to {state}: {exc.message}")
+            raise
+        self._clear_warning("move")
         self._remember(moved)
         self.counts["moved"] += 1
 
@@ -438,57 +588,71 @@ class SyncEngine:
         issue_id = _source(task)["id"]
         # Visible text: Jira has no hidden comments. Looked for even when the claim is fresh: an
         # earlier attempt whose answer was lost (then released) may have posted it. One read.
-        marker = f"baton task {task['id']} · {key}"
-        if any(marker in comment.body for comment in await self.tracker.comments(issue_id)):
-            return
-        await self.tracker.add_comment(issue_id, f"{text}\n\n{marker}")
+        markers = (marker(task["id"], key), old_marker(task["id"], key))
+        try:
+            if any(m in comment.body for comment in await self.tracker.comments(issue_id) for m in markers):
+                return
+            await self.tracker.add_comment(issue_id, f"{text}\n\n{markers[0]}")
+        except BadQuery as exc:
+            identifier = _source(task).get("identifier", issue_id)
+            self.note_warning("comment", f"could not comment on {identifier}: {exc.message}")
+            raise
+        self._clear_warning("comment")
         self.counts["commented"] += 1
 
     # ----- what each side effect does ------------------------------------------------------------
 
     def _facts(self, task: Task, end_key: str = "finished_at") -> str:
+        """" · 2 min 5 s · $0.42": how long the run took and what it cost, when known."""
         parts = []
-        cost = task.get("cost_usd")
-        if isinstance(cost, (int, float)):
-            parts.append(f"Cost: ${cost:.2f}" + (" (estimated)" if task.get("cost_estimated") else ""))
         start, end = _time(task.get("started_at")), _time(task.get(end_key)) or _time(task.get("updated_at"))
         if start is not None and end is not None:
-            parts.append(f"Duration: {duration_text((end - start).total_seconds())}")
-        return " · ".join(parts)
+            parts.append(duration_text((end - start).total_seconds()))
+        cost = task.get("cost_usd")
+        if isinstance(cost, (int, float)):
+            parts.append(f"${cost:.2f}" + (" (estimated)" if task.get("cost_estimated") else ""))
+        return "".join(f" · {part}" for part in parts)
+
+    @staticmethod
+    def _pr_url(task: Task) -> str | None:
+        pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
+        return pr.get("url") if pr and isinstance(pr.get("url"), str) else None
 
     async def _on_start(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_start)
 
     async def _on_review(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_review)
-        pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
-        head = f"Pull request opened by Baton: {pr['url']}" if pr and pr.get("url") else "Ready for review in Baton"
-        facts = self._facts(task, "updated_at")
-        await self._comment(task, key, f"{head}\n{facts}" if facts else head)
+        url = self._pr_url(task)
+        lines = [("Pull request opened by Baton" if url else "Ready for review in Baton") +
+                 self._facts(task, "updated_at")]
+        if url:
+            lines.append(f"Pull request: {url}")
+        await self._comment(task, key, "\n".join(lines))
 
     async def _on_done(self, task: Task, key: str) -> None:
         await self._move(task, self.config.on_complete)
         sha = task.get("commit_sha")
-        pr = task.get("pr") if isinstance(task.get("pr"), dict) else None
         if task.get("no_changes"):
-            head = "Completed by Baton: no changes were needed"
-        elif sha:
-            head = f"Completed by Baton: landed as {sha[:12]} on the base branch"
+            head = "Finished by Baton: no changes were needed"
+        elif isinstance(sha, str) and sha:
+            head = f"Landed on the base branch as {sha[:7]}"
         else:
             head = "Completed by Baton"
-        lines = [head]
-        if pr and pr.get("url"):
-            lines.append(f"Pull request: {pr['url']}")
-        facts = self._facts(task)
-        if facts:
-            lines.append(facts)
+        lines = [head + self._facts(task)]
+        url = self._pr_url(task)
+        if url:
+            lines.append(f"Pull request: {url}")
         await self._comment(task, key, "\n".join(lines))
 
     async def _on_failed(self, task: Task, key: str) -> None:
         failures = _done_count(task, "failed") + 1  # this one, being reported
-        why = task.get("error_reason") or "failed"
-        message = task.get("error_message")
-        lines = [f"Baton's run failed ({why})" + (f": {_cut(message, MESSAGE_MAX)}" if message else "")]
+        code = task.get("error_reason")
+        why = REASONS.get(code) or (str(code).replace("_", " ") if code else "it did not finish")
+        lines = [f"Baton's run failed: {why}" + self._facts(task)]
+        message = _first_line(task.get("error_message") or "", MESSAGE_MAX)
+        if message:
+            lines.append(f"Error: {message}")
         issue_id = _source(task)["id"]
         if failures >= self.config.max_attempts:
             lines.append(f"Baton will not retry it: {failures} of {self.config.max_attempts} attempts failed.")
@@ -497,9 +661,6 @@ class SyncEngine:
         else:
             delay = duration_text(self.config.retry_delay(failures))
             lines.append(f"Baton will retry it in {delay} (attempt {failures + 1} of {self.config.max_attempts}).")
-        facts = self._facts(task)
-        if facts:
-            lines.append(facts)
         await self._comment(task, key, "\n".join(lines))
 
     async def _maybe_retry(self, task: Task, runs: int) -> None:

@@ -6,8 +6,12 @@ every `poll_seconds` (at once on `trigger()`, the board's "Sync now"), reconcile
 poll and every `reconcile_seconds` in between (cheap: it reads the tasks, and calls the tracker
 only when something must change). A tracker that fails is retried after
 min(poll_seconds * 2^(n-1), 300) s (never sooner than it asked); meanwhile the tasks keep
-running and only what needs no tracker call goes on. The loop never raises: what went wrong is
-in `health()`.
+running and only what needs no tracker call goes on. A "Sync now" that fails does not count
+towards that backoff (pressing it during an outage must not push the next try further away). A
+side effect the tracker refuses (BadQuery: this request, not an outage) is a `warning`, not an
+error. Until the first reconcile succeeds, for at most START_GRACE seconds, an agent that does
+not answer yet (the dashboard may have just started it) shows as "starting", not as an error.
+The loop never raises: what went wrong is in `health()`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..trackers.base import RateLimited, Tracker, TrackerError
+from ..trackers.base import BadQuery, RateLimited, Tracker, TrackerError
 from .config import SourceConfig
 from .engine import TRACKER_NAMES, SyncEngine
 from .taskside import ConnectorTaskSide, TaskRefused, TasksUnavailable
@@ -30,6 +34,7 @@ from .taskside import ConnectorTaskSide, TaskRefused, TasksUnavailable
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 300.0
+START_GRACE = 30.0  # seconds an agent may take to answer after the runner started
 
 
 def default_engine_id() -> str:
@@ -43,12 +48,13 @@ def _iso(value: datetime | None) -> str | None:
 
 class SourceRunner:
     def __init__(self, project_id: str, config: SourceConfig, connector, tracker: Tracker, *, gate=None,
-                 engine_id: str, reconcile_seconds: float = 2.0) -> None:
+                 engine_id: str, reconcile_seconds: float = 2.0, start_grace: float = START_GRACE) -> None:
         self.project_id = project_id
         self.config = config
         self.connector = connector
         self.tracker = tracker
         self.reconcile_seconds = reconcile_seconds
+        self.start_grace = start_grace
         self.engine = SyncEngine(config, tracker, ConnectorTaskSide(connector), project_id=project_id,
                                  engine_id=engine_id, gate=gate)
         self.name = TRACKER_NAMES[config.kind]
@@ -62,6 +68,9 @@ class SourceRunner:
         self._next_reconcile = 0.0
         self._poll_now = False
         self._tracker_ok = True  # false after a tracker error, until a poll succeeds
+        self._started = time.monotonic()
+        self._reconciled = False  # a reconcile has succeeded since start
+        self.polls_done = 0  # polls finished, failed or not
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -69,6 +78,7 @@ class SourceRunner:
 
     async def start(self) -> None:
         if self._task is None:
+            self._started = time.monotonic()
             self._task = asyncio.create_task(self._loop(), name=f"source:{self.project_id}")
 
     def trigger(self) -> None:
@@ -106,22 +116,29 @@ class SourceRunner:
         """One round: a poll when due (or triggered) followed by a reconcile, else a reconcile when due."""
         now = time.monotonic()
         if self._poll_now or now >= self._next_poll:
+            triggered = self._poll_now and now < self._next_poll
             self._poll_now = False
-            await self._poll()
+            await self._poll(triggered=triggered)
         elif now < self._next_reconcile:
             return
         await self._reconcile()
         self._next_reconcile = time.monotonic() + self.reconcile_seconds
 
-    async def _poll(self) -> None:
+    async def _poll(self, *, triggered: bool = False) -> None:
+        try:
+            await self._poll_once(triggered)
+        finally:
+            self.polls_done += 1
+
+    async def _poll_once(self, triggered: bool) -> None:
         try:
             await self.engine.poll()
         except TrackerError as exc:
-            self._tracker_failed(exc)
+            self._tracker_failed(exc, triggered=triggered)
             return
         except Exception as exc:  # a client bug must not stop the loop: shown like a tracker error
             log.exception("source %s: poll failed", self.project_id)
-            self._tracker_failed(TrackerError(f"{self.name} sync failed unexpectedly: {exc}"))
+            self._tracker_failed(TrackerError(f"{self.name} sync failed unexpectedly: {exc}"), triggered=triggered)
             return
         now = datetime.now(timezone.utc)
         self.tracker_error, self.tracker_errors, self._tracker_ok = None, 0, True
@@ -129,13 +146,18 @@ class SourceRunner:
         self.next_sync_at = now + timedelta(seconds=self.config.poll_seconds)
         self._next_poll = time.monotonic() + self.config.poll_seconds
 
-    def _tracker_failed(self, exc: TrackerError) -> None:
-        self.tracker_errors += 1
+    def _tracker_failed(self, exc: TrackerError, *, triggered: bool = False) -> None:
+        """`triggered`: a "Sync now" between scheduled polls failed: it does not raise the count
+        (the backoff), and the next poll stays when it was unless this failure's delay is sooner."""
+        scheduled = self._next_poll
+        self.tracker_errors = max(self.tracker_errors, 1) if triggered else self.tracker_errors + 1
         self._tracker_ok = False
         poll = self.config.poll_seconds
         delay = max(poll, min(poll * 2 ** (self.tracker_errors - 1), MAX_BACKOFF_SECONDS))
+        if triggered:
+            delay = min(delay, max(0.0, scheduled - time.monotonic()))
         if exc.retry_after:
-            delay = max(delay, exc.retry_after)
+            delay = max(delay, exc.retry_after)  # never sooner than the tracker asked
         at = datetime.now(timezone.utc) + timedelta(seconds=delay)
         if isinstance(exc, RateLimited):
             self.tracker_error = f"rate limited by {self.name}; retrying at {at.astimezone():%H:%M:%S}"
@@ -155,6 +177,9 @@ class SourceRunner:
         except TaskRefused as exc:
             self._agent_failed(f"the agent refused: {exc.message}")
             return
+        except BadQuery as exc:  # the tracker refused one side effect: said, retried (then given up) by the engine
+            if self.engine.warning is None:
+                self.engine.note_warning("refused", exc.message)
         except TrackerError as exc:  # a side effect failed (its claim was released): retried after a poll
             self._tracker_failed(exc)
         except Exception as exc:
@@ -162,6 +187,7 @@ class SourceRunner:
             self._agent_failed(f"sync failed unexpectedly: {exc}")
             return
         self.agent_error, self.agent_errors = None, 0
+        self._reconciled = True
 
     def _agent_failed(self, reason: str) -> None:
         if reason != self.agent_error:
@@ -171,20 +197,27 @@ class SourceRunner:
 
     # ----- what the board shows -------------------------------------------------------------------
 
+    def starting(self) -> bool:
+        """No reconcile has succeeded yet, and the agent still has time to come up."""
+        return not self._reconciled and time.monotonic() - self._started < self.start_grace
+
     def health(self) -> dict[str, Any]:
-        reasons = [r for r in (self.tracker_error, self.agent_error) if r]
-        state = "error" if reasons else ("ok" if self.engine.polls else "starting")
+        starting = self.starting()
+        agent_error = None if starting else self.agent_error
+        reasons = [r for r in (self.tracker_error, agent_error) if r]
+        state = "error" if reasons else ("ok" if self.engine.polls and not starting else "starting")
         return {
             "kind": self.config.kind,
             "state": state,
             "healthy": state != "error",
             "reason": "; ".join(reasons) or None,
+            "warning": self.engine.warning,
             "last_sync_at": _iso(self.last_sync_at),
             "next_sync_at": _iso(self.next_sync_at),
             "issues": len(self.engine.active_ids),
             "tasks": self.engine.source_tasks,
             "calls": self.tracker.counter.calls,
-            "errors": self.tracker_errors + self.agent_errors,
+            "errors": self.tracker_errors + (0 if starting else self.agent_errors),
             "counts": dict(self.engine.counts),
         }
 

@@ -33,6 +33,9 @@ import threading
 from pathlib import Path
 
 from ..models import ToolGrant
+from .engine import carries_marker  # the gateway refuses an agent's comment carrying Baton's marker
+
+__all__ = ["CALL_PATH", "ToolGate", "ToolKeyError", "carries_marker"]
 
 log = logging.getLogger("baton.sources.tools")
 

@@ -82,7 +82,8 @@ function card(project, task, onOpen) {
   // The tooltip (the card's insides take no pointer, see the CSS): the whole clamped title, and
   // a failure's code beside its words.
   node.title = task.status === "failed" && task.error_reason ? `${task.title}\n(${task.error_reason})`
-    : task.status === "blocked" && task.blocked_reason ? `${task.title}\nblocked: ${task.blocked_reason}` : task.title;
+    : task.status === "blocked" && task.blocked_reason ? `${task.title}\nblocked: ${task.blocked_reason}`
+    : task.status === "cancelled" && task.cancel_reason ? `${task.title}\ncancelled: ${task.cancel_reason}` : task.title;
   node.replaceChildren(...[  // (replaceChildren would write a null as the text "null")
     // Clamped to two lines by the stylesheet; the whole title is in the tooltip and the drawer.
     el("div", { class: "card-title", text: task.title }),
@@ -99,6 +100,7 @@ function card(project, task, onOpen) {
       ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
                     text: reasonText(task.error_reason) }) : null,
     blockedLine(task),
+    cancelLine(task),
     flags(task)].filter(Boolean));
   const entry = { task, look, node, outer: withIssue(node, task, cached) };
   cardCache.set(key, entry);
@@ -121,6 +123,13 @@ function withIssue(node, task, cached) {
   if (box.firstElementChild === node && box.children.length === 2) box.lastElementChild.replaceWith(link);
   else box.replaceChildren(node, link);
   return box;
+}
+
+// Why it was cancelled, when someone said (e.g. "ENG-4 moved to Done in Linear"): text, clamped
+// to two lines (the tooltip and the drawer have it whole).
+function cancelLine(task) {
+  if (task.status !== "cancelled" || !task.cancel_reason) return null;
+  return el("div", { class: "card-cancel", dataset: { role: "cancel-reason" }, text: task.cancel_reason });
 }
 
 const CHECKS = { success: "checks ✓", failure: "checks ✗", pending: "checks …" };
@@ -295,7 +304,8 @@ function projectCard(project, { onDispatcher, onDetails, onAgentLog, onForceStop
   const problems = project.healthy ? project.problems || [] : [];
   const health = !project.healthy ? el("span", { class: "badge bad", text: "unavailable" })
     : problems.length ? el("span", { class: "badge warn", text: "degraded" })
-    : el("span", { class: "badge ok", text: agentless ? "store only" : "healthy" });
+    : el("span", { class: "badge ok", text: agentless ? "store only" : "healthy",
+                   title: agentless ? undefined : "its baton-agent answers (the tracker sync says its own state below)" });
   // The buttons follow the dispatcher's state: what would do nothing is disabled.
   const running = d && d.state === "running";
   const busy = d ? (d.running || []).length : 0;

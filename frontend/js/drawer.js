@@ -134,7 +134,10 @@ function planLink(projectId, task) {
 
 function meta(task, projectId) {
   const rows = [
-    ["Status", statusText(task.status)], ["Type", task.task_type], ["Priority", task.priority],
+    ["Status", statusText(task.status)],
+    // Why it was cancelled, when someone said (the sync of its issue, a person): as plain text.
+    ["Reason", task.status === "cancelled" && task.cancel_reason ? task.cancel_reason : ""],
+    ["Type", task.task_type], ["Priority", task.priority],
     ["Runtime", `${task.runtime || "project default"}${task.agent_runtime ? ` · ran on ${task.agent_runtime}` : ""}`],
     ["Model", task.model || task.agent_model
       ? `${task.model || "runtime default"}${task.agent_model ? ` · reported ${task.agent_model}` : ""}` : ""],

@@ -66,10 +66,14 @@ export function setupProjectsBox(box, summary) {
   const update = () => {
     const projects = box.querySelectorAll(".project");
     const down = box.querySelectorAll('.project[data-healthy="false"]').length;
-    const text = `Projects: ${projects.length}${down ? ` · ${down} unavailable` : ""}`;
+    // A tracker sync in error is an outage too (its issues are not followed): said folded as well.
+    const syncs = box.querySelectorAll('.project[data-healthy="true"] .project-source[data-state="error"]').length;
+    const text = `Projects: ${projects.length}${down ? ` · ${down} unavailable` : ""}`
+      + `${syncs ? ` · ${syncs} sync error${syncs === 1 ? "" : "s"}` : ""}`;
     if (summary.textContent !== text) summary.textContent = text;
+    summary.dataset.problem = down || syncs ? "true" : "false";
   };
   new MutationObserver(update).observe(box.querySelector(".projects"), { childList: true, subtree: true, attributes: true,
-                                                                          attributeFilter: ["data-healthy"] });
+                                                                          attributeFilter: ["data-healthy", "data-state"] });
   update();
 }

@@ -29,9 +29,11 @@ export function issueLink(source, props = {}) {
 }
 
 // ----- a project's source: one row per project, kept across redraws (a focused "Sync now" keeps
-// its focus, and a request under way keeps its button disabled).
+// its focus, a request under way keeps its button disabled, and the live status is not rebuilt).
+// The line says it is the tracker SYNC's state ("Linear sync: error — …"), not the project's: the
+// project's badge beside it is about its baton-agent.
 
-const rows = new Map();  // project id -> { node, text, button, busy }
+const rows = new Map();  // project id -> { node, status, when, button, warning, sync, source, name }
 
 export function sourceRow(project) {
   if (!project.source) {
@@ -40,52 +42,102 @@ export function sourceRow(project) {
   }
   let row = rows.get(project.id);
   if (!row) {
-    const text = el("span", { class: "source-text", dataset: { role: "source-text" } });
+    // Only the state's words are a live region: announced when they change (syncing, synced, an
+    // error), not the clock beside them that ticks every second.
+    const status = el("span", { class: "source-status", dataset: { role: "source-status" }, "aria-live": "polite" });
+    const when = el("span", { class: "source-when", dataset: { role: "source-when" } });
+    const text = el("span", { class: "source-text", dataset: { role: "source-text" } }, status, when);
     const button = el("button", { type: "button", class: "source-sync", dataset: { role: "sync-now" }, text: "Sync now" });
-    row = { node: el("div", { class: "project-source", dataset: { role: "source" } }, text, button), text, button, busy: false };
+    const warning = el("p", { class: "source-warning", dataset: { role: "source-warning" }, hidden: true });
+    row = { node: el("div", { class: "project-source", dataset: { role: "source" } }, text, button, warning),
+            status, when, button, warning, sync: null };
     button.addEventListener("click", () => syncNow(project.id, row));
     rows.set(project.id, row);
   }
-  drawRow(row, project);
+  row.source = project.source;
+  row.name = project.name;
+  drawRow(row);
   return row.node;
 }
 
-function drawRow(row, project) {
-  const source = project.source;
+// What tells that a sync ended since "Sync now" was pressed: a success moves last_sync_at, a
+// failure moves next_sync_at (the retry) or the error count.
+const syncStamp = (source) => JSON.stringify([source.last_sync_at, source.next_sync_at, source.errors, source.state]);
+
+// "14:05:09", the browser's local time.
+function clockTime(iso) {
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return "";
+  return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
+}
+
+function drawRow(row) {
+  const source = row.source;
   const kind = kindName(source.kind);
+  const sync = row.sync;
+  if (sync && !sync.ended && syncStamp(source) !== sync.stamp) sync.ended = true;
+  if (sync && sync.ended && !sync.requesting) row.sync = null;
+  const syncing = Boolean(row.sync);
   const state = source.state === "error" || source.healthy === false ? "error"
     : source.last_sync_at ? "ok" : "starting";
-  const said = JSON.stringify([state, kind, source.reason, source.last_sync_at]);
   // The name starts with the visible words (axe label-content-name-mismatch), then says which.
-  row.button.setAttribute("aria-label", `Sync now: read ${kind} for ${project.name}`);
+  row.button.setAttribute("aria-label", `Sync now: read ${kind} for ${row.name}`);
+  const said = JSON.stringify([state, syncing, kind, source.reason, source.last_sync_at, source.next_sync_at, source.warning]);
   if (row.said === said) return;
   row.said = said;
   row.node.dataset.state = state;
+  row.node.dataset.syncing = syncing ? "true" : "false";
   row.node.title = source.reason || "";
-  if (state === "error") {
-    row.text.replaceChildren(`${kind} · error: ${source.reason || "the last sync failed"}`);
+  let status;
+  let when = [];
+  if (syncing) {
+    status = `${kind} sync: syncing…`;
+  } else if (state === "error") {
+    status = `${kind} sync: error — ${source.reason || "the last sync failed"}`;
+    // When it tries again (a rate limit's reason may say so already).
+    const retry = source.next_sync_at && !/retrying at/i.test(source.reason || "") ? clockTime(source.next_sync_at) : "";
+    if (retry) when = [" · ", el("span", { dataset: { role: "source-retry" }, title: source.next_sync_at, text: `retrying at ${retry}` })];
   } else if (state === "ok") {
+    status = `${kind} sync: ok`;
     // Ticks with the cards' clocks (board.js tick()): "synced 20s ago".
-    row.text.replaceChildren(`${kind} · synced `,
-      el("span", { dataset: { tick: "age", since: source.last_sync_at, prefix: "", suffix: " ago" },
-                   text: `${age(source.last_sync_at)} ago` }));
+    when = [" · synced ", el("span", { dataset: { tick: "age", since: source.last_sync_at, prefix: "", suffix: " ago" },
+                                       title: source.last_sync_at, text: `${age(source.last_sync_at)} ago` })];
   } else {
-    row.text.replaceChildren(`${kind} · first sync…`);
+    status = `${kind} sync: first sync…`;
   }
+  if (row.status.textContent !== status) row.status.textContent = status;
+  row.when.replaceChildren(...when);
+  // A problem the sync got past, still worth knowing (e.g. an issue it could not move): muted.
+  const warning = typeof source.warning === "string" && source.warning ? source.warning : "";
+  row.warning.hidden = !warning;
+  row.warning.textContent = warning ? `warning: ${warning}` : "";
 }
+
+const SYNCING_MAX_MS = 60_000;
 
 async function syncNow(projectId, row) {
   if (row.busy) return;
   // aria-disabled rather than disabled: a disabled button would drop the keyboard focus.
   row.busy = true;
   row.button.setAttribute("aria-disabled", "true");
+  // "Syncing…" until the health shows the sync ended (the request only starts it).
+  row.sync = { stamp: syncStamp(row.source), requesting: true, ended: false };
+  drawRow(row);
   try {
     await api(projectPath(projectId, "/source/sync"), { method: "POST" });
     // What the sync found comes with the board's stream (new cards, the health above).
+    if (row.sync) {
+      const sync = row.sync;
+      sync.requesting = false;
+      // Never "Syncing…" for good: a stream that went quiet must not leave it there.
+      setTimeout(() => { if (row.sync === sync) { row.sync = null; drawRow(row); } }, SYNCING_MAX_MS);
+    }
   } catch (err) {
+    row.sync = null;
     toast(`Could not sync now: ${err.message}`);
   } finally {
     row.busy = false;
     row.button.removeAttribute("aria-disabled");
+    drawRow(row);
   }
 }

@@ -151,7 +151,8 @@ def test_jira_move_without_a_transition_is_not_found(standin):
 
 def test_comments_round_trip_in_order_over_pages(standin):
     [made] = standin.admin.seed([{"title": "Commented", "comments": [f"old {i}" for i in range(130)]}])
-    text = "Landed abc1234 on main.\nCost $0.42 · 3m 10s\n\nbaton task t-1 · done:1"
+    # What the sync engine posts: its marker line must come back exactly (Jira: through ADF).
+    text = "Landed on main as abc1234 · 3 min 10 s · $0.42\n\n— Baton (task t1, done:1)"
     tracker = tracker_for(standin)
 
     async def scenario(t):

@@ -234,6 +234,49 @@ def test_move_to_an_unknown_state_names_the_states_that_exist(httpx_mock):
     assert tracker.counter.by_operation == {"workflow_states": 2}  # looked again, in case it was just added
 
 
+STATE_GONE = error("INPUT_ERROR", "Entity not found: WorkflowState", "Could not find referenced WorkflowState.")
+
+
+def test_a_state_id_linear_no_longer_knows_rereads_the_states_and_retries_once(httpx_mock):
+    """The team's workflow was edited after its states were cached: the move is refused for
+    the state (not the issue), the states are read again and the move sent with the new id."""
+    renewed = {"data": {"workflowStates": {"nodes": [{"id": "s-done-2", "name": "Done", "type": "completed"}]}}}
+    moved = {"success": True, "issue": node(1, "Done")}
+    httpx_mock.add_response(url=URL, json=STATES)
+    httpx_mock.add_response(url=URL, json=STATE_GONE)
+    httpx_mock.add_response(url=URL, json=renewed)
+    httpx_mock.add_response(url=URL, json={"data": {"issueUpdate": moved}})
+    tracker, _ = linear()
+
+    assert run(tracker.move(an_issue("Todo"), "Done")).state == "Done"
+
+    sent = [b["variables"].get("stateId") for b in bodies(httpx_mock)]
+    assert sent == [None, "s-done", None, "s-done-2"]
+    assert tracker.counter.by_operation == {"workflow_states": 2, "move": 2}
+
+
+def test_a_state_refused_again_after_a_fresh_read_names_the_state(httpx_mock):
+    """Refused twice: the error says which state Linear does not know, never "no issue"."""
+    for answer in (STATES, STATE_GONE, STATES, STATE_GONE):
+        httpx_mock.add_response(url=URL, json=answer)
+    tracker, _ = linear()
+
+    err = fails(tracker.move(an_issue("Todo"), "Done"), NotFound)
+
+    assert "workflow state 'Done'" in err.message and "ENG" in err.message and "no issue" not in err.message
+    assert tracker.counter.by_operation == {"workflow_states": 2, "move": 2}
+
+
+def test_an_unknown_issue_in_a_move_still_names_the_issue(httpx_mock):
+    httpx_mock.add_response(url=URL, json=STATES)
+    httpx_mock.add_response(url=URL, json=error("INPUT_ERROR", "Entity not found: Issue",
+                                                "Could not find referenced Issue."))
+    tracker, _ = linear()
+    err = fails(tracker.move(an_issue("Todo"), "Done"), NotFound)
+    assert "no issue 'uuid-1'" in err.message
+    assert tracker.counter.by_operation == {"workflow_states": 1, "move": 1}  # not retried
+
+
 def test_move_refused_with_success_false_is_a_server_error(httpx_mock):
     httpx_mock.add_response(url=URL, json=STATES)
     httpx_mock.add_response(url=URL, json={"data": {"issueUpdate": {"success": False, "issue": None}}})
@@ -449,3 +492,42 @@ def test_a_timeout_is_retried_for_a_read(httpx_mock):
     tracker, _ = linear()
     assert run(tracker.get_issue("ENG-1")).id == "uuid-1"
     assert tracker.counter.calls == 2
+
+
+class _Switch(httpx.AsyncBaseTransport):
+    """Sends every request to the stand-in named by `target` (a restart: another process)."""
+
+    def __init__(self) -> None:
+        self.target = ""
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        there = httpx.URL(self.target)
+        request.url = request.url.copy_with(host=there.host, port=there.port)
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_restarted_linear_with_new_state_ids_still_takes_the_move(tmp_path):
+    """Against stand-in processes: states cached from one Linear, then another answers at that
+    address (its states have other ids): the move succeeds on its second try."""
+    from trackers_support import start_linear_standin
+
+    with start_linear_standin(tmp_path / "first", name="first") as first, \
+            start_linear_standin(tmp_path / "second", name="second") as second:
+        switch = _Switch()
+        config = SourceConfig.model_validate(first.source())
+        tracker = make_tracker(config, environ=first.environ, transport=switch)
+        [fresh] = second.admin.seed([{"title": "Seen after the restart"}])
+
+        async def scenario() -> Issue:
+            try:
+                switch.target = first.base
+                assert {s.name for s in await tracker.workflow_states()} >= {"Todo", "Done"}
+                switch.target = second.base
+                return await tracker.move(await tracker.get_issue(fresh["id"]), "Done")
+            finally:
+                await tracker.aclose()
+
+        moved = run(scenario())
+        assert moved.state == "Done" and second.admin.issue(fresh["id"])["state"] == "Done"
+        assert tracker.counter.by_operation["move"] == 2 and tracker.counter.by_operation["workflow_states"] == 2

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...sources.tools import CALL_PATH, ToolKeyError
+from ...sources.tools import CALL_PATH, ToolKeyError, carries_marker
 from ...trackers.base import Comment, Issue, RateLimited, TrackerError
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.security import loopback_client
@@ -176,6 +176,11 @@ async def tracker_tool_call(request: Request) -> JSONResponse:
         arguments = _ARGUMENTS[call.tool].model_validate(call.arguments)
     except ValidationError as exc:
         raise _validation(exc, "arguments") from None
+    if call.tool == "tracker_add_comment" and carries_marker(arguments.body):
+        # The engine posts a side effect's comment only when no comment carries its marker:
+        # an agent must not be able to suppress one (or fake Baton's voice).
+        raise ApiError(422, "reserved_marker", "the comment contains a line in the form Baton uses to mark its "
+                                               "own comments (\"— Baton (task …, …)\"); leave it out")
     if call.tool == "tracker_update_state":
         allowed = runner.config.allowed_states()
         if arguments.state not in allowed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -30,6 +31,10 @@ PAGE_INFO = "pageInfo { hasNextPage endCursor }"
 
 class _Shape(Exception):
     """Linear answered, but not in the shape asked for."""
+
+
+class _UnknownState(NotFound):
+    """Linear does not know the state id sent (a workflow edited since its states were read)."""
 
 
 def _codes(body: Any) -> list[tuple[str, str, str]]:
@@ -198,9 +203,25 @@ class LinearTracker:
             raise NotFound(f"Linear team {team} has no state {state_name!r} (states: {names})")
         if state.name == issue.state:
             return issue
-        query = (f"mutation MoveIssue($id: String!, $stateId: String!) {{ issueUpdate(id: $id, "
-                 f"input: {{ stateId: $stateId }}) {{ success issue {{ {ISSUE_FIELDS} }} }} }}")
-        data = await self._graphql("move", query, {"id": issue.id, "stateId": state.id}, missing=issue.id)
+        try:
+            data = await self._update_state(issue, state)
+        except _UnknownState:
+            # The cached id is gone (the team's workflow was edited, or Linear's ids changed):
+            # read the team's states again and try once more with the fresh id.
+            self._states.pop(team, None)
+            fresh = _named(await self._team_states(team), state_name)
+            if fresh is None:
+                names = ", ".join(s.name for s in self._states[team]) or "none"
+                raise NotFound(f"Linear team {team} has no state {state_name!r} any more (states: {names})") from None
+            if fresh.name == issue.state:
+                return issue
+            state = fresh
+            try:
+                data = await self._update_state(issue, state)
+            except _UnknownState:
+                self._states.pop(team, None)
+                raise NotFound(f"Linear does not know the workflow state {state.name!r} of team {team} "
+                               f"(id {state.id}), though it just listed it") from None
         payload = self._parse("move", lambda: data["issueUpdate"])
         if not self._parse("move", lambda: payload["success"]):
             raise ServerError(f"Linear did not move {issue.identifier} to {state.name!r} (success: false)")
@@ -208,6 +229,12 @@ class LinearTracker:
         if node is None:
             return dataclasses.replace(issue, state=state.name, state_type=state.type)
         return self._parse("move", lambda: self._issue(node))
+
+    async def _update_state(self, issue: Issue, state: WorkflowState) -> dict:
+        query = (f"mutation MoveIssue($id: String!, $stateId: String!) {{ issueUpdate(id: $id, "
+                 f"input: {{ stateId: $stateId }}) {{ success issue {{ {ISSUE_FIELDS} }} }} }}")
+        return await self._graphql("move", query, {"id": issue.id, "stateId": state.id}, missing=issue.id,
+                                   entities={"WorkflowState": _UnknownState})
 
     async def comments(self, issue_id: str) -> list[Comment]:
         query = (f"query IssueComments($id: String!, $after: String) {{ issue(id: $id) {{ comments(first: {PAGE}, "
@@ -238,9 +265,11 @@ class LinearTracker:
     # ----- the wire -------------------------------------------------------------------------------
 
     async def _graphql(self, operation: str, query: str, variables: dict[str, Any], *,
-                       missing: str | None = None, idempotent: bool = True) -> dict:
+                       missing: str | None = None, idempotent: bool = True,
+                       entities: dict[str, type[TrackerError]] | None = None) -> dict:
         """`data` of a successful answer, or the typed error. `missing`: the id an
-        "Entity not found" is about."""
+        "Entity not found" is about; `entities`: the error raised instead when Linear names
+        another entity it did not find ("Entity not found: WorkflowState")."""
         response = await self._http.send(operation, "POST", self.config.url,
                                           json={"query": query, "variables": variables},
                                           idempotent=idempotent)
@@ -257,6 +286,11 @@ class LinearTracker:
             if code == "GRAPHQL_VALIDATION_FAILED":
                 raise BadQuery(f"Linear refused the query {operation}: {message}")
             if code == "INPUT_ERROR" and "entity not found" in raw.lower():
+                # "Entity not found: WorkflowState" (the user message: "…referenced WorkflowState.")
+                named = next((error for entity, error in (entities or {}).items()
+                              if re.search(rf"\b{entity}\b", f"{raw} {told}")), None)
+                if named is not None:
+                    raise named(f"Linear: {message}")
                 raise self._not_found(missing) if missing else NotFound(f"Linear: {message}")
             if code in ("INPUT_ERROR", "BAD_USER_INPUT"):
                 raise BadQuery(f"Linear refused {operation}: {message}")
