@@ -35,7 +35,7 @@ def gateway():
 
 def session_with(env: dict[str, str], steps, stderr: Path):
     """Start the server exactly as the dispatcher describes it to a CLI, run `steps(session)`."""
-    server = tracker_server(ToolGrant(url="http://127.0.0.1:1/x", token=TOKEN), Path("unused"))
+    server = tracker_server(ToolGrant(url="http://127.0.0.1:1/x", token=TOKEN), Path("unused"), {})
     params = StdioServerParameters(command=server.command, args=server.args, env=env)
 
     async def main():
@@ -199,6 +199,10 @@ def test_a_granted_task_calls_its_tracker_tools_with_its_token_and_the_token_goe
     # The failed task keeps its runtime folder (for a rerun), but not the token: it went with the turn.
     runtime_dir = agent.settings.project_dir / "logs" / f"{failed}.runtime"
     assert (runtime_dir / "mcp.json").exists() and not (runtime_dir / "tracker-token").exists()
+    # The server carries the task's marker: a CLI may start it in a session of its own with only the
+    # environment it names, and the task's end must still find and stop it.
+    server_env = json.loads((runtime_dir / "mcp.json").read_text())["mcpServers"]["baton_tracker"]["env"]
+    assert server_env["TASK_ID"] == failed and server_env["BATON_PROJECT"]
     # Never in argv, the task record, the transcripts or the logs.
     assert all(TOKEN not in " ".join(c["argv"]) for c in fake_cli.calls())
     project = agent.settings.project_dir

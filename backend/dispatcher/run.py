@@ -472,7 +472,7 @@ class TaskRun:
         if grant is None:
             return []
         token_file = write_token(self.logs.runtime_dir, grant.token)
-        return [tracker_server(grant, token_file)]
+        return [tracker_server(grant, token_file, self._marker())]
 
     def _attachments(self, prompt: str, resume: str | None) -> tuple[str, list[Path]]:
         """Place the task's attached files (an upload since the last turn included) and name them:

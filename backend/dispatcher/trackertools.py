@@ -39,9 +39,11 @@ def remove_token(scratch: Path) -> None:
     (scratch / TOKEN_FILE).unlink(missing_ok=True)
 
 
-def tracker_server(grant: ToolGrant, token_file: Path) -> McpServer:
+def tracker_server(grant: ToolGrant, token_file: Path, marker: dict[str, str]) -> McpServer:
     # -P: the CLI starts the server in the worktree, whose own `backend/` (or `httpx.py`) must
     # not shadow Baton's modules (python -m would otherwise put the cwd first on sys.path).
+    # `marker` (TASK_ID, BATON_PROJECT): a CLI may start the server with only the environment it
+    # is given and in a session of its own; the marker still lets the task's end find and stop it.
     return McpServer(name=SERVER_NAME, command=sys.executable, args=["-P", "-m", MODULE],
                      env={"BATON_TOOLS_URL": grant.url, "BATON_TOOLS_TOKEN_FILE": str(token_file),
-                          "PYTHONPATH": BATON_ROOT})
+                          "PYTHONPATH": BATON_ROOT, **marker})

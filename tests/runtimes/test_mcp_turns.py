@@ -51,7 +51,7 @@ def project(tmp_path) -> Path:
 def request_with_tools(project: Path, tmp_path: Path, gateway, scenario: dict, read_only: bool = False):
     scratch = tmp_path / "scratch"
     token_file = write_token(scratch, TOKEN)  # as the dispatcher does before the turn
-    server = tracker_server(ToolGrant(url=gateway.url, token=TOKEN), token_file)
+    server = tracker_server(ToolGrant(url=gateway.url, token=TOKEN), token_file, {})
     prompt = f"# Task t1: Use the tracker\n\nFAKE: {json.dumps(scenario)}\n"
     return TurnRequest(prompt=prompt, cwd=project, env=dict(os.environ), scratch=scratch, read_only=read_only,
                        mcp_servers=[server])
