@@ -41,7 +41,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 # Run as a script (a process of its own): its folder is on sys.path.
-from tracker_standin import AdminError, BaseHandler, Clock, Faults, Stats, run
+from tracker_standin import AdminError, BaseHandler, Clock, Faults, IssueIndex, Stats, run
 
 CATEGORIES = {"new": {"id": 2, "key": "new", "colorName": "blue-gray", "name": "To Do"},
               "indeterminate": {"id": 4, "key": "indeterminate", "colorName": "yellow", "name": "In Progress"},
@@ -185,7 +185,9 @@ class Issue:
         return int(self.key.rsplit("-", 1)[1])
 
 
-class World:
+class World(IssueIndex):
+    key_field = "key"
+
     def __init__(self, email: str, api_token: str, projects: list[str]) -> None:
         self.email, self.api_token = email, api_token
         self.lock = threading.RLock()
@@ -207,19 +209,6 @@ class World:
                 raise AdminError(400, f"project key {key!r}: Jira keys are like SHOP")
             self.projects[key] = {"id": str(10000 + len(self.projects)), "key": key, "name": key.title(), "next": 1}
         return self.projects[key]
-
-    def lookup(self, ref: str) -> Issue | None:
-        issue = self.issues.get(ref)
-        if issue is None:
-            upper = ref.upper()
-            issue = next((i for i in self.issues.values() if i.key == upper), None)
-        return issue
-
-    def find(self, ref: str) -> Issue:
-        issue = self.lookup(str(ref))
-        if issue is None:
-            raise AdminError(404, f"no issue {ref!r}")
-        return issue
 
     @staticmethod
     def status_named(name: str) -> tuple | None:

@@ -33,7 +33,7 @@ from graphql import GraphQLError, build_schema, execute, parse, validate
 from graphql.language import OperationDefinitionNode
 
 # Run as a script (a process of its own): its folder is on sys.path.
-from tracker_standin import AdminError, BaseHandler, Clock, Faults, Stats, run
+from tracker_standin import AdminError, BaseHandler, Clock, Faults, IssueIndex, Stats, run
 
 SDL = """
 scalar DateTime
@@ -203,7 +203,9 @@ class Issue:
         return PRIORITY_LABELS[int(self.priority)]
 
 
-class World:
+class World(IssueIndex):
+    key_field = "identifier"
+
     def __init__(self, api_key: str, teams: list[str]) -> None:
         self.api_key = api_key
         self.lock = threading.RLock()
@@ -236,19 +238,6 @@ class World:
 
     def label(self, name: str) -> Label:
         return self.labels.setdefault(name.lower(), Label(name))
-
-    def lookup(self, ref: str) -> Issue | None:
-        issue = self.issues.get(ref)
-        if issue is None:
-            upper = ref.upper()
-            issue = next((i for i in self.issues.values() if i.identifier == upper), None)
-        return issue
-
-    def find(self, ref: str) -> Issue:
-        issue = self.lookup(str(ref))
-        if issue is None:
-            raise AdminError(404, f"no issue {ref!r}")
-        return issue
 
     def state_named(self, issue: Issue, name: str) -> State:
         for state in issue.team.states:

@@ -43,6 +43,26 @@ class AdminError(Exception):
         self.status, self.message = status, message
 
 
+class IssueIndex:
+    """A stand-in's issues by id, or by the key people use (ENG-1, SHOP-1) in any case."""
+
+    key_field = "identifier"  # the issue attribute holding that key
+    issues: dict
+
+    def lookup(self, ref: str):
+        issue = self.issues.get(ref)
+        if issue is None:
+            upper = ref.upper()
+            issue = next((i for i in self.issues.values() if getattr(i, self.key_field) == upper), None)
+        return issue
+
+    def find(self, ref: str):
+        issue = self.lookup(str(ref))
+        if issue is None:
+            raise AdminError(404, f"no issue {ref!r}")
+        return issue
+
+
 class Faults:
     """Failure injection: the next `count` requests (or those in the next `seconds`) fail."""
 
