@@ -495,7 +495,11 @@ def make_schema(world: World):
         return attach
 
     date_time = schema.type_map["DateTime"]
-    date_time.serialize = lambda value: _iso(value) if isinstance(value, datetime) else value
+    def as_text(value):
+        return _iso(value) if isinstance(value, datetime) else value
+    date_time.serialize = as_text
+    if hasattr(date_time, "coerce_output_value"):  # graphql-core 3.3 reads this one, set at construction
+        date_time.coerce_output_value = as_text
 
     @resolver("Query", "viewer")
     def _viewer(_root, _info):

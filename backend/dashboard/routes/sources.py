@@ -13,7 +13,6 @@ agent at each call (so the token dies with its task); a state to move to is one 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from typing import Annotated, Any, Literal
@@ -59,9 +58,7 @@ async def source_sync(project_id: str, request: Request) -> dict:
     """Read the tracker now instead of at the next poll; answers the health at once (the sync runs
     on its own: its outcome shows in the health and on the board)."""
     runner = runner_for(request, project_id)
-    started = runner.trigger()
-    if inspect.isawaitable(started):
-        await started
+    runner.trigger()
     return runner.health()
 
 
