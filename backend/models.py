@@ -50,6 +50,9 @@ ErrorReason = Literal[
     "agent_moved_refs", "approval_required", "runtime_unavailable", "internal",
     "pr_failed",  # the pull request could not be opened (GitHub refused, no token, no repository)
     "pr_closed",  # its pull request was closed without being merged
+    # WORKFLOW.md (backend/workflow/): the prompt template failed for this task, a hook failed
+    # (after_create, before_run), or max_turns turns ran while its issue stayed active.
+    "template_error", "hook_failed", "max_turns",
 ]
 # How a task's tested work reaches the base branch: at once (auto), after a person approves it on
 # the board (review), or through a GitHub pull request that someone merges (pr).

@@ -128,6 +128,9 @@ class SourceConfig(BaseModel):
     filter: SourceFilter = Field(default_factory=SourceFilter)
     active_states: list[str] | None = None  # None: DEFAULT_STATES[kind]
     terminal_states: list[str] | None = None
+    # States where the agent hands its issue over when its work is ready (e.g. Human Review): a
+    # task whose issue is there is not stopped; its run ends its turns and lands (WORKFLOW.md).
+    handoff_states: list[str] = Field(default_factory=list, max_length=20)
     on_start: str | None = None
     on_review: str | None = None
     on_complete: str | None = None
@@ -169,6 +172,14 @@ class SourceConfig(BaseModel):
             raise ValueError(f"{value!r} is not an email address or $VARIABLE")
         return value
 
+    @field_validator("handoff_states")
+    @classmethod
+    def _handoff(cls, value: list[str]) -> list[str]:
+        for state in value:
+            if not _STATE_RE.fullmatch(state):
+                raise ValueError(f"{state!r}: a state name is 1-100 characters without quotes, backslashes or control characters")
+        return value
+
     @field_validator("active_states", "terminal_states")
     @classmethod
     def _states(cls, value: list[str] | None) -> list[str] | None:
@@ -198,6 +209,9 @@ class SourceConfig(BaseModel):
         both = sorted(set(self.active_states) & set(self.terminal_states))
         if both:
             raise ValueError(f"active_states and terminal_states both name {', '.join(both)}")
+        named = sorted(set(self.handoff_states) & (set(self.active_states) | set(self.terminal_states)))
+        if named:
+            raise ValueError(f"handoff_states: {', '.join(named)} is also an active or terminal state")
         if self.on_start is not None and self.on_start not in self.active_states:
             raise ValueError(f"on_start: {self.on_start!r} must be one of active_states "
                              "(an issue moved out of them would stop its own task)")
@@ -256,7 +270,7 @@ class SourceConfig(BaseModel):
 
     def allowed_states(self) -> list[str]:
         """The states a task's tracker tools may move its issue to: every state named here."""
-        named = [*self.active_states, *self.terminal_states, self.on_start, self.on_review, self.on_complete]
+        named = [*self.active_states, *self.terminal_states, *self.handoff_states, self.on_start, self.on_review, self.on_complete]
         return list(dict.fromkeys(s for s in named if s))
 
     def retry_delay(self, failures: int) -> float:

@@ -71,6 +71,9 @@ REASONS = {
     "internal": "an internal error in Baton",
     "pr_failed": "its pull request could not be opened",
     "pr_closed": "its pull request was closed without being merged",
+    "template_error": "the WORKFLOW.md prompt template failed",
+    "hook_failed": "a WORKFLOW.md hook failed",
+    "max_turns": "its turns ran out while the issue was still active",
 }
 # Any marker line of either format, whoever's task: what an agent's own comment may not carry.
 _MARKER_RE = re.compile(r"(?:—\s*)?baton\s*\(\s*task\s+[a-z0-9]{1,32}\s*,\s*[a-z_]{1,20}\s*:\s*[0-9]{1,6}\s*\)"
@@ -172,8 +175,11 @@ def _cut(text: str, limit: int) -> str:
 
 class SyncEngine:
     def __init__(self, config: SourceConfig, tracker: Tracker, tasks: TaskSide, *, project_id: str,
-                 engine_id: str, gate=None, clock: Callable[[], float] = time.time) -> None:
+                 engine_id: str, gate=None, clock: Callable[[], float] = time.time,
+                 task_defaults: dict[str, Any] | None = None) -> None:
         self.config = config
+        # Added to every task the engine creates (WORKFLOW.md: the workflow's runtime).
+        self.task_defaults = dict(task_defaults or {})
         self.tracker = tracker
         self.tasks = tasks
         self.project_id = project_id
@@ -328,6 +334,7 @@ class SyncEngine:
         url = issue.url if issue.url and len(issue.url) <= 2000 and issue.url.startswith(("http://", "https://")) \
             and _printable(issue.url, 2000) else None
         body: dict[str, Any] = {
+            **self.task_defaults,
             "title": task_title(issue), "content": task_content(issue),
             "priority": PRIORITIES.get(issue.priority, "medium"),
             "source": {"kind": kind, "id": issue.id, "identifier": issue.identifier, "url": url},
@@ -361,7 +368,7 @@ class SyncEngine:
                 await self._stop(task, *self._closed_reason(task, issue))
                 return
             if status in STOPPABLE and issue is not None and not active and not self._moved_by_us(task, issue) \
-                    and not self._maybe_unindexed(issue_id):
+                    and not self._handed_off(task, issue) and not self._maybe_unindexed(issue_id):
                 await self._stop(task, *self._left_reason(task, issue))
                 return
             if not tracker_effects:
@@ -388,6 +395,11 @@ class SyncEngine:
         sent the task back, or approved it: it runs again, its issue still "In Review")."""
         ours = {self.config.on_review, self.config.on_complete} - {None}
         return issue.state in ours and _done_count(task, "review") > 0
+
+    def _handed_off(self, task: Task, issue: Issue) -> bool:
+        """The agent handed a running task's issue over (a handoff state): its run ends its turns
+        and lands; stopping it now would throw the finished work away."""
+        return task.get("status") == "in_progress" and issue.state in self.config.handoff_states
 
     def _maybe_unindexed(self, issue_id: str) -> bool:
         """The issue is in an active state but the search left it out only recently: it may not

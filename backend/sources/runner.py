@@ -29,7 +29,7 @@ from typing import Any
 from ..trackers.base import BadQuery, RateLimited, Tracker, TrackerError
 from .config import SourceConfig
 from .engine import TRACKER_NAMES, SyncEngine
-from .taskside import ConnectorTaskSide, TaskRefused, TasksUnavailable
+from .taskside import ConnectorTaskSide, TaskRefused, TaskSide, TasksUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,19 @@ def _iso(value: datetime | None) -> str | None:
 
 class SourceRunner:
     def __init__(self, project_id: str, config: SourceConfig, connector, tracker: Tracker, *, gate=None,
-                 engine_id: str, reconcile_seconds: float = 2.0, start_grace: float = START_GRACE) -> None:
+                 engine_id: str, reconcile_seconds: float = 2.0, start_grace: float = START_GRACE,
+                 tasks: TaskSide | None = None, task_defaults: dict[str, Any] | None = None) -> None:
+        """`connector`: the dashboard's way to the project's agent; an agent running its own
+        engine (WORKFLOW.md) passes None and `tasks`, a TaskSide over its store."""
         self.project_id = project_id
         self.config = config
         self.connector = connector
         self.tracker = tracker
         self.reconcile_seconds = reconcile_seconds
         self.start_grace = start_grace
-        self.engine = SyncEngine(config, tracker, ConnectorTaskSide(connector), project_id=project_id,
-                                 engine_id=engine_id, gate=gate)
+        side = tasks if tasks is not None else ConnectorTaskSide(connector)
+        self.engine = SyncEngine(config, tracker, side, project_id=project_id,
+                                 engine_id=engine_id, gate=gate, task_defaults=task_defaults)
         self.name = TRACKER_NAMES[config.kind]
         self.tracker_error: str | None = None
         self.agent_error: str | None = None

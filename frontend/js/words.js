@@ -18,6 +18,9 @@ const REASONS = {
   internal: "an internal error in Baton",
   pr_failed: "could not open its pull request",
   pr_closed: "its pull request was closed without being merged",
+  template_error: "the WORKFLOW.md prompt template failed",
+  hook_failed: "a WORKFLOW.md hook failed",
+  max_turns: "its turns ran out while the issue was still active",
 };
 
 export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_", " ") : "");
