@@ -30,6 +30,8 @@ WHY = {
     "codex": "codex.sandbox is danger-full-access, so Codex runs commands outside any sandbox with this user's rights",
     "opencode": "opencode.config sets no `permission`, so Baton allows OpenCode every tool without asking",
 }
+WHY_CODEX_TURN = ("codex turn_sandbox_policy gives full access (dangerFullAccess or externalSandbox), so Codex "
+                  "runs commands outside any sandbox with this user's rights")
 
 
 def unguarded_reason(name: str, section: object) -> str | None:
@@ -37,8 +39,14 @@ def unguarded_reason(name: str, section: object) -> str | None:
     (or is a runtime that needs no acknowledgement, like the demo runtime)."""
     if name == "claude_code" and getattr(section, "skip_permissions", False):
         return WHY[name]
-    if name == "codex" and getattr(section, "sandbox", None) == "danger-full-access":
-        return WHY[name]  # whatever the approval policy: full access is the danger
+    if name == "codex":
+        # Whatever the approval policy: full access is the danger. A turn_sandbox_policy is
+        # sent on every turn and overrides `sandbox`, so it decides when it is set.
+        turn_policy = getattr(section, "turn_sandbox_policy", None)
+        full = section.full_access() if hasattr(section, "full_access") else (
+            getattr(section, "sandbox", None) == "danger-full-access")
+        if full:
+            return WHY[name] if turn_policy is None else WHY_CODEX_TURN
     if name == "opencode" and "permission" not in getattr(section, "config", {"permission": None}):
         return WHY[name]  # Baton then pins {"*": "allow"} (runtimes/opencode/runtime.py)
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -27,6 +28,7 @@ from ..store import (
     TaskNotFoundError,
     TaskStore,
 )
+from ..sources.tools import CALL_PATH
 from ..web.docs import install_docs
 from ..web.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from ..web.methods import install_method_not_allowed
@@ -37,7 +39,11 @@ from .routes import context as context_routes
 from .basebranch import resolve_settings
 from .routes import archive, changes, diff, events, git, health, review, runtimes, tasks
 from .routes import attachments as attachment_routes
+from .routes import api_v1, trackertools
 from .settings import RUNTIME_PATTERNS, AgentSettings
+
+if TYPE_CHECKING:
+    from ..workflow.live import LiveWorkflow
 
 HEALTH_PATH = "/agent/health"
 
@@ -47,11 +53,19 @@ def build_store(settings: AgentSettings) -> TaskStore:
 
 
 def create_app(
-    settings: AgentSettings, store: TaskStore | None = None, dispatcher: Dispatcher | None = None
+    settings: AgentSettings, store: TaskStore | None = None, dispatcher: Dispatcher | None = None,
+    workflow: LiveWorkflow | None = None,
 ) -> FastAPI:
+    """`workflow`: the WORKFLOW.md to run unattended (backend/workflow/); None: none, and
+    nothing of it is added."""
     settings = resolve_settings(settings)  # every consumer must see the same base branch
     store = store if store is not None else build_store(settings)
     dispatcher = dispatcher if dispatcher is not None else Dispatcher(settings, store)
+    runner = None
+    if workflow is not None:
+        from ..workflow.runner import WorkflowRunner  # the tracker clients load only with a workflow
+
+        runner = WorkflowRunner(settings, store, dispatcher, workflow)
     plans = PlanStore(settings.project_dir)
     plan_follower = PlanFollower(plans, store)
 
@@ -63,9 +77,15 @@ def create_app(
         # Plans catch up with what their tasks did while no agent ran, then follow every write.
         await run_in_threadpool(plan_follower.catch_up)
         plan_follower.start()
-        if settings.config.dispatcher_autostart:
-            await run_in_threadpool(dispatcher.start)
-        yield
+        if runner is not None:  # its tracker, policy and runtimes are in place before any claim
+            await runner.start()
+        try:
+            if settings.config.dispatcher_autostart:
+                await run_in_threadpool(dispatcher.start)
+            yield
+        finally:
+            if runner is not None:  # no more tasks from the tracker while the runs wind down
+                await runner.aclose()
         # Stop claiming, stop every agent, return their tasks to pending.
         await run_in_threadpool(dispatcher.shutdown)
         await run_in_threadpool(plan_follower.stop)
@@ -83,6 +103,7 @@ def create_app(
     app.state.store = store
     app.state.dispatcher = dispatcher
     app.state.plans = plans
+    app.state.workflow = runner  # read by /agent/health, /api/v1 and the tracker tools gateway
     app.state.started_monotonic = time.monotonic()
     app.state.change_feed = ChangeFeed(store)
     # Dispatcher state that is no store write (start/stop, a run's phase, the merge queue) wakes
@@ -101,6 +122,9 @@ def create_app(
         app.include_router(module.router)
     app.include_router(plan_routes.router)  # /agent/plans
     app.include_router(context_routes.router)  # GET /agent/context, for the dashboard's chat
+    app.include_router(api_v1.router)  # Symphony's /api/v1 (404 workflow_not_configured without a workflow)
+    if runner is not None:
+        app.include_router(trackertools.router)  # the tracker tools gateway of the workflow's tracker
     runtimes.document_choices(app, list(dispatcher.ctx.runtimes))
 
     # Large answers (task lists, windows of summaries) shrink ~10x; text/event-stream is never
@@ -114,6 +138,8 @@ def create_app(
         token=settings.token,
         allowed_hosts=allowed,
         public_paths={HEALTH_PATH},
+        # The workflow's tracker tools gateway: a capability token of its own, loopback clients only.
+        capability_paths={CALL_PATH} if runner is not None else (),
         max_body_bytes=settings.config.max_body_bytes,
     )
     return app

@@ -5,15 +5,22 @@ Exit status:
   0  clean stop (SIGINT or SIGTERM); or, with the guardrails flag, acknowledged while another
      agent already runs for this repository (that one picks the acknowledgement up)
   1  another baton-agent already runs for this repository (linked worktrees included)
-  2  usage, configuration or start-up problem: bad agent.yaml or arguments, a base branch that
-     does not exist, a token too weak for a non-loopback address, a refused or unreadable task
-     store, a data/ or .git folder that cannot be written. Nothing is changed.
+  2  usage, configuration or start-up problem: bad agent.yaml, WORKFLOW.md or arguments, a
+     workflow that cannot run now (unset tracker secret, missing runtime CLI, a runtime without
+     its prompts and no guardrails flag), a base branch that does not exist, a token too weak for
+     a non-loopback address, a refused or unreadable task store, a data/, .git or --logs-root
+     folder that cannot be written. Nothing is changed.
   3  cannot listen on host:port (e.g. the port is busy); no task was claimed
 Every failure is reported as one line on stderr: `baton-agent: <file or option>: <problem>`.
 
 --i-understand-that-this-will-be-running-without-the-usual-guardrails records, once, that the
 configured runtimes that bypass their permission prompts may run (backend/guardrails.py);
-without it their tasks wait.
+without it their tasks wait. A WORKFLOW.md whose runtime bypasses them needs the flag on the
+command line at every start (backend/agent/workflowstart.py).
+
+--workflow PATH / the project's WORKFLOW.md: the repository's issues run unattended in this
+agent (backend/workflow/); --no-workflow ignores the file. --logs-root DIR moves the task logs
+and adds the agent's own log there (backend/agent/logsroot.py).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
@@ -30,18 +38,22 @@ from ..gitrepo import GitError, ensure_excluded, toplevel
 from ..guardrails import FLAG as GUARDRAILS_FLAG, ack_path, acknowledge, unguarded
 from ..store import StoreError
 from ..web.serve import cannot_listen, listen, serve
+from ..workflow.live import LiveWorkflow
 from .app import build_store, create_app
 from .basebranch import check_base_branch, resolve_settings
 from .instance import AlreadyRunningError, InstanceLock
+from .logsroot import LogsRootError, add_log_file, inside_workspaces, prepare_logs_root, record_logs_root
+from .logsroot import resolve_logs_root
 from .settings import DEFAULT_HOST, DEFAULT_PORT, RUNTIME_PATTERNS, AgentSettings
+from .workflowstart import WorkflowStart, check_workflow, workflow_path
 
 log = logging.getLogger("baton.agent")
 
 EXIT_OK, EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_CANNOT_LISTEN = 0, 1, 2, 3
 _EPILOG = ("exit status: 0 clean stop (or, with the guardrails flag, acknowledged for an agent already "
            "running); 1 another agent runs for this repository; 2 usage, configuration "
-           "or start-up problem (bad agent.yaml, missing base branch, weak token off loopback, refused or "
-           "unreadable task store, unwritable data/ or .git); 3 cannot listen on host:port")
+           "or start-up problem (bad agent.yaml or WORKFLOW.md, missing base branch, weak token off loopback, "
+           "refused or unreadable task store, unwritable data/, .git or --logs-root); 3 cannot listen on host:port")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +72,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="acknowledge, once for this project, that its configured runtimes that bypass their "
                              "permission prompts (claude_code skip_permissions, codex danger-full-access, opencode "
                              "without `permission`) may run; stored in data/guardrails-acknowledged.json")
+    workflow = parser.add_mutually_exclusive_group()
+    workflow.add_argument("--workflow", type=Path, default=None, metavar="PATH",
+                          help="run this WORKFLOW.md's tracker issues unattended (default: the project's "
+                               "WORKFLOW.md when it has one)")
+    workflow.add_argument("--no-workflow", action="store_true",
+                          help="ignore the project's WORKFLOW.md: run as a project without one")
+    parser.add_argument("--logs-root", type=Path, default=None, metavar="DIR",
+                        help="write the task logs and this agent's own log (baton-agent.log) in DIR "
+                             "(created 0700 when missing) instead of <project>/logs")
     parser.add_argument("--version", action="version", version=f"baton-agent {__version__}")
     return parser.parse_args(argv)
 
@@ -89,8 +110,9 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
     if problem:
         raise ConfigError(problem)
     try:
-        settings = resolve_settings(
-            AgentSettings(project_dir=project_dir, config=config, host=args.host, port=args.port, token=token))
+        settings = resolve_settings(AgentSettings(
+            project_dir=project_dir, config=config, host=args.host, port=args.port, token=token,
+            logs_root=resolve_logs_root(args.logs_root) if args.logs_root is not None else None))
         # Configured or detected, the base branch must exist: a missing one fails every task.
         check_base_branch(project_dir, settings.config, config_path, detected=config.base_branch is None)
         return settings
@@ -98,9 +120,25 @@ def load_settings(args: argparse.Namespace) -> AgentSettings:
         raise ConfigError(f"{project_dir}: {exc}") from None
 
 
-def acknowledge_guardrails(settings: AgentSettings) -> str:
-    """Write the acknowledgement (once) for the configured runtimes that need it; what happened."""
-    names = sorted(unguarded(settings.config))
+def load_workflow_start(args: argparse.Namespace,
+                        settings: AgentSettings) -> tuple[AgentSettings, WorkflowStart | None]:
+    """The workflow this agent runs, checked to start now (None without one), and the settings
+    naming it. Writes nothing."""
+    start = None
+    if (path := workflow_path(args.workflow, args.no_workflow, settings.project_dir)) is not None:
+        settings = replace(settings, workflow_path=path)
+        start = check_workflow(path, settings, guardrails_flag=args.acknowledge_guardrails)
+    if settings.logs_root is not None:
+        roots = [settings.project_dir / "worktrees"] + ([start.workflow.config.workspace.root] if start else [])
+        if (problem := inside_workspaces(settings.logs_root, roots)) is not None:
+            raise ConfigError(problem)
+    return settings, start
+
+
+def acknowledge_guardrails(settings: AgentSettings, start: WorkflowStart | None = None) -> str:
+    """Write the acknowledgement (once) for the configured runtimes that need it, the workflow's
+    included; what happened."""
+    names = sorted(set(unguarded(settings.config)) | ({start.runtime} if start and start.unguarded else set()))
     if not names:
         return "no configured runtime bypasses its permission prompts: nothing to acknowledge"
     where = ack_path(settings.project_dir)
@@ -128,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args)
+        settings, start = load_workflow_start(args, settings)
     except ConfigError as exc:
         # A configuration error may list one problem per line; each line names file and key.
         print("\n".join(f"baton-agent: {line}" for line in str(exc).splitlines()), file=sys.stderr)
@@ -135,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.acknowledge_guardrails:
         try:
-            print(f"baton-agent: {acknowledge_guardrails(settings)}", file=sys.stderr)
+            print(f"baton-agent: {acknowledge_guardrails(settings, start)}", file=sys.stderr)
         except OSError as exc:
             return fail(EXIT_CONFIG, f"{_os_problem(exc)} (cannot record the guardrails acknowledgement)")
         except GitError as exc:
@@ -154,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return fail(EXIT_CONFIG, f"{_os_problem(exc)} (cannot create the agent's instance lock)")
     try:
+        if settings.logs_root is not None:
+            try:
+                prepare_logs_root(settings.logs_root)
+                add_log_file(settings.logs_root)
+            except LogsRootError as exc:
+                return fail(EXIT_CONFIG, exc)
         # Bound before anything else happens: a busy port must not claim a task first.
         try:
             sock = listen(settings.host, settings.port)
@@ -163,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             store = build_store(settings)
             snap = store.initialize()
             ensure_excluded(settings.project_dir, RUNTIME_PATTERNS, "Baton runtime state")
+            record_logs_root(settings.project_dir, settings.logs_root)  # for the dashboard without this agent
         except StoreError as exc:
             sock.close()
             return fail(EXIT_CONFIG, f"{exc} (task store refused, left untouched)")
@@ -181,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             snap.revision,
             "on" if settings.token else "off",
         )
-        if not serve(create_app(settings, store), sock=sock, log_level=args.log_level):
+        live = None
+        if settings.logs_root is not None:
+            log.info("task logs and this log in %s", settings.logs_root)
+        if start is not None:
+            log.info("%s", start.describe())
+            live = LiveWorkflow(start.workflow.path, project_dir=settings.project_dir, first=start.workflow)
+        if not serve(create_app(settings, store, workflow=live), sock=sock, log_level=args.log_level):
             return fail(EXIT_CONFIG, "start-up failed (the reason is logged above)")
         return EXIT_OK
     finally:

@@ -23,7 +23,8 @@ def describe(config: AgentConfig, runtimes: Mapping[str, Runtime]) -> dict[str, 
         listed.append({
             "name": name,
             "default": name == config.runtime,
-            "model": config.runtime_section(name).model if kind else None,
+            # The section the runtime was built from (a WORKFLOW.md's agent_runtime replaces agent.yaml's).
+            "model": getattr(getattr(runtime, "config", None), "model", None) if kind else None,
             "available": problem is None,
             "problem": {"code": problem["code"], "message": problem["message"]} if problem else None,
             "cost": kind.cost if kind else "reported",

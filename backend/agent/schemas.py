@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_serializer
 
 from ..models import REPORT_KEY_RE, NewTask, Task
 
@@ -119,6 +119,18 @@ class Health(BaseModel):
     version: str
     uptime_seconds: float
     problems: list[Problem]
+    workflow: dict[str, Any] | None = Field(default=None, description=(
+        "The WORKFLOW.md this agent runs unattended (absent when none): {path, state: ok|invalid (an invalid "
+        "edit keeps the last good version running), error: null|{code, message, at}, loaded_at, digest, "
+        "tracker: the state of its tracker's sync (as a dashboard source reports it)}."))
+
+    @model_serializer(mode="wrap")
+    def _no_workflow_no_key(self, handler):
+        # An agent without a WORKFLOW.md answers exactly as before.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("workflow") is None:
+            data.pop("workflow", None)
+        return data
 
 
 class WorktreeOut(BaseModel):

@@ -23,6 +23,9 @@ RUNTIME_PATTERNS = [
     "/data/baton-agent.lock",
     "/data/baton-agent.json",
     "/data/guardrails-acknowledged.json",  # a local decision (backend/guardrails.py)
+    "/data/tool-key",  # the tracker tools' key (backend/sources/tools.py; WORKFLOW.md agents hold one)
+    "/data/.tool-key.*",
+    "/data/tool-grants/",  # tasks' capability tokens (backend/toolgrants.py)
     "/data/attachments/",  # files attached to tasks (backend/attachments.py)
     "/.baton/attachments/",  # their copies in each worktree: never committed
     "/logs/",
@@ -39,6 +42,8 @@ class AgentSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None
+    logs_root: Path | None = None  # --logs-root: the task logs and the agent's own log go there
+    workflow_path: Path | None = None  # the WORKFLOW.md this agent runs (None: no workflow)
 
     @property
     def project_name(self) -> str:
@@ -63,4 +68,4 @@ class AgentSettings:
 
     @property
     def logs_dir(self) -> Path:
-        return self.project_dir / "logs"
+        return self.logs_root if self.logs_root is not None else self.project_dir / "logs"

@@ -27,7 +27,7 @@ import re
 from ..changefeed import parse_cursor
 from ..models import STATUSES
 from ..web.sse import sse_event
-from .connectors.base import AgentError, Connector, Unavailable, reason_of
+from .connectors.base import AgentError, Connector, Unavailable, reason_of, workflow_source
 from .projecthub import (BACKOFF_FIRST, BACKOFF_MAX, QUEUE_LIMIT, WINDOW, ProjectHub, Subscription, agent_key,
                          lost_overview, state_overview)
 
@@ -64,8 +64,11 @@ def board_cursor(cursors: dict[str, str]) -> str:
 def describe(connector: Connector, overview: dict, agent: dict | None, source: dict | None = None) -> dict:
     """A project as /api/projects and the board show it. `agent`: the state of the baton-agent
     this dashboard runs for the project (null: not ours); `source`: the health of its issue
-    tracker's sync (null: it has no `source:`)."""
+    tracker's sync (its `source:`), else the one its agent runs from a WORKFLOW.md (said in the
+    agent's health, so it follows the health's changes), else null."""
     p = connector.project
+    if source is None:
+        source = workflow_source(overview.get("health"))
     return {"id": p.id, "name": p.name, "color": p.color, "description": p.description,
             "mode": connector.mode, "agent": agent, "source": source, **overview}
 

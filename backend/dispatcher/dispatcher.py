@@ -24,11 +24,13 @@ from ..guardrails import Guardrails, unguarded_reason
 from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes import build_configured
 from ..runtimes.base import Runtime
+from ..runtimes.section import RuntimeSection
 from ..store import StoreError, TaskStore
 from ..storeview import StoreView
 from .events import EventWriters
 from .local_base import LocalBaseFollower
 from .mergequeue import MergeQueue
+from .policy import WorkflowPolicy
 from .ports import PortPool
 from .pullrequests import PullRequests
 from .recovery import reconcile
@@ -57,22 +59,20 @@ class Dispatcher:
             config=config,
             git=git,
             runtimes=runtimes if runtimes is not None else build_configured(config),
-            logs_dir=settings.project_dir / "logs",
+            logs_dir=settings.logs_dir,
             follow_base=self.local_base.request,
             ports=self.ports,
             slots=WorkerSlots(config.max_parallel_workers),
             wake_dispatcher=self.wake,
             on_change=self._changed,
-            writers=EventWriters(settings.project_dir / "logs"),
+            writers=EventWriters(settings.logs_dir),
         )
         # GitHub pull requests (landing: pr): opened by runs, watched until merged or closed.
         self.prs = self.ctx.prs = PullRequests(store, config, settings.project_dir, config.base_branch, git=git,
                                                writers=self.ctx.writers)
         self.queue = self.ctx.queue = MergeQueue(self.ctx)
         # Runtimes that run without their permission prompts wait for a one-time acknowledgement.
-        self.guardrails = Guardrails(settings.project_dir, {
-            name: why for name in self.ctx.runtimes
-            if (why := unguarded_reason(name, getattr(config, name, None))) is not None})
+        self.guardrails = Guardrails(settings.project_dir, self._unguarded(self.ctx.runtimes, {}))
         self._listeners: list[Callable[[], None]] = []
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -200,13 +200,15 @@ class Dispatcher:
         """Renew leases; claim and start tasks while claiming is on and workers and ports are
         free. Returns how many tasks were started."""
         self._renew_leases()
-        unavailable = self._check_runtimes() if self._claiming.is_set() else set()
-        if unavailable and unavailable >= set(self.ctx.runtimes):
-            return 0  # nothing is claimed while no CLI can start: tasks wait, pending
-        if self._claiming.is_set() and not self._repository_has_commits():
-            return 0  # no commit to start a worktree from; /agent/health says `no_commits`
         started = 0
-        with self._lock:  # one claimer at a time; stop() waits for it
+        # One claimer at a time; stop() and set_runtimes() wait for it, so the runtimes checked
+        # are the ones the claimed tasks run on.
+        with self._lock:
+            unavailable = self._check_runtimes() if self._claiming.is_set() else set()
+            if unavailable and unavailable >= set(self.ctx.runtimes):
+                return 0  # nothing is claimed while no CLI can start: tasks wait, pending
+            if self._claiming.is_set() and not self._repository_has_commits():
+                return 0  # no commit to start a worktree from; /agent/health says `no_commits`
             # Workers are for agents: a task waiting in the merge queue holds no slot.
             while self._claiming.is_set() and self.ctx.slots.try_take():
                 port = self.ports.acquire("claiming")
@@ -215,7 +217,7 @@ class Dispatcher:
                     break  # every port of the range is taken (by tasks or by other programs)
                 try:
                     task = self.store.claim(self.owner, self.config.lease_seconds,
-                                            runnable=self._runnable(unavailable) if unavailable else None)
+                                            runnable=self._runnable(unavailable))
                 except BaseException:
                     self.ports.release(port)
                     self.ctx.slots.give()
@@ -292,6 +294,35 @@ class Dispatcher:
                 except StoreError as exc:
                     log.warning("task %s: lease not renewed: %s", run.task.id, exc)
 
+    # ----- what WORKFLOW.md changes while the agent runs ------------------------------------
+
+    def set_workflow(self, policy: WorkflowPolicy | None) -> None:
+        """The workflow the next claims, runs and turns follow (None: none)."""
+        self.ctx.workflow = policy
+        self.wake()
+
+    def set_runtimes(self, runtimes: dict[str, Runtime], sections: dict[str, RuntimeSection]) -> None:
+        """Run the next claims on these runtimes (`sections`: the settings each was built from,
+        where they are not agent.yaml's). Runs already started keep the runtime they have."""
+        with self._lock:  # not between a tick's runtime check and its claims
+            self.ctx.runtimes = dict(runtimes)
+            self.guardrails.reasons = self._unguarded(self.ctx.runtimes, sections)
+            self._runtime_problems = {}  # checked afresh (and logged) at the next tick
+        self.wake()
+        self._changed()
+
+    def resize_workers(self, limit: int) -> None:
+        """At most `limit` agents from the next claim on; running ones go on."""
+        self.ctx.slots.resize(limit)
+        self.wake()
+        self._changed()
+
+    def _unguarded(self, runtimes: dict[str, Runtime], sections: dict[str, RuntimeSection]) -> dict[str, str]:
+        """{runtime: why} for those that run without their permission prompts (they wait for
+        the acknowledgement)."""
+        return {name: why for name in runtimes
+                if (why := unguarded_reason(name, sections.get(name) or getattr(self.config, name, None))) is not None}
+
     # ----- requests -----------------------------------------------------------------------
 
     def cancel(self, task_id: str) -> bool:
@@ -343,11 +374,17 @@ class Dispatcher:
         self._runtime_problems = problems
         return blocked
 
-    def _runnable(self, unavailable: set[str]):
-        """Which pending tasks to claim: those whose runtime can start now. A task for a runtime
-        that is not configured at all is claimed too, and fails at once saying so."""
+    def _runnable(self, unavailable: set[str]) -> Callable[[Task], bool] | None:
+        """Which pending tasks to claim: those whose runtime can start now (a task for a runtime
+        that is not configured at all is claimed too, and fails at once saying so), and, with a
+        workflow, that its per-state limits allow beside the runs of this dispatcher. Called
+        holding self._lock, so the runs are those of this round's earlier claims too."""
         default = self.config.runtime
-        return lambda task: (task.runtime or default) not in unavailable
+        workflow = self.ctx.workflow
+        if workflow is None:
+            return (lambda task: (task.runtime or default) not in unavailable) if unavailable else None
+        running = [run.task for run in self._runs.values()]
+        return lambda task: (task.runtime or default) not in unavailable and workflow.claimable(task, running)
 
     def busy(self) -> int:
         """Coding agents running (tasks in the merge queue hold no worker)."""
@@ -364,7 +401,7 @@ class Dispatcher:
         return {
             "problems": self.problems(),
             "state": "running" if self.running else "stopped",
-            "workers": {"max": self.config.max_parallel_workers, "busy": self.busy()},
+            "workers": {"max": self.ctx.slots.limit, "busy": self.busy()},
             "running": [
                 {"task_id": r.task.id, "title": r.task.title, "phase": r.phase, "port": r.port,
                  "started_at": r.task.started_at.isoformat() if r.task.started_at else None}

@@ -3,6 +3,7 @@
     <id>.jsonl         the coding agent's raw output, exactly as printed (all runs, appended)
     <id>.stderr.log    its standard error
     <id>.test.log      the test command's output
+    <id>.hooks.log     the output of WORKFLOW.md's hooks (a workflow task's)
     <id>.events.jsonl  parsed AgentEvents, one per line, numbered from 1 (`seq`)
 
 Readers page through the events file by line; nothing holds a whole log in memory.
@@ -35,6 +36,7 @@ class TaskLogs:
         self.raw = logs_dir / f"{task_id}.jsonl"
         self.stderr = logs_dir / f"{task_id}.stderr.log"
         self.tests = logs_dir / f"{task_id}.test.log"
+        self.hooks = logs_dir / f"{task_id}.hooks.log"
         self.events = logs_dir / f"{task_id}.events.jsonl"
         # Files a runtime generates for the task (configs, isolated CLI state): outside the
         # worktree, so nothing of it can be committed. Kept while the task may resume.

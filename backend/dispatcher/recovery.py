@@ -57,8 +57,19 @@ def reconcile(store: TaskStore, git: ProjectGit, config: AgentConfig, owner: Own
     return done
 
 
+def _task_workspace(git: ProjectGit, task: Task) -> Workspace:
+    """The task's worktree: a WORKFLOW.md task's lives under the workflow's workspace root (its
+    recorded `worktree`), trusted only when git registers that folder as a worktree."""
+    default = Workspace(git, task.id)
+    if task.worktree and Path(task.worktree) != default.path and Path(task.worktree).is_absolute():
+        recorded = Workspace(git, task.id, Path(task.worktree))
+        if recorded.registered():
+            return recorded
+    return default
+
+
 def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task) -> str:
-    ws = Workspace(git, task.id)
+    ws = _task_workspace(git, task)
     saved = _settle(ws, f"wip({task.id}): {task.title} [interrupted]")
     landed = (
         task.commit_sha is not None
@@ -136,7 +147,7 @@ def _stop_leftovers(task: Task, git: ProjectGit) -> str | None:
     pgid = task.agent_pid if members else None
     if pgid is not None or find_processes(None, marker):
         stop_processes(pgid, marker, known=members)
-    return _finish_orphaned_git(Workspace(git, task.id).path)
+    return _finish_orphaned_git(_task_workspace(git, task).path)
 
 
 def _finish_orphaned_git(path: Path) -> str | None:

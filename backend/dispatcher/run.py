@@ -12,6 +12,12 @@ What a run does depends on the task (see review.py for how a person gets it ther
   runtime can continue it), then landing: at once (landing auto), or tested and handed to a
   person (review) or to a GitHub pull request (pr). An approved run whose landing needs a
   feedback turn goes back to review: only what a person saw lands.
+
+A task of the repository's WORKFLOW.md (`ctx.workflow` governs it, see policy.py) runs in its
+issue's workspace, kept between its runs, with the workflow's hooks around its turns; its first
+turn is the rendered template, and after each turn the issue is read again: still active, the
+same session gets a continuation turn (up to max_turns); handed off, the work lands; anything
+else stops the run and cancels the task (its work kept on its branch).
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ from ..gitrepo import GitError
 from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
 from ..runtimes.base import AgentEvent, EventKind, McpServer, Reply, Runtime, RunSummary, Turn, TurnRequest, event
 from ..store import StoreError, TaskNotFoundError, TaskStore
+from ..workflow.hooks import HookResult, run_hook
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, EventWriters, TaskLogs
-from .leftovers import discard_test_leftovers
+from .leftovers import discard_landing_leftovers, discard_test_leftovers, interrupted_while_landing
 from .mergequeue import MergeQueue
+from .policy import HookName, IssueStatus, PromptError, WorkflowPolicy
 from .ports import PortPool
 from .process import ProcessOutcome, Say, StopRequest, run_streaming, tail, task_marker
 from .prompts import (attachments_text, commit_message, follow_up_prompt, planning_prompt, revision_prompt,
@@ -71,6 +79,7 @@ class RunContext:
     on_change: Callable[[], None] = lambda: None  # what the dispatcher reports changed (a phase, the queue)
     writers: EventWriters | None = None  # one transcript writer per task, shared with the API
     prs: Any = None  # PullRequests (landing pr): opens and reads GitHub pull requests
+    workflow: WorkflowPolicy | None = None  # the project's WORKFLOW.md, for the tasks it governs
 
 
 class AgentFailed(Exception):
@@ -117,7 +126,17 @@ class TaskRun:
         self.phase = "starting"
         self.runtime_name = task.runtime or ctx.config.runtime
         self.runtime: Runtime | None = ctx.runtimes.get(self.runtime_name)  # None: not configured
-        self.ws = Workspace(ctx.git, task.id)
+        # A WORKFLOW.md task: its worktree is its issue's workspace, kept between its runs.
+        self.policy: WorkflowPolicy | None = ctx.workflow if ctx.workflow is not None and ctx.workflow.governs(task) \
+            else None
+        self._workspace_problem: str | None = None
+        workspace = None
+        if self.policy is not None:
+            try:
+                workspace = self.policy.workspace_path(task)
+            except Exception as exc:  # noqa: BLE001 - fails this run (in _execute), never the claim loop
+                self._workspace_problem = f"no workspace for this task's issue: {exc}"
+        self.ws = Workspace(ctx.git, task.id, workspace)
         self.logs = TaskLogs(ctx.logs_dir, task.id)
         self.refs = RefGuard(ctx.git.project, ctx.logs_dir, task.id, self.ws.branch)
         self.events = ctx.writers.for_task(task.id) if ctx.writers is not None else EventWriter(self.logs.events)
@@ -158,6 +177,8 @@ class TaskRun:
         if self.runtime is None:
             raise AgentFailed("runtime_unavailable", f"runtime {self.runtime_name!r} is not configured for this project "
                                                      f"(agent.yaml); configured: {', '.join(ctx.runtimes)}")
+        if self._workspace_problem is not None:
+            raise AgentFailed("internal", self._workspace_problem)
         planning = task.needs_plan_review and not task.plan_approved
         continuing, start = self._prepare()
         if planning:
@@ -173,7 +194,7 @@ class TaskRun:
             self.say(f"approved {task.approved_sha[:12]}, but {self.ws.branch} is at {self.ws.head()[:12]}: "
                      "it goes back to review instead of landing")
         else:
-            self._opening_turn(continuing)
+            self._work_turns(continuing)
         if not self._commit_work(commit_message(task)) and not approved:
             self._complete(None, no_changes=True)
             return
@@ -186,17 +207,43 @@ class TaskRun:
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
         self._fetch_dependencies()
-        continuing = self.ws.create(earlier_branch=self._earlier_branch)
+        continuing = self.ws.create(earlier_branch=self._earlier_branch, reuse=self.policy is not None)
         if self.refs.take_and_restore(self.ctx.git.admin_lock):  # left by a run that crashed
             self.say("put back refs an earlier, interrupted run of this task had moved")
+        if self.policy is not None:
+            self._workspace_ready(continuing)
         self.ws.place_files()
         # Recorded together with the agent's pid, in one write, once it starts.
         self._started_fields = dict(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
                                     log_path=str(self.logs.raw), error_reason=None, error_message=None,
                                     agent_runtime=self.runtime_name)
-        self.say(f"worktree {self.ws.path.name} on {self.ws.branch}" + (" (continuing)" if continuing else "")
+        where = str(self.ws.path) if self.policy is not None else self.ws.path.name
+        self.say(f"worktree {where} on {self.ws.branch}"
+                 + (" (kept from an earlier run)" if self.policy is not None and not self.ws.created_now
+                    else " (continuing)" if continuing else "")
                  + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
+        if self.policy is not None:
+            self._hook_or_fail("before_run")
         return continuing, self.ws.head()
+
+    def _workspace_ready(self, continuing: bool) -> None:
+        """A workflow task's worktree just made or kept: a kept one interrupted while landing is
+        put back to its branch; a new one gets the after_create hook (and is removed again
+        when that fails, so the next run makes it, and runs the hook, anew)."""
+        if not self.ws.created_now:
+            if interrupted_while_landing(self.ws):
+                discard_landing_leftovers(self.ws)  # the tests' leftovers, never the agent's work
+            return
+        result = self._hook("after_create")
+        if result is None or result.ok:
+            return
+        try:
+            self.ws.remove()
+            if not continuing:
+                self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=False)  # nothing of its own yet
+        except GitError as exc:
+            log.warning("task %s: worktree not removed after its after_create hook failed: %s", self.task.id, exc)
+        self._hook_failed(result)
 
     def _fetch_dependencies(self) -> None:
         """A dependency's landed commit must be in the base this task starts from. A pull request
@@ -226,7 +273,9 @@ class TaskRun:
         task = self._current()
         return task.session_id if task.agent_runtime == self.runtime_name else None
 
-    def _opening_turn(self, continuing: bool) -> None:
+    def _opening_turn(self, continuing: bool) -> str | None:
+        """The run's first agent turn. Returns the workflow's rendered prompt when that was
+        the turn's prompt (the unattended path: continuation turns may follow), else None."""
         task, ctx = self.task, self.ctx
         messages = self._take_inbox()
         landed_before = not continuing and task.base_sha is not None  # a follow-up of a completed task
@@ -240,16 +289,151 @@ class TaskRun:
             # A person's follow-up goes to the session that did the work; a fresh session gets
             # the whole context if that one cannot be continued.
             self._agent_turn(follow_up_prompt(messages, ctx.config), resume=session, fresh=fresh)
-            return
+            return None
         # A new attempt on a kept branch continues the earlier attempt's session where the
         # runtime can (and falls back to a fresh one itself); the prompt says what to do anyway.
         earlier = task.session_id if (continuing and task.agent_runtime == self.runtime_name
                                       and self.runtime.resume_after_restart and not messages) else None
         self._started_fields["session_id"] = earlier  # not an earlier attempt's session of another runtime
-        prompt = fresh if (messages or task.plan_approved or landed_before) else task_prompt(
-            task, ctx.config, continuing=continuing, dependencies=deps)
+        templated = None
+        if messages or task.plan_approved or landed_before:
+            prompt = fresh  # a person's words, an approved plan, a follow-up: as without a workflow
+        elif self.policy is not None:
+            prompt = templated = self._first_prompt()
+        else:
+            prompt = task_prompt(task, ctx.config, continuing=continuing, dependencies=deps)
         self._agent_turn(prompt, resume=earlier)
         self._started_fields.pop("session_id", None)
+        return templated
+
+    # ----- a workflow task's turns (policy.py) -----------------------------------------------
+
+    def _work_turns(self, continuing: bool) -> None:
+        """The agent's turns before landing; for a workflow task, continued while its issue stays
+        active, with the after_run hook after the last of them, however they ended."""
+        if self.policy is None:
+            self._opening_turn(continuing)
+            return
+        try:
+            first = self._opening_turn(continuing)
+            if first is not None:
+                self._continue_turns(first)
+        finally:
+            self._after_run()
+
+    def _first_prompt(self) -> str:
+        assert self.policy is not None
+        try:
+            prompt = self.policy.first_prompt(self._current())
+        except PromptError as exc:
+            raise AgentFailed("template_error", str(exc)) from None
+        max_turns = self.policy.max_turns()
+        self.say(f"turn 1 of {max_turns}: the workflow's prompt for {self._identifier()}")
+        self.policy.turn_started(self._current(), 1)
+        return prompt
+
+    def _continue_turns(self, first: str) -> None:
+        """Symphony's continuation: after each turn ask the tracker where the issue is now."""
+        assert self.policy is not None
+        ident, turn = self._identifier(), 1
+        while True:
+            self._check_stop()
+            self._phase("asking the tracker")
+            check = self.policy.issue_status(self._current())
+            self._check_stop()
+            state = check.state
+            if check.status is IssueStatus.handoff:
+                self.say(f"{ident} moved to {state or 'a handoff state'}: the agent handed it over; landing")
+                return
+            if check.status in (IssueStatus.terminal, IssueStatus.other):
+                reason = check.reason or (f"{ident} moved to {state}" if state else f"{ident} left the active states")
+                self.say(f"{ident} is {state or 'no longer active'}: stopping ({reason}); "
+                         f"its work is kept on {self.ws.branch}")
+                try:  # kept by the run's own `cancelled` write, as a person's cancel reason is
+                    self.ctx.store.update(self.task.id, expect={TaskStatus.in_progress}, cancel_reason=reason)
+                except StoreError as exc:
+                    log.warning("task %s: cancel reason not recorded: %s", self.task.id, exc)
+                # Recorded as the sync engine records its own stops: an issue that becomes active
+                # again then reruns this task (the engine reruns only tasks stopped that way).
+                key = f"stopped:{self.task.runs}"
+                try:
+                    self.ctx.store.source_report(self.task.id, key, "claim", "run", 0)
+                    self.ctx.store.source_report(self.task.id, key, "done", "run", 0)
+                except StoreError as exc:
+                    log.warning("task %s: %s not recorded: %s", self.task.id, key, exc)
+                self.stop.set("cancelled")
+                raise Stopped()
+            max_turns = self.policy.max_turns()  # as the workflow says now
+            where = f"still in {state}" if state else "still active (its tracker could not be asked)"
+            if turn >= max_turns:
+                raise AgentFailed("max_turns", f"{turn} turns ran and {ident} is {where}; "
+                                               f"its work is kept on {self.ws.branch}")
+            turn += 1
+            self.say(f"turn {turn} of {max_turns}: {ident} is {where}")
+            self.policy.turn_started(self._current(), turn)
+            prompt = self.policy.continuation_prompt(self._current(), turn, max_turns, state)
+            whole = first.rstrip("\n") + "\n\n" + prompt  # for a new session, should this one be gone
+            session = self._same_session()
+            if session is not None:
+                self._agent_turn(prompt, resume=session, fresh=whole)
+            else:
+                self._agent_turn(whole, resume=None)
+
+    def _identifier(self) -> str:
+        source = self.task.source
+        return source.identifier if source is not None else self.task.id
+
+    def _hook(self, name: HookName, stop: StopRequest | None = None) -> HookResult | None:
+        """Run the workflow's hook `name` in the worktree, if it has one; say how it went."""
+        assert self.policy is not None
+        spec = self.policy.hook(name)
+        if spec is None or not self.ws.path.is_dir():
+            return None
+        self._phase(f"hook {name}")
+        env = {**self._env(), **self.policy.hook_env(self.task)}
+        if self.port is None:
+            env.pop("TASK_PORT", None)  # the run let its port go (an ending): no port to name
+        result = run_hook(spec, cwd=self.ws.path, env=env, log_file=self.logs.hooks,
+                          stop=stop or self.stop, marker=self._marker())
+        tail = result.output_tail.strip()
+        if len(tail) > 1000:
+            tail = "…" + tail[-1000:]
+        self.events.append(event(EventKind.baton, subtype="hook", ok=result.ok,
+                                 duration_ms=int(result.seconds * 1000),
+                                 text=f"hook {name}: {result.summary()}" + (f"\n{tail}" if tail else "")))
+        if not result.ok:
+            log.warning("task %s: hook %s %s", self.task.id, name, result.summary())
+        return result
+
+    def _hook_or_fail(self, name: HookName) -> None:
+        result = self._hook(name)
+        if result is not None and not result.ok:
+            self._hook_failed(result)
+
+    def _hook_failed(self, result: HookResult) -> None:
+        if result.stopped:
+            raise Stopped()  # the task was asked to stop: that is the ending, not the hook
+        what = (f"timed out after {result.timeout:g}s" if result.timed_out
+                else "could not run" if result.exit_code is None else f"failed (exit {result.exit_code})")
+        tail = result.output_tail.strip()
+        raise AgentFailed("hook_failed", f"{result.name} hook {what}" + (f": {tail[-1000:]}" if tail else ""))
+
+    def _ending_hook(self, name: HookName) -> None:
+        """after_run / before_remove: a failure is said and logged, never the task's outcome.
+        A run already asked to stop (a cancel) still gives the hook its whole timeout."""
+        try:
+            self._hook(name, stop=StopRequest() if self.stop.is_set() else None)
+        except Exception:  # noqa: BLE001 - the ending goes on whatever the hook did
+            log.exception("task %s: hook %s", self.task.id, name)
+
+    def _after_run(self) -> None:
+        if self.stop.is_set() and self.stop.reason != "cancelled":
+            # Shutting down (or a forced stop): the task goes back to pending at once, its
+            # worktree kept; the next run's before_run follows.
+            if self.policy is not None and self.policy.hook("after_run") is not None:
+                self.say(f"hook after_run skipped: stopping ({self.stop.reason})")
+            return
+        self._ending_hook("after_run")
 
     def _deliver_waiting(self) -> bool:
         """Messages that came while the agent worked: another turn of its session. True if any."""
@@ -355,7 +539,8 @@ class TaskRun:
             self.say(f"pull request #{fields['pr'].number} open: {fields['pr'].url}")
         else:
             self.say(f"tested {sha[:12]} on {ctx.config.base_branch} {base[:12]}; waiting for review")
-        note = self._keep_work(f"wip({task.id}): {task.title} [review]", push=self.landing != "pr")
+        note = self._keep_work(f"wip({task.id}): {task.title} [review]", push=self.landing != "pr",
+                               remove=self.policy is None)
         if note:
             fields["error_message"] = note
         self.ctx.store.transition(task.id, TaskStatus.review, expect={TaskStatus.in_progress},
@@ -441,6 +626,10 @@ class TaskRun:
                                                  mcp_servers=[] if read_only else self._mcp_servers()))
             inv = turn.invocation
             self._refuse_secrets_in(inv.argv)
+            if self.policy is not None and Path(inv.cwd).resolve() != self.ws.path.resolve():
+                # Symphony's invariant: the agent works in its issue's workspace, nowhere else.
+                raise AgentFailed("internal", f"refusing to start {self.runtime_name} in {inv.cwd}: "
+                                              f"not the task's workspace {self.ws.path}")
             summary = self._last_summary = RunSummary()
 
             def record(ev: AgentEvent) -> None:
@@ -491,7 +680,7 @@ class TaskRun:
     def _refuse_secrets_in(self, argv: list[str]) -> None:
         """Every local user can read a process's arguments: a secret (the value of a variable
         named in secret_env_vars) written into a runtime's extra_args or config never gets there."""
-        for name in set(self.ctx.config.secret_env_vars):
+        for name in set(self.ctx.config.secret_env_vars) | self._workflow_hidden():
             value = os.environ.get(name, "")
             if len(value) >= 4 and any(value in arg for arg in argv):
                 raise AgentFailed("runtime_unavailable", f"refusing to start {self.runtime_name}: the value of {name} "
@@ -566,8 +755,12 @@ class TaskRun:
                 " without a result" if result is None else "") + (f": {stderr}" if stderr else "")
         raise AgentFailed("agent_error", message)
 
+    def _workflow_hidden(self) -> set[str]:
+        """The workflow's tracker secret: hidden from every task's processes, not only its own."""
+        return set(self.ctx.workflow.hidden_env()) if self.ctx.workflow is not None else set()
+
     def _env(self, port: int | None = None) -> dict[str, str]:
-        hidden = self.ctx.config.hidden_env_vars
+        hidden = self.ctx.config.hidden_env_vars | self._workflow_hidden()
         env = {k: v for k, v in os.environ.items() if k not in hidden}
         env["TASK_PORT"] = str(port if port is not None else self.port)
         env.update(self._marker())  # TASK_ID and BATON_PROJECT: how the task's processes are found
@@ -707,7 +900,9 @@ class TaskRun:
     def _end_failed(self, reason: ErrorReason, message: str) -> None:
         self._phase("failing")
         self.say(f"failed ({reason}): {message}")
-        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [failed run]", push=True)
+        # A workflow task's worktree stays for its next run (the engine retries it).
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [failed run]", push=True,
+                               remove=self.policy is None)
         if note:
             message = f"{message} ({note})"
         self._record_end(TaskStatus.failed, error_reason=reason, error_message=message[:4000],
@@ -717,8 +912,10 @@ class TaskRun:
         reason = self.stop.reason or "interrupted"
         self._phase("stopping")
         self.say(f"stopped: {reason}")
-        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [{reason}]", push=reason == "cancelled")
         target = TaskStatus.cancelled if reason == "cancelled" else TaskStatus.pending
+        # Back to pending, a workflow task keeps its worktree for the next run; cancelled, it goes.
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [{reason}]", push=reason == "cancelled",
+                               remove=self.policy is None or target is TaskStatus.cancelled)
         self._record_end(target, error_message=note)
 
     def _record_end(self, status: TaskStatus, **fields: Any) -> None:
@@ -728,9 +925,10 @@ class TaskRun:
         except StoreError:
             log.exception("task %s: could not record the outcome %s", self.task.id, status.value)
 
-    def _keep_work(self, message: str, push: bool) -> str | None:
+    def _keep_work(self, message: str, push: bool, remove: bool = True) -> str | None:
         """Commit what the worktree holds to the task branch, push it if asked, and remove the
-        worktree, unless saving failed: then the worktree stays and the note says so."""
+        worktree (if `remove`; a workflow task's before_remove hook first), unless saving
+        failed: then the worktree stays and the note says so."""
         if self.ws.path.exists():
             try:
                 self._save_with_retry(message)
@@ -742,6 +940,10 @@ class TaskRun:
             error = self.ctx.git.push_branch(self.ws.branch)
             if error:
                 note = f"branch {self.ws.branch} kept locally; push failed: {error}"
+        if not remove:
+            return note
+        if self.policy is not None:
+            self._ending_hook("before_remove")
         try:
             self.ws.remove()
         except GitError as exc:
@@ -763,6 +965,8 @@ class TaskRun:
         runtime's files for the task."""
         if not self._landed:
             return
+        if self.policy is not None:
+            self._ending_hook("before_remove")
         try:
             self.ws.remove()
             self.ctx.git.delete_branch(self.ws.branch, maybe_pushed=self._earlier_branch)

@@ -47,6 +47,15 @@ class WorkerSlots:
             finally:
                 self._wanted -= 1
 
+    def resize(self, limit: int) -> None:
+        """A new bound for the next takes (a workflow's max_concurrent_agents changed); work
+        holding slots keeps them, so a smaller limit is reached as that work gives them back."""
+        if limit < 1:
+            raise ValueError(f"a worker limit must be at least 1, not {limit}")
+        with self._cond:
+            self.limit = limit
+            self._cond.notify_all()  # a feedback turn waiting in take() may fit now
+
     def give(self) -> None:
         with self._cond:
             self._used = max(0, self._used - 1)

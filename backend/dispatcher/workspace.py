@@ -179,23 +179,31 @@ class ProjectGit:
 
 
 class Workspace:
-    """One task's worktree `worktrees/<id>` on branch `task/<id>`."""
+    """One task's worktree on branch `task/<id>`: `worktrees/<id>`, or `path` (a WORKFLOW.md
+    task's, `<workspace.root>/<workspace key>`, kept between the task's runs)."""
 
-    def __init__(self, git: ProjectGit, task_id: str) -> None:
+    def __init__(self, git: ProjectGit, task_id: str, path: Path | None = None) -> None:
         self.git = git
         self.task_id = task_id
-        self.path = git.worktrees_dir / task_id
+        self.path = path if path is not None else git.worktrees_dir / task_id
         self.branch = BRANCH_PREFIX + task_id
         self.placed: list[str] | None = None  # known once place_files ran in this process
+        self.created_now = False  # create() made the folder (False: it reused the one there)
 
     def _g(self, args: list[str], **kw) -> str:
         return self.git.git(args, self.path, **kw)
 
     # ----- creation -----------------------------------------------------------------------
 
-    def create(self, earlier_branch: bool) -> bool:
+    def create(self, earlier_branch: bool, reuse: bool = False) -> bool:
         """Make the worktree. `earlier_branch`: an earlier run may have left task/<id> (locally
-        or on the remote) to continue from. Returns True when continuing such a branch."""
+        or on the remote) to continue from. Returns True when continuing such a branch.
+        `reuse`: a worktree of this task already there, on task/<id>, is kept as it is
+        (`created_now` False); anything else in its place is removed and made anew."""
+        if reuse and self._reusable():
+            self.created_now = False
+            return True
+        self.created_now = True
         if not earlier_branch and not self.path.exists():
             try:
                 self._add_new()
@@ -211,14 +219,24 @@ class Workspace:
             with self.git.admin_lock:  # a fetch into a branch reads every worktree's folder too
                 git_ok(["fetch", "--quiet", "--no-tags", self.git.remote, f"+{local}:{local}"], self.git.project)
         if self.git.ref_exists(local):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.git.admin_lock:
                 self.git.git(["worktree", "add", "--quiet", str(self.path), self.branch])
             return True
         self._add_new()
         return False
 
+    def _reusable(self) -> bool:
+        """A worktree git knows at this path with task/<id> checked out. (Detached or on another
+        branch it may be another task's of the same issue: not this one's to take over.)"""
+        if not self.path.is_dir():
+            return False
+        here = self.path.resolve()
+        found = next((w for w in self.git.worktrees() if Path(w.path).resolve() == here), None)
+        return found is not None and not found.prunable and found.branch == self.branch
+
     def _add_new(self) -> None:
-        self.git.worktrees_dir.mkdir(exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.git.admin_lock:
             self.git.git(["worktree", "add", "--quiet", "--no-track", "-b", self.branch, str(self.path),
                           self.git.base_ref])

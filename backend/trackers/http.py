@@ -5,6 +5,9 @@ Waits are bounded per call: a call never sleeps more than `max_wait` seconds in 
 tracker asks for longer, the call fails at once with `RateLimited(retry_after=…)` and the caller
 (the sync engine) decides when to come back. Nothing here logs headers, bodies or credentials,
 and every message is scrubbed of the credential before it leaves.
+
+`rate_limits` keeps what the latest answer that carried rate-limit headers said (a small dict,
+for /api/v1/state): the tracker's own words about its budget, nothing else of the answer.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ RETRIES = 2  # after the first try: 5xx, refused connections, timeouts
 BACKOFF = (0.5, 1.5)  # seconds before retry 1, 2
 RATE_LIMIT_RETRIES = 4  # waits for a rate limit within one call (each bounded by max_wait)
 DEFAULT_RATE_WAIT = 2.0  # when a limited answer says nothing about when to come back
+RATE_HEADERS_MAX = 20  # rate-limit headers kept from one answer
+RATE_VALUE_MAX = 200  # characters of each
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -82,6 +87,11 @@ def _exhausted_until(headers: httpx.Headers, now: float) -> float | None:
     return reset if reset is not None and reset > now else None
 
 
+def _rate_header(name: str) -> bool:
+    # Linear: X-RateLimit-Requests-*, X-RateLimit-Complexity-*; Jira: X-RateLimit-*, RateLimit-Reason.
+    return "ratelimit" in name or name in ("retry-after", "beta-retry-after")
+
+
 class TrackerHttp:
     """One tracker's HTTP client. `name` is the tracker as people know it ("Linear"); `missing`,
     when set, is why there is no credential: every call then fails with AuthError before
@@ -108,6 +118,8 @@ class TrackerHttp:
         self._sleep = sleep
         self._clock = clock
         self._not_before = 0.0  # the window ran out: no request before this epoch second
+        # The latest answer's rate-limit headers: {"at", "status", "limited", "headers"}.
+        self.rate_limits: dict[str, Any] | None = None
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -170,7 +182,9 @@ class TrackerHttp:
                 raise ServerError(f"cannot reach {self.host}: {self._describe(exc)}") from None
             now = self._clock()
             self._not_before = _exhausted_until(response.headers, now) or 0.0
-            if self._is_rate_limited(response):
+            limited_now = self._is_rate_limited(response)
+            self._remember_rate_limits(response, now, limited_now)
+            if limited_now:
                 told = retry_after(response.headers, now)
                 wait = told if told is not None else DEFAULT_RATE_WAIT * 2 ** limited
                 if limited >= RATE_LIMIT_RETRIES or waited + wait > self.max_wait:
@@ -191,6 +205,19 @@ class TrackerHttp:
                 raise ServerError(f"{self.name} answered {response.status_code} {response.reason_phrase}"
                                   + (f": {detail}" if detail else ""), retry_after=told)
             return response
+
+    def _remember_rate_limits(self, response: httpx.Response, now: float, limited: bool) -> None:
+        """Keep the answer's rate-limit headers; an answer without any leaves the last ones (a
+        tracker may send them on some answers only), unless it was itself a rate limit."""
+        headers: dict[str, str] = {}
+        for name, value in response.headers.items():
+            name = name.lower()
+            if _rate_header(name) and name not in headers and len(headers) < RATE_HEADERS_MAX:
+                headers[name] = self.scrub(value)[:RATE_VALUE_MAX]
+        if not headers and not limited:
+            return
+        at = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        self.rate_limits = {"at": at, "status": response.status_code, "limited": limited, "headers": headers}
 
     def _describe(self, exc: httpx.TransportError) -> str:
         if isinstance(exc, httpx.TimeoutException):

@@ -31,7 +31,9 @@ export function issueLink(source, props = {}) {
 // ----- a project's source: one row per project, kept across redraws (a focused "Sync now" keeps
 // its focus, a request under way keeps its button disabled, and the live status is not rebuilt).
 // The line says it is the tracker SYNC's state ("Linear sync: error — …"), not the project's: the
-// project's badge beside it is about its baton-agent.
+// project's badge beside it is about its baton-agent. A project whose agent runs a WORKFLOW.md
+// (source.origin "workflow") says so first ("WORKFLOW.md · Linear sync: ok"), and an edit of that
+// file the agent refused (it keeps the last good one) as a warning under the line.
 
 const rows = new Map();  // project id -> { node, status, when, button, warning, sync, source, name }
 
@@ -46,11 +48,13 @@ export function sourceRow(project) {
     // error), not the clock beside them that ticks every second.
     const status = el("span", { class: "source-status", dataset: { role: "source-status" }, "aria-live": "polite" });
     const when = el("span", { class: "source-when", dataset: { role: "source-when" } });
-    const text = el("span", { class: "source-text", dataset: { role: "source-text" } }, status, when);
+    const file = el("span", { class: "source-file", dataset: { role: "source-file" }, hidden: true });
+    const text = el("span", { class: "source-text", dataset: { role: "source-text" } }, file, status, when);
     const button = el("button", { type: "button", class: "source-sync", dataset: { role: "sync-now" }, text: "Sync now" });
     const warning = el("p", { class: "source-warning", dataset: { role: "source-warning" }, hidden: true });
-    row = { node: el("div", { class: "project-source", dataset: { role: "source" } }, text, button, warning),
-            status, when, button, warning, sync: null };
+    const invalid = el("p", { class: "workflow-warning", dataset: { role: "workflow-warning" }, hidden: true });
+    row = { node: el("div", { class: "project-source", dataset: { role: "source" } }, text, button, warning, invalid),
+            file, status, when, button, warning, invalid, sync: null };
     button.addEventListener("click", () => syncNow(project.id, row));
     rows.set(project.id, row);
   }
@@ -71,9 +75,38 @@ function clockTime(iso) {
   return [at.getHours(), at.getMinutes(), at.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":");
 }
 
+// "14:02", the browser's local time.
+function hourMinute(iso) {
+  return clockTime(iso).slice(0, 5);
+}
+
+// The workflow file's name (WORKFLOW.md, or what --workflow named), for a source an agent runs from one.
+function workflowFile(source) {
+  if (source.origin !== "workflow") return "";
+  const path = source.workflow && typeof source.workflow.path === "string" ? source.workflow.path : "";
+  return path.split("/").filter(Boolean).pop() || "WORKFLOW.md";
+}
+
+const MESSAGE_SHOWN = 300;  // characters of a refused edit's message on the board (all of it in the title)
+
+// The refused edit, or "" when the file in force is the one on disk. The message is the
+// repository's text: only ever textContent and a title.
+function invalidEdit(source, file) {
+  const workflow = source.origin === "workflow" ? source.workflow || {} : {};
+  if (workflow.state !== "invalid") return { text: "", title: "" };
+  const message = String((workflow.error && workflow.error.message) || "no reason given");
+  const flat = message.split("\n").map((line) => line.trim()).filter(Boolean).join("; ");
+  const shown = flat.length > MESSAGE_SHOWN ? `${flat.slice(0, MESSAGE_SHOWN - 1)}…` : flat;
+  const loaded = workflow.loaded_at ? hourMinute(workflow.loaded_at) : "";
+  const running = loaded ? `running the version loaded at ${loaded}` : "running the version loaded before";
+  return { text: `${file}: invalid edit ignored — ${running} (${shown})`, title: message };
+}
+
 function drawRow(row) {
   const source = row.source;
   const kind = kindName(source.kind);
+  const file = workflowFile(source);
+  const trackerless = source.state === "none";  // a WORKFLOW.md without a tracker: nothing to sync
   const sync = row.sync;
   if (sync && !sync.ended && syncStamp(source) !== sync.stamp) sync.ended = true;
   if (sync && sync.ended && !sync.requesting) row.sync = null;
@@ -82,15 +115,26 @@ function drawRow(row) {
     : source.last_sync_at ? "ok" : "starting";
   // The name starts with the visible words (axe label-content-name-mismatch), then says which.
   row.button.setAttribute("aria-label", `Sync now: read ${kind} for ${row.name}`);
-  const said = JSON.stringify([state, syncing, kind, source.reason, source.last_sync_at, source.next_sync_at, source.warning]);
+  const edit = invalidEdit(source, file);
+  const said = JSON.stringify([state, syncing, kind, source.reason, source.last_sync_at, source.next_sync_at, source.warning,
+                               file, trackerless, edit, source.workflow && source.workflow.path]);
   if (row.said === said) return;
   row.said = said;
-  row.node.dataset.state = state;
+  row.node.dataset.state = trackerless ? "none" : state;
+  row.node.dataset.origin = source.origin === "workflow" ? "workflow" : "config";
+  if (file) row.node.dataset.workflow = source.workflow && source.workflow.state === "invalid" ? "invalid" : "ok";
+  else delete row.node.dataset.workflow;
+  row.file.hidden = !file;
+  row.file.textContent = file ? `${file} · ` : "";
+  row.file.title = file ? (source.workflow && source.workflow.path) || "" : "";
+  row.button.hidden = trackerless;
   row.node.dataset.syncing = syncing ? "true" : "false";
   row.node.title = source.reason || "";
   let status;
   let when = [];
-  if (syncing) {
+  if (trackerless) {
+    status = "no tracker";
+  } else if (syncing) {
     status = `${kind} sync: syncing…`;
   } else if (state === "error") {
     status = `${kind} sync: error — ${source.reason || "the last sync failed"}`;
@@ -111,6 +155,9 @@ function drawRow(row) {
   const warning = typeof source.warning === "string" && source.warning ? source.warning : "";
   row.warning.hidden = !warning;
   row.warning.textContent = warning ? `warning: ${warning}` : "";
+  row.invalid.hidden = !edit.text;
+  row.invalid.textContent = edit.text;
+  row.invalid.title = edit.title;
 }
 
 const SYNCING_MAX_MS = 60_000;

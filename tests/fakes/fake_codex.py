@@ -25,8 +25,15 @@ does). Codex-only keys:
 MCP servers come from `-c mcp_servers.<name>.command|args|env` overrides and start with the first
 thread; a step {"mcp": TOOL, "arguments": {...}, "server": "baton_tracker"} calls one of their tools
 and reports an mcpToolCall item (completed with the server's `result`, or failed).
-A thread started (or resumed) with `sandbox: "read-only"` refuses writes as Codex 0.169's
-sandbox does (checked against the real CLI): a file change is rejected and a command that is
+`approvalPolicy` (thread/start, thread/resume) is an AskForApproval: one of the policy names or
+{"granular": {mcp_elicitations, rules, sandbox_approval: bool, request_permissions?, skill_approval?}};
+turn/start's optional `sandboxPolicy` is a SandboxPolicy object tagged by `type` (dangerFullAccess,
+readOnly {networkAccess: bool}, workspaceWrite {networkAccess: bool, writableRoots: [absolute
+paths], excludeSlashTmp, excludeTmpdirEnvVar: bool}, externalSandbox {networkAccess: restricted|
+enabled}); either malformed is refused as Codex's deserializer refuses it ("Invalid request: …"),
+and the turn's policy replaces the thread's sandbox for that turn.
+A thread started (or resumed) with `sandbox: "read-only"` (or a turn with a readOnly policy)
+refuses writes as Codex 0.169's sandbox does (checked against the real CLI): a file change is rejected and a command that is
 not read-only (steps.reads_only) fails inside the sandbox, and neither shows up as an item at
 all (the model alone hears "patch rejected…" or "Read-only file system"); reading commands run.
 "model_text": the final agent message, default "Done.".
@@ -34,7 +41,8 @@ all (the model alone hears "patch rejected…" or "Read-only file system"); read
 …; an unknown one is refused as Codex refuses it); the prompt is the text items, attached images
 the localImage ones. Each invocation is appended to $FAKE_CLI_LOG (else $FAKE_CLAUDE_LOG) once
 its turn starts (argv, cwd, prompt, images [{path, exists}], resume, parsed -c config, chosen
-environment variables), and every message received as {"received": ...}.
+environment variables, approval_policy as the thread got it, sandbox_policy as turn/start sent it
+and the `sandbox` the turn ran in), and every message received as {"received": ...}.
 """
 
 from __future__ import annotations
@@ -65,6 +73,20 @@ REQUEST_USAGE = {"inputTokens": 1000, "cachedInputTokens": 200, "outputTokens": 
                  "totalTokens": 1050, "cacheWriteInputTokens": 0}
 INVALID_REQUEST = -32600
 USER_INPUT_TYPES = ("text", "image", "localImage", "audio", "localAudio", "skill", "mention")
+APPROVAL_NAMES = ("untrusted", "on-failure", "on-request", "never")
+# SandboxPolicy's variants (codex app-server v2 schema): field -> check, and the sandbox each is.
+_BOOL = ("a boolean", lambda v: isinstance(v, bool))
+SANDBOX_POLICIES = {
+    "dangerFullAccess": ({}, "danger-full-access"),
+    "readOnly": ({"networkAccess": _BOOL}, "read-only"),
+    "externalSandbox": ({"networkAccess": ("`restricted` or `enabled`", lambda v: v in ("restricted", "enabled"))},
+                        "danger-full-access"),
+    "workspaceWrite": ({"networkAccess": _BOOL, "excludeSlashTmp": _BOOL, "excludeTmpdirEnvVar": _BOOL,
+                        "writableRoots": ("a sequence of absolute paths", lambda v: isinstance(v, list) and all(
+                            isinstance(p, str) and p.startswith("/") for p in v))}, "workspace-write"),
+}
+GRANULAR = {"mcp_elicitations": True, "rules": True, "sandbox_approval": True,
+            "request_permissions": False, "skill_approval": False}  # field -> required
 
 _out = threading.Lock()
 
@@ -87,6 +109,41 @@ def log(entry: dict) -> None:
     if LOG:
         with open(LOG, "a") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+def approval_policy_problem(value) -> str | None:
+    """What Codex's deserializer says of an AskForApproval value (None: accepted)."""
+    if value is None or value in APPROVAL_NAMES:
+        return None
+    if isinstance(value, str):
+        return f"unknown variant `{value}`, expected one of {', '.join(f'`{n}`' for n in APPROVAL_NAMES)}"
+    if not isinstance(value, dict) or list(value) != ["granular"] or not isinstance(value["granular"], dict):
+        return "data did not match any variant of untagged enum AskForApproval"
+    granular = value["granular"]
+    for name, required in GRANULAR.items():
+        if name not in granular:
+            if required:
+                return f"missing field `{name}`"
+        elif not isinstance(granular[name], bool):
+            return f"invalid type: {json.dumps(granular[name])}, expected a boolean"
+    return None
+
+
+def sandbox_policy_problem(value) -> str | None:
+    """What Codex's deserializer says of a SandboxPolicy value (None: accepted; unknown fields
+    are ignored, as serde does without deny_unknown_fields)."""
+    if not isinstance(value, dict):
+        return f"invalid type: {json.dumps(value)}, expected internally tagged enum SandboxPolicy"
+    kind = value.get("type")
+    if kind is None:
+        return "missing field `type`"
+    if kind not in SANDBOX_POLICIES:
+        return (f"unknown variant `{kind}`, expected one of "
+                + ", ".join(f"`{name}`" for name in SANDBOX_POLICIES))
+    for name, (expected, ok) in SANDBOX_POLICIES[kind][0].items():
+        if name in value and not ok(value[name]):
+            return f"invalid type: {json.dumps(value[name])}, expected {expected}"
+    return None
 
 
 def usage_error(message: str) -> None:
@@ -248,7 +305,9 @@ class Server:
         self.exit_code = 0
         self.logged = False
         self.prompt: str | None = None
-        self.sandbox: str | None = None  # as thread/start or thread/resume set it
+        self.sandbox: str | None = None  # as thread/start or thread/resume set it (a turn's policy replaces it)
+        self.approval_policy = None  # as thread/start or thread/resume sent it
+        self.sandbox_policy: dict | None = None  # as turn/start sent it
         self.images: list[dict] = []  # the turn's localImage inputs: {path, exists}
         self.mcp: McpClients | None = None  # started with the first thread, as Codex starts its servers
 
@@ -262,6 +321,7 @@ class Server:
              "resume": self.thread_id if self.resumed else None, "thread": self.thread_id,
              "config": self.args["config"], "features": self.args["features"], "images": self.images,
              "mcp_servers": {name: vars(spec) for name, spec in self.args["mcp"].items()},
+             "approval_policy": self.approval_policy, "sandbox_policy": self.sandbox_policy, "sandbox": self.sandbox,
              "env": {k: os.environ.get(k) for k in ENV_KEYS}, "env_names": sorted(os.environ)})
 
     def start_mcp(self) -> None:
@@ -335,8 +395,12 @@ class Server:
             home = os.environ.get("CODEX_HOME") or str(Path.home() / ".codex")
             emit({"id": request_id, "result": {"userAgent": f"{info['name']}/{VERSION} (fake)", "codexHome": home,
                                                "platformFamily": "unix", "platformOs": "linux"}})
+        elif method in ("thread/start", "thread/resume") and \
+                (problem := approval_policy_problem(params.get("approvalPolicy"))) is not None:
+            return self.error(request_id, f"Invalid request: {problem}")
         elif method == "thread/start":
             self.start_mcp()
+            self.approval_policy = params.get("approvalPolicy")
             self.thread_id = str(uuid.uuid4())
             self.sandbox = params.get("sandbox")
             self.state = {"scenario": None, "turns": 0, "resumes": 0, "params": params}
@@ -354,6 +418,7 @@ class Server:
             self.start_mcp()
             self.thread_id, self.state, self.resumed = thread_id, json.loads(path.read_text()), True
             self.sandbox = params.get("sandbox") or self.state.get("params", {}).get("sandbox")
+            self.approval_policy = params.get("approvalPolicy")
             emit({"id": request_id, "result": self.thread_result(self.thread_object(params), params)})
             if self.state.get("total"):  # like Codex 0.169: the thread's usage so far, under its last turn
                 notify("thread/tokenUsage/updated", {"threadId": thread_id, "turnId": self.state.get("last_turn"),
@@ -365,6 +430,9 @@ class Server:
                 return self.error(request_id, f"thread not found: {params.get('threadId')}")
             if self.turn_id is not None:
                 return self.error(request_id, "a turn is already running")
+            policy = params.get("sandboxPolicy")
+            if policy is not None and (problem := sandbox_policy_problem(policy)) is not None:
+                return self.error(request_id, f"Invalid request: {problem}")
             items = params.get("input") or []
             for item in items:  # UserInput (app-server v2): text, image, localImage, skill, mention …
                 kind = item.get("type") if isinstance(item, dict) else None
@@ -372,6 +440,8 @@ class Server:
                     return self.error(request_id, f"Invalid request: unknown variant `{kind}`")
                 if kind == "localImage" and not isinstance(item.get("path"), str):
                     return self.error(request_id, "Invalid request: missing field `path`")
+            if policy is not None:  # "for this turn and subsequent turns": this process runs one
+                self.sandbox_policy, self.sandbox = policy, SANDBOX_POLICIES[policy["type"]][1]
             texts = [i.get("text", "") for i in items if i.get("type") == "text"]
             self.prompt = "\n".join(texts)
             self.images = [{"path": i["path"], "exists": Path(i["path"]).is_file()}

@@ -1,5 +1,8 @@
 """/agent/health: the one endpoint that needs no token.
 
+With a WORKFLOW.md, `workflow` says which version runs (an invalid edit is reported there, the
+last good version still running) and how its tracker's sync goes.
+
 `ok` only when nothing keeps the agent from doing its job; otherwise `degraded` with the
 problems (the store refused or unreadable, no commits yet, the dispatcher's own problems).
 It stays cheap: the store answers from its cache unless the file changed, a refused file is
@@ -90,6 +93,7 @@ def compute_health(state) -> Health:
     store_probe, commits_probe = _probes(state)
     problems = [p for p in (store_probe.problem(), commits_probe.problem(settings.project_dir)) if p]
     problems += [Problem.model_validate(p) for p in state.dispatcher.problems()]
+    runner = getattr(state, "workflow", None)  # backend/workflow/runner.py, when a WORKFLOW.md runs
     return Health(
         status="degraded" if problems else "ok",
         project=settings.project_name,
@@ -97,6 +101,7 @@ def compute_health(state) -> Health:
         version=__version__,
         uptime_seconds=round(time.monotonic() - state.started_monotonic, 3),
         problems=problems,
+        workflow=runner.health() if runner is not None else None,
     )
 
 

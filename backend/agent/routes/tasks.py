@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse
 
 from ... import taskviews
 from ...dependencies import DependencyError
-from ...models import STATUSES, NewTask, Task, TaskStatus, is_valid_task_id
-from ...store import IdempotencyKeyReusedError, InvalidTransitionError, SourceError, StoreError
+from ...models import STATUSES, NewTask, Task, is_valid_task_id
+from ...store import IdempotencyKeyReusedError, SourceError
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import ANY_STATUS, DetailStatusPath, FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
 from ..runtimechoice import unconfigured
+from ..taskops import NotRunningHere, cancel_task as cancel
 from ..schemas import (
     BulkCreate, CancelRequest, SourceReportAnswer, SourceReportRequest, TaskDetail, TaskList, TasksByStatus,
 )
@@ -160,37 +161,13 @@ def cancel_task(task_id: TaskIdPath, store: StoreDep, dispatcher: DispatcherDep,
     body `{"reason"}` is kept as the task's `cancel_reason` (a rerun clears it)."""
     check_id(task_id)
     reason = body.reason if body is not None else None
-    if store.get(task_id).status is TaskStatus.in_progress:
-        noted = reason is not None and _note_reason(store, task_id, reason)
-        if not dispatcher.cancel(task_id):
-            if noted:
-                _forget_reason(store, task_id)
-            raise ApiError(409, "invalid_transition", f"task {task_id} is running, but not in this agent's dispatcher")
-        task = store.get(task_id)
-        if task.status is TaskStatus.in_progress:
-            return JSONResponse(json.loads(task.model_dump_json()), status_code=202)
-        return task
-    current = store.get(task_id)
-    if current.status is TaskStatus.review and current.pr is not None:
-        dispatcher.prs.close(current)  # best effort: a cancelled task's pull request must not stay open
-    return store.cancel(task_id, reason)
-
-
-def _note_reason(store, task_id: str, reason: str) -> bool:
-    """The reason goes on the running task before it is stopped: the run's own `cancelled`
-    write then keeps it (any other ending drops it, see TaskStore.revise)."""
     try:
-        store.update(task_id, expect={TaskStatus.in_progress}, cancel_reason=reason)
-    except InvalidTransitionError:
-        return False  # it ended meanwhile: the dispatcher has nothing to stop either
-    return True
-
-
-def _forget_reason(store, task_id: str) -> None:
-    try:
-        store.update(task_id, expect={TaskStatus.in_progress}, cancel_reason=None)
-    except StoreError:
-        pass  # it ended meanwhile, and not cancelled: that ending dropped the reason already
+        done = cancel(store, dispatcher, task_id, reason)
+    except NotRunningHere as exc:
+        raise ApiError(409, "invalid_transition", str(exc)) from None
+    if done.stopping:
+        return JSONResponse(json.loads(done.task.model_dump_json()), status_code=202)
+    return done.task
 
 
 @router.post("/{task_id}/source/reports", response_model=SourceReportAnswer)

@@ -63,6 +63,26 @@ def state_overview(state: dict) -> dict:
             "usage": state.get("usage"), "tasks_error": reason}
 
 
+# What of the agent's `workflow` the board shows beside the tracker's sync (its tracker dict is the rest).
+_WORKFLOW_KEYS = ("path", "state", "error", "loaded_at")
+
+
+def workflow_source(health: dict | None) -> dict | None:
+    """The `source` of a project whose agent runs a WORKFLOW.md, from the agent's health (None: it
+    runs none): the tracker sync's health as a dashboard `source:` has it (kind, state, reason,
+    last_sync_at, ...; state `none` for a workflow without a tracker), plus `workflow` {path, state:
+    ok|invalid, error, loaded_at} and `origin: "workflow"`. Everything in it is the agent's word, and
+    `workflow.error.message` is the repository's text: the page shows it as text, never markup."""
+    workflow = health.get("workflow") if isinstance(health, dict) else None
+    if not isinstance(workflow, dict):
+        return None
+    tracker = workflow.get("tracker")
+    sync = dict(tracker) if isinstance(tracker, dict) else {
+        "kind": None, "state": "none", "healthy": True, "reason": None, "warning": None,
+        "last_sync_at": None, "next_sync_at": None}
+    return {**sync, "origin": "workflow", "workflow": {key: workflow.get(key) for key in _WORKFLOW_KEYS}}
+
+
 class Connector(ABC):
     mode: str
 
@@ -148,6 +168,11 @@ class Connector(ABC):
     async def source_report(self, task_id: str, body: dict) -> dict:
         """POST /agent/tasks/{id}/source/reports, body {key, action: claim|done|release, by,
         stale_seconds}: {granted, task}."""
+
+    @abstractmethod
+    async def workflow_refresh(self) -> dict:
+        """POST /api/v1/refresh: the agent polls its WORKFLOW.md's tracker now (202, Symphony's
+        {queued, coalesced, requested_at, operations})."""
 
     # ----- a person in the loop (issue #11): the bodies and answers of the agent's routes
 

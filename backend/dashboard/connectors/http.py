@@ -349,6 +349,9 @@ class HTTPConnector(Connector):
             raise Unavailable("unexpected answer for source report")
         return data
 
+    async def workflow_refresh(self) -> dict:
+        return self._expect(await self._call("POST", "/api/v1/refresh"), ("queued",), "refresh")
+
     async def message(self, task_id: str, body: dict) -> dict:
         return self._expect(await self._call("POST", f"/agent/tasks/{q(task_id)}/messages", body=body),
                             ("task", "message", "delivery"), "message")

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ... import taskviews
 from ...changefeed import ChangeFeed, change_events
+from ...agent.logsroot import recorded_logs_dir
 from ...agent.runtimechoice import describe, unconfigured
 from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate, CancelRequest, SourceReportRequest
@@ -53,8 +54,12 @@ class LocalConnector(Connector):
         super().__init__(project)
         self.path = Path(project.path or "").expanduser()
         self.store = TaskStore(self.path / "data" / "dev-tasks.json", mirrors=MirrorWriter(self.path / "tasks"))
-        self.logs_dir = self.path / "logs"
         self.feed = ChangeFeed(self.store)  # reads nothing until asked
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the project's agent last kept its task logs (`--logs-root`), else <project>/logs."""
+        return recorded_logs_dir(self.path)
 
     def _needs_agent(self, what: str) -> AgentError:
         return _refuse(409, "needs_agent",
@@ -226,6 +231,15 @@ class LocalConnector(Connector):
         granted, task = await self._write(self.store.source_report, task_id, asked.key, asked.action, asked.by,
                                           asked.stale_seconds)
         return {"granted": granted, "task": task.model_dump(mode="json")}
+
+    async def workflow_refresh(self) -> dict:
+        """Only a running agent polls a WORKFLOW.md's tracker; without one, nothing can."""
+        if (self.path / "WORKFLOW.md").is_file():
+            raise _refuse(409, "agent_not_running",
+                          f"the agent is not running: start `baton-agent --project-dir {self.path}` (it runs the "
+                          "project's WORKFLOW.md) and give the project an agent_url")
+        raise _refuse(404, "not_found", f"project {self.project.id!r} has no source (add `source:` to it in "
+                                        "projects.yaml, or a tracker to a WORKFLOW.md its agent runs)")
 
     # ----- a person in the loop: the agent's own store operations (backend/review.py), imported
     # when used. Nothing runs here (no dispatcher): a task sent back waits, pending, for whichever

@@ -20,6 +20,13 @@ def _secret_key(key: str) -> bool:
     return not last.lower().startswith("env_") and _SECRET_NAME_RE.fullmatch(last) is not None
 
 ApprovalRequest = Literal["command", "file_change"]
+ApprovalPolicy = Literal["never", "on-request", "on-failure", "untrusted"]
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+# The sandbox modes as the `type` of Codex's SandboxPolicy object (turn/start `sandboxPolicy`).
+POLICY_TYPES: dict[str, str] = {"danger-full-access": "dangerFullAccess", "read-only": "readOnly",
+                                "workspace-write": "workspaceWrite"}
+# Policy types under which Codex itself sandboxes nothing (externalSandbox: it trusts one around it).
+FULL_ACCESS_TYPES = frozenset({"dangerFullAccess", "externalSandbox"})
 
 
 class Price(BaseModel):
@@ -36,8 +43,12 @@ class CodexConfig(RuntimeSection):
     command: str = Field(default="codex", min_length=1)
     # Sent to `thread/start`. "never": Codex asks for nothing; it runs in the task's worktree
     # with full access, as Claude Code does with skip_permissions (see README, Runtimes).
-    approval_policy: Literal["never", "on-request", "on-failure", "untrusted"] = "never"
-    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] = "danger-full-access"
+    # A Codex AskForApproval object (e.g. {"granular": {...}}) is sent as it is.
+    approval_policy: ApprovalPolicy | dict[str, Any] = "never"
+    sandbox: SandboxMode = "danger-full-access"
+    # Sent on every turn/start as `sandboxPolicy` (it overrides `sandbox` for the turn): a mode
+    # name, or a Codex SandboxPolicy object ({"type": "workspaceWrite", "networkAccess": true}).
+    turn_sandbox_policy: SandboxMode | dict[str, Any] | None = None
     # Approval requests Baton accepts. Any other request fails the task with approval_required:
     # nobody is there to answer it.
     approve: list[ApprovalRequest] = Field(default_factory=list)
@@ -67,6 +78,28 @@ class CodexConfig(RuntimeSection):
             except ValueError as exc:
                 raise ValueError(f"{key!r}: {exc}") from None
         return value
+
+    @field_validator("turn_sandbox_policy")
+    @classmethod
+    def _policy_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not (isinstance(value.get("type"), str) and value["type"]):
+            raise ValueError("a sandbox policy object needs a string `type` (dangerFullAccess, readOnly, "
+                             "workspaceWrite or externalSandbox)")
+        return value
+
+    def sandbox_policy(self) -> dict[str, Any] | None:
+        """turn/start's `sandboxPolicy`, or None to leave the thread's `sandbox` in force."""
+        value = self.turn_sandbox_policy
+        if value is None:
+            return None
+        return {"type": POLICY_TYPES[value]} if isinstance(value, str) else dict(value)
+
+    def full_access(self) -> bool:
+        """Whether its turns run outside any sandbox of Codex's (the turn policy wins over `sandbox`)."""
+        policy = self.sandbox_policy()
+        if policy is None:
+            return self.sandbox == "danger-full-access"
+        return policy["type"] in FULL_ACCESS_TYPES
 
     @field_validator("prices", mode="before")
     @classmethod

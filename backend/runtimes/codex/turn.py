@@ -173,6 +173,10 @@ class CodexTurn:
             params["model"] = self.model
         return params
 
+    def _sandbox_policy(self) -> dict | None:
+        # A turn's policy overrides the thread's sandbox: a planning turn sends read-only here too.
+        return {"type": "readOnly"} if self.request.read_only else self.config.sandbox_policy()
+
     def _start_thread(self) -> str:
         return self._call("thread/start", self._thread_params())
 
@@ -196,8 +200,12 @@ class CodexTurn:
             self._turn_asked = True
             # Attached images go with the prompt as `localImage` items (app-server v2 UserInput).
             images = [{"type": "localImage", "path": str(path)} for path in self.request.images]
-            turn_start = self._call("turn/start", {"threadId": self.thread_id,
-                                                   "input": [{"type": "text", "text": self.request.prompt}, *images]})
+            params: dict[str, Any] = {"threadId": self.thread_id,
+                                      "input": [{"type": "text", "text": self.request.prompt}, *images]}
+            policy = self._sandbox_policy()
+            if policy is not None:
+                params["sandboxPolicy"] = policy
+            turn_start = self._call("turn/start", params)
             return Reply(events=[event(EventKind.session_started, session_id=self.thread_id, model=self.model)],
                          send=[turn_start])
         if method == "turn/start":

@@ -93,6 +93,11 @@ class JiraTracker:
             auth=httpx.BasicAuth(email, token) if not unset else None, error_text=_error_text,
             transport=transport, max_wait=max_wait, sleep=sleep, clock=clock)
 
+    @property
+    def rate_limits(self) -> dict | None:
+        """The latest rate-limit facts the tracker sent (headers or a limited answer), if any."""
+        return self._http.rate_limits
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

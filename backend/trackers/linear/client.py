@@ -97,6 +97,11 @@ class LinearTracker:
         self._team_of: dict[str, str] = {}  # issue id -> team key, learnt from every issue read
         self._states: dict[str, list[WorkflowState]] = {}  # team key -> its workflow states
 
+    @property
+    def rate_limits(self) -> dict | None:
+        """The latest rate-limit facts the tracker sent (headers or a limited answer), if any."""
+        return self._http.rate_limits
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
