@@ -15,6 +15,8 @@
         agent_project_id: baton         # the project_id its health must name (default: id)
         start: true                     # the dashboard runs this agent itself (needs path and a
                                         # loopback agent_url with a port): supervisor.py
+        unattended: false               # true (with start: true): the dashboard passes the guardrails
+                                        # flag, so the repository's WORKFLOW.md may bypass its prompts
     chat:                              # chat with a project (backend/chat/config.py has every key)
       model: claude-sonnet-5-5
       api_key_env: ANTHROPIC_API_KEY   # the variable's name; without it the chat says how to enable it
@@ -59,6 +61,9 @@ class ProjectConfig(BaseModel):
     agent_project_id: str | None = None
     # The dashboard starts (and restarts) this project's baton-agent itself: supervisor.py.
     start: bool = False
+    # The agent the dashboard starts gets the guardrails flag (backend/guardrails.py FLAG): a
+    # WORKFLOW.md whose runtime bypasses its permission prompts refuses to start without it.
+    unattended: bool = False
     # Tasks come from an issue tracker (Linear, Jira): backend/sources/config.py.
     source: SourceConfig | None = None
 
@@ -109,6 +114,15 @@ class ProjectConfig(BaseModel):
             problem = start_problem(info.data["path"], info.data["agent_url"])
             if problem:
                 raise ValueError(f"true {problem}")
+        return value
+
+    @field_validator("unattended")
+    @classmethod
+    def _unattended(cls, value: bool, info: ValidationInfo) -> bool:
+        # A `start` that failed its own check is absent here and reported by it.
+        if value and info.data.get("start", True) is False:
+            raise ValueError("true only for agents the dashboard starts (start: true); an agent you start "
+                             "yourself takes the guardrails flag on its own command line")
         return value
 
     @field_validator("color")

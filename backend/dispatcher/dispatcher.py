@@ -83,6 +83,7 @@ class Dispatcher:
         self._loop_thread: threading.Thread | None = None
         self._reconciled = False
         self._runtime_problems: dict[str, dict] = {}  # by runtime name, as the last tick saw them
+        self._held: set[str] = set()  # tasks not to claim now (their workspace is being removed)
         self._has_commits = False  # asked each tick until true (a repository keeps its commits)
         store.subscribe(self.wake)
         # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
@@ -301,6 +302,22 @@ class Dispatcher:
         self.ctx.workflow = policy
         self.wake()
 
+    def hold(self, task_id: str) -> bool:
+        """Claim no run of the task until `release(task_id)`: its workspace is being removed, and
+        a run starting now would take the folder over as it goes. False (nothing held) when a
+        run of it is already under way here. Taken under the claim lock, so once this returns
+        True the store shows any claim made before it (read the task again, then act)."""
+        with self._lock:
+            if task_id in self._threads:
+                return False
+            self._held.add(task_id)
+            return True
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self._held.discard(task_id)
+        self.wake()  # it may be pending by now (a rerun while its folder went)
+
     def set_runtimes(self, runtimes: dict[str, Runtime], sections: dict[str, RuntimeSection]) -> None:
         """Run the next claims on these runtimes (`sections`: the settings each was built from,
         where they are not agent.yaml's). Runs already started keep the runtime they have."""
@@ -377,14 +394,19 @@ class Dispatcher:
     def _runnable(self, unavailable: set[str]) -> Callable[[Task], bool] | None:
         """Which pending tasks to claim: those whose runtime can start now (a task for a runtime
         that is not configured at all is claimed too, and fails at once saying so), and, with a
-        workflow, that its per-state limits allow beside the runs of this dispatcher. Called
-        holding self._lock, so the runs are those of this round's earlier claims too."""
+        workflow, that its per-state limits allow beside the runs of this dispatcher; never one
+        held (see hold()). Called holding self._lock, so the runs are those of this round's
+        earlier claims too."""
         default = self.config.runtime
         workflow = self.ctx.workflow
+        held = set(self._held)
         if workflow is None:
-            return (lambda task: (task.runtime or default) not in unavailable) if unavailable else None
+            if not unavailable and not held:
+                return None
+            return lambda task: task.id not in held and (task.runtime or default) not in unavailable
         running = [run.task for run in self._runs.values()]
-        return lambda task: (task.runtime or default) not in unavailable and workflow.claimable(task, running)
+        return lambda task: task.id not in held and (task.runtime or default) not in unavailable \
+            and workflow.claimable(task, running)
 
     def busy(self) -> int:
         """Coding agents running (tasks in the merge queue hold no worker)."""

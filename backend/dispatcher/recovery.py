@@ -70,6 +70,9 @@ def _task_workspace(git: ProjectGit, task: Task) -> Workspace:
 
 def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task) -> str:
     ws = _task_workspace(git, task)
+    # A WORKFLOW.md task's workspace is kept between its runs, as a clean stop keeps it (the next
+    # run reuses it without after_create; the workflow's cleanup removes it, before_remove first).
+    kept_between_runs = ws.path != Workspace(git, task.id).path
     saved = _settle(ws, f"wip({task.id}): {task.title} [interrupted]")
     landed = (
         task.commit_sha is not None
@@ -85,7 +88,7 @@ def _recover(store: TaskStore, git: ProjectGit, config: AgentConfig, task: Task)
             _remove(ws)
             git.delete_branch(ws.branch)
         return f"task {task.id}: had landed before the crash; marked completed"
-    if saved:
+    if saved and not kept_between_runs:
         _remove(ws)
     if task.attempts >= config.max_attempts:
         store.transition(

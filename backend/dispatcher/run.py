@@ -371,7 +371,10 @@ class TaskRun:
             turn += 1
             self.say(f"turn {turn} of {max_turns}: {ident} is {where}")
             self.policy.turn_started(self._current(), turn)
-            prompt = self.policy.continuation_prompt(self._current(), turn, max_turns, state)
+            try:
+                prompt = self.policy.continuation_prompt(self._current(), turn, max_turns, state)
+            except PromptError as exc:  # agent.continuation_prompt is a template too
+                raise AgentFailed("template_error", str(exc)) from None
             whole = first.rstrip("\n") + "\n\n" + prompt  # for a new session, should this one be gone
             session = self._same_session()
             if session is not None:

@@ -200,7 +200,7 @@ class Workspace:
         or on the remote) to continue from. Returns True when continuing such a branch.
         `reuse`: a worktree of this task already there, on task/<id>, is kept as it is
         (`created_now` False); anything else in its place is removed and made anew."""
-        if reuse and self._reusable():
+        if reuse and (self._reusable() or self._moved_here()):
             self.created_now = False
             return True
         self.created_now = True
@@ -234,6 +234,27 @@ class Workspace:
         here = self.path.resolve()
         found = next((w for w in self.git.worktrees() if Path(w.path).resolve() == here), None)
         return found is not None and not found.prunable and found.branch == self.branch
+
+    def _moved_here(self) -> bool:
+        """This task's worktree kept somewhere else (WORKFLOW.md's workspace.root was edited since
+        its last run) is moved here, as it is: its branch cannot be checked out twice, and what
+        after_create made in it stays. False when there is none, or it cannot be moved."""
+        if os.path.lexists(self.path):
+            return False  # something is in its place: the careful path in create() deals with it
+        here = self.path.resolve()
+        found = next((w for w in self.git.worktrees() if w.branch == self.branch and not w.prunable
+                      and Path(w.path).resolve() != here and Path(w.path).is_dir()), None)
+        if found is None:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.git.admin_lock:
+                self.git.git(["worktree", "move", found.path, str(self.path)])
+        except GitError as exc:
+            log.warning("task %s: could not move its worktree %s to %s: %s", self.task_id, found.path, self.path, exc)
+            return False
+        log.info("task %s: moved its worktree %s to %s", self.task_id, found.path, self.path)
+        return True
 
     def _add_new(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,11 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
+def _folded(state: str | None) -> str:
+    """A state as compared (SPEC 4.2: trimmed, lower-cased), as a WORKFLOW.md's run compares it."""
+    return (state or "").strip().lower()
+
+
 def _printable(value: str | None, limit: int) -> bool:
     return bool(value) and len(value) <= limit and all("\x21" <= c <= "\x7e" for c in value)
 
@@ -399,7 +404,9 @@ class SyncEngine:
     def _handed_off(self, task: Task, issue: Issue) -> bool:
         """The agent handed a running task's issue over (a handoff state): its run ends its turns
         and lands; stopping it now would throw the finished work away."""
-        return task.get("status") == "in_progress" and issue.state in self.config.handoff_states
+        # Compared as the run compares them (workflow/policy.py), so the two never disagree on it.
+        return task.get("status") == "in_progress" and \
+            _folded(issue.state) in {_folded(s) for s in self.config.handoff_states}
 
     def _maybe_unindexed(self, issue_id: str) -> bool:
         """The issue is in an active state but the search left it out only recently: it may not

@@ -8,14 +8,16 @@ recovery does), the `before_remove` hook runs (its failure is logged and ignored
 worktree goes; the branch stays.
 
 Only folders a governed task names are touched, and only when they are really inside the
-workspace root: a link in their place, or a worktree on another task's branch, is left alone.
+workspace root and git knows them as that task's worktree: a link in their place, a worktree on
+another task's branch, or a plain folder (Baton only ever makes worktrees there: a plain one is
+someone else's, e.g. a Symphony workspace, or the root was edited to point at other files) is
+left alone, its before_remove hook not run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,6 +57,7 @@ class WorkspaceCleaner:
         self.logs_dir = logs_dir
         self.hidden_env = hidden_env  # names no process of a task may see (agent.yaml's and the tracker's)
         self.stop = stop or StopRequest()
+        self._told: set[str] = set()  # "left alone" lines already logged (a sweep follows every reconcile)
 
     def _root(self) -> Path:
         return self.policy.live.current.config.workspace.root
@@ -81,21 +84,27 @@ class WorkspaceCleaner:
         if path is None:
             return None
         owner = self._owner(path)
-        if owner is not False and owner != f"{BRANCH_PREFIX}{task.id}":
-            return f"left {path} alone: it is a worktree of {owner or 'a detached HEAD'}, not task {task.id}'s"
+        if owner is False:
+            return self._once(f"left {path} alone: git knows no worktree there, so Baton did not make it")
+        if owner != f"{BRANCH_PREFIX}{task.id}":
+            return self._once(f"left {path} alone: it is a worktree of {owner or 'a detached HEAD'}, "
+                              f"not task {task.id}'s")
         ws = Workspace(self.git, task.id, path)
-        if owner is not False and task.status is not TaskStatus.completed:
+        if task.status is not TaskStatus.completed:
             if not _settle(ws, f"wip({task.id}): {task.title} [workspace removed]"):
                 return f"kept {path}: the work in it could not be committed to {ws.branch}"
         self._before_remove(task, path)
-        if owner is False:
-            shutil.rmtree(path, ignore_errors=True)  # not a worktree: a plain folder (rmtree never follows links)
-        else:
-            try:
-                ws.remove()
-            except GitError as exc:
-                return f"could not remove {path}: {exc}"
+        try:
+            ws.remove()
+        except GitError as exc:
+            return f"could not remove {path}: {exc}"
         return f"removed the workspace {path} of task {task.id} ({task.source.identifier})"
+
+    def _once(self, line: str) -> str | None:
+        if line in self._told:
+            return None
+        self._told.add(line)
+        return line
 
     def _before_remove(self, task: Task, path: Path) -> None:
         spec = self.policy.hook("before_remove")

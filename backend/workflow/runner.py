@@ -351,7 +351,25 @@ class WorkflowRunner:
                 return False
             return state not in active and state not in handoff
 
-        done = await asyncio.to_thread(self.cleaner.sweep, tasks, done_with, self.dispatcher.winding_down,
-                                       current=self.store.get)
+        done = await asyncio.to_thread(self._sweep, tasks, done_with)
         for line in done:
             log.info("workflow cleanup: %s", line)
+
+    def _sweep(self, tasks: list[Task], done_with) -> list[str]:
+        """cleaner.sweep while the dispatcher claims: each task is held from claims (dispatcher.hold)
+        from the moment it is read again until the sweep ends, so a rerun meanwhile (the engine's,
+        a person's) waits for its folder to be gone and makes it anew, rather than starting in
+        a folder being removed under it."""
+        held: list[str] = []
+
+        def current(task_id: str) -> Task:
+            if not self.dispatcher.hold(task_id):  # a run of it is under way here: its folder stays
+                return self.store.get(task_id).model_copy(update={"status": TaskStatus.in_progress})
+            held.append(task_id)
+            return self.store.get(task_id)  # after the hold: any claim made before it shows
+
+        try:
+            return self.cleaner.sweep(tasks, done_with, self.dispatcher.winding_down, current=current)
+        finally:
+            for task_id in held:
+                self.dispatcher.release(task_id)

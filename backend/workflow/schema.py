@@ -9,7 +9,8 @@
     agent:          max_concurrent_agents, max_turns, max_retry_backoff_ms,
                     max_concurrent_agents_by_state, max_attempts, continuation_prompt
     agent_runtime:  kind codex|opencode|claudecode and its settings (Symphony's top-level
-                    `codex:` is read as agent_runtime with kind codex)
+                    `codex:` is read as agent_runtime with kind codex), mapped onto the
+                    runtime's own section by runtimemap.py
 
 Unknown top-level keys are ignored (Symphony's forward compatibility); an unknown key inside a
 known section is an error. Validation runs with a context (`validate_config`): the file's
@@ -19,7 +20,6 @@ while validating, so that a problem is reported under the key that caused it.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shlex
@@ -32,15 +32,13 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pydantic_core import PydanticCustomError
 
 from ..dispatcher.policy import HookName, HookSpec
-from ..runtimes.claude_code import ClaudeCodeConfig
 from ..runtimes.section import RuntimeSection
 from ..sources.config import SourceConfig
+from .runtimemap import RUNTIME_KINDS, RuntimeMapError, build_section, section_class
 
 _ENV_REF_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]{0,99})")  # a whole value naming a variable (fullmatch)
 _PATH_VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 HOOK_NAMES: tuple[HookName, ...] = ("after_create", "before_run", "after_run", "before_remove")
-RUNTIME_KINDS = {"claudecode": "claude_code", "claude_code": "claude_code", "codex": "codex", "opencode": "opencode"}
-CLAUDE_MODES = ("default", "acceptEdits", "plan", "bypassPermissions", "dontAsk")
 # Symphony's Linear defaults (a superset of Baton's dashboard defaults: both spellings of Cancelled).
 LINEAR_ACTIVE = ["Todo", "In Progress"]
 LINEAR_TERMINAL = ["Closed", "Cancelled", "Canceled", "Duplicate", "Done"]
@@ -287,7 +285,7 @@ class AgentSection(_Section):
         return value if value and value.strip() else None
 
 
-# ----- agent_runtime ---------------------------------------------------------------------------
+# ----- agent_runtime (mapped onto a runtime's own section by runtimemap.py) ------------------------
 
 class AgentRuntimeSection(_Section):
     kind: Literal["codex", "opencode", "claudecode", "claude_code"]
@@ -333,98 +331,6 @@ class AgentRuntimeSection(_Section):
         return RUNTIME_KINDS[self.kind]
 
 
-# Where each runtime-section field comes from in agent_runtime (for error messages).
-_SECTION_KEYS = {"command": "command", "extra_args": "command", "model": "model", "env": "env",
-                 "timeout": "turn_timeout_ms", "stall_timeout": "stall_timeout_ms", "sandbox": "thread_sandbox",
-                 "approval_policy": "approval_policy", "turn_sandbox_policy": "turn_sandbox_policy",
-                 "skip_permissions": "approval_policy", "permission_mode": "approval_policy",
-                 "allowed_tools": "approval_policy", "config": "approval_policy"}
-
-
-def runtime_overlay(ar: AgentRuntimeSection, base: RuntimeSection) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """agent_runtime's settings in the terms of its runtime's section (over `base`), and the
-    problems of keys that mean nothing to that runtime."""
-    name = ar.runtime_name
-    out: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    if ar.command is not None:
-        argv = shlex.split(ar.command)
-        rest = argv[1:]
-        if name == "codex" and "app-server" in rest:
-            rest.remove("app-server")  # Baton's Codex runtime adds the subcommand itself
-        out["command"], out["extra_args"] = argv[0], rest
-    if ar.model is not None:
-        out["model"] = ar.model
-    if ar.env is not None:
-        out["env"] = {**base.env, **ar.env}
-    if ar.turn_timeout_ms is not None:
-        out["timeout"] = math.ceil(ar.turn_timeout_ms / 1000)
-    if ar.stall_timeout_ms is not None:
-        timeout = out.get("timeout", base.timeout)
-        out["stall_timeout"] = timeout if ar.stall_timeout_ms <= 0 else math.ceil(ar.stall_timeout_ms / 1000)
-    if name != "codex":
-        for key in ("thread_sandbox", "turn_sandbox_policy"):
-            if getattr(ar, key) is not None:
-                problems.append((key, f"is Codex's; {name} has none"))
-    policy = ar.approval_policy
-    if name == "claude_code" and policy is not None:
-        if policy == "never":
-            out["skip_permissions"] = True
-        elif isinstance(policy, str):
-            if policy in CLAUDE_MODES:
-                out["skip_permissions"], out["permission_mode"] = False, policy
-            else:
-                problems.append(("approval_policy", f"{policy!r}: must be never or a Claude Code permission mode "
-                                                    f"({', '.join(CLAUDE_MODES)})"))
-        else:
-            unknown = sorted(set(policy) - {"mode", "allowed_tools"})
-            problems += [(f"approval_policy.{key}", "unknown key (claude_code takes mode and allowed_tools)")
-                         for key in unknown]
-            out["skip_permissions"] = False
-            if "mode" in policy:
-                out["permission_mode"] = policy["mode"]
-            if "allowed_tools" in policy:
-                out["allowed_tools"] = policy["allowed_tools"]
-    elif name == "codex":
-        if policy is not None:
-            out["approval_policy"] = policy
-        if ar.thread_sandbox is not None:
-            out["sandbox"] = ar.thread_sandbox
-        if ar.turn_sandbox_policy is not None:
-            out["turn_sandbox_policy"] = ar.turn_sandbox_policy
-    elif name == "opencode" and policy is not None:
-        config = {k: v for k, v in getattr(base, "config", {}).items() if k != "permission"}
-        if policy == "never":
-            out["config"] = config  # Baton then pins every permission to allow
-        elif isinstance(policy, dict):
-            out["config"] = {**config, "permission": policy}
-        else:
-            problems.append(("approval_policy", f"{policy!r}: must be never or an OpenCode permission object "
-                                                "(e.g. {edit: ask, bash: ask})"))
-    return out, problems
-
-
-def build_section(ar: AgentRuntimeSection, base: RuntimeSection, prefix: str) -> RuntimeSection:
-    """agent_runtime over `base`, validated by the runtime's own section class; raises
-    `problems_error` with keys under `prefix` (agent_runtime or codex)."""
-    overlay, problems = runtime_overlay(ar, base)
-    if not problems:
-        try:
-            return type(base).model_validate({**base.model_dump(), **overlay})
-        except ValidationError as exc:
-            seen = set()
-            for err in exc.errors():
-                loc = err["loc"]
-                key = _SECTION_KEYS.get(str(loc[0]), str(loc[0])) if loc else ""
-                message = err["msg"].removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    message = f"{'.'.join(map(str, loc))}: unknown key"
-                if (key, message) not in seen:
-                    seen.add((key, message))
-                    problems.append((key, message))
-    raise problems_error([(f"{prefix}.{key}" if key else prefix, message) for key, message in problems])
-
-
 # ----- the whole front matter ------------------------------------------------------------------
 
 # SourceConfig's keys as the front matter calls them.
@@ -463,11 +369,11 @@ class WorkflowConfig(BaseModel):
             problems += _source_problems(exc, self.tracker.kind)
         if self.agent_runtime is not None:
             kind = self.agent_runtime.runtime_name
-            defaults = _section_class(kind)()
+            defaults = section_class(kind)()
             try:
                 build_section(self.agent_runtime, defaults, self._runtime_key)
-            except PydanticCustomError as exc:
-                problems += exc.context["problems"]
+            except RuntimeMapError as exc:
+                problems += exc.problems
         if problems:
             raise problems_error(problems)
         return self
@@ -519,20 +425,12 @@ class WorkflowConfig(BaseModel):
         name = self.agent_runtime.runtime_name
         try:
             return name, build_section(self.agent_runtime, agent_config.runtime_section(name), self._runtime_key)
-        except PydanticCustomError as exc:
+        except RuntimeMapError as exc:
             from .loader import WorkflowError  # the loader imports this module
 
             lines = [f"{self._path}: {key}: {problem} (over agent.yaml's {name} section)"
-                     for key, problem in exc.context["problems"]]
+                     for key, problem in exc.problems]
             raise WorkflowError("invalid_config", "\n".join(lines)) from None
-
-
-def _section_class(name: str) -> type[RuntimeSection]:
-    if name == "claude_code":
-        return ClaudeCodeConfig
-    from ..runtimes import RUNTIMES  # codex/opencode sections import their runtimes lazily
-
-    return RUNTIMES[name].section
 
 
 def _source_problems(exc: ValidationError, kind: str) -> list[tuple[str, str]]:
