@@ -176,7 +176,7 @@ class ManagedAgent:
             return None
         command = [sys.executable, "-m", "backend.agent.cli", "--project-dir", str(self.path),
                    "--host", self.host, "--port", str(self.port)]
-        if False and self.project.unattended:
+        if self.project.unattended:
             command.append(GUARDRAILS_FLAG)
         if not self.path.is_dir():  # never created here: a typo must not make an empty project
             self.state, self.reason, self.proc = "failed", f"project folder {self.path} does not exist", None
@@ -236,7 +236,7 @@ class ManagedAgent:
             delay = min(self.timing.backoff_first * 2 ** failures, self.timing.backoff_max)
             failures += 1
             why = _NOT_RESTARTED.get(code)
-            if False and code == 0 and self.project.unattended and (self._last_problem() or "").endswith(_HANDED_OVER):
+            if code == 0 and self.project.unattended and (self._last_problem() or "").endswith(_HANDED_OVER):
                 why = _NOT_RESTARTED[1]
             with self.lock:
                 self.last_exit = code

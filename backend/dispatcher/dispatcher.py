@@ -76,6 +76,7 @@ class Dispatcher:
         self._listeners: list[Callable[[], None]] = []
         self._runs: dict[str, TaskRun] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._ending: dict[str, TaskRun] = {}  # every run whose thread is alive (ending ones too)
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._claiming = threading.Event()
@@ -157,6 +158,9 @@ class Dispatcher:
     def _interrupt_all(self, reason: str) -> None:
         with self._lock:
             runs = list(self._runs.values())
+            ending = list(self._ending.values())
+        for run in ending:  # a WORKFLOW.md hook of a run's ending (a cancel's, a landing's) too
+            run.ending_stop.set(reason)
         for run in runs:
             run.stop.set(reason)
         for run in runs:
@@ -244,6 +248,7 @@ class Dispatcher:
         thread = threading.Thread(target=self._work, args=(run,), name=f"task-{task.id}", daemon=True)
         self._runs[task.id] = run
         self._threads[task.id] = thread
+        self._ending[task.id] = run
         thread.start()
 
     def _work(self, run: TaskRun) -> None:
@@ -260,6 +265,8 @@ class Dispatcher:
                 with self._lock:
                     if self._threads.get(run.task.id) is me:
                         del self._threads[run.task.id]
+                    if self._ending.get(run.task.id) is run:
+                        del self._ending[run.task.id]
                 self.ports.release(run.port)
                 self._reopen_for_messages(run.task.id)
                 self.wake()  # a worker and its port are free: look for more work now

@@ -123,6 +123,9 @@ class TaskRun:
         self.port: int | None = port  # TASK_PORT, held during agent turns only
         self.holds_worker = True  # the claim took a worker slot
         self.stop = StopRequest()
+        # Stops the hooks of the run's ending (after_run, before_remove): set by a shutdown or a
+        # forced stop, never by a cancel, which lets them have their whole timeout.
+        self.ending_stop = StopRequest()
         self.phase = "starting"
         self.runtime_name = task.runtime or ctx.config.runtime
         self.runtime: Runtime | None = ctx.runtimes.get(self.runtime_name)  # None: not configured
@@ -423,9 +426,10 @@ class TaskRun:
 
     def _ending_hook(self, name: HookName) -> None:
         """after_run / before_remove: a failure is said and logged, never the task's outcome.
-        A run already asked to stop (a cancel) still gives the hook its whole timeout."""
+        A run already asked to stop (a cancel) still gives the hook its whole timeout; a
+        shutdown or a forced stop ends it (ending_stop), so it never holds the agent's exit."""
         try:
-            self._hook(name, stop=StopRequest() if self.stop.is_set() else None)
+            self._hook(name, stop=self.ending_stop)
         except Exception:  # noqa: BLE001 - the ending goes on whatever the hook did
             log.exception("task %s: hook %s", self.task.id, name)
 

@@ -12,15 +12,17 @@ from pathlib import Path
 
 from backend.agent.settings import AgentSettings
 from backend.dispatcher.dispatcher import Dispatcher
-from backend.dispatcher.policy import PromptError
+from backend.dispatcher.policy import IssueCheck, IssueStatus, PromptError
 from backend.dispatcher.recovery import reconcile
 from backend.mirrors import MirrorWriter
 from backend.models import NewTask, Owner, TaskStatus
 from backend.store import TaskStore
-from support import git, wait_for, wait_task_done
+from support import git, task_events, wait_for, wait_task_done
 from workflow.test_cleanup import add_worktree, new_task
 from workflow.test_run import ACTIVE, FlowPolicy, issue_task
 from workflow.test_runner import front_matter, lin, stack, start_workflow_agent, workflow_text  # noqa: F401
+
+TERMINAL = IssueCheck(IssueStatus.terminal, "Done", "MT-10 moved to Done in Linear")
 
 
 def test_a_rerun_waits_while_its_workspace_is_being_removed(tmp_path, lin, stack, fake_cli):
@@ -175,3 +177,23 @@ def test_an_edited_workspace_root_moves_a_kept_workspace_for_the_next_run(agent_
     assert record.read_text() == "created\n"  # the same workspace, moved: after_create ran once
     assert fake_cli.calls()[-1]["cwd"] == str(tmp_path / "new-root" / "MT-9")
     assert not (tmp_path / "old-root" / "MT-9").exists()
+
+
+def test_a_stop_of_the_dispatcher_ends_a_cancelled_runs_before_remove_hook(agent_factory, fake_cli, tmp_path):
+    """A run cancelled because its issue closed gives before_remove its whole timeout; a
+    forced stop (as a shutdown) ends that hook, so it never holds the agent's exit."""
+    gate, removing = tmp_path / "gate", tmp_path / "removing"
+    os.mkfifo(gate)
+    agent = agent_factory(config=fake_cli.config(), dispatch=False)
+    dispatcher = agent.app.state.dispatcher
+    dispatcher.ctx.workflow = FlowPolicy(root=tmp_path / "ws", statuses=[TERMINAL], hook_timeout=3600,
+                                         hooks={"before_remove": f"touch {removing}; cat {gate} > /dev/null"})
+    dispatcher.start()
+    task_id = issue_task(agent, "MT-10", {"steps": [{"write": "wip.txt", "text": "wip\n"}]})
+    wait_for(removing.exists, timeout=60, what="the cancelled run's before_remove hook to start")
+
+    dispatcher.stop(force=True)  # waits for the runs it stops
+    task = agent.store.get(task_id)
+    assert task.status is TaskStatus.cancelled, task.status  # the run ended: the hook did not hold it
+    assert "hook before_remove: stopped" in "\n".join(
+        e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
