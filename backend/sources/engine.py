@@ -379,7 +379,10 @@ class SyncEngine:
             if not tracker_effects:
                 return
             # Not a landing run (a person approved the work): the issue stays where review put it.
-            if status == "in_progress" and self.config.on_start and not task.get("approved_sha"):
+            # Nor one whose issue was handed over already (the start's move came late, e.g. after
+            # a tracker outage): moving it back would undo the handoff and restart the turns.
+            if status == "in_progress" and self.config.on_start and not task.get("approved_sha") \
+                    and not (issue is not None and self._handed_off(task, issue)):
                 await self._effect(task, f"started:{runs}", self._on_start)
             elif status == "review":
                 await self._effect(task, f"review:{runs}", self._on_review)

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from ..models import Task, TaskStatus
+from ..store import StoreError
 from ..runtimes import RUNTIMES, build_configured
 from ..sources.config import SourceConfig
 from ..sources.runner import SourceRunner
@@ -233,8 +234,23 @@ class WorkflowRunner:
         source_config = config.source_config()
         # The dispatcher's lock may be held by a claim: not on the event loop.
         await asyncio.to_thread(self._apply_dispatcher, runtimes, {name: section}, config.agent.max_concurrent_agents)
-        self.runtime_name = name
+        previous, self.runtime_name = self.runtime_name, name
         await self._apply_source(source_config, name)
+        if previous is not None and previous != name:
+            await asyncio.to_thread(self._tasks_to_runtime, name)
+
+    def _tasks_to_runtime(self, runtime: str) -> None:
+        """The edit changed the workflow's runtime: its tasks that may run again (pending, failed,
+        in review, cancelled) run on the new one. A task keeps the runtime it was made with; the
+        old one may not even be configured any more."""
+        for task in self.store.list_tasks():
+            if task.runtime == runtime or task.status in (TaskStatus.in_progress, TaskStatus.completed) \
+                    or not self.policy.governs(task):
+                continue
+            try:
+                self.store.update(task.id, expect={task.status}, runtime=runtime)
+            except StoreError as exc:  # claimed or finished meanwhile: that run keeps what it has
+                log.info("workflow: task %s stays on %s: %s", task.id, task.runtime, exc)
 
     def _apply_dispatcher(self, runtimes, sections, workers: int) -> None:
         self.dispatcher.set_runtimes(runtimes, sections)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from backend.store import TaskStore
 from support import git, task_events, wait_for, wait_task_done
 from workflow.test_cleanup import add_worktree, new_task
 from workflow.test_run import ACTIVE, FlowPolicy, issue_task
-from workflow.test_runner import front_matter, lin, stack, start_workflow_agent, workflow_text  # noqa: F401
+from workflow.test_runner import front_matter, lin, stack, start_workflow_agent, workflow_text, wrapper  # noqa: F401
 
 TERMINAL = IssueCheck(IssueStatus.terminal, "Done", "MT-10 moved to Done in Linear")
 
@@ -197,3 +198,54 @@ def test_a_stop_of_the_dispatcher_ends_a_cancelled_runs_before_remove_hook(agent
     assert task.status is TaskStatus.cancelled, task.status  # the run ended: the hook did not hold it
     assert "hook before_remove: stopped" in "\n".join(
         e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
+
+
+def test_an_edited_runtime_applies_to_the_workflows_tasks_that_run_again(tmp_path, lin, stack):
+    """A task records its runtime when it is made: an edit of agent_runtime.kind moves the
+    workflow's tasks that may run again (here a failed one) to the new runtime, so a retry runs
+    on what the workflow says now, not on a runtime it no longer configures."""
+    lin.admin.seed([{"title": "Fix login", "state": "Todo"}])
+    codex = wrapper(tmp_path / "bin", "codex", "fake_codex.py")
+    opencode = wrapper(tmp_path / "bin", "opencode", "fake_opencode.py")
+    front = front_matter(lin, tmp_path / "ws", agent_runtime={"kind": "codex", "command": f"{codex} app-server"})
+    agent = start_workflow_agent(stack, tmp_path, workflow_text(front))
+    task = agent.wait_task("ENG-1")
+    assert task.runtime == "codex"
+    agent.store.claim(Owner(pid=1, host="earlier", instance="earlier"), 60, task.id)
+    agent.store.transition(task.id, TaskStatus.failed, error_reason="agent_error", error_message="boom")
+
+    agent.write(workflow_text({**front, "agent_runtime": {"kind": "opencode", "command": str(opencode)}}))
+    wait_for(lambda: agent.runner.runtime_name == "opencode", what="the edit to apply")
+    wait_for(lambda: agent.store.get(task.id).runtime == "opencode", what="the failed task to follow the runtime")
+    assert "codex" not in agent.dispatcher.ctx.runtimes  # agent.yaml configures claude_code only
+
+
+def test_the_start_move_never_undoes_a_handoff_made_before_it(tmp_path, lin, stack, fake_cli):
+    """The engine moves a started task's issue to on_start once per run; should that come only
+    after the issue was handed over (a tracker outage at the start, a slow round), the handoff
+    stays: the issue is not moved back to In Progress."""
+    flag = tmp_path / "go-on"
+    scenario = {"steps": [{"write": "fix.txt", "text": "fixed\n"}, {"commit": "fix"},
+                          {"wait_for": str(flag), "seconds": 120}]}
+    lin.admin.seed([{"title": "Fix it", "state": "Todo", "description": "FAKE: " + json.dumps(scenario)}])
+    front = front_matter(lin, tmp_path / "ws", agent_runtime={"kind": "claudecode", "command": fake_cli.command})
+    front["tracker"]["on_start"] = "In Progress"
+    agent = start_workflow_agent(stack, tmp_path, workflow_text(front, "{{ issue.description }}"),
+                                 config=fake_cli.config())
+    task = agent.wait_task("ENG-1")
+    # The runner's own rounds come hourly from now on: this test plays the late round itself.
+    source = agent.runner.source
+    source.reconcile_seconds = 3600
+    wait_for(lambda: source._next_reconcile - time.monotonic() > 600, timeout=30,
+             what="the runner's rounds to be hourly")
+    agent.dispatcher.start()
+    wait_for(lambda: fake_cli.calls(), timeout=60, what="the agent's first turn to start")
+
+    lin.admin.move("ENG-1", "In Review")  # handed over before the engine's start move
+    engine_round(agent)
+    engine_round(agent)
+    assert lin.admin.issue("ENG-1")["state"] == "In Review"
+    flag.touch()
+    done = wait_for(lambda: (t := agent.store.get(task.id)).status.value in ("completed", "failed", "cancelled") and t,
+                    timeout=120, what="the task to end")
+    assert done.status is TaskStatus.completed, (done.error_reason, done.error_message, done.cancel_reason)
