@@ -30,6 +30,10 @@ WHY = {
     "codex": "codex.sandbox is danger-full-access, so Codex runs commands outside any sandbox with this user's rights",
     "opencode": "opencode.config sets no `permission`, so Baton allows OpenCode every tool without asking",
 }
+WHY_CLAUDE_MODE = ("claude_code.permission_mode is bypassPermissions, so Claude Code runs every command and edit "
+                   "without asking")
+WHY_OPENCODE_ALLOW = ("opencode.config's `permission` allows every tool, so OpenCode runs every command and edit "
+                      "without asking")
 WHY_CODEX_TURN = ("codex turn_sandbox_policy gives full access (dangerFullAccess or externalSandbox), so Codex "
                   "runs commands outside any sandbox with this user's rights")
 
@@ -39,6 +43,8 @@ def unguarded_reason(name: str, section: object) -> str | None:
     (or is a runtime that needs no acknowledgement, like the demo runtime)."""
     if name == "claude_code" and getattr(section, "skip_permissions", False):
         return WHY[name]
+    if name == "claude_code" and getattr(section, "permission_mode", None) == "bypassPermissions":
+        return WHY_CLAUDE_MODE  # the mode skips the prompts just as --dangerously-skip-permissions does
     if name == "codex":
         # Whatever the approval policy: full access is the danger. A turn_sandbox_policy is
         # sent on every turn and overrides `sandbox`, so it decides when it is set.
@@ -47,9 +53,21 @@ def unguarded_reason(name: str, section: object) -> str | None:
             getattr(section, "sandbox", None) == "danger-full-access")
         if full:
             return WHY[name] if turn_policy is None else WHY_CODEX_TURN
-    if name == "opencode" and "permission" not in getattr(section, "config", {"permission": None}):
-        return WHY[name]  # Baton then pins {"*": "allow"} (runtimes/opencode/runtime.py)
+    if name == "opencode":
+        config = getattr(section, "config", {"permission": None})
+        if "permission" not in config:
+            return WHY[name]  # Baton then pins {"*": "allow"} (runtimes/opencode/runtime.py)
+        if _allows_everything(config["permission"]):
+            return WHY_OPENCODE_ALLOW  # written out, the same as Baton's pin
     return None
+
+
+def _allows_everything(rules: object) -> bool:
+    """An OpenCode permission that never asks: "allow", or rules whose "*" and every other rule
+    (patterns included) say allow."""
+    if isinstance(rules, dict):
+        return "*" in rules and all(_allows_everything(rule) for rule in rules.values())
+    return rules == "allow"
 
 
 def unguarded(config) -> dict[str, str]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from backend.config import AgentConfig, ClaudeCodeConfig, CodexConfig
-from backend.guardrails import CODE, FLAG, Guardrails, ack_path, acknowledge, unguarded
+from backend.guardrails import (CODE, FLAG, WHY_CLAUDE_MODE, WHY_OPENCODE_ALLOW, Guardrails, ack_path, acknowledge,
+                                unguarded, unguarded_reason)
 from backend.models import TaskStatus
 from conftest import fake_task
 from runtimes.runtime_fakes import make_fake
@@ -143,6 +145,35 @@ def test_which_configurations_bypass_their_prompts():
     assert unguarded(asks) == {}
     both = AgentConfig.model_validate({"claude_code": {"skip_permissions": False}, "codex": {}})
     assert set(unguarded(both)) == {"codex"}  # every configured runtime, not only the default
+
+
+@pytest.mark.parametrize(("section", "unguarded_by_mode"), [
+    ({"skip_permissions": False, "permission_mode": "bypassPermissions"}, True),
+    ({"skip_permissions": False, "permission_mode": "acceptEdits"}, False),
+    ({"skip_permissions": False, "permission_mode": "dontAsk"}, False),
+])
+def test_claude_codes_bypass_permissions_mode_is_unguarded(section, unguarded_by_mode):
+    config = AgentConfig.model_validate({"runtime": "claude_code", "claude_code": section})
+    reasons = unguarded(config)
+    assert ("claude_code" in reasons) is unguarded_by_mode
+    if unguarded_by_mode:
+        assert reasons["claude_code"] == WHY_CLAUDE_MODE
+        assert unguarded_reason("claude_code", ClaudeCodeConfig(**section)) == WHY_CLAUDE_MODE
+
+
+@pytest.mark.parametrize(("permission", "allows_all"), [
+    ("allow", True),
+    ({"*": "allow"}, True),
+    ({"*": "allow", "bash": {"*": "allow", "git push*": "allow"}}, True),
+    ("ask", False),
+    ({"*": "allow", "bash": "ask"}, False),
+    ({"*": "allow", "bash": {"*": "allow", "rm *": "deny"}}, False),
+    ({"edit": "allow", "bash": "allow"}, False),  # what it leaves out, OpenCode asks about
+])
+def test_opencode_permissions_that_allow_everything_are_unguarded(permission, allows_all):
+    config = AgentConfig.model_validate({"runtime": "opencode", "opencode": {"config": {"permission": permission}}})
+    reason = unguarded(config).get("opencode")
+    assert reason == (WHY_OPENCODE_ALLOW if allows_all else None)
 
 
 def test_an_unreadable_acknowledgement_acknowledges_nothing_and_says_so(tmp_path):

@@ -54,10 +54,11 @@ def build_store(settings: AgentSettings) -> TaskStore:
 
 def create_app(
     settings: AgentSettings, store: TaskStore | None = None, dispatcher: Dispatcher | None = None,
-    workflow: LiveWorkflow | None = None,
+    workflow: LiveWorkflow | None = None, guardrails_flag: bool = False,
 ) -> FastAPI:
     """`workflow`: the WORKFLOW.md to run unattended (backend/workflow/); None: none, and
-    nothing of it is added."""
+    nothing of it is added. `guardrails_flag`: the guardrails flag was on this agent's command
+    line (without it, an edit of the workflow to a runtime bypassing its prompts is refused)."""
     settings = resolve_settings(settings)  # every consumer must see the same base branch
     store = store if store is not None else build_store(settings)
     dispatcher = dispatcher if dispatcher is not None else Dispatcher(settings, store)
@@ -65,7 +66,7 @@ def create_app(
     if workflow is not None:
         from ..workflow.runner import WorkflowRunner  # the tracker clients load only with a workflow
 
-        runner = WorkflowRunner(settings, store, dispatcher, workflow)
+        runner = WorkflowRunner(settings, store, dispatcher, workflow, guardrails_flag=guardrails_flag)
     plans = PlanStore(settings.project_dir)
     plan_follower = PlanFollower(plans, store)
 

@@ -71,7 +71,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(GUARDRAILS_FLAG, dest="acknowledge_guardrails", action="store_true",
                         help="acknowledge, once for this project, that its configured runtimes that bypass their "
                              "permission prompts (claude_code skip_permissions, codex danger-full-access, opencode "
-                             "without `permission`) may run; stored in data/guardrails-acknowledged.json")
+                             "without `permission`) may run; stored in data/guardrails-acknowledged.json. With a "
+                             "WORKFLOW.md whose runtime bypasses them, it is needed on the command line at every "
+                             "start (and a live edit to such a runtime is refused without it)")
     workflow = parser.add_mutually_exclusive_group()
     workflow.add_argument("--workflow", type=Path, default=None, metavar="PATH",
                           help="run this WORKFLOW.md's tracker issues unattended (default: the project's "
@@ -232,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("task logs and this log in %s", settings.logs_root)
         if start is not None:
             log.info("%s", start.describe())
-            live = LiveWorkflow(start.workflow.path, project_dir=settings.project_dir, first=start.workflow)
-        if not serve(create_app(settings, store, workflow=live), sock=sock, log_level=args.log_level):
+            live = LiveWorkflow(start.workflow.path, project_dir=settings.project_dir, first=start.workflow,
+                                hidden=settings.config.hidden_env_vars)
+        app = create_app(settings, store, workflow=live, guardrails_flag=args.acknowledge_guardrails)
+        if not serve(app, sock=sock, log_level=args.log_level):
             return fail(EXIT_CONFIG, "start-up failed (the reason is logged above)")
         return EXIT_OK
     finally:

@@ -10,6 +10,7 @@ start (as Symphony does), not once per project. Writes nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ def check_workflow(path: Path, settings: AgentSettings, *, guardrails_flag: bool
                    environ: Mapping[str, str] = os.environ) -> WorkflowStart:
     """Load the workflow and check it can run now; ConfigError lists every problem, one a line."""
     try:
-        workflow = load_workflow(path, project_dir=settings.project_dir, environ=environ)
+        workflow = load_workflow(path, project_dir=settings.project_dir, environ=environ,
+                                 hidden=settings.config.hidden_env_vars)
         config = workflow.config
         name, section = config.runtime(settings.config)  # over agent.yaml's section: may not fit it
     except WorkflowError as exc:
@@ -60,11 +62,7 @@ def check_workflow(path: Path, settings: AgentSettings, *, guardrails_flag: bool
     problems = [f"{path}: tracker.{key}: environment variable {var} is not set"
                 for key, var in _secret_refs(config) if not environ.get(var)]
     if (problem := RUNTIMES[name].build(section).check()) is not None:
-        # Symphony's top-level `codex:` is the same section under another name.
-        key = getattr(config, "_runtime_key", "agent_runtime")
-        where = (f"{path}: {key}.command" if config.agent_runtime is not None
-                 else f"{settings.project_dir / 'agent.yaml'}: {name}.command")
-        problems.append(f"{where}: {problem['message']}")
+        problems.append(_command_problem(path, settings, config, name, section, problem["message"]))
     why = unguarded_reason(name, section)
     if why is not None and not guardrails_flag:
         key = getattr(config, "_runtime_key", "agent_runtime")
@@ -72,6 +70,27 @@ def check_workflow(path: Path, settings: AgentSettings, *, guardrails_flag: bool
     if problems:
         raise ConfigError("\n".join(problems))
     return WorkflowStart(workflow=workflow, runtime=name, section=section, unguarded=why)
+
+
+def _command_problem(path: Path, settings: AgentSettings, config, name: str, section, message: str) -> str:
+    """The runtime's "CLI not found" said for a start: where to fix it (the workflow's key when
+    it configures the runtime), not the dispatcher's "tasks stay pending" (the start is refused)."""
+    if config.agent_runtime is not None:
+        # Symphony's top-level `codex:` is the same section under another name.
+        key, file = f"{config.runtime_key}.command", path
+    else:
+        key, file = f"{name}.command", settings.project_dir / "agent.yaml"
+    found = _NOT_FOUND.match(message)
+    if found is None:  # another kind of problem: said as the runtime says it
+        return f"{file}: {key}: {message}"
+    hint = _HINT.search(message)
+    return (f"{file}: {key}: {found['missing']}: {found['what']} is needed to run this workflow's issues; "
+            f"set {key} in {file} to its path" + (f", or install it ({hint['hint']})" if hint else ""))
+
+
+# runtimes/base.py command_problem's words: "<cmd> not found (<why>): <what> (<key>) is needed ..."
+_NOT_FOUND = re.compile(r"^(?P<missing>.+? not found \([^)]*\)): (?P<what>.+?) \([^)]*\) is needed")
+_HINT = re.compile(r"Install hint: (?P<hint>.+?) \(or set ")
 
 
 def _secret_refs(config) -> list[tuple[str, str]]:

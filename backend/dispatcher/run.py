@@ -53,7 +53,7 @@ from .prompts import (attachments_text, commit_message, follow_up_prompt, planni
 from .refguard import RefGuard
 from .slots import WorkerSlots
 from .trackertools import remove_token, tracker_server, write_token
-from .workspace import ProjectGit, Workspace
+from .workspace import ProjectGit, Workspace, WorkspaceInTheWay
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ class TaskRun:
         self.policy: WorkflowPolicy | None = ctx.workflow if ctx.workflow is not None and ctx.workflow.governs(task) \
             else None
         self._workspace_problem: str | None = None
+        self._foreign_workspace = False  # its path held something Baton did not make: never touched
+        self._kept_workspace = False  # no policy, but a kept WORKFLOW.md workspace of the task: reused
         workspace = None
         if self.policy is not None:
             try:
@@ -210,19 +212,32 @@ class TaskRun:
         self._phase("preparing worktree")
         ctx.git.fetch_base(max_age=START_FETCH_MAX_AGE)
         self._fetch_dependencies()
-        continuing = self.ws.create(earlier_branch=self._earlier_branch, reuse=self.policy is not None)
+        if self.policy is None:
+            kept = Workspace.kept_at(ctx.git, task.id, task.worktree)
+            if kept is not None:  # e.g. baton-agent --no-workflow: the branch is checked out there
+                self.ws = Workspace(ctx.git, task.id, kept)
+                self._kept_workspace = True
+        try:
+            continuing = self.ws.create(earlier_branch=self._earlier_branch,
+                                        reuse=self.policy is not None or self._kept_workspace)
+        except WorkspaceInTheWay as exc:
+            self._foreign_workspace = True
+            raise AgentFailed("internal", str(exc)) from None
         if self.refs.take_and_restore(self.ctx.git.admin_lock):  # left by a run that crashed
             self.say("put back refs an earlier, interrupted run of this task had moved")
         if self.policy is not None:
             self._workspace_ready(continuing)
+        elif self._kept_workspace and interrupted_while_landing(self.ws):
+            discard_landing_leftovers(self.ws)  # the tests' leftovers, never the agent's work
         self.ws.place_files()
         # Recorded together with the agent's pid, in one write, once it starts.
         self._started_fields = dict(branch=self.ws.branch, worktree=str(self.ws.path), port=self.port,
                                     log_path=str(self.logs.raw), error_reason=None, error_message=None,
                                     agent_runtime=self.runtime_name)
-        where = str(self.ws.path) if self.policy is not None else self.ws.path.name
+        outside = self.policy is not None or self._kept_workspace
+        where = str(self.ws.path) if outside else self.ws.path.name
         self.say(f"worktree {where} on {self.ws.branch}"
-                 + (" (kept from an earlier run)" if self.policy is not None and not self.ws.created_now
+                 + (" (kept from an earlier run)" if outside and not self.ws.created_now
                     else " (continuing)" if continuing else "")
                  + f"; runtime {self.runtime_name}" + (f", model {task.model}" if task.model else ""))
         if self.policy is not None:
@@ -318,11 +333,30 @@ class TaskRun:
             self._opening_turn(continuing)
             return
         try:
+            if self._handed_off_already():
+                return
             first = self._opening_turn(continuing)
             if first is not None:
                 self._continue_turns(first)
         finally:
             self._after_run()
+
+    def _handed_off_already(self) -> bool:
+        """A run of work done before (an earlier run, or commits on the branch) whose issue is in a
+        handoff state already (e.g. a landing interrupted by Ctrl+C): it lands without another
+        turn. Asked once; a first run with nothing on its branch starts its turns as usual."""
+        assert self.policy is not None
+        if self.task.runs <= 1 and not self.ws.has_own_commits():
+            return False
+        self._phase("asking the tracker")
+        check = self.policy.issue_status(self._current())
+        self._check_stop()
+        if check.status is not IssueStatus.handoff:
+            return False
+        self.say(f"{self._identifier()} is in {check.state or 'a handoff state'} already: "
+                 "landing its work without another turn")
+        self._update(**self._started_fields)  # where it runs (no agent start records it this time)
+        return True
 
     def _first_prompt(self) -> str:
         assert self.policy is not None
@@ -936,6 +970,8 @@ class TaskRun:
         """Commit what the worktree holds to the task branch, push it if asked, and remove the
         worktree (if `remove`; a workflow task's before_remove hook first), unless saving
         failed: then the worktree stays and the note says so."""
+        if self._foreign_workspace:
+            return None  # what stands at the workspace's path is someone else's: left as it is
         if self.ws.path.exists():
             try:
                 self._save_with_retry(message)

@@ -178,6 +178,15 @@ class ProjectGit:
             return worktree_list(self.project)
 
 
+class WorkspaceInTheWay(Exception):
+    """A WORKFLOW.md task's workspace path holds something that is not its kept worktree: Baton
+    never deletes what it did not make (a person's folder, another branch's worktree, a file)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is in the way: a folder Baton did not make; move it away")
+        self.path = path
+
+
 class Workspace:
     """One task's worktree on branch `task/<id>`: `worktrees/<id>`, or `path` (a WORKFLOW.md
     task's, `<workspace.root>/<workspace key>`, kept between the task's runs)."""
@@ -199,10 +208,14 @@ class Workspace:
         """Make the worktree. `earlier_branch`: an earlier run may have left task/<id> (locally
         or on the remote) to continue from. Returns True when continuing such a branch.
         `reuse`: a worktree of this task already there, on task/<id>, is kept as it is
-        (`created_now` False); anything else in its place is removed and made anew."""
-        if reuse and (self._reusable() or self._moved_here()):
-            self.created_now = False
-            return True
+        (`created_now` False); anything else in its place raises WorkspaceInTheWay. Without
+        `reuse` (worktrees/<id>, Baton's own folder) whatever is there is removed and made anew."""
+        if reuse:
+            if self._reusable() or self._moved_here():
+                self.created_now = False
+                return True
+            if os.path.lexists(self.path):
+                raise WorkspaceInTheWay(self.path)
         self.created_now = True
         if not earlier_branch and not self.path.exists():
             try:
@@ -233,7 +246,44 @@ class Workspace:
             return False
         here = self.path.resolve()
         found = next((w for w in self.git.worktrees() if Path(w.path).resolve() == here), None)
-        return found is not None and not found.prunable and found.branch == self.branch
+        if found is None or found.prunable:
+            return False
+        return found.branch == self.branch or (found.detached and self._rebasing_own_branch())
+
+    def _rebasing_own_branch(self) -> bool:
+        """Detached because a rebase of task/<id> stopped half way (a landing interrupted):
+        still this task's worktree (the next run's settling aborts the rebase)."""
+        try:
+            git_dir = self.git_dir()
+        except GitError:
+            return False
+        for folder in ("rebase-merge", "rebase-apply"):
+            try:
+                name = (git_dir / folder / "head-name").read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if name == f"refs/heads/{self.branch}":
+                return True
+        return False
+
+    @staticmethod
+    def kept_at(git: ProjectGit, task_id: str, recorded: str | None) -> Path | None:
+        """The task's recorded worktree when it is a kept WORKFLOW.md workspace (outside
+        worktrees/): git registers it, on task/<id>. A run without the workflow reuses it, since
+        the branch cannot be checked out a second time in worktrees/<id>."""
+        if not recorded or not Path(recorded).is_absolute():
+            return None
+        path = Path(recorded)
+        if path.parent == git.worktrees_dir or not path.is_dir():
+            return None
+        here = path.resolve()
+        branch = BRANCH_PREFIX + task_id
+        found = any(Path(w.path).resolve() == here and w.branch == branch and not w.prunable for w in git.worktrees())
+        return path if found else None
+
+    def has_own_commits(self) -> bool:
+        """Whether task/<id> has commits that are not on the base."""
+        return self._g(["rev-list", "--count", f"{self.git.base_ref}..refs/heads/{self.branch}"]).strip() != "0"
 
     def _moved_here(self) -> bool:
         """This task's worktree kept somewhere else (WORKFLOW.md's workspace.root was edited since

@@ -168,8 +168,12 @@ def duration_text(seconds: float) -> str:
 
 
 def _first_line(text: str, limit: int) -> str:
-    """The first non-blank line, cut: an agent's stderr is never published wholesale."""
-    line = next((line for line in str(text).splitlines() if line.strip()), "")
+    """The first non-blank line, cut: an agent's stderr is never published wholesale. A line
+    ending with ":" ("Its output ends:") also takes the next non-blank one, which it announces."""
+    lines = (line for line in str(text).splitlines() if line.strip())
+    line = next(lines, "")
+    if line.rstrip().endswith(":"):
+        line = f"{line.rstrip()} {next(lines, '')}"
     return _cut(line, limit)
 
 
@@ -406,10 +410,14 @@ class SyncEngine:
 
     def _handed_off(self, task: Task, issue: Issue) -> bool:
         """The agent handed a running task's issue over (a handoff state): its run ends its turns
-        and lands; stopping it now would throw the finished work away."""
+        and lands; stopping it now would throw the finished work away. So also for a task that
+        ran before and is pending again (a landing interrupted by Ctrl+C or a crash): its next
+        run finds the handoff and lands without another turn."""
+        status = task.get("status")
+        if status != "in_progress" and not (status == "pending" and int(task.get("runs") or 0) >= 1):
+            return False
         # Compared as the run compares them (workflow/policy.py), so the two never disagree on it.
-        return task.get("status") == "in_progress" and \
-            _folded(issue.state) in {_folded(s) for s in self.config.handoff_states}
+        return _folded(issue.state) in {_folded(s) for s in self.config.handoff_states}
 
     def _maybe_unindexed(self, issue_id: str) -> bool:
         """The issue is in an active state but the search left it out only recently: it may not

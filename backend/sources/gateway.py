@@ -28,6 +28,10 @@ from .tools import ToolGate, ToolKeyError, carries_marker
 log = logging.getLogger("baton.sources.gateway")
 
 COMMENT_MAX_CHARS = 10_000
+# Where a refused state could be named, as the refusal says it: a dashboard's source (neutral: its
+# configuration is the person's), or baton-agent's WORKFLOW.md.
+SOURCE_STATES_HINT = "(the states the source names)"
+WORKFLOW_STATES_HINT = "(name it in WORKFLOW.md's tracker.handoff_states or another state list)"
 
 # (project id) -> its SourceRunner-like source (.config: SourceConfig, .tracker, .engine), or None.
 SourceLookup = Callable[[str], Any]
@@ -101,9 +105,11 @@ def known_identifier(source, issue_id: str) -> str:
 
 
 async def call_tool(*, client: str, authorization: str, body: bytes, gate: ToolGate | None,
-                    source_for: SourceLookup, running_task: RunningLookup) -> dict:
+                    source_for: SourceLookup, running_task: RunningLookup,
+                    states_hint: str = SOURCE_STATES_HINT) -> dict:
     """One tool call, checked (see the module's docstring): {"result": ...}, else ApiError.
-    `client`: the peer's address; `authorization`: the Authorization header as sent."""
+    `client`: the peer's address; `authorization`: the Authorization header as sent;
+    `states_hint`: how a refused state's message says where states are named."""
     # Checked here too (the middleware refuses other clients first): this must never answer
     # the network, whatever the middleware is configured with.
     if not loopback_client(client):
@@ -146,8 +152,8 @@ async def call_tool(*, client: str, authorization: str, body: bytes, gate: ToolG
     if call.tool == "tracker_update_state":
         allowed = source.config.allowed_states()
         if arguments.state not in allowed:
-            raise ApiError(403, "out_of_scope", f"{identifier} may be moved only to {', '.join(allowed)}; "
-                                                f"not to {arguments.state!r}")
+            raise ApiError(403, "out_of_scope", f"{identifier} may be moved only to {', '.join(allowed)} "
+                                                f"{states_hint}; not to {arguments.state!r}")
 
     log.info("tracker tool %s on %s (project %s)", call.tool, identifier, project_id)
     try:

@@ -3,7 +3,8 @@
 `check()` is cheap (one stat) and is called every second and before each run: when the file
 changed it is read and validated again; a good edit becomes `current` and the listeners hear of
 it; an invalid edit (a deleted file included) keeps the last good workflow, is logged once and
-is reported by `status()` until a good one loads.
+is reported by `status()` until a good one loads. `accept(old, new)`, when set, may refuse a
+good edit (one that needs a restart): its message is then the edit's error ("restart_required").
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,14 +23,18 @@ log = logging.getLogger("baton.workflow")
 
 class LiveWorkflow:
     def __init__(self, path: Path, *, project_dir: Path, environ: Mapping[str, str] = os.environ,
-                 first: Workflow | None = None) -> None:
+                 first: Workflow | None = None, hidden: Collection[str] = (),
+                 accept: Callable[[Workflow, Workflow], str | None] | None = None) -> None:
         self.path = Path(path)
         self.project_dir = Path(project_dir)
         self.environ = environ
+        self.hidden = frozenset(hidden)
+        # Public and settable: whoever owns what an edit cannot change (the runner) sets it.
+        self.accept = accept
         self._lock = threading.Lock()
         self._checking = threading.Lock()  # one check at a time: a reload is applied (and heard) once
         self._current = first if first is not None else load_workflow(self.path, project_dir=self.project_dir,
-                                                                     environ=environ)
+                                                                     environ=environ, hidden=self.hidden)
         # What was read: a file the CLI loaded then changed is read again at the first check.
         self._seen: tuple | None = self._current.stat_key
         self._error: dict | None = None
@@ -61,7 +66,7 @@ class LiveWorkflow:
 
     def _check(self) -> bool:
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)  # the link itself: a symlink is refused when read
             key: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             key = None
@@ -71,18 +76,27 @@ class LiveWorkflow:
         try:
             read_key, data = read_file(self.path)
             workflow = parse_workflow(data, path=self.path, project_dir=self.project_dir, environ=self.environ,
-                                      stat_key=read_key)
+                                      stat_key=read_key, hidden=self.hidden)
         except WorkflowError as exc:
             self._invalid(exc, key)
             return False
+        refused = self._refused(workflow)
+        if refused is not None:
+            self._invalid(WorkflowError("restart_required", refused), workflow.stat_key)
+            return False
         with self._lock:
             self._seen = workflow.stat_key
+            was_invalid = self._error is not None
             self._error = None
             self._logged = None
-            if workflow.digest == self._current.digest:
-                return False  # touched, or put back as it was: nothing new to apply
-            self._current = workflow
+            same = workflow.digest == self._current.digest
+            if not same:
+                self._current = workflow
             listeners = list(self._listeners)
+        if was_invalid:
+            log.info("workflow %s: %s is valid again", self.path, self.path.name)
+        if same:
+            return False  # touched, or put back as it was: nothing new to apply
         log.info("workflow %s: reloaded (sha256 %s)", self.path, workflow.digest[:12])
         for fn in listeners:
             try:
@@ -90,6 +104,17 @@ class LiveWorkflow:
             except Exception:  # noqa: BLE001 — one listener's failure must not hide the edit from the others
                 log.exception("workflow %s: a listener failed on the reload", self.path)
         return True
+
+    def _refused(self, workflow: Workflow) -> str | None:
+        """accept's message for a new good version (None: apply it)."""
+        accept = self.accept
+        if accept is None or workflow.digest == self.current.digest:
+            return None
+        try:
+            return accept(self.current, workflow)
+        except Exception as exc:  # noqa: BLE001 — an edit nobody could check is not applied
+            log.exception("workflow %s: checking whether the edit can apply failed", self.path)
+            return f"the edit could not be checked ({type(exc).__name__}); restart baton-agent to apply it"
 
     def _invalid(self, exc: WorkflowError, key: tuple | None) -> None:
         with self._lock:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,22 +50,36 @@ def default_workflow_path(project_dir: Path) -> Path:
     return Path(project_dir) / "WORKFLOW.md"
 
 
-def load_workflow(path: Path, *, project_dir: Path, environ: Mapping[str, str] = os.environ) -> Workflow:
-    """Read and validate the file; raises WorkflowError."""
+def load_workflow(path: Path, *, project_dir: Path, environ: Mapping[str, str] = os.environ,
+                  hidden: Collection[str] = ()) -> Workflow:
+    """Read and validate the file; raises WorkflowError. No non-secret key may read a variable
+    of `hidden` (schema.ALWAYS_HIDDEN always)."""
     path = Path(path)
     key, data = read_file(path)
-    return parse_workflow(data, path=path, project_dir=project_dir, environ=environ, stat_key=key)
+    return parse_workflow(data, path=path, project_dir=project_dir, environ=environ, stat_key=key, hidden=hidden)
 
 
 def read_file(path: Path) -> tuple[tuple, bytes]:
     """The file's bytes and the (ino, mtime_ns, size) of what was read (fstat of the same open
-    file, so an edit landing while it is read is seen as a change next time)."""
+    file, so an edit landing while it is read is seen as a change next time). Only a regular
+    file: a symlink could point the agent's reload at any file this user can read, and a FIFO
+    or a device would block or never end (O_NONBLOCK: refused without waiting for a writer)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            data = handle.read(MAX_BYTES + 1)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise WorkflowError("missing_workflow_file", f"{path}: no such file") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise WorkflowError("missing_workflow_file", f"{path}: is a symlink; Baton reads the file itself "
+                                                         "(give the file's own path)") from None
+        raise WorkflowError("missing_workflow_file", f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise WorkflowError("missing_workflow_file", f"{path}: is not a regular file")
+            data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise WorkflowError("missing_workflow_file", f"{path}: cannot be read: {exc.strerror or exc}") from None
     if len(data) > MAX_BYTES:
@@ -82,9 +97,25 @@ class _NoAliases(yaml.SafeLoader):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
         return super().compose_node(parent, index)
 
+    def construct_object(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
+        # A scalar PyYAML matches but cannot build (2020-13-45, an int past Python's digit
+        # limit) raises ValueError and the like: the file's problem, with its line.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise yaml.constructor.ConstructorError(None, None, f"this value cannot be read ({_short(exc)})",
+                                                    node.start_mark) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
 
 def parse_workflow(data: bytes, *, path: Path, project_dir: Path, environ: Mapping[str, str] = os.environ,
-                   stat_key: tuple | None = None) -> Workflow:
+                   stat_key: tuple | None = None, hidden: Collection[str] = ()) -> Workflow:
     from .template import check_template  # template.py refers back to Workflow
 
     path = Path(path)
@@ -111,13 +142,20 @@ def parse_workflow(data: bytes, *, path: Path, project_dir: Path, environ: Mappi
             raise WorkflowError("workflow_parse_error", f"{path}: front matter: {where}invalid YAML: {problem}") from None
         except RecursionError:
             raise WorkflowError("workflow_parse_error", f"{path}: front matter: nested too deeply") from None
+        except Exception as exc:  # noqa: BLE001 — whatever PyYAML raises, the file is at fault
+            raise WorkflowError("workflow_parse_error",
+                                f"{path}: front matter: invalid YAML: {type(exc).__name__}: {_short(exc)}") from None
+    elif any(line.rstrip() == "---" for line in lines) or text.lstrip().startswith("tracker:"):
+        # Settings were meant (a `---` further down, or no `---` at all): say what is wrong
+        # rather than "tracker: required".
+        raise WorkflowError("workflow_parse_error", f"{path}: no front matter: the file must start with a line `---`")
     if front is None:
         front = {}
     if not isinstance(front, dict):
         raise WorkflowError("workflow_front_matter_not_a_map",
                             f"{path}: front matter: must be a mapping of keys to values, got {type(front).__name__}")
     try:
-        config = validate_config(front, path=path, project_dir=Path(project_dir), environ=environ)
+        config = validate_config(front, path=path, project_dir=Path(project_dir), environ=environ, hidden=hidden)
     except ValueError as exc:
         raise WorkflowError("invalid_config", "\n".join(f"{path}: {key}: {problem}" for key, problem in exc.args[0])) from None
     template = body.strip()

@@ -237,12 +237,15 @@ class Observer:
         return task.status.value
 
     def workspace(self, task: Task) -> str | None:
+        """The issue's workspace folder, while it exists (a landed or cancelled task's is gone)."""
         if task.worktree:
-            return task.worktree
-        try:
-            return str(workspace_path(self.config.workspace.root, task.source.identifier))
-        except ValueError:
-            return None
+            path = Path(task.worktree)
+        else:
+            try:
+                path = workspace_path(self.config.workspace.root, task.source.identifier)
+            except ValueError:
+                return None
+        return str(path) if path.is_dir() else None
 
     def _ident(self, task: Task) -> dict[str, Any]:
         return {"issue_id": task.source.id, "issue_identifier": task.source.identifier,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from .template import issue_vars, render_continuation, render_first
 log = logging.getLogger(__name__)
 
 ISSUE_TIMEOUT = 30.0  # seconds a turn's end waits for the tracker before going on as "unknown"
+# Hidden whatever the workflow says: the trackers' default secrets.
+ALWAYS_HIDDEN = frozenset({"LINEAR_API_KEY", "JIRA_API_TOKEN"})
 
 
 def normalized(state: str | None) -> str:
@@ -35,6 +38,15 @@ class WorkflowPolicyImpl:
     def __init__(self, live, runner) -> None:
         self.live = live
         self.runner = runner
+        # Every version's tracker secrets, not only the current one's: processes started before
+        # an edit may still hold the old key, and an edit must not hand it to the agent (R1-M3).
+        self._hidden_lock = threading.Lock()
+        self._hidden: set[str] = set(ALWAYS_HIDDEN) | set(live.current.config.secret_vars())
+        live.listen(self._loaded)
+
+    def _loaded(self, workflow) -> None:
+        with self._hidden_lock:
+            self._hidden |= set(workflow.config.secret_vars())
 
     # ----- what it governs, and where -------------------------------------------------------
 
@@ -55,16 +67,19 @@ class WorkflowPolicyImpl:
                 "BATON_WORKSPACE": str(self.workspace_path(task))}
 
     def hidden_env(self) -> frozenset[str]:
-        return frozenset(self.live.current.config.secret_vars())
+        with self._hidden_lock:
+            self._hidden |= set(self.live.current.config.secret_vars())
+            return frozenset(self._hidden)
 
     def max_turns(self) -> int:
         return self.live.current.config.agent.max_turns
 
     # ----- prompts --------------------------------------------------------------------------
 
-    def _variables(self, task: Task) -> dict:
-        engine = self.runner.engine
-        issue = engine.issues.get(task.source.id) if engine is not None else None
+    def _variables(self, task: Task, issue: Issue | None = None) -> dict:
+        if issue is None:
+            engine = self.runner.engine
+            issue = engine.issues.get(task.source.id) if engine is not None else None
         settings = self.runner.settings
         return {
             "issue": issue_vars(issue, task),
@@ -76,7 +91,18 @@ class WorkflowPolicyImpl:
 
     def first_prompt(self, task: Task) -> str:
         self.live.check()  # cheap (a stat): a run starts on the file as it is now
-        return render_first(self.live.current, **self._variables(task))
+        self.runner.retarget_grant(task)  # its tools reach this agent, whichever made the grant
+        return render_first(self.live.current, **self._variables(task, self._fresh(task)))
+
+    def _fresh(self, task: Task) -> Issue | None:
+        """The issue as the tracker has it now (the engine's copy is as old as its last poll);
+        None (the engine's copy is used) when the tracker cannot say, bounded like issue_status."""
+        try:
+            return self._fetch(task.source.id)
+        except Exception as exc:  # noqa: BLE001 - NotFound or an outage: the turn's end finds out
+            log.info("task %s: %s not read afresh for its prompt (%s); using the last poll's copy", task.id,
+                     task.source.identifier, getattr(exc, "message", None) or type(exc).__name__)
+            return None
 
     def continuation_prompt(self, task: Task, turn: int, max_turns: int, state: str | None) -> str:
         return render_continuation(self.live.current, **self._variables(task), turn=turn, max_turns=max_turns)

@@ -7,10 +7,18 @@ tasks of the workflow's runtime, and hands the dispatcher the workflow's policy
 
 Live reload: the file is checked every second (LiveWorkflow.check, in a thread); each good edit
 is applied on the event loop: the runtimes and their guardrails, the worker limit, the source's
-states and poll interval; a changed tracker (kind, endpoint, credentials, filter) gets a new
-client and engine. The policy reads the workflow as it is now, so prompts, hooks and limits
-follow the file at once. An invalid edit changes nothing here (the last good one keeps running;
-`health()` says so).
+states and poll interval; a changed filter gets a new client and engine. The policy reads the
+workflow as it is now, so prompts, hooks and limits follow the file at once. An invalid edit
+changes nothing here (the last good one keeps running; `health()` says so).
+
+Some edits are refused like invalid ones (`accept`, asked by LiveWorkflow before a reload applies;
+the file belongs to the repository, which a coding agent can write): a changed tracker kind,
+endpoint or credential (the tracker's key must never follow an edit to another URL), a runtime
+that bypasses its permission prompts when the guardrails flag was not on this agent's command
+line, and a workspace.root that would hold --logs-root. Those need a restart.
+
+The tracker tools' grants name this agent's URL: at start (and before each run of a task) a
+grant this gate made for an earlier agent on another port is pointed at this one.
 
 Workspaces are removed once their tasks are done with them (backend/workflow/cleanup.py): after
 each reconcile, and at start-up for issues already terminal (SPEC 8.6; a tracker that cannot be
@@ -37,8 +45,10 @@ from ..store import StoreError
 from ..runtimes import RUNTIMES, build_configured
 from ..sources.config import SourceConfig
 from ..sources.runner import SourceRunner
-from ..sources.tools import ToolGate
+from ..sources.tools import CALL_PATH, ToolGate
 from ..dispatcher.process import StopRequest
+from ..guardrails import FLAG as GUARDRAILS_FLAG, unguarded_reason
+from ..agent.logsroot import inside_workspaces
 from .cleanup import WorkspaceCleaner
 from .policy import WorkflowPolicyImpl, normalized
 from .taskside import StoreTaskSide
@@ -50,6 +60,9 @@ STARTUP_ASK_SECONDS = 30.0  # the start-up cleanup's bound on asking the tracker
 TOOL_KEY_NAME = "tool-key"  # in the project's data/: signs the tracker tools' capability tokens
 # What a changed value of rebuilds the tracker client and the engine (else they are updated).
 _TRACKER_FIELDS = ("kind", "base_url", "api_key", "email", "api_token", "filter")
+# Where the tracker's key goes and which key: a live edit may not change them (R1-H2).
+_FIXED_FIELDS = {"kind": "tracker.kind", "base_url": "tracker.endpoint", "api_key": "tracker.api_key",
+                 "api_token": "tracker.api_token", "email": "tracker.email"}
 
 
 def agent_engine_id() -> str:
@@ -103,7 +116,9 @@ class WorkflowSource(SourceRunner):
 
 class WorkflowRunner:
     def __init__(self, settings, store, dispatcher, live, *, environ: Mapping[str, str] = os.environ,
-                 transport=None, reconcile_seconds: float = 2.0) -> None:
+                 transport=None, reconcile_seconds: float = 2.0, guardrails_flag: bool = False) -> None:
+        """`guardrails_flag`: the guardrails flag was on this agent's command line (a reload may
+        then switch to a runtime that bypasses its permission prompts)."""
         self.settings = settings
         self.store = store
         self.dispatcher = dispatcher
@@ -134,6 +149,10 @@ class WorkflowRunner:
         self._pending: set[asyncio.Task] = set()
         self._asked_at_poll = -1  # the engine's poll count when issues outside its cache were last asked
         self._asked: dict[str, Any] = {}  # those issues, by id (None: the tracker has no such issue)
+        self.guardrails_flag = guardrails_flag
+        earlier = getattr(live, "accept", None)
+        self._earlier_accept = earlier if callable(earlier) else None
+        live.accept = self.accept  # LiveWorkflow asks before applying a good edit
 
     # ----- what others read -------------------------------------------------------------------
 
@@ -169,12 +188,83 @@ class WorkflowRunner:
     def _hidden_env(self) -> set[str]:
         return set(self.settings.config.hidden_env_vars) | set(self.policy.hidden_env())
 
+    # ----- edits that need a restart ------------------------------------------------------------
+
+    def accept(self, old, new) -> str | None:
+        """Why the good edit `new` may not replace `old` while this agent runs (one problem a
+        line, each naming the file and the key), else None."""
+        problems: list[str] = []
+        if self._earlier_accept is not None and (said := self._earlier_accept(old, new)):
+            problems.append(said)
+        path = new.path
+        before, after = old.config.source_config(), new.config.source_config()
+        problems += [f"{path}: {key} changed: restart baton-agent to apply it (the running sync keeps the loaded one)"
+                     for field, key in _FIXED_FIELDS.items() if getattr(before, field) != getattr(after, field)]
+        if not self.guardrails_flag:
+            problems += self._unguarded_change(old, new)
+        logs_root = self.settings.logs_root
+        if logs_root is not None and inside_workspaces(logs_root, [new.config.workspace.root]) is not None:
+            problems.append(f"{path}: workspace.root: would contain --logs-root {logs_root}, where coding agents "
+                            "could rewrite the logs; keep the edit out of it")
+        return "\n".join(problems) or None
+
+    def _unguarded_change(self, old, new) -> list[str]:
+        """A runtime that bypasses its prompts, new with this edit, and the flag was not given."""
+        try:
+            name, section = new.config.runtime(self.settings.config)
+        except Exception:  # noqa: BLE001 - a section agent.yaml cannot take: the apply says so
+            return []
+        why = unguarded_reason(name, section)
+        if why is None:
+            return []
+        try:
+            old_name, old_section = old.config.runtime(self.settings.config)
+            before = (old_name, unguarded_reason(old_name, old_section))
+        except Exception:  # noqa: BLE001
+            before = None
+        if before == (name, why):
+            return []  # unchanged: this agent already runs it so
+        return [f"{new.path}: {new.config.runtime_key}: {why}; that needs {GUARDRAILS_FLAG} on baton-agent's "
+                "command line: restart with it"]
+
+    # ----- the tracker tools' grants ------------------------------------------------------------
+
+    def retarget_grant(self, task: Task) -> None:
+        """Point the task's grant at this agent when this gate made it for another URL (an
+        earlier agent on another port). A grant of another gate (a dashboard's) is left alone."""
+        grants = self.store.grants
+        grant = grants.get(task.id)
+        if grant is None:
+            return
+        url = f"{self.gate.base_url}{CALL_PATH}"
+        if grant.url == url:
+            return
+        try:
+            ours = self.gate.verify(grant.token) is not None
+        except Exception as exc:  # noqa: BLE001 - the key cannot be read: the tools fail anyway, said
+            log.warning("task %s: tool grant not checked: %s", task.id, exc)
+            return
+        if not ours:
+            return
+        try:
+            grants.put(task.id, grant.model_copy(update={"url": url}))
+        except OSError as exc:  # its tools then miss this agent: said, and tried again before its next run
+            log.warning("task %s: tool grant not updated: %s", task.id, exc.strerror or type(exc).__name__)
+            return
+        log.info("task %s: its tracker tools now reach this agent (port %s)", task.id, self.settings.port)
+
+    def _retarget_grants(self) -> None:
+        for task in self.store.list_tasks():
+            if self.policy.governs(task):
+                self.retarget_grant(task)
+
     # ----- start and stop -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self._apply(self.live.current)
         self.live.listen(self._reloaded)
+        await asyncio.to_thread(self._retarget_grants)
         await self._startup_cleanup()
         self._started = True
         await self.source.start()
@@ -224,8 +314,7 @@ class WorkflowRunner:
                     raise  # at start: the agent cannot run this workflow
                 log.exception("workflow: applying the edited %s failed; the earlier settings stay", workflow.path)
                 return
-            self._applied = workflow
-            log.info("workflow: %s applied (digest %s)", workflow.path, workflow.digest[:12])
+            self._applied = workflow  # live.py logs the reload itself
 
     async def _apply_now(self, workflow) -> None:
         config = workflow.config

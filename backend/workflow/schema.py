@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,18 +58,30 @@ def _ctx(info: ValidationInfo) -> dict:
     return info.context
 
 
-def env_value(ref: str, environ: Mapping[str, str]) -> str:
-    """The value of `$NAME` (ValueError naming the variable when it is unset or empty)."""
+# Never readable by a non-secret key (its value could end up in a path, a URL or a message that
+# the agent or /agent/health shows): Baton's own secrets and the trackers' default ones.
+ALWAYS_HIDDEN = frozenset({"BATON_TOKEN", "GITHUB_TOKEN", "LINEAR_API_KEY", "JIRA_API_TOKEN"})
+
+
+def env_value(ref: str, environ: Mapping[str, str], hidden: Collection[str] = (),
+              revealed: dict[str, str] | None = None) -> str:
+    """The value of `$NAME` (ValueError naming the variable when it is unset or empty, or one of
+    `hidden`). `revealed` records value -> "$NAME" so that messages can name it instead."""
     name = ref[1:]
+    if name in hidden:
+        raise ValueError(f"${name} is one of Baton's secret variables and cannot be used here")
     if not environ.get(name):
         raise ValueError(f"{ref} is not set (or is empty) in baton-agent's environment")
+    if revealed is not None:
+        revealed[environ[name]] = "$" + name
     return environ[name]
 
 
-def expand_path(value: str, environ: Mapping[str, str]) -> str:
+def expand_path(value: str, environ: Mapping[str, str], hidden: Collection[str] = (),
+                revealed: dict[str, str] | None = None) -> str:
     """`$VAR`/`${VAR}` anywhere, then a leading `~` (a path, never a shell line)."""
     def sub(match: re.Match) -> str:
-        return env_value("$" + (match.group(1) or match.group(2)), environ)
+        return env_value("$" + (match.group(1) or match.group(2)), environ, hidden, revealed)
 
     text = _PATH_VAR_RE.sub(sub, value)
     if text == "~" or text.startswith("~/"):
@@ -79,12 +91,35 @@ def expand_path(value: str, environ: Mapping[str, str]) -> str:
     return text
 
 
+def scrub(message: str, revealed: Mapping[str, str]) -> str:
+    """`message` with every value read from a variable replaced by "the value of $NAME": a
+    problem must never show what a variable holds (it may be someone's secret)."""
+    for value, ref in sorted(revealed.items(), key=lambda item: -len(item[0])):
+        named = f"the value of {ref}"
+        for form in (repr(value), f"'{value}'", f'"{value}"'):
+            message = message.replace(form, named)
+        if len(value) >= 3:  # shorter ones would mangle the message's own words, and reveal nothing
+            message = message.replace(value, named)
+    return message
+
+
+def _read(value: str, info: ValidationInfo) -> str:
+    ctx = _ctx(info)
+    return env_value(value, ctx["environ"], ctx.get("hidden", ALWAYS_HIDDEN), ctx.setdefault("revealed", {}))
+
+
+def _expand(value: str, info: ValidationInfo) -> str:
+    ctx = _ctx(info)
+    return expand_path(value, ctx["environ"], ctx.get("hidden", ALWAYS_HIDDEN), ctx.setdefault("revealed", {}))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 # ----- tracker ---------------------------------------------------------------------------------
 
+_BATON_OWN = ("BATON_TOKEN", "GITHUB_TOKEN")  # never a tracker's secret either
 _NON_SECRET = ("endpoint", "base_url", "project_slug", "team", "email", "project")
 _SECRETS = ("api_key", "api_token")
 _LINEAR_ONLY = ("api_key", "team", "project_slug")
@@ -109,7 +144,7 @@ class ProviderSection(_Section):
     def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
         # A whole value `$NAME` is read now; a missing variable is this key's problem.
         if value is not None and _ENV_REF_RE.fullmatch(value):
-            return env_value(value, _ctx(info)["environ"])
+            return _read(value, info)
         return value
 
     @field_validator(*_SECRETS)
@@ -121,7 +156,10 @@ class ProviderSection(_Section):
             # Never echo it: it may be the secret itself.
             raise ValueError("must name an environment variable, like $LINEAR_API_KEY (secrets are never written "
                              "in the file)")
-        env_value(value, _ctx(info)["environ"])  # set now, or this key's problem
+        if value[1:] in _BATON_OWN:
+            # It would go to the endpoint, which the file also chooses.
+            raise ValueError(f"{value} is one of Baton's secret variables and cannot be used here")
+        env_value(value, _ctx(info)["environ"])  # set now, or this key's problem (its value never recorded)
         return value
 
 
@@ -216,7 +254,7 @@ class WorkspaceSection(_Section):
             raise ValueError(f"must be a path (got {type(value).__name__} {value!r})")
         if "\0" in value:
             raise ValueError("a path cannot hold NUL characters")
-        path = Path(expand_path(value, ctx["environ"]))
+        path = Path(_expand(value, info))
         if not path.is_absolute():
             path = Path(ctx["path"]).parent / path
         return path.resolve()
@@ -323,7 +361,7 @@ class AgentRuntimeSection(_Section):
             raise ValueError("names no program")
         if any("\0" in arg for arg in argv):
             raise ValueError("cannot hold NUL characters")
-        argv[0] = expand_path(argv[0], _ctx(info)["environ"])
+        argv[0] = _expand(argv[0], info)
         return shlex.join(argv)
 
     @property
@@ -355,6 +393,7 @@ class WorkflowConfig(BaseModel):
 
     _source: SourceConfig = PrivateAttr()
     _path: Path = PrivateAttr()
+    _revealed: dict = PrivateAttr(default_factory=dict)  # value -> "$NAME" read while validating
     _runtime_key: str = PrivateAttr(default="agent_runtime")
 
     @model_validator(mode="after")
@@ -362,6 +401,7 @@ class WorkflowConfig(BaseModel):
         ctx = _ctx(info)
         self._path = Path(ctx["path"])
         self._runtime_key = ctx.get("runtime_key", "agent_runtime")
+        self._revealed = dict(ctx.get("revealed", {}))
         problems: list[tuple[str, str]] = []
         try:
             self._source = self._build_source()
@@ -428,7 +468,7 @@ class WorkflowConfig(BaseModel):
         except RuntimeMapError as exc:
             from .loader import WorkflowError  # the loader imports this module
 
-            lines = [f"{self._path}: {key}: {problem} (over agent.yaml's {name} section)"
+            lines = [f"{self._path}: {key}: {scrub(problem, self._revealed)} (over agent.yaml's {name} section)"
                      for key, problem in exc.problems]
             raise WorkflowError("invalid_config", "\n".join(lines)) from None
 
@@ -452,9 +492,11 @@ def _source_problems(exc: ValidationError, kind: str) -> list[tuple[str, str]]:
 
 
 def validate_config(data: Mapping[str, Any], *, path: Path, project_dir: Path,
-                    environ: Mapping[str, str]) -> WorkflowConfig:
+                    environ: Mapping[str, str], hidden: Collection[str] = ()) -> WorkflowConfig:
     """The front matter's mapping as a WorkflowConfig; raises ValueError whose args[0] is the
-    list of `(key path, problem)` pairs (the loader names the file)."""
+    list of `(key path, problem)` pairs (the loader names the file). No key but the tracker's
+    secrets may read a variable of `hidden` (always also ALWAYS_HIDDEN and the variables the
+    file names as the tracker's secrets), and no problem shows a value read from a variable."""
     raw = dict(data)
     runtime_key = "agent_runtime"
     if raw.get("agent_runtime") is None and raw.get("codex") is not None:
@@ -470,11 +512,25 @@ def validate_config(data: Mapping[str, Any], *, path: Path, project_dir: Path,
     raw.setdefault("workspace", {})
     if raw.get("agent_runtime") is None:
         raw.pop("agent_runtime", None)
-    context = {"path": Path(path), "project_dir": Path(project_dir), "environ": environ, "runtime_key": runtime_key}
+    revealed: dict[str, str] = {}
+    context = {"path": Path(path), "project_dir": Path(project_dir), "environ": environ, "runtime_key": runtime_key,
+               "hidden": ALWAYS_HIDDEN | set(hidden) | _secret_names(raw.get("tracker")), "revealed": revealed}
     try:
         return WorkflowConfig.model_validate(raw, context=context)
     except ValidationError as exc:
-        raise ValueError(_problems(exc, runtime_key)) from None
+        raise ValueError([(key, scrub(problem, revealed)) for key, problem in _problems(exc, runtime_key)]) from None
+
+
+def _secret_names(tracker: Any) -> set[str]:
+    """The variables the file names as the tracker's secrets (flat or under provider)."""
+    names = set()
+    for section in (tracker, tracker.get("provider") if isinstance(tracker, dict) else None):
+        if isinstance(section, dict):
+            for key in _SECRETS:
+                value = section.get(key)
+                if isinstance(value, str) and _ENV_REF_RE.fullmatch(value):
+                    names.add(value[1:])
+    return names
 
 
 def _problems(exc: ValidationError, runtime_key: str) -> list[tuple[str, str]]:

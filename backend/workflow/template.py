@@ -14,10 +14,10 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..dispatcher.policy import PromptError
+from .sandbox import Sandbox
 
 if TYPE_CHECKING:
     from ..models import Task
@@ -26,30 +26,20 @@ if TYPE_CHECKING:
 
 DEFAULT_PROMPT = "You are working on an issue from the configured tracker."
 MAX_PROMPT_CHARS = 1024 * 1024
-_MAX_SEQUENCE = 1024 * 1024  # `'x' * n`, `[0] * n`: what one operation may build
 _TEMPLATE_NAME = "<template>"  # jinja's filename for from_string: how its frames are found
 _BY_PRIORITY = {"urgent": 1, "high": 2, "medium": 3, "low": 4}  # sources/engine.PRIORITIES, reversed
 
 
-class _Sandbox(SandboxedEnvironment):
-    """The sandbox refuses attribute tricks; this also refuses products that would take all memory."""
+class Labels(list):
+    """An issue's labels: iterable as a list, written as "a, b" (`{{ issue.labels }}`)."""
 
-    intercepted_binops = frozenset(["*", "**"])
-
-    def call_binop(self, context, operator, left, right):  # noqa: ANN001 (jinja's signature)
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_SEQUENCE:
-                    raise SecurityError(f"the product would hold more than {_MAX_SEQUENCE} items")
-        elif operator == "**" and isinstance(left, int) and isinstance(right, int) \
-                and abs(left) > 1 and right * max(abs(left).bit_length(), 1) > 100_000:
-            raise SecurityError("the power is too large")
-        return super().call_binop(context, operator, left, right)
+    def __str__(self) -> str:
+        return ", ".join(str(label) for label in self)
 
 
 @functools.lru_cache(maxsize=1)
 def environment() -> SandboxedEnvironment:
-    return _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    return Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,6 +57,9 @@ def check_template(source: str) -> tuple[int, str] | None:
 
 
 def _render(source: str, context: dict[str, Any], where: str, first_line: int) -> str:
+    issue = context.get("issue")
+    if isinstance(issue, dict) and isinstance(issue.get("labels"), list) and not isinstance(issue["labels"], Labels):
+        context = {**context, "issue": {**issue, "labels": Labels(issue["labels"])}}
     try:
         chunks, size = [], 0
         for chunk in _compiled(source).generate(**context):
@@ -136,7 +129,7 @@ def issue_vars(issue: Issue | None, task: Task) -> dict:
         return {
             "id": issue.id, "identifier": issue.identifier, "title": issue.title, "description": issue.description,
             "priority": issue.priority, "state": issue.state, "url": issue.url,
-            "labels": [label.strip().lower() for label in issue.labels],  # Symphony normalises them
+            "labels": Labels(label.strip().lower() for label in issue.labels),  # Symphony normalises them
             "branch_name": None, "blocked_by": [], "created_at": None,
             "updated_at": issue.updated_at.isoformat() if issue.updated_at else None,
         }
@@ -152,5 +145,5 @@ def issue_vars(issue: Issue | None, task: Task) -> dict:
     return {
         "id": source.id if source else task.id, "identifier": identifier, "title": task.title,
         "description": description, "priority": _BY_PRIORITY.get(task.priority), "state": None, "url": url,
-        "labels": [], "branch_name": None, "blocked_by": [], "created_at": None, "updated_at": None,
+        "labels": Labels(), "branch_name": None, "blocked_by": [], "created_at": None, "updated_at": None,
     }

@@ -177,3 +177,88 @@ def test_environment_is_the_one_given(file):
     assert lw.check() is False
     assert lw.status()["error"]["message"] == (f"{file.path}: tracker.project_slug: $OTHER is not set (or is empty) in "
                                                "baton-agent's environment")
+
+
+def test_putting_the_running_version_back_says_it_is_valid_again(file, caplog):
+    lw = live(file)
+    file.write("---\ntracker: [\n---\n")
+    lw.check()
+    assert lw.status()["state"] == "invalid"
+    with caplog.at_level(logging.INFO, logger="baton.workflow"):
+        file.write(good())  # exactly the last good content
+        assert lw.check() is False  # nothing new to apply
+    assert lw.status()["state"] == "ok" and lw.error is None
+    assert any("WORKFLOW.md is valid again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_scalar_yaml_cannot_build_is_an_invalid_edit_without_a_traceback(file, caplog):
+    lw = live(file)
+    with caplog.at_level(logging.INFO, logger="baton.workflow"):
+        file.write(good().replace("project_slug: abc123", "project_slug: abc123\nwhen: 2020-13-45"))
+        assert lw.check() is False
+    assert lw.status()["error"]["code"] == "workflow_parse_error"
+    assert "month must be in 1..12" in lw.status()["error"]["message"]
+    assert not any(r.exc_info for r in caplog.records)
+    assert slug(lw) == "abc123"
+
+
+def test_accept_can_refuse_a_good_edit(file):
+    seen = []
+
+    def accept(old, new):
+        seen.append((slug_of(old), slug_of(new)))
+        return None if slug_of(new) == "ok1" else "tracker.project_slug: changing it needs a restart of baton-agent"
+
+    lw = live(file, accept=accept)
+    file.write(good("other"))
+    assert lw.check() is False
+    assert slug(lw) == "abc123"
+    status = lw.status()
+    assert status["state"] == "invalid"
+    assert (status["error"]["code"], status["error"]["message"]) == \
+        ("restart_required", "tracker.project_slug: changing it needs a restart of baton-agent")
+    assert lw.check() is False and len(seen) == 1  # read once: the same file is not asked about again
+    file.write(good("ok1"))
+    assert lw.check() is True
+    assert slug(lw) == "ok1" and lw.status()["state"] == "ok"
+    assert seen == [("abc123", "other"), ("abc123", "ok1")]
+
+
+def test_accept_is_a_settable_attribute_and_a_failing_one_refuses(file):
+    lw = live(file)
+    assert lw.accept is None
+
+    def broken(old, new):
+        raise RuntimeError("boom")
+
+    lw.accept = broken
+    file.write(good("other"))
+    assert lw.check() is False
+    assert lw.status()["error"]["code"] == "restart_required"
+    assert slug(lw) == "abc123"
+
+
+def test_hidden_variables_stay_hidden_on_reload(file):
+    env = {**ENV, "AGENT_SECRET": "agent-secret-value"}
+    lw = LiveWorkflow(file.path, project_dir=file.path.parent, environ=env, hidden=["AGENT_SECRET"])
+    file.write(good("$AGENT_SECRET"))
+    assert lw.check() is False
+    message = lw.status()["error"]["message"]
+    assert message.endswith("tracker.project_slug: $AGENT_SECRET is one of Baton's secret variables and cannot be "
+                            "used here")
+    assert "agent-secret-value" not in message
+
+
+def test_a_symlinked_file_is_an_invalid_edit(file, tmp_path):
+    lw = live(file)
+    other = tmp_path / "other.md"
+    other.write_text(good("linked"), encoding="utf-8")
+    file.path.unlink()
+    file.path.symlink_to(other)
+    assert lw.check() is False
+    assert "is a symlink; Baton reads the file itself" in lw.status()["error"]["message"]
+    assert slug(lw) == "abc123"
+
+
+def slug_of(workflow) -> str:
+    return workflow.config.source_config().filter.project

@@ -60,10 +60,21 @@ def test_empty_body_and_empty_front_matter_fields(tmp_path):
 
 
 def test_no_front_matter_is_an_empty_config_without_a_tracker(tmp_path):
-    exc = error(tmp_path, "Just a prompt about {{ issue.title }}\n---\nnot front matter\n")
+    exc = error(tmp_path, "Just a prompt about {{ issue.title }}\nnot front matter\n")
     assert exc.code == "invalid_config"
     assert exc.message == (f"{tmp_path / 'WORKFLOW.md'}: tracker: required: Baton runs a WORKFLOW.md's issues from its "
                            "tracker (tracker.kind: linear or jira)")
+
+
+@pytest.mark.parametrize("text", [
+    "Just a prompt about {{ issue.title }}\n---\nnot front matter\n",
+    "\n---\ntracker: {kind: linear, project_slug: abc}\n---\nbody\n",
+    "tracker:\n  kind: linear\n  project_slug: abc\n",
+], ids=["a-later-dash-line", "a-blank-line-first", "settings-without-dashes"])
+def test_settings_without_a_first_dash_line_say_so(tmp_path, text):
+    exc = error(tmp_path, text)
+    assert exc.code == "workflow_parse_error"
+    assert exc.message == f"{tmp_path / 'WORKFLOW.md'}: no front matter: the file must start with a line `---`"
 
 
 def test_empty_front_matter_is_an_empty_config(tmp_path):
@@ -183,3 +194,65 @@ def test_workspace_root_is_relative_to_the_workflow_not_the_project(tmp_path):
     assert workflow.config.workspace.root == elsewhere / "ws"
     default = load_workflow(write(tmp_path, FRONT), project_dir=tmp_path / "project", environ=ENV)
     assert default.config.workspace.root == tmp_path / "project" / "worktrees" / "issues"
+
+
+def test_a_symlink_is_refused(tmp_path):
+    real = tmp_path / "elsewhere.md"
+    real.write_text(FRONT + "body\n", encoding="utf-8")
+    (tmp_path / "WORKFLOW.md").symlink_to(real)
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(tmp_path / "WORKFLOW.md", project_dir=tmp_path, environ=ENV)
+    assert caught.value.code == "missing_workflow_file"
+    assert caught.value.message == (f"{tmp_path / 'WORKFLOW.md'}: is a symlink; Baton reads the file itself "
+                                    "(give the file's own path)")
+
+
+def _load_in_thread(path: Path, project_dir: Path) -> list:
+    """load_workflow(path) in a thread, which must end by a deadline (a FIFO without a writer
+    would block an open without O_NONBLOCK forever)."""
+    import threading
+
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(load_workflow(path, project_dir=project_dir, environ=ENV))
+        except WorkflowError as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(120)  # a deadline, not a measure: it returns at once when the open does not block
+    assert not thread.is_alive(), "reading the workflow blocked"
+    return out
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "WORKFLOW.md"
+    os.mkfifo(path)
+    [exc] = _load_in_thread(path, tmp_path)
+    assert isinstance(exc, WorkflowError) and exc.code == "missing_workflow_file"
+    assert exc.message == f"{path}: is not a regular file"
+
+
+def test_a_device_is_refused(tmp_path):
+    [exc] = _load_in_thread(Path("/dev/zero"), tmp_path)
+    assert isinstance(exc, WorkflowError) and exc.message == "/dev/zero: is not a regular file"
+
+
+@pytest.mark.parametrize("scalar, problem", [
+    ("2020-13-45", "month must be in 1..12"),
+    ("1" * 5000, "Exceeds the limit"),
+], ids=["bad-date", "5000-digits"])
+def test_a_scalar_yaml_cannot_build_is_a_parse_error_with_its_line(tmp_path, scalar, problem):
+    exc = error(tmp_path, FRONT.removesuffix("---\n") + f"unused: {scalar}\n---\nbody\n")
+    assert exc.code == "workflow_parse_error"
+    assert exc.message.startswith(f"{tmp_path / 'WORKFLOW.md'}: front matter: line 5 column 9: invalid YAML: "
+                                  "this value cannot be read (")
+    assert problem in exc.message and "\n" not in exc.message
+
+
+def test_a_nested_scalar_yaml_cannot_build_is_a_parse_error(tmp_path):
+    exc = error(tmp_path, FRONT.removesuffix("---\n") + "agent:\n  dates: [1, {when: 2020-02-30}]\n---\n")
+    assert exc.code == "workflow_parse_error"
+    assert "line 6 column" in exc.message and "day is out of range for month" in exc.message

@@ -91,6 +91,7 @@ def world(tmp_path, linear_standin):
     store.create(NewTask(title="not a workflow task"))
 
     running = run_once(store, ids["running"], None)
+    (tmp_path / "ws" / "ENG-1").mkdir(parents=True)  # a running task's workspace is there
     times(store, running.id, start=3600 - 120, worktree=str(tmp_path / "ws" / "ENG-1"), session_id="thread-7",
           input_tokens=1200, output_tokens=800, cost_usd=0.5, branch=f"task/{running.id}")
     # Two runs; the first failure was reported to the tracker, the second not yet.
@@ -255,8 +256,12 @@ def test_issue_status_of_every_other_task(world, title, identifier, status, erro
     assert answer["tracked"]["task_status"] == task.status.value
     assert answer["last_error"] == error
     assert answer["attempts"]["restart_count"] == max(task.runs - 1, 0)
-    # No worktree recorded: where the workflow puts the issue's.
-    assert answer["workspace"]["path"] == str(workspace_path(world.tmp_path / "ws", identifier))
+    # No folder (none made yet, or removed when the task landed or was cancelled): no path.
+    assert answer["workspace"] == {"path": None}
+    # No worktree recorded: where the workflow puts the issue's, once that folder exists.
+    workspace_path(world.tmp_path / "ws", identifier).mkdir(parents=True)
+    again = observe.issue(world.runner, identifier, now=NOW)
+    assert again["workspace"]["path"] == str(workspace_path(world.tmp_path / "ws", identifier))
     assert answer["running"] is None
     if title == "waiting":
         assert answer["retry"] == {"attempt": 1, "due_at": None, "error": "waiting to be claimed"}
@@ -321,3 +326,13 @@ def test_before_the_tracker_is_up_nothing_is_due(world) -> None:
     assert answer["running"][0]["state"] is None
     assert answer["rate_limits"] == {"tracker": None, "agent": None}
     assert observe.issue(world.runner, "ENG-2", now=NOW)["status"] == "failed"
+
+
+def test_a_removed_workspace_has_no_path(world) -> None:
+    """A landed task's recorded worktree is removed with it: /api/v1 says no path, not a stale one."""
+    folder = world.tmp_path / "ws" / "ENG-6"
+    folder.mkdir(parents=True)
+    world.store.update(world.ids["landed"], worktree=str(folder))
+    assert observe.issue(world.runner, "ENG-6", now=NOW)["workspace"] == {"path": str(folder)}
+    folder.rmdir()
+    assert observe.issue(world.runner, "ENG-6", now=NOW)["workspace"] == {"path": None}

@@ -162,7 +162,9 @@ def test_an_edited_workspace_root_moves_a_kept_workspace_for_the_next_run(agent_
     record = tmp_path / "created.log"
     agent = agent_factory(config=fake_cli.config(), dispatch=False)
     dispatcher = agent.app.state.dispatcher
-    policy = FlowPolicy(root=tmp_path / "old-root", hooks={"after_create": f"echo created >> {record}; touch .setup"})
+    # Still active when the rerun starts: it gets a turn (a handed-off one would land without one).
+    policy = FlowPolicy(root=tmp_path / "old-root", hooks={"after_create": f"echo created >> {record}; touch .setup"},
+                        statuses=[ACTIVE, IssueCheck(IssueStatus.handoff, "Human Review")])
     dispatcher.ctx.workflow = policy
     dispatcher.start()
     task_id = issue_task(agent, "MT-9", {"steps": [{"write": "wip.txt", "text": "wip\n"}],
@@ -208,7 +210,8 @@ def test_an_edited_runtime_applies_to_the_workflows_tasks_that_run_again(tmp_pat
     codex = wrapper(tmp_path / "bin", "codex", "fake_codex.py")
     opencode = wrapper(tmp_path / "bin", "opencode", "fake_opencode.py")
     front = front_matter(lin, tmp_path / "ws", agent_runtime={"kind": "codex", "command": f"{codex} app-server"})
-    agent = start_workflow_agent(stack, tmp_path, workflow_text(front))
+    # OpenCode without a `permission` config asks nothing: a reload to it needs the flag (R1-M2).
+    agent = start_workflow_agent(stack, tmp_path, workflow_text(front), guardrails_flag=True)
     task = agent.wait_task("ENG-1")
     assert task.runtime == "codex"
     agent.store.claim(Owner(pid=1, host="earlier", instance="earlier"), 60, task.id)

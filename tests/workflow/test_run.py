@@ -257,8 +257,9 @@ def test_a_template_error_fails_the_task_with_the_templates_message(flow, fake_c
 def test_a_failed_runs_workspace_is_reused_by_the_rerun_and_after_create_runs_once(flow, fake_cli, tmp_path):
     record = tmp_path / "record"
     record.mkdir()
+    # Still active when the rerun starts (a rerun of a handed-off issue lands without a turn).
     agent, policy = flow(hooks={"after_create": f"echo created >> {record}/after_create; echo cache > .cache-file",
-                                "before_run": f"echo run >> {record}/before_run"})
+                                "before_run": f"echo run >> {record}/before_run"}, statuses=[ACTIVE, HANDOFF])
     task_id = issue_task(agent, "MT-7", {"steps": [{"write": "wip.txt", "text": "wip\n"}],
                                          "fail_once": str(tmp_path / "failed-once")})
     first = wait_task_done(agent, task_id)

@@ -103,23 +103,25 @@ class WorkflowAgent:
 
 def start_workflow_agent(stack: contextlib.ExitStack, root: Path, text: str, *, config: AgentConfig | None = None,
                          dispatch: bool = False, token: str | None = None, name: str = "project",
-                         prepare: Callable[[Path, TaskStore], None] | None = None) -> WorkflowAgent:
+                         prepare: Callable[[Path, TaskStore], None] | None = None, guardrails_flag: bool = False,
+                         logs_root: Path | None = None, port: int | None = None) -> WorkflowAgent:
     """A real agent app with WORKFLOW.md (`text`) at its project's root, served on a free port
     (the tracker tools' grants name it). The tracker's secret must be in os.environ.
-    `prepare(project, store)` runs before the agent starts (tasks, worktrees left by a former run)."""
+    `prepare(project, store)` runs before the agent starts (tasks, worktrees left by a former run).
+    `guardrails_flag`: as if the guardrails flag was on baton-agent's command line."""
     project = make_repo(root, name)
     acknowledge_guardrails(project)
     path = project / "WORKFLOW.md"
     path.write_text(text)
-    port = free_port()
+    port = port or free_port()
     config = (config or AgentConfig(test_command="")).model_copy(update={"dispatcher_autostart": dispatch})
-    settings = AgentSettings(project_dir=project, config=config, port=port, token=token)
+    settings = AgentSettings(project_dir=project, config=config, port=port, token=token, logs_root=logs_root)
     store = TaskStore(settings.store_path, mirrors=MirrorWriter(settings.tasks_dir))
     store.initialize()
     if prepare is not None:
         prepare(project, store)
     live = LiveWorkflow(path, project_dir=project)
-    app = create_app(settings, store, workflow=live)
+    app = create_app(settings, store, workflow=live, guardrails_flag=guardrails_flag)
     url = stack.enter_context(serve(app, port=port))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = stack.enter_context(httpx.Client(base_url=url, timeout=30, headers=headers))

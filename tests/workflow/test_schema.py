@@ -438,3 +438,79 @@ def test_every_problem_is_reported_at_once(tmp_path):
                                 "agent": {"max_turns": 0}, "hooks": {"timeout_ms": -1}})
     assert [line.split(":")[0] for line in lines] == ["tracker.colour", "polling.interval_ms", "hooks.timeout_ms",
                                                       "agent.max_turns"]
+
+
+# ----- secret variables (R1 H1) --------------------------------------------------------------
+
+HIDDEN_ENV = {**ENV, "BATON_TOKEN": "baton-token-value", "GITHUB_TOKEN": "ghp_github_value",
+              "AGENT_SECRET": "agent-secret-value", "TRACKER_KEY": "tracker-key-value"}
+REFUSED = "is one of Baton's secret variables and cannot be used here"
+
+
+def hidden_problems(tmp_path: Path, front: dict, hidden=()) -> list[str]:
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow(write(tmp_path, front), project_dir=tmp_path, environ=HIDDEN_ENV, hidden=hidden)
+    assert caught.value.code == "invalid_config"
+    for value in ("baton-token-value", "ghp_github_value", "agent-secret-value", "tracker-key-value",
+                  "lin-secret-value", "jira-secret-value"):
+        assert value not in caught.value.message
+    return [line.removeprefix(f"{tmp_path / 'WORKFLOW.md'}: ") for line in caught.value.message.splitlines()]
+
+
+@pytest.mark.parametrize("name", ["BATON_TOKEN", "GITHUB_TOKEN", "LINEAR_API_KEY", "JIRA_API_TOKEN"])
+@pytest.mark.parametrize("key", ["endpoint", "base_url", "project_slug", "team"])
+def test_a_non_secret_linear_key_never_reads_a_secret_variable(tmp_path, key, name):
+    lines = hidden_problems(tmp_path, {"tracker": {"kind": "linear", "project_slug": "abc123", key: f"${name}"}})
+    assert lines == [f"tracker.{key}: ${name} {REFUSED}"]
+
+
+@pytest.mark.parametrize("key", ["endpoint", "email", "project"])
+def test_a_non_secret_jira_key_never_reads_a_secret_variable_even_under_provider(tmp_path, key):
+    lines = hidden_problems(tmp_path, {"tracker": {"kind": "jira", "provider": {**JIRA, "kind": None, key: "$BATON_TOKEN"}
+                                                   } | {"kind": "jira"}})
+    assert f"tracker.provider.{key}: $BATON_TOKEN {REFUSED}" in lines
+
+
+def test_the_agents_hidden_variables_and_the_files_own_secret_are_refused_too(tmp_path):
+    lines = hidden_problems(tmp_path, {"tracker": {"kind": "linear", "project_slug": "$AGENT_SECRET"}},
+                            hidden=["AGENT_SECRET"])
+    assert lines == [f"tracker.project_slug: $AGENT_SECRET {REFUSED}"]
+    lines = hidden_problems(tmp_path, {"tracker": {"kind": "linear", "api_key": "$TRACKER_KEY",
+                                                   "team": "$TRACKER_KEY"}})
+    assert lines == [f"tracker.team: $TRACKER_KEY {REFUSED}"]
+    # Not hidden: read as before.
+    config = load_workflow(write(tmp_path, {"tracker": {"kind": "linear", "team": "$AGENT_SECRET"}}),
+                           project_dir=tmp_path, environ={**HIDDEN_ENV, "AGENT_SECRET": "ENG"}).config
+    assert config.source_config().filter.team == "ENG"
+
+
+@pytest.mark.parametrize("name", ["BATON_TOKEN", "GITHUB_TOKEN"])
+def test_a_trackers_secret_is_never_batons_own(tmp_path, name):
+    lines = hidden_problems(tmp_path, {"tracker": {"kind": "linear", "project_slug": "abc", "api_key": f"${name}"}})
+    assert lines == [f"tracker.api_key: ${name} {REFUSED}"]
+
+
+@pytest.mark.parametrize("root", ["$BATON_TOKEN", "/tmp/ws/${GITHUB_TOKEN}/x", "~/$AGENT_SECRET"])
+def test_workspace_root_never_reads_a_secret_variable(tmp_path, root):
+    lines = hidden_problems(tmp_path, {"tracker": LINEAR, "workspace": {"root": root}}, hidden=["AGENT_SECRET"])
+    name = root.split("$")[1].strip("{}").split("}")[0].split("/")[0]
+    assert lines == [f"workspace.root: ${name} {REFUSED}"]
+
+
+def test_the_commands_program_never_reads_a_secret_variable(tmp_path):
+    lines = hidden_problems(tmp_path, {"tracker": LINEAR, "agent_runtime": {"kind": "codex",
+                                                                            "command": "$BATON_TOKEN app-server"}})
+    assert lines == [f"agent_runtime.command: $BATON_TOKEN {REFUSED}"]
+
+
+@pytest.mark.parametrize(("tracker", "expected"), [
+    ({"kind": "linear", "project_slug": "$VALUE"}, "tracker.project_slug: the value of $VALUE is not a Linear "
+                                                   "project slugId"),
+    ({"kind": "linear", "project_slug": "abc", "endpoint": "$VALUE"}, "tracker.endpoint: the value of $VALUE is not "
+                                                                     "an http(s) URL"),
+    ({**JIRA, "email": "$VALUE"}, "tracker.email: the value of $VALUE is not an email address or $VARIABLE"),
+], ids=["project_slug", "endpoint", "email"])
+def test_a_problem_names_the_variable_never_its_value(tmp_path, tracker, expected):
+    env = {**ENV, "VALUE": "some private words"}
+    lines = problems(tmp_path, {"tracker": tracker}, environ=env)
+    assert lines == [expected]

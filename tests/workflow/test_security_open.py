@@ -35,8 +35,6 @@ def write(path: Path, front: str, tick: int = 0) -> None:
 GOOD = "tracker: {kind: linear, project_slug: abc123}"
 
 
-@pytest.mark.xfail(strict=True, reason="R1 H1: backend/workflow/schema.py echoes values read from $VAR "
-                                       "(ProviderSection._resolve, SourceConfig messages); /agent/health is public")
 @pytest.mark.parametrize("edit", [
     "tracker: {kind: linear, project_slug: $BATON_TOKEN}",
     "tracker: {kind: linear, project_slug: abc123, endpoint: $BATON_TOKEN}",
@@ -53,8 +51,6 @@ def test_an_edit_naming_a_secret_variable_never_shows_its_value_on_health(tmp_pa
     assert SECRET not in json.dumps(status)
 
 
-@pytest.mark.xfail(strict=True, reason="R1 H1: backend/workflow/schema.py expands any $VAR in workspace.root "
-                                       "and the command's first word (expand_path)")
 @pytest.mark.parametrize("front", [
     GOOD + "\nworkspace: {root: /tmp/ws/$BATON_TOKEN}",
     GOOD + "\nagent_runtime: {kind: codex, command: \"$BATON_TOKEN app-server\"}",
@@ -73,15 +69,11 @@ def test_a_path_or_command_never_carries_a_secret_variables_value(tmp_path, fron
     assert SECRET not in section.command and SECRET not in json.dumps(problem)
 
 
-@pytest.mark.xfail(strict=True, reason="R1 M1: backend/guardrails.py unguarded_reason ignores claude_code "
-                                       "permission_mode bypassPermissions")
 def test_claude_codes_bypass_permissions_mode_needs_the_acknowledgement():
     section = ClaudeCodeConfig(skip_permissions=False, permission_mode="bypassPermissions")
     assert unguarded_reason("claude_code", section) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="R1 M3: backend/workflow/policy.py hidden_env follows only the current "
-                                       "version's tracker secret")
 def test_an_edit_does_not_unhide_the_tracker_secret_the_agent_started_with(tmp_path):
     path = tmp_path / "WORKFLOW.md"
     write(path, GOOD)
@@ -93,7 +85,6 @@ def test_an_edit_does_not_unhide_the_tracker_secret_the_agent_started_with(tmp_p
     assert {"LINEAR_API_KEY", "OTHER_KEY"} <= policy.hidden_env()
 
 
-@pytest.mark.xfail(strict=True, reason="R1 L1: backend/workflow/loader.py lets PyYAML's ValueError through")
 @pytest.mark.parametrize("scalar", ["2020-13-45", "1" * 5000], ids=["bad-date", "5000-digits"])
 def test_a_scalar_yaml_cannot_build_is_a_parse_error(tmp_path, scalar):
     path = tmp_path / "WORKFLOW.md"

@@ -172,3 +172,72 @@ def test_issue_vars_from_the_task_when_the_tracker_cannot_say():
     bare = _task(content="ABC-12", source={**source, "url": None})
     assert issue_vars(None, bare)["description"] == ""
     assert issue_vars(None, _task(content="hand written"))["identifier"] == "t1"
+
+
+# ----- resource limits (R1 L2): refused before they allocate -------------------------------------
+
+@pytest.mark.parametrize("body", [
+    "{{ '%*s' % (300000000, '') }}",
+    "{{ '%300000000s' % '' }}",
+    "{{ '%.300000000f' % 1.5 }}",
+    "{{ 'a'|center(300000000) }}",
+    "{{ 'a'|indent(300000000) }}",
+    "{{ 'a\\nb'|indent('x' * 1000000) }}",
+    "{{ '%*s'|format(300000000, '') }}",
+    "{{ ('a' * 1000000)|replace('a', 'bb') }}",
+    "{{ ('a ' * 500000)|wordwrap(1, wrapstring='x' * 1000) }}",
+    "{{ ['a' * 1000000, 'b' * 1000000]|join }}",
+    "{{ [1]|batch(300000000, 0)|list }}",
+    "{{ [1]|slice(300000000)|list }}",
+    "{{ 'a'.center(300000000) }}",
+    "{{ 'a'.ljust(300000000) }}",
+    "{{ '{:>300000000}'.format('') }}",
+    "{{ '{:>{w}}'.format('', w=300000000) }}",
+    "{{ ('a' * 1000000).replace('a', 'bb') }}",
+    "{{ 9**9**9 }}",
+    "{{ 'x' * 2000000 }}",
+    "{{ ['x'] * 2000000 }}",
+    "{{ lipsum(1000000) }}",
+    "{% set ns = namespace(n=3) %}{% for i in range(100) %}{% set ns.n = ns.n * ns.n %}{% endfor %}{{ ns.n > 0 }}",
+    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(l=[1]) %}{% for i in range(60) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
+    "{% set ns = namespace(l=[1]) %}{% for i in range(60) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
+    "{{ ns.l|string|length }}",
+    "{% set ns = namespace(l=[1]) %}{% for i in range(60) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
+    "{{ (ns.l ~ '')|length }}",
+    "{% set ns = namespace(l=[1]) %}{% for i in range(60) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
+    "{{ ('%s' % (ns.l,))|length }}",
+    "{% set l = [1] %}{% for i in range(60) %}{{ l.extend(l) }}{% endfor %}",
+], ids=lambda body: body[:60])
+def test_a_template_that_would_take_all_memory_is_refused(tmp_path, body):
+    wf = workflow(tmp_path, body)
+    with pytest.raises(PromptError) as caught:
+        first(wf)
+    assert caught.value.args[0].startswith("WORKFLOW.md line 6: ")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("{{ '%5s|%-3d|%.2f' % ('ab', 7, 1.5) }}", "   ab|7  |1.50"),
+    ("{{ '%*s' % (4, 'x') }}", "   x"),
+    ("{{ 'a'|center(5) }}|{{ 'x\\ny'|indent(2, true) }}", "  a  |  x\n  y"),
+    ("{{ '%s-%s'|format(1, 2) }} {{ 'aXa'|replace('X', 'yy') }}", "1-2 ayya"),
+    ("{{ ['a', 'b']|join(', ') }} {{ [[1], [2]]|sum(start=[]) }}", "a, b [1, 2]"),
+    ("{{ '{:>4}|{}'.format('x', 2) }} {{ 'ab'.ljust(4) }}|", "   x|2 ab  |"),
+    ("{{ 2 ** 10 }} {{ 12 * 12 }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 7 % 3 }}", "1024 144 ababab [0, 0] 1"),
+    ("{% set ns = namespace(s='a') %}{% for i in range(3) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+     "aaaaaaaa"),
+    ("{{ {'k': [1, 2]} }} {{ (1, 'x') ~ '!' }}", "{'k': [1, 2]} (1, 'x')!"),
+], ids=lambda v: v[:40])
+def test_ordinary_uses_of_the_checked_operations_still_work(tmp_path, body, expected):
+    assert first(workflow(tmp_path, body)) == expected
+
+
+def test_labels_render_as_a_comma_separated_list_and_still_iterate(tmp_path):
+    wf = workflow(tmp_path, "{{ issue.labels }}|{% for l in issue.labels %}[{{ l }}]{% endfor %}|"
+                            "{{ issue.labels|length }}|{{ issue.labels|join('+') }}|{{ issue.labels[0] }}")
+    assert first(wf) == "bug, baton|[bug][baton]|2|bug+baton|bug"
+    issue = Issue(id="u-1", identifier="ABC-1", title="t", description="", state="Todo", url=None,
+                  labels=["Bug", " Baton "], priority=None, updated_at=None)
+    labels = issue_vars(issue, Task(id="t1", title="t", content="c"))["labels"]
+    assert list(labels) == ["bug", "baton"] and str(labels) == "bug, baton" and labels == ["bug", "baton"]

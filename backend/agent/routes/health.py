@@ -1,7 +1,8 @@
 """/agent/health: the one endpoint that needs no token.
 
 With a WORKFLOW.md, `workflow` says which version runs (an invalid edit is reported there, the
-last good version still running) and how its tracker's sync goes.
+last good version still running, and makes the agent `degraded`: `workflow_invalid`) and how its
+tracker's sync goes.
 
 `ok` only when nothing keeps the agent from doing its job; otherwise `degraded` with the
 problems (the store refused or unreadable, no commits yet, the dispatcher's own problems).
@@ -94,6 +95,9 @@ def compute_health(state) -> Health:
     problems = [p for p in (store_probe.problem(), commits_probe.problem(settings.project_dir)) if p]
     problems += [Problem.model_validate(p) for p in state.dispatcher.problems()]
     runner = getattr(state, "workflow", None)  # backend/workflow/runner.py, when a WORKFLOW.md runs
+    workflow = runner.health() if runner is not None else None
+    if workflow is not None and (kept := _workflow_problem(workflow)) is not None:
+        problems.append(kept)
     return Health(
         status="degraded" if problems else "ok",
         project=settings.project_name,
@@ -101,8 +105,19 @@ def compute_health(state) -> Health:
         version=__version__,
         uptime_seconds=round(time.monotonic() - state.started_monotonic, 3),
         problems=problems,
-        workflow=runner.health() if runner is not None else None,
+        workflow=workflow,
     )
+
+
+def _workflow_problem(workflow: dict) -> Problem | None:
+    """An edit of WORKFLOW.md kept out (invalid, or needing a restart): the agent runs another
+    version than the file says, which whoever watches the board must know."""
+    error = workflow.get("error")
+    if workflow.get("state") != "invalid" or not error:
+        return None
+    first = (str(error.get("message") or "").splitlines() or [""])[0]
+    return Problem(code="workflow_invalid", message=f"WORKFLOW.md: invalid edit ignored, running the version "
+                                                    f"loaded at {workflow.get('loaded_at')}: {first}")
 
 
 @router.get("/health", response_model=Health)

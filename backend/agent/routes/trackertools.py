@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ...models import TaskStatus
-from ...sources.gateway import OPENAPI_EXTRA, call_tool
+from ...sources.gateway import OPENAPI_EXTRA, WORKFLOW_STATES_HINT, call_tool
 from ...sources.tools import CALL_PATH
 from ...web.errors import ERROR_RESPONSES
 
@@ -50,5 +50,6 @@ async def tracker_tool_call(request: Request) -> JSONResponse:
         gate=runner.gate,
         source_for=source_for,
         running_task=running_task,
+        states_hint=WORKFLOW_STATES_HINT,
     )
     return JSONResponse(answer)
