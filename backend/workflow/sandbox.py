@@ -182,6 +182,9 @@ def _guard_filter(name: str, fn: Any) -> Any:
     except (TypeError, ValueError):
         signature = None
     estimate, prepare = _FILTER_SIZES.get(name), _FILTER_ARGS.get(name)
+    # jinja's async-capable filters show the signature without the context jinja passes first.
+    passed = getattr(fn, "jinja_pass_arg", None) is not None and signature is not None and \
+        next(iter(signature.parameters), None) not in ("eval_ctx", "environment", "env", "context")
 
     @functools.wraps(fn)  # keeps jinja's pass_context/pass_eval_context marks
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -189,13 +192,14 @@ def _guard_filter(name: str, fn: Any) -> Any:
         if name == "format" and args:
             check_percent(str(args[0]) if isinstance(args[0], str) else "", kwargs or tuple(args[1:]))
         if signature is not None and (estimate or prepare):
-            bound = signature.bind(*args, **kwargs)
+            first = args[:1] if passed else ()
+            bound = signature.bind(*args[len(first):], **kwargs)
             bound.apply_defaults()
             if prepare:
                 prepare(bound.arguments)
             if estimate and estimate(bound.arguments) > LIMIT:
                 raise too_big()
-            return fn(*bound.args, **bound.kwargs)
+            return fn(*first, *bound.args, **bound.kwargs)
         return fn(*args, **kwargs)
 
     return guarded
