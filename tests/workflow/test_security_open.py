@@ -1,8 +1,6 @@
-"""Security review (issue 14, R1): findings in files the reviewer does not own, reproduced.
+"""Security review (issue 14): what a WORKFLOW.md edit must never do, each found once and fixed.
 
-Each test states the property that should hold and is marked xfail(strict=True) with the file
-to change: when the owner fixes it the test passes, pytest reports XPASS as a failure, and the
-marker is removed. WORKFLOW.md is the repository's: an unsandboxed coding agent can write the
+WORKFLOW.md is the repository's: an unsandboxed coding agent can write the
 project's copy (same user), a sandboxed one through a landed commit, and it is reloaded within a
 second, so nothing it says may reveal or redirect a secret Baton keeps from the agent."""
 
