@@ -20,6 +20,7 @@ from .runtimes.claude_code import ClaudeCodeConfig
 from .runtimes.codex import CodexConfig
 from .runtimes.demo import DemoConfig
 from .runtimes.opencode import OpenCodeConfig
+from .executors.dask.config import DaskConfig
 
 __all__ = ["AgentConfig", "ClaudeCodeConfig", "CodexConfig", "ConfigError", "OpenCodeConfig", "load_agent_config"]
 
@@ -149,6 +150,10 @@ class AgentConfig(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     # 100 tasks of 256 KiB, even when a JSON encoder's escaping doubles their size.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Where agent turns run: here (local), or on Dask workers (dask, with the `dask:` section;
+    # see backend/executors/). Claiming, testing and landing stay here either way.
+    executor: Literal["local", "dask"] = "local"
+    dask: DaskConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -232,6 +237,17 @@ class AgentConfig(_Strict):
     def test_slots(self) -> int:
         """How many merge-queue candidates may be tested at once."""
         return self.max_parallel_tests or self.max_parallel_workers
+
+    @model_validator(mode="after")
+    def _executor(self) -> AgentConfig:
+        if self.executor == "dask" and self.dask is None:
+            raise ValueError("executor: dask needs a dask: section with at least the scheduler address")
+        if self.dask is not None:
+            leaked = sorted(set(self.dask.forward_env) & self.hidden_env_vars)
+            if leaked:
+                raise ValueError(f"dask.forward_env: {', '.join(leaked)} is a secret no agent may see "
+                                 "(secret_env_vars, BATON_TOKEN, the GitHub token)")
+        return self
 
     @model_validator(mode="after")
     def _ports(self) -> AgentConfig:

@@ -45,6 +45,7 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in TaskStatus)
 TaskType = Literal["feature", "bugfix", "refactor", "chore", "docs", "test"]
 Priority = Literal["low", "medium", "high", "urgent"]
 PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
+RUN_ON_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a Dask resource name (a box): executors/dask/config.py
 ErrorReason = Literal[
     "agent_error", "timeout", "stalled", "tests_failed", "tests_broken_on_base", "conflict", "push_failed",
     "agent_moved_refs", "approval_required", "runtime_unavailable", "internal",
@@ -53,6 +54,9 @@ ErrorReason = Literal[
     # WORKFLOW.md (backend/workflow/): the prompt template failed for this task, a hook failed
     # (after_create, before_run), or max_turns turns ran while its issue stayed active.
     "template_error", "hook_failed", "max_turns",
+    # executor: dask (backend/executors/): the worker running the turn crashed, froze or became
+    # unreachable; the task went back to pending as a new attempt (failed after dask.max_attempts).
+    "worker_lost",
 ]
 # How a task's tested work reaches the base branch: at once (auto), after a person approves it on
 # the board (review), or through a GitHub pull request that someone merges (pr).
@@ -428,6 +432,10 @@ class Task(_TextRules):
     attachments: Annotated[list[Attachment], Field(max_length=ATTACHMENTS_MAX)] = Field(default_factory=list)
     source: TaskSource | None = None  # the tracker issue this task was made from (backend/sources/)
     cancel_reason: str | None = None  # why it was cancelled, when someone said (e.g. its issue was closed)
+    # executor: dask: the box this task's turns must run on (a resource its worker offers), and
+    # the Dask worker that ran its latest turn (shown on its card).
+    run_on: Annotated[str, StringConstraints(pattern=RUN_ON_RE)] | None = None
+    worker: str | None = None
 
     @field_validator(
         "created_at", "updated_at", "started_at", "finished_at", "heartbeat_at", "lease_expires_at",

@@ -19,6 +19,7 @@ from .. import taskviews
 from ..agent.basebranch import resolve_settings
 from ..agent.settings import AgentSettings
 from ..archive import Archiver
+from ..executors import build_executor
 from ..gitrepo import has_commits
 from ..guardrails import Guardrails, unguarded_reason
 from ..models import Owner, Task, TaskStatus, utcnow
@@ -66,6 +67,7 @@ class Dispatcher:
             wake_dispatcher=self.wake,
             on_change=self._changed,
             writers=EventWriters(settings.logs_dir),
+            executor=build_executor(config, git),  # raises ExecutorUnavailable (e.g. no distributed)
         )
         # GitHub pull requests (landing: pr): opened by runs, watched until merged or closed.
         self.prs = self.ctx.prs = PullRequests(store, config, settings.project_dir, config.base_branch, git=git,
@@ -86,6 +88,7 @@ class Dispatcher:
         self._runtime_problems: dict[str, dict] = {}  # by runtime name, as the last tick saw them
         self._held: set[str] = set()  # tasks not to claim now (their workspace is being removed)
         self._has_commits = False  # asked each tick until true (a repository keeps its commits)
+        self._last_executor_problem: dict | None = None
         store.subscribe(self.wake)
         # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
         self.store_view = StoreView(store.path)
@@ -147,6 +150,7 @@ class Dispatcher:
         for thread in threads:  # cleanups of completed tasks still running
             thread.join(SHUTDOWN_WAIT)
         self.queue.close()
+        self.ctx.executor.close()
         self.prs.stop()
         self._exit.set()
         self.wake()
@@ -206,6 +210,8 @@ class Dispatcher:
         free. Returns how many tasks were started."""
         self._renew_leases()
         started = 0
+        if self._claiming.is_set() and self._executor_problem() is not None:
+            return 0  # nowhere to run an agent (no scheduler, no worker): tasks wait, pending
         # One claimer at a time; stop() and set_runtimes() wait for it, so the runtimes checked
         # are the ones the claimed tasks run on.
         with self._lock:
@@ -376,9 +382,24 @@ class Dispatcher:
         return problems
 
     def problems_beyond_runtimes(self) -> list[dict]:
-        """What keeps tasks from finishing that is no runtime's fault (GitHub for landing: pr)."""
-        problem = self.prs.problem()
-        return [problem] if problem else []
+        """What keeps tasks from finishing that is no runtime's fault (GitHub for landing: pr,
+        the executor's scheduler and workers)."""
+        problems = [problem for problem in (self.prs.problem(), self._executor_problem()) if problem]
+        return [dict(problem) for problem in problems]
+
+    def _executor_problem(self) -> dict | None:
+        executor = self.ctx.executor
+        if executor.remote and not self.ctx.git.has_remote:
+            return {"code": "no_remote",
+                    "message": f"executor: {executor.name} needs the project's remote {self.config.remote!r}: "
+                               "workers get their work only through git (add one with git remote add)"}
+        problem = executor.problem()
+        if problem is not None and problem != self._last_executor_problem:
+            log.error("dispatcher: not claiming tasks: %s", problem["message"])
+        elif problem is None and self._last_executor_problem is not None:
+            log.info("dispatcher: the %s executor is available again; claiming", executor.name)
+        self._last_executor_problem = problem
+        return dict(problem) if problem is not None else None
 
     def _repository_has_commits(self) -> bool:
         if not self._has_commits:
@@ -433,7 +454,8 @@ class Dispatcher:
             "workers": {"max": self.ctx.slots.limit, "busy": self.busy()},
             "running": [
                 {"task_id": r.task.id, "title": r.task.title, "phase": r.phase, "port": r.port,
-                 "started_at": r.task.started_at.isoformat() if r.task.started_at else None}
+                 "started_at": r.task.started_at.isoformat() if r.task.started_at else None,
+                 "worker": r.task.worker}
                 for r in runs
             ],
             "queue_length": counts["pending"],

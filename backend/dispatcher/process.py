@@ -389,11 +389,13 @@ def run_streaming(
     on_start: Callable[[int], None] | None = None,
     marker: Mapping[str, str] | None = None,
     talk: Talk | None = None,
+    die_with_parent: bool = False,
 ) -> ProcessOutcome:
     """Run `argv`; append stdout to `stdout_log` (stderr to `stderr_log`, or into stdout if None).
     `marker`: environment entries (also set in `env`) that mark every process of this run; all
     of them are stopped when the run ends, however it ends. `talk`: a conversation over stdin
-    (then `stdin_text` and `on_line` are not used)."""
+    (then `stdin_text` and `on_line` are not used). `die_with_parent`: the process gets SIGKILL
+    when the thread that started it goes (a Dask worker killed mid-run leaves no agent behind)."""
     started = time.monotonic()
     with open(stdout_log, "ab") as out, open(stderr_log or os.devnull, "ab") as err:
         try:
@@ -405,6 +407,7 @@ def run_streaming(
                 stdout=subprocess.PIPE,
                 stderr=err if stderr_log is not None else subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         except OSError as exc:
             message = f"cannot start {argv[0]}: {exc}\n".encode()
@@ -452,6 +455,13 @@ def run_streaming(
                 reader.join()
             proc.stdout.close()
     return ProcessOutcome(exit_code=proc.returncode, stopped=stopped, duration=time.monotonic() - started, pid=proc.pid)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
 
 
 def _watch(exit_watch: _ExitWatch, reader: _Reader, stop: StopRequest, started: float,

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,12 @@ from typing import Any
 
 from ..attachments import WORKTREE_DIR
 from ..config import AgentConfig
+from ..executors.base import Executor, RemoteWork, TurnResult, TurnSpec
+from ..executors.local import LocalExecutor
 from ..github import GitHubError
 from ..gitrepo import GitError
 from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
-from ..runtimes.base import AgentEvent, EventKind, McpServer, Reply, Runtime, RunSummary, Turn, TurnRequest, event
+from ..runtimes.base import AgentEvent, EventKind, Invocation, McpServer, Runtime, RunSummary, TurnRequest, event
 from ..store import StoreError, TaskNotFoundError, TaskStore
 from ..workflow.hooks import HookResult, run_hook
 from .basetests import BaseTests, BaseVerdict
@@ -47,7 +50,7 @@ from .leftovers import discard_landing_leftovers, discard_test_leftovers, interr
 from .mergequeue import MergeQueue
 from .policy import HookName, IssueStatus, PromptError, WorkflowPolicy
 from .ports import PortPool
-from .process import ProcessOutcome, Say, StopRequest, run_streaming, tail, task_marker
+from .process import ProcessOutcome, StopRequest, run_streaming, tail, task_marker
 from .prompts import (attachments_text, commit_message, follow_up_prompt, planning_prompt, revision_prompt,
                       task_prompt, work_prompt)
 from .refguard import RefGuard
@@ -58,6 +61,7 @@ from .workspace import ProjectGit, Workspace, WorkspaceInTheWay
 log = logging.getLogger(__name__)
 
 ACTIVITY_WRITE_INTERVAL = 5.0  # seconds between last_activity_at writes while output flows
+REMOTE_FILES_MAX = 32 * 1024 * 1024  # bytes of Baton's placed files sent with a remote turn
 START_FETCH_MAX_AGE = 2.0  # a worktree may start from a base fetched this recently; landing always fetches
 
 
@@ -80,6 +84,7 @@ class RunContext:
     writers: EventWriters | None = None  # one transcript writer per task, shared with the API
     prs: Any = None  # PullRequests (landing pr): opens and reads GitHub pull requests
     workflow: WorkflowPolicy | None = None  # the project's WORKFLOW.md, for the tasks it governs
+    executor: Executor = field(default_factory=LocalExecutor)  # where agent turns run (backend/executors/)
 
 
 class AgentFailed(Exception):
@@ -93,27 +98,12 @@ class Stopped(Exception):
     """The run was asked to stop (cancel, forced stop, shutdown)."""
 
 
-class _TurnTalk:
-    """Adapts a runtime's Turn to the process layer: events go to the task's log as they come."""
+class WorkerLost(Exception):
+    """The remote worker running the turn went away: the attempt ends, the task is re-queued."""
 
-    def __init__(self, turn: Turn, record: Callable[[AgentEvent], None], summary: RunSummary) -> None:
-        self.turn, self.record, self.summary = turn, record, summary
-
-    def _say(self, reply: Reply) -> Say:
-        for ev in reply.events:
-            self.record(ev)
-        if reply.fail is not None and self.summary.failure is None:
-            self.summary.failure = reply.fail
-        return Say(lines=reply.send, close=reply.close_stdin, end=reply.fail[0] if reply.fail else None)
-
-    def opening(self) -> Say:
-        return self._say(self.turn.opening())
-
-    def on_line(self, line: str) -> Say:
-        return self._say(self.turn.on_line(line))
-
-    def interrupt(self) -> Say:
-        return self._say(self.turn.interrupt())
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class TaskRun:
@@ -166,6 +156,8 @@ class TaskRun:
                 self._release_worker()
         except Stopped:
             self._end_stopped()
+        except WorkerLost as exc:
+            self._end_lost(exc.message)
         except AgentFailed as exc:
             self._end_failed(exc.reason, exc.message)
         except Exception as exc:  # noqa: BLE001 - a bug or git failure fails the task, not the dispatcher
@@ -658,42 +650,127 @@ class TaskRun:
     def _one_turn(self, prompt: str, resume: str | None, read_only: bool) -> None:
         self._phase("planning (read-only)" if read_only else "agent running")
         assert self.runtime is not None
+        executor = self.ctx.executor
         self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
         prompt, images = self._attachments(prompt, resume)
+        summary = self._last_summary = RunSummary()
+        remote = executor.remote
+        if remote:
+            self._commit_work(commit_message(self.task))  # the worker sees only what is committed
+        attempt = f"{self.task.id}-r{self.task.runs}-{uuid.uuid4().hex[:8]}"
+
+        def record(ev: AgentEvent) -> None:
+            self._record(self.events.append(ev), summary)
+
+        spec: TurnSpec | None = None
+        result: TurnResult | None = None
         try:
-            turn = self.runtime.turn(TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
-                                                 model=self.task.model, scratch=self.logs.runtime_dir,
-                                                 read_only=read_only, images=images,
-                                                 mcp_servers=[] if read_only else self._mcp_servers()))
-            inv = turn.invocation
-            self._refuse_secrets_in(inv.argv)
-            if self.policy is not None and Path(inv.cwd).resolve() != self.ws.path.resolve():
-                # Symphony's invariant: the agent works in its issue's workspace, nowhere else.
-                raise AgentFailed("internal", f"refusing to start {self.runtime_name} in {inv.cwd}: "
-                                              f"not the task's workspace {self.ws.path}")
-            summary = self._last_summary = RunSummary()
-
-            def record(ev: AgentEvent) -> None:
-                self._record(self.events.append(ev), summary)
-
-            talk = _TurnTalk(turn, record, summary)
-            limits = self.runtime.limits
-            outcome = run_streaming(
-                inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin,
-                stdout_log=self.logs.raw, stderr_log=self.logs.stderr, on_line=talk.on_line,
-                wall_timeout=limits.timeout, stall_timeout=limits.stall_timeout, stop=self.stop,
-                on_start=self._agent_started, marker=self._marker(),
-                talk=talk if inv.stdin is None else None,  # None: the CLI takes its prompt on stdin and only prints
-            )
+            request = TurnRequest(prompt=prompt, cwd=self.ws.path, env=self._env(), resume=resume,
+                                  model=self.task.model, scratch=self.logs.runtime_dir, read_only=read_only,
+                                  images=images, mcp_servers=[] if read_only or remote else self._mcp_servers())
+            spec = TurnSpec(task_id=self.task.id, attempt=attempt, runtime_name=self.runtime_name,
+                            runtime=self.runtime, request=request, limits=self.runtime.limits, stop=self.stop,
+                            raw_log=self.logs.raw, stderr_log=self.logs.stderr, marker=self._marker(),
+                            summary=summary, record=record, on_start=self._agent_started,
+                            check=self._check_invocation,
+                            remote=self._remote_work(attempt, images) if remote else None)
+            try:
+                result = executor.run_turn(spec)
+            finally:
+                if spec.remote is not None:
+                    self._take_remote_work(spec.remote, result)
         finally:
             # The token lives as long as the turn: a server left behind can no longer act.
             remove_token(self.logs.runtime_dir)
-        self._account(summary, turn)
+        self._account(summary, result.usage)
+        if result.lost is not None:
+            raise WorkerLost(result.lost)
+        if result.error is not None:
+            self._check_stop()
+            raise AgentFailed("internal", result.error)
         moved = self._undo_ref_moves()
         self._check_stop()
         if moved:
             raise AgentFailed("agent_moved_refs", moved)
-        self._judge(outcome, summary)
+        self._judge(result.outcome, summary)
+
+    def _check_invocation(self, inv: Invocation) -> None:
+        self._refuse_secrets_in(inv.argv)
+        if self.policy is not None and Path(inv.cwd).resolve() != self.ws.path.resolve():
+            # Symphony's invariant: the agent works in its issue's workspace, nowhere else.
+            raise AgentFailed("internal", f"refusing to start {self.runtime_name} in {inv.cwd}: "
+                                          f"not the task's workspace {self.ws.path}")
+
+    # ----- a turn on another machine (executors/dask) -----------------------------------------
+
+    def _remote_work(self, attempt: str, images: list[Path]) -> RemoteWork:
+        """The turn's start, pushed to its own attempt branch on the origin, and Baton's files for
+        the worker's worktree (their bytes: a worker shares no folder with this host)."""
+        git, config = self.ctx.git, self.ctx.config
+        if not git.has_remote:
+            raise AgentFailed("runtime_unavailable", f"executor: {self.ctx.executor.name} needs the project's remote "
+                                                     f"{config.remote!r}: workers get their work only through git")
+        start = self.ws.head()
+        branch = f"baton/attempts/{self.task.id}/{attempt}"
+        try:
+            git.git(["push", "--quiet", "--force", config.remote, f"{start}:refs/heads/{branch}"], self.ws.path)
+        except GitError as exc:
+            raise WorkerLost(f"could not push the turn's start to {config.remote} ({branch}): "
+                             f"{exc.stderr.strip()[-500:]}") from None
+        files: dict[str, bytes] = {}
+        total = 0
+        for rel in self.ws.placed or []:
+            path = self.ws.path / rel
+            try:
+                data = path.read_bytes() if path.is_file() else None
+            except OSError:
+                data = None
+            if data is None or total + len(data) > REMOTE_FILES_MAX:
+                continue
+            files[rel] = data
+            total += len(data)
+        settings = config.dask
+        forward = {name: os.environ[name] for name in (settings.forward_env if settings else []) if name in os.environ}
+        url = git.git(["remote", "get-url", config.remote]).strip()
+        if "://" not in url and ":" not in url.split("/")[0]:
+            url = str((git.project / url).resolve())  # a path relative to the project means nothing elsewhere
+        return RemoteWork(origin=url, start_sha=start, branch=branch, files=files,
+                          images=[str(p.relative_to(self.ws.path)) for p in images],
+                          run_on=self._current().run_on,
+                          hidden_env=sorted(config.hidden_env_vars | self._workflow_hidden()),
+                          forward_env=forward)
+
+    def _take_remote_work(self, work: RemoteWork, result: TurnResult | None) -> None:
+        """Bring the commit the turn's result names into the task's worktree: only that commit,
+        only from this attempt's branch, and only if it builds on the turn's start. Then the
+        attempt's branch goes (a worker that comes back later cannot push to it: its push holds
+        a lease on the start)."""
+        git, remote = self.ctx.git, self.ctx.config.remote
+        head = result.head if result is not None and result.lost is None else None
+        try:
+            if head and head != work.start_sha:
+                local = f"refs/baton/attempts/{work.branch.rsplit('/', 1)[1]}"
+                git.git(["fetch", "--quiet", "--no-tags", remote, f"+refs/heads/{work.branch}:{local}"])
+                try:
+                    tip = git.rev(local)
+                    if tip != head:
+                        raise AgentFailed("internal", f"{work.branch} on {remote} is at {tip[:12]}, not the "
+                                                      f"commit {head[:12]} the worker reported")
+                    if not git.is_ancestor(work.start_sha, head):
+                        raise AgentFailed("agent_moved_refs", f"the remote turn's commit {head[:12]} does not build "
+                                                              f"on its start {work.start_sha[:12]}")
+                    git.git(["reset", "--hard", "--quiet", head], self.ws.path)
+                    self.say(f"took {head[:12]} from {result.worker or 'the worker'} ({work.branch})")
+                finally:
+                    git.git(["update-ref", "-d", local])
+        except GitError as exc:
+            raise AgentFailed("internal", f"could not take the remote turn's work from {work.branch}: "
+                                          f"{exc.stderr.strip()[-500:]}") from None
+        finally:
+            try:
+                git.git(["push", "--quiet", remote, "--delete", work.branch])
+            except GitError as exc:
+                log.warning("task %s: could not delete %s on %s: %s", self.task.id, work.branch, remote, exc)
 
     def _mcp_servers(self) -> list[McpServer]:
         """The task's tracker tools, when its source granted them: the token goes to a file in
@@ -728,8 +805,9 @@ class TaskRun:
                                   f"(listed in secret_env_vars) is in its command line; check "
                                   f"{self.runtime_name}.extra_args and {self.runtime_name}.config in agent.yaml")
 
-    def _agent_started(self, pid: int) -> None:
-        self._update(agent_pid=pid, **{**self._started_fields, "port": self.port})  # a feedback turn's own port
+    def _agent_started(self, pid: int | None, worker: str | None = None) -> None:
+        """The CLI started: here (its pid: Baton's to stop after a crash), or on a worker (named on the card)."""
+        self._update(agent_pid=pid, worker=worker, **{**self._started_fields, "port": self.port})
         self._last_activity_write = time.monotonic()
 
     def _record(self, ev: AgentEvent, summary: RunSummary) -> None:
@@ -741,10 +819,10 @@ class TaskRun:
             self._update(last_activity_at=ev.ts, **self._session_fields(summary))
             self._last_activity_write = now
 
-    def _account(self, summary: RunSummary, turn: Turn) -> None:
+    def _account(self, summary: RunSummary, usage: AgentEvent | None) -> None:
         """Add this run's cost and tokens to the task's totals (feedback turns add up). A turn
         killed before its result still counts what it used (the runtime's usage so far)."""
-        result = summary.result or turn.usage()
+        result = summary.result or usage
         if result is None:
             self._update(agent_pid=None, **self._session_fields(summary))
             return
@@ -948,6 +1026,29 @@ class TaskRun:
             message = f"{message} ({note})"
         self._record_end(TaskStatus.failed, error_reason=reason, error_message=message[:4000],
                          log_path=str(self.logs.raw))
+
+    def _end_lost(self, message: str) -> None:
+        """The worker went away mid-turn: nothing of that turn is taken. The task goes back to the
+        queue as a new attempt, or fails after dask.max_attempts lost workers in a row."""
+        if self.stop.is_set():  # a cancel or a shutdown came too: that is the ending
+            self.say(f"worker lost: {message}")
+            self._end_stopped()
+            return
+        settings = self.ctx.config.dask
+        limit = settings.max_attempts if settings is not None else 1
+        again = self.task.attempts < limit
+        self._phase("failing")
+        self.say(f"worker lost: {message}; " + ("the task goes back to the queue as a new attempt"
+                                               f" ({self.task.attempts} of {limit})" if again
+                                               else f"attempt {self.task.attempts} of {limit}: the task fails"))
+        note = self._keep_work(f"wip({self.task.id}): {self.task.title} [worker lost]", push=not again,
+                               remove=self.policy is None)
+        message = f"{message} ({note})" if note else message
+        if again:
+            self._record_end(TaskStatus.pending, error_reason="worker_lost", error_message=message[:4000])
+        else:
+            self._record_end(TaskStatus.failed, error_reason="worker_lost", error_message=message[:4000],
+                             log_path=str(self.logs.raw))
 
     def _end_stopped(self) -> None:
         reason = self.stop.reason or "interrupted"

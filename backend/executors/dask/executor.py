@@ -1,0 +1,275 @@
+"""The Dask executor, on the project host: sends a turn to the Dask scheduler, streams its events
+into the task's log as they come, stops it when asked, and tells a lost worker from a turn's
+own ending.
+
+Needs `distributed` (pip install 'baton[distributed]'), the same version as the workers'.
+The scheduler must not re-run a task whose worker died (allowed-failures 0): the dispatcher
+decides about retries, as a new attempt. Runs are refused (`problem()`) until it says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from distributed import Client, Event
+from distributed.security import Security
+
+from ...dispatcher.process import ProcessOutcome
+from ...runtimes.base import AgentEvent
+from ..base import ExecutorProblem, TurnResult, TurnSpec
+from .config import DaskConfig
+from .remote import RemoteJob, event_topic, run_remote_turn, stop_event_name
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT = 10.0  # seconds a stopped remote turn has to report back before the run stops waiting
+EVENTS_WAIT = 2.0  # seconds to wait for live events the result says were sent
+PROBLEM_TTL = 2.0  # seconds a problem() answer is reused
+DEADLINE_SLACK = 120.0  # beyond the turn's own wall limit: the worker must have ended it by then
+
+
+class DaskExecutor:
+    name = "dask"
+    remote = True
+
+    def __init__(self, settings: DaskConfig, git: Any = None) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+        self._checked: tuple[float, ExecutorProblem | None] = (float("-inf"), None)
+        self._closed = False
+
+    # ----- the connection -----------------------------------------------------------------
+
+    def _security(self) -> Security | None:
+        tls = self.settings.tls
+        if tls is None:
+            return None
+        return Security(tls_ca_file=tls.ca_file, tls_client_cert=tls.cert_file, tls_client_key=tls.key_file,
+                        require_encryption=True)
+
+    def client(self) -> Client:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
+            if self._client is not None and self._client.status in ("running", "connecting"):
+                return self._client
+            if self._client is not None:
+                self._close_client()
+            self._client = Client(self.settings.scheduler, security=self._security(),
+                                  timeout=self.settings.connect_timeout, set_as_default=False)
+            return self._client
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    def problem(self) -> ExecutorProblem | None:
+        at, answer = self._checked
+        if time.monotonic() - at < PROBLEM_TTL:
+            return answer
+        answer = self._problem_now()
+        self._checked = (time.monotonic(), answer)
+        return answer
+
+    def _problem_now(self) -> ExecutorProblem | None:
+        where = self.settings.scheduler
+        try:
+            client = self.client()
+            failures = client.run_on_scheduler(_allowed_failures, timeout=self.settings.connect_timeout)
+            workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
+                else client.scheduler_info()["workers"]
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, TLS, timeout: all the same to the board
+            with self._lock:
+                self._close_client()
+            return {"code": "executor_unavailable",
+                    "message": f"the Dask scheduler at {where} cannot be reached: {type(exc).__name__}: {exc}"[:500]}
+        if failures != 0:
+            return {"code": "executor_misconfigured",
+                    "message": f"the Dask scheduler at {where} re-runs a task whose worker died (allowed-failures "
+                               f"{failures}): an agent would run twice. Start it with "
+                               "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0"}
+        needed = set(self.settings.resources)
+        fit = [w for w in workers.values() if needed <= set(w.get("resources") or {})]
+        if not fit:
+            return {"code": "no_workers",
+                    "message": f"no Dask worker at {where} offers the resources {', '.join(sorted(needed))} "
+                               f"({len(workers)} worker{'s' if len(workers) != 1 else ''} connected)"}
+        return None
+
+    def workers(self) -> list[dict]:
+        """The connected workers: name, address, resources, runs executing (for /agent/health)."""
+        info = self.client().scheduler_info()["workers"]
+        return [{"name": str(w.get("name", addr)), "address": addr, "resources": w.get("resources") or {},
+                 "executing": (w.get("metrics") or {}).get("executing", 0)} for addr, w in info.items()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._close_client()
+
+    # ----- one turn -----------------------------------------------------------------------
+
+    def run_turn(self, spec: TurnSpec) -> TurnResult:
+        work = spec.remote
+        assert work is not None, "a remote executor needs the turn's RemoteWork"
+        job = RemoteJob(attempt=spec.attempt, task_id=spec.task_id, project=spec.marker.get("BATON_PROJECT", ""),
+                        runtime_name=spec.runtime_name, runtime=spec.runtime, prompt=spec.request.prompt,
+                        resume=spec.request.resume, model=spec.request.model, read_only=spec.request.read_only,
+                        limits=spec.limits, work=work)
+        resources = dict(self.settings.resources)
+        if work.run_on:
+            resources[work.run_on] = resources.get(work.run_on, 0) + 1.0
+        try:
+            client = self.client()
+        except Exception as exc:  # noqa: BLE001
+            return _lost(f"the Dask scheduler at {self.settings.scheduler} cannot be reached: {exc}")
+        inbox: queue.Queue = queue.Queue()
+        topic = event_topic(spec.attempt)
+        stream = _Stream(spec)
+        try:
+            client.subscribe_topic(topic, lambda item: inbox.put(item[1]))
+            stop_event = Event(stop_event_name(spec.attempt), client=client)
+            future = client.submit(run_remote_turn, job, key=f"baton-{spec.attempt}", resources=resources,
+                                   pure=False, retries=0)
+        except Exception as exc:  # noqa: BLE001
+            return _lost(f"the Dask scheduler at {self.settings.scheduler} did not take the run: {exc}")
+        try:
+            return self._follow(spec, client, future, stop_event, inbox, stream)
+        finally:
+            for undo in (lambda: client.unsubscribe_topic(topic), stop_event.clear, future.release):
+                try:
+                    undo()
+                except Exception:  # noqa: BLE001 - the connection may be gone by now
+                    pass
+
+    def _follow(self, spec: TurnSpec, client: Client, future, stop_event, inbox: queue.Queue,
+                stream: _Stream) -> TurnResult:
+        asked: float | None = None
+        started: float | None = None
+        unreachable: float | None = None
+        while True:
+            try:
+                stream.take(inbox.get(timeout=0.1))
+                continue  # drain what came before looking at anything else
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if stream.worker is not None and started is None:
+                started = now
+            if future.done():
+                break
+            if spec.stop.is_set() and asked is None:
+                asked = now
+                try:
+                    stop_event.set()
+                except Exception:  # noqa: BLE001 - cancelled below after the wait anyway
+                    pass
+            if asked is not None and now - asked > STOP_WAIT:
+                future.cancel()
+                return TurnResult(outcome=ProcessOutcome(None, spec.stop.reason or "stopped", 0.0, 0),
+                                  worker=stream.worker,
+                                  error=f"the worker {stream.worker or '(none yet)'} did not report back within "
+                                        f"{STOP_WAIT:g}s of the stop")
+            if client.status not in ("running", "connecting"):
+                unreachable = unreachable or now
+                if now - unreachable > self.settings.connect_timeout:
+                    future.cancel()
+                    return _lost(f"lost the connection to the Dask scheduler at {self.settings.scheduler}",
+                                 stream.worker)
+            else:
+                unreachable = None
+            if started is not None and now - started > spec.limits.timeout + DEADLINE_SLACK:
+                future.cancel()
+                return _lost(f"the worker {stream.worker} did not end the turn {spec.limits.timeout}s after it "
+                             "started (its own limit)", stream.worker)
+        if future.status == "error":
+            exc = future.exception()
+            return _lost(_lost_reason(exc, stream.worker), stream.worker)
+        if future.status != "finished":
+            return _lost(f"the Dask scheduler dropped the run ({future.status})", stream.worker)
+        result: dict = future.result()
+        stream.finish(result.get("events") or [], inbox)
+        for path, text in ((spec.raw_log, result.get("raw")), (spec.stderr_log, result.get("stderr"))):
+            if text:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(text)
+        if result.get("failure") and spec.summary.failure is None:
+            reason, message = result["failure"]
+            spec.summary.failure = (reason, message)
+        usage = result.get("usage")
+        outcome = ProcessOutcome(exit_code=result.get("exit_code"), stopped=result.get("stopped"),
+                                 duration=float(result.get("duration") or 0.0), pid=0)
+        if outcome.stopped in ("stopped", "released", "scheduler unreachable") and spec.stop.is_set():
+            outcome.stopped = spec.stop.reason
+        return TurnResult(outcome=outcome, usage=AgentEvent.model_validate(usage) if usage else None,
+                          head=result.get("head"), worker=result.get("worker") or stream.worker,
+                          error=result.get("error"))
+
+
+class _Stream:
+    """The attempt's events, in the order the worker numbered them, each logged once: live as
+    they come, and from the result for any the live stream lost."""
+
+    def __init__(self, spec: TurnSpec) -> None:
+        self.spec = spec
+        self.next = 1
+        self.waiting: dict[int, dict] = {}
+        self.worker: str | None = None
+
+    def take(self, message: dict) -> None:
+        if message.get("started"):
+            self.worker = str(message.get("worker") or message.get("host") or "?")
+            self.spec.on_start(None, self.worker)
+            return
+        n = message.get("n")
+        if isinstance(n, int) and n >= self.next:
+            self.waiting[n] = message["event"]
+            self._flush()
+
+    def _flush(self) -> None:
+        while self.next in self.waiting:
+            self.spec.record(AgentEvent.model_validate(self.waiting.pop(self.next)))
+            self.next += 1
+
+    def finish(self, events: list[dict], inbox: queue.Queue) -> None:
+        deadline = time.monotonic() + EVENTS_WAIT
+        while self.next <= len(events) and time.monotonic() < deadline:
+            try:
+                self.take(inbox.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        for n, dumped in enumerate(events, start=1):
+            if n >= self.next:
+                self.waiting.setdefault(n, dumped)
+        self._flush()
+
+
+def _lost(message: str, worker: str | None = None) -> TurnResult:
+    return TurnResult(outcome=ProcessOutcome(None, None, 0.0, 0), worker=worker, lost=message)
+
+
+def _lost_reason(exc: BaseException | None, worker: str | None) -> str:
+    name = type(exc).__name__ if exc is not None else "unknown"
+    if name == "KilledWorker":
+        return (f"the worker {worker or ''} running the turn died or stopped answering "
+                f"(crashed, killed, or frozen past the scheduler's worker-ttl)").replace("worker  ", "worker ")
+    return f"the run failed on the Dask side ({name}: {str(exc)[:300]})"
+
+
+def _allowed_failures(dask_scheduler) -> int:
+    return int(dask_scheduler.allowed_failures)
+
+
+def _takes_n_workers(client: Client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
