@@ -84,7 +84,7 @@ class DaskExecutor:
         where = self.settings.scheduler
         try:
             client = self.client()
-            failures = client.run_on_scheduler(_allowed_failures, timeout=self.settings.connect_timeout)
+            failures = client.run_on_scheduler(_allowed_failures)
             workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
                 else client.scheduler_info()["workers"]
         except Exception as exc:  # noqa: BLE001 - unreachable, refused, TLS, timeout: all the same to the board
@@ -227,7 +227,7 @@ class _Stream:
 
     def take(self, message: dict) -> None:
         if message.get("started"):
-            self.worker = str(message.get("worker") or message.get("host") or "?")
+            self.worker = str(message.get("box") or message.get("worker") or "?")  # log_event sets "worker" to the address
             self.spec.on_start(None, self.worker)
             return
         n = message.get("n")

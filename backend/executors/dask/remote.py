@@ -141,7 +141,7 @@ def _turn(job: RemoteJob, run: _Workspace, record, send, stop: StopRequest, resu
     outcome = run_streaming(
         inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin, stdout_log=run.raw, stderr_log=run.stderr,
         on_line=talk.on_line, wall_timeout=job.limits.timeout, stall_timeout=job.limits.stall_timeout, stop=stop,
-        on_start=lambda pid: send({"started": True, "pid": pid, "worker": name, "host": socket.gethostname()}),
+        on_start=lambda pid: send({"started": True, "pid": pid, "box": name, "host": socket.gethostname()}),
         marker=marker, talk=talk if inv.stdin is None else None, die_with_parent=True,
     )
     result.update(exit_code=outcome.exit_code, stopped=outcome.stopped, duration=outcome.duration,
