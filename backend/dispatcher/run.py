@@ -672,7 +672,7 @@ class TaskRun:
                             runtime=self.runtime, request=request, limits=self.runtime.limits, stop=self.stop,
                             raw_log=self.logs.raw, stderr_log=self.logs.stderr, marker=self._marker(),
                             summary=summary, record=record, on_start=self._agent_started,
-                            check=self._check_invocation,
+                            check=self._check_invocation, say=self.say,
                             remote=self._remote_work(attempt, images) if remote else None)
             try:
                 result = executor.run_turn(spec)
@@ -712,6 +712,7 @@ class TaskRun:
                                                      f"{config.remote!r}: workers get their work only through git")
         start = self.ws.head()
         branch = f"baton/attempts/{self.task.id}/{attempt}"
+        self._drop_attempt_branches()
         try:
             git.git(["push", "--quiet", "--force", config.remote, f"{start}:refs/heads/{branch}"], self.ws.path)
         except GitError as exc:
@@ -739,6 +740,18 @@ class TaskRun:
                           run_on=self._current().run_on,
                           hidden_env=sorted(config.hidden_env_vars | self._workflow_hidden()),
                           forward_env=forward)
+
+    def _drop_attempt_branches(self) -> None:
+        """Earlier attempts' branches of this task still on the origin (this host crashed mid-turn,
+        or a lost worker's run came back and pushed): none of them is ever read again."""
+        git, remote = self.ctx.git, self.ctx.config.remote
+        try:
+            listed = git.git(["ls-remote", "--heads", remote, f"refs/heads/baton/attempts/{self.task.id}/*"])
+            stale = [line.split("\t", 1)[1] for line in listed.splitlines() if "\t" in line]
+            if stale:
+                git.git(["push", "--quiet", remote, *[f":{ref}" for ref in stale]])
+        except GitError as exc:
+            log.warning("task %s: could not drop earlier attempt branches: %s", self.task.id, exc)
 
     def _take_remote_work(self, work: RemoteWork, result: TurnResult | None) -> None:
         """Bring the commit the turn's result names into the task's worktree: only that commit,

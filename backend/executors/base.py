@@ -76,6 +76,7 @@ class TurnSpec:
     on_start: Callable[[int | None, str | None], None]
     check: Callable[[Invocation], None]  # refuses an invocation (raises) before anything starts
     remote: RemoteWork | None = None  # set when the executor is remote
+    say: Callable[[str], None] = lambda text: None  # a line of Baton's own in the task's transcript
 
 
 @dataclass

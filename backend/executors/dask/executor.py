@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STOP_WAIT = 10.0  # seconds a stopped remote turn has to report back before the run stops waiting
 EVENTS_WAIT = 2.0  # seconds to wait for live events the result says were sent
 PROBLEM_TTL = 2.0  # seconds a problem() answer is reused
+WAITING_NOTICE = 5.0  # seconds without a worker starting the turn before the transcript says why
 DEADLINE_SLACK = 120.0  # beyond the turn's own wall limit: the worker must have ended it by then
 
 
@@ -156,6 +157,8 @@ class DaskExecutor:
         asked: float | None = None
         started: float | None = None
         unreachable: float | None = None
+        submitted = time.monotonic()
+        noticed = False
         while True:
             try:
                 stream.take(inbox.get(timeout=0.1))
@@ -167,6 +170,9 @@ class DaskExecutor:
                 started = now
             if future.done():
                 break
+            if started is None and not noticed and now - submitted > WAITING_NOTICE:
+                noticed = True
+                spec.say(f"waiting for a Dask worker with {_needs(spec, self.settings)} free")
             if spec.stop.is_set() and asked is None:
                 asked = now
                 try:
@@ -251,6 +257,13 @@ class _Stream:
             if n >= self.next:
                 self.waiting.setdefault(n, dumped)
         self._flush()
+
+
+def _needs(spec: TurnSpec, settings: DaskConfig) -> str:
+    names = dict(settings.resources)
+    if spec.remote is not None and spec.remote.run_on:
+        names[spec.remote.run_on] = names.get(spec.remote.run_on, 0) + 1
+    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(names.items()))
 
 
 def _lost(message: str, worker: str | None = None) -> TurnResult:
