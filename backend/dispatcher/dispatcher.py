@@ -90,6 +90,7 @@ class Dispatcher:
         self._has_commits = False  # asked each tick until true (a repository keeps its commits)
         self._last_executor_problem: dict | None = None
         store.subscribe(self.wake)
+        self.ctx.executor.listen(self.wake)  # its scheduler came back: claim now, not at the next poll
         # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
         self.store_view = StoreView(store.path)
         store.subscribe(self.store_view.request)

@@ -94,7 +94,12 @@ class Executor(Protocol):
     remote: bool  # True: turns run elsewhere and their work comes back through git
 
     def problem(self) -> ExecutorProblem | None:
-        """Why no turn can start now (no scheduler, no worker), or None. Cheap; called per tick."""
+        """Why no turn can start now (no scheduler, no worker), or None. Never waits: called per
+        tick and by /agent/health."""
+        ...
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever problem() changes."""
         ...
 
     def run_turn(self, spec: TurnSpec) -> TurnResult:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT = 10.0  # seconds a stopped remote turn has to report back before the run stops waiting
 EVENTS_WAIT = 2.0  # seconds to wait for live events the result says were sent
-PROBLEM_TTL = 2.0  # seconds a problem() answer is reused
+PROBLEM_TTL = 2.0  # seconds between looks at the scheduler and its workers
 WAITING_NOTICE = 5.0  # seconds without a worker starting the turn before the transcript says why
 DEADLINE_SLACK = 120.0  # beyond the turn's own wall limit: the worker must have ended it by then
 
@@ -41,8 +41,15 @@ class DaskExecutor:
         self.settings = settings
         self._client: Client | None = None
         self._lock = threading.Lock()
-        self._checked: tuple[float, ExecutorProblem | None] = (float("-inf"), None)
+        self._start_lock = threading.Lock()
         self._closed = False
+        # Asked by a thread of its own: /agent/health and the claim loop read the last answer and
+        # never wait for a connection (up to connect_timeout while the scheduler is down).
+        self._problem: ExecutorProblem | None = {
+            "code": "executor_unavailable", "message": f"connecting to the Dask scheduler at {settings.scheduler}"}
+        self._listeners: list = []
+        self._stop_watch = threading.Event()
+        self._watch: threading.Thread | None = None
 
     # ----- the connection -----------------------------------------------------------------
 
@@ -74,12 +81,28 @@ class DaskExecutor:
                 pass
 
     def problem(self) -> ExecutorProblem | None:
-        at, answer = self._checked
-        if time.monotonic() - at < PROBLEM_TTL:
-            return answer
-        answer = self._problem_now()
-        self._checked = (time.monotonic(), answer)
-        return answer
+        if self._watch is None:
+            with self._start_lock:  # not self._lock: that one is held while connecting
+                if self._watch is None and not self._closed:
+                    self._watch = threading.Thread(target=self._watch_loop, name="baton-dask-watch", daemon=True)
+                    self._watch.start()
+        return self._problem
+
+    def listen(self, listener) -> None:
+        """`listener()` is called when problem() changes (the dispatcher claims at once)."""
+        self._listeners.append(listener)
+
+    def _watch_loop(self) -> None:
+        while True:
+            answer = self._problem_now()
+            if self._stop_watch.is_set():
+                return
+            if answer != self._problem:
+                self._problem = answer
+                for listener in list(self._listeners):
+                    listener()
+            if self._stop_watch.wait(PROBLEM_TTL):
+                return
 
     def _problem_now(self) -> ExecutorProblem | None:
         where = self.settings.scheduler
@@ -113,6 +136,7 @@ class DaskExecutor:
                  "executing": (w.get("metrics") or {}).get("executing", 0)} for addr, w in info.items()]
 
     def close(self) -> None:
+        self._stop_watch.set()
         with self._lock:
             self._closed = True
             self._close_client()

@@ -14,6 +14,9 @@ class LocalExecutor:
     def problem(self) -> ExecutorProblem | None:
         return None  # the runtimes' own checks (a missing CLI) are the dispatcher's
 
+    def listen(self, listener) -> None:
+        pass  # never changes
+
     def run_turn(self, spec: TurnSpec) -> TurnResult:
         turn = spec.runtime.turn(spec.request)
         inv = turn.invocation
