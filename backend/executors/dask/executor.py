@@ -22,7 +22,7 @@ from ...dispatcher.process import ProcessOutcome
 from ...runtimes.base import AgentEvent
 from ..base import ExecutorProblem, TurnResult, TurnSpec
 from .config import DaskConfig
-from .remote import RemoteJob, event_topic, run_remote_turn, stop_event_name
+from .remote import EVENT_TOPIC, RemoteJob, run_remote_turn, stop_event_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class DaskExecutor:
         self._problem: ExecutorProblem | None = {
             "code": "executor_unavailable", "message": f"connecting to the Dask scheduler at {settings.scheduler}"}
         self._listeners: list = []
+        self._inboxes: dict[str, queue.Queue] = {}  # by attempt: the runs following their events
         self._stop_watch = threading.Event()
         self._watch: threading.Thread | None = None
 
@@ -68,9 +69,18 @@ class DaskExecutor:
                 return self._client
             if self._client is not None:
                 self._close_client()
-            self._client = Client(self.settings.scheduler, security=self._security(),
-                                  timeout=self.settings.connect_timeout, set_as_default=False)
-            return self._client
+            client = Client(self.settings.scheduler, security=self._security(),
+                            timeout=self.settings.connect_timeout, set_as_default=False)
+            client.subscribe_topic(EVENT_TOPIC, self._route)
+            self._client = client
+            return client
+
+    def _route(self, item: tuple) -> None:
+        """Every run's events come on one topic (see remote.EVENT_TOPIC): each to its own run."""
+        message = item[1] if isinstance(item, tuple) and len(item) == 2 else None
+        inbox = self._inboxes.get(message.get("attempt")) if isinstance(message, dict) else None
+        if inbox is not None:
+            inbox.put(message)
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
@@ -129,12 +139,6 @@ class DaskExecutor:
                                f"({len(workers)} worker{'s' if len(workers) != 1 else ''} connected)"}
         return None
 
-    def workers(self) -> list[dict]:
-        """The connected workers: name, address, resources, runs executing (for /agent/health)."""
-        info = self.client().scheduler_info()["workers"]
-        return [{"name": str(w.get("name", addr)), "address": addr, "resources": w.get("resources") or {},
-                 "executing": (w.get("metrics") or {}).get("executing", 0)} for addr, w in info.items()]
-
     def close(self) -> None:
         self._stop_watch.set()
         with self._lock:
@@ -158,19 +162,20 @@ class DaskExecutor:
         except Exception as exc:  # noqa: BLE001
             return _lost(f"the Dask scheduler at {self.settings.scheduler} cannot be reached: {exc}")
         inbox: queue.Queue = queue.Queue()
-        topic = event_topic(spec.attempt)
+        self._inboxes[spec.attempt] = inbox
         stream = _Stream(spec)
         try:
-            client.subscribe_topic(topic, lambda item: inbox.put(item[1]))
             stop_event = Event(stop_event_name(spec.attempt), client=client)
             future = client.submit(run_remote_turn, job, key=f"baton-{spec.attempt}", resources=resources,
                                    pure=False, retries=0)
         except Exception as exc:  # noqa: BLE001
+            self._inboxes.pop(spec.attempt, None)
             return _lost(f"the Dask scheduler at {self.settings.scheduler} did not take the run: {exc}")
         try:
             return self._follow(spec, client, future, stop_event, inbox, stream)
         finally:
-            for undo in (lambda: client.unsubscribe_topic(topic), stop_event.clear, future.release):
+            self._inboxes.pop(spec.attempt, None)
+            for undo in (stop_event.clear, future.release):
                 try:
                     undo()
                 except Exception:  # noqa: BLE001 - the connection may be gone by now
@@ -186,7 +191,8 @@ class DaskExecutor:
         while True:
             try:
                 stream.take(inbox.get(timeout=0.1))
-                continue  # drain what came before looking at anything else
+                for _ in range(1000):  # what came meanwhile, but never so much that a stop waits
+                    stream.take(inbox.get_nowait())
             except queue.Empty:
                 pass
             now = time.monotonic()
@@ -197,6 +203,11 @@ class DaskExecutor:
             if started is None and not noticed and now - submitted > WAITING_NOTICE:
                 noticed = True
                 spec.say(f"waiting for a Dask worker with {_needs(spec, self.settings)} free")
+            if spec.stop.is_set() and started is None:
+                # Not started on a worker yet: nothing to save. If it starts meanwhile, its worker
+                # sees the key released and stops the CLI itself.
+                future.cancel()
+                return TurnResult(outcome=ProcessOutcome(None, spec.stop.reason or "stopped", 0.0, 0))
             if spec.stop.is_set() and asked is None:
                 asked = now
                 try:

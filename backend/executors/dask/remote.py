@@ -4,7 +4,7 @@ The worker keeps a bare clone of each project's origin (a cache, per box), fetch
 branch, checks that it holds exactly the commit the project host asked for (a stale cache can
 only be behind, never wrong), and makes a worktree of it. The CLI runs there in its own process
 group with the death signal set; its events go back to the project host as they come
-(Worker.log_event on the attempt's topic); a stop comes as the attempt's distributed.Event, or
+(Worker.log_event, tagged with the attempt); a stop comes as the attempt's distributed.Event, or
 as the run's key leaving the worker (the host released it, or is gone). Afterwards whatever the
 agent left is committed and the branch is pushed back with a lease on the starting commit, so a
 branch the host has deleted (a newer attempt replaced this one) is never recreated.
@@ -69,8 +69,9 @@ def worker_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "baton-worker"
 
 
-def event_topic(attempt: str) -> str:
-    return f"baton-events-{attempt}"
+# One topic for every run: the scheduler keeps a bounded log per topic, and topics are never
+# forgotten (one per attempt would grow without end). Messages carry their attempt.
+EVENT_TOPIC = "baton-events"
 
 
 def stop_event_name(attempt: str) -> str:
@@ -86,7 +87,7 @@ def run_remote_turn(job: RemoteJob) -> dict[str, Any]:
     sent: list[dict] = []
 
     def send(message: dict) -> None:
-        worker.log_event(event_topic(job.attempt), message)
+        worker.log_event(EVENT_TOPIC, {**message, "attempt": job.attempt})
 
     def record(ev: AgentEvent) -> None:
         dumped = ev.model_dump(mode="json", exclude_none=True)
