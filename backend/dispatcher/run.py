@@ -522,7 +522,9 @@ class TaskRun:
                 self.say("the approved work needs changes to land: it goes back to review after this turn")
                 approved = False
             self._take_worker()
-            self._agent_turn(result.feedback, resume=self._same_session())
+            fresh = (work_prompt(task, ctx.config, continuing=True, messages=[], dependencies=self._dependencies())
+                     .rstrip("\n") + "\n\n" + result.feedback)  # for a new session, should this one be gone
+            self._agent_turn(result.feedback, resume=self._same_session(), fresh=fresh)
             self._commit_work(commit_message(task))
 
     # ----- plans and reviews ----------------------------------------------------------------
@@ -637,6 +639,10 @@ class TaskRun:
     def _agent_turn(self, prompt: str, resume: str | None, fresh: str | None = None, read_only: bool = False) -> None:
         """One agent turn. With `fresh`: if the session `resume` names cannot be continued (the
         turn fails before any session started), a new session gets `fresh` instead."""
+        if resume is not None and self.ctx.executor.remote:
+            # A session lives in the CLI's state on the box, under the folder, that ran it; a
+            # remote turn gets a new worktree (maybe on another box): it starts a new session.
+            prompt, resume = fresh or prompt, None
         try:
             self._one_turn(prompt, resume, read_only)
         except AgentFailed as exc:
@@ -689,6 +695,10 @@ class TaskRun:
             self._check_stop()
             raise AgentFailed("internal", result.error)
         moved = self._undo_ref_moves()
+        if result.moved:
+            moved = (f"the agent changed git refs outside its branch on {result.worker or 'the worker'}: "
+                     f"{'; '.join(result.moved)}")
+            self.say(moved)
         self._check_stop()
         if moved:
             raise AgentFailed("agent_moved_refs", moved)

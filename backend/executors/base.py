@@ -52,8 +52,7 @@ class RemoteWork:
     # Variable names the agent's environment never gets on the worker either (secret_env_vars and
     # the like); and the variables whose values the project host forwards (executor settings).
     hidden_env: list[str] = field(default_factory=list)
-    forward_env: dict[str, str] = field(default_factory=dict)
-    runtime_section: dict = field(default_factory=dict)  # the runtime's agent.yaml section, rebuilt there
+    forward_env: dict[str, str] = field(default_factory=dict, repr=False)  # values: never in a repr or a log
 
 
 @dataclass
@@ -87,6 +86,7 @@ class TurnResult:
     worker: str | None = None  # remote: where it ran
     lost: str | None = None  # remote: the worker went away (crashed, frozen, unreachable): why
     error: str | None = None  # remote: the worker could not run or save the turn (e.g. no access to the origin)
+    moved: list[str] = field(default_factory=list)  # remote: refs the agent moved in the worker's clone
 
 
 class Executor(Protocol):

@@ -150,6 +150,7 @@ class DaskExecutor:
     def run_turn(self, spec: TurnSpec) -> TurnResult:
         work = spec.remote
         assert work is not None, "a remote executor needs the turn's RemoteWork"
+        spec.check(spec.runtime.turn(spec.request).invocation)  # the host's refusals (a secret in argv) first
         job = RemoteJob(attempt=spec.attempt, task_id=spec.task_id, project=spec.marker.get("BATON_PROJECT", ""),
                         runtime_name=spec.runtime_name, runtime=spec.runtime, prompt=spec.request.prompt,
                         resume=spec.request.resume, model=spec.request.model, read_only=spec.request.read_only,
@@ -253,7 +254,7 @@ class DaskExecutor:
             outcome.stopped = spec.stop.reason
         return TurnResult(outcome=outcome, usage=AgentEvent.model_validate(usage) if usage else None,
                           head=result.get("head"), worker=result.get("worker") or stream.worker,
-                          error=result.get("error"))
+                          error=result.get("error"), moved=list(result.get("moved") or []))
 
 
 class _Stream:

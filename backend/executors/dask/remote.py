@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock
 
 from ...dispatcher.process import StopRequest, run_streaming, tail
+from ...dispatcher.refguard import RefGuard
 from ...gitrepo import GitError, run_git
 from ...runtimes.base import AgentEvent, Limits, Runtime, TurnRequest
 from ..base import RemoteWork
@@ -79,7 +80,7 @@ def stop_event_name(attempt: str) -> str:
 
 
 def run_remote_turn(job: RemoteJob) -> dict[str, Any]:
-    from distributed import Event, get_worker
+    from distributed import Event, get_client, get_worker
 
     worker = get_worker()
     key = worker.get_current_task()
@@ -96,9 +97,9 @@ def run_remote_turn(job: RemoteJob) -> dict[str, Any]:
 
     result: dict[str, Any] = {"worker": name, "host": socket.gethostname(), "events": sent, "exit_code": None,
                               "stopped": None, "duration": 0.0, "failure": None, "usage": None, "head": None,
-                              "raw": "", "stderr": "", "error": None}
+                              "raw": "", "stderr": "", "error": None, "moved": []}
     stop = StopRequest()
-    watcher = _StopWatch(Event(stop_event_name(job.attempt)), worker, key, stop)
+    watcher = _StopWatch(Event(stop_event_name(job.attempt), client=get_client()), worker, key, stop)
     watcher.start()
     run = _Workspace(job)
     try:
@@ -125,7 +126,10 @@ def run_remote_turn(job: RemoteJob) -> dict[str, Any]:
 
 
 def _turn(job: RemoteJob, run: _Workspace, record, send, stop: StopRequest, result: dict, name: str) -> None:
-    env = run.env()
+    # As on the project host: the agent's git may push only its own (attempt) branch, and the refs
+    # it moves in the worker's clone are reported (the host fails the turn for them).
+    refs = RefGuard(run.cache, run.raw.parent, job.attempt, job.work.branch)
+    env = refs.env(run.env())
     request = TurnRequest(prompt=job.prompt, cwd=run.dir, env=env, resume=job.resume, model=job.model,
                           scratch=run.scratch, read_only=job.read_only,
                           images=[run.dir / rel for rel in job.work.images], mcp_servers=[])
@@ -146,7 +150,8 @@ def _turn(job: RemoteJob, run: _Workspace, record, send, stop: StopRequest, resu
         marker=marker, talk=talk if inv.stdin is None else None, die_with_parent=True,
     )
     result.update(exit_code=outcome.exit_code, stopped=outcome.stopped, duration=outcome.duration,
-                  failure=list(talk.failure) if talk.failure else None)
+                  failure=list(talk.failure) if talk.failure else None,
+                  moved=[move.describe() for move in refs.take()])
     if not any(e.get("kind") == "result" for e in result["events"]):
         usage = turn.usage()
         result["usage"] = usage.model_dump(mode="json", exclude_none=True) if usage is not None else None
