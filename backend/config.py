@@ -241,7 +241,7 @@ class AgentConfig(_Strict):
     @model_validator(mode="after")
     def _executor(self) -> AgentConfig:
         if self.executor == "dask" and self.dask is None:
-            raise ValueError("executor: dask needs a dask: section with at least the scheduler address")
+            raise ValueError("executor: is dask, which needs a dask: section with at least the scheduler address")
         if self.dask is not None:
             leaked = sorted(set(self.dask.forward_env) & self.hidden_env_vars)
             if leaked:
@@ -278,6 +278,8 @@ def _format_error(path: Path, exc: ValidationError) -> str:
                 message += f" (got {type(err['input']).__name__} {err['input']!r})"
         if not key and "port_range_start" in message:
             key = "port_range_start"
+        elif not key and (named := re.match(r"([a-z_]+(?:\.[a-z_]+)?): ", message)):
+            key, message = named.group(1), message[named.end():]  # a check across keys names its key first
         problems.append(f"{path}: {key or '(top level)'}: {message}")
     return "\n".join(problems)
 

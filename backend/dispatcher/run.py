@@ -43,6 +43,7 @@ from ..gitrepo import GitError
 from ..models import PLAN_MAX_CHARS, ErrorReason, HumanMessage, Task, TaskStatus
 from ..runtimes.base import AgentEvent, EventKind, Invocation, McpServer, Runtime, RunSummary, TurnRequest, event
 from ..store import StoreError, TaskNotFoundError, TaskStore
+from ..storeview import worktree_source
 from ..workflow.hooks import HookResult, run_hook
 from .basetests import BaseTests, BaseVerdict
 from .events import EventWriter, EventWriters, TaskLogs
@@ -730,10 +731,15 @@ class TaskRun:
                              f"{exc.stderr.strip()[-500:]}") from None
         files: dict[str, bytes] = {}
         total = 0
+        top = self.ws.path.resolve()
         for rel in self.ws.placed or []:
+            # Read from where Baton placed them from, never through what the worktree holds now:
+            # a link the agent made there must not send this host's files to another box.
             path = self.ws.path / rel
+            source = worktree_source(git.project, rel) if rel in config.symlink_files else path
             try:
-                data = path.read_bytes() if path.is_file() else None
+                inside = source is not path or (not path.is_symlink() and path.resolve().is_relative_to(top))
+                data = source.read_bytes() if inside and source.is_file() else None
             except OSError:
                 data = None
             if data is None or total + len(data) > REMOTE_FILES_MAX:
@@ -746,6 +752,7 @@ class TaskRun:
         if "://" not in url and ":" not in url.split("/")[0]:
             url = str((git.project / url).resolve())  # a path relative to the project means nothing elsewhere
         return RemoteWork(origin=url, start_sha=start, branch=branch, files=files,
+                          commit_message=commit_message(self.task),
                           images=[str(p.relative_to(self.ws.path)) for p in images],
                           run_on=self._current().run_on,
                           hidden_env=sorted(config.hidden_env_vars | self._workflow_hidden()),

@@ -46,7 +46,8 @@ class RemoteWork:
     branch: str  # this attempt's own branch on the origin: baton/attempts/<task>/<attempt>
     # Files Baton places in a worktree (copy_files, linked files as copies, attachments): their
     # bytes, by path relative to the worktree. Never committed, as on the host.
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    commit_message: str = ""  # for what the agent leaves uncommitted, as on the host
     images: list[str] = field(default_factory=list)  # paths (relative to the worktree) of attached images
     run_on: str | None = None  # the box the task is pinned to (a resource its worker offers)
     # Variable names the agent's environment never gets on the worker either (secret_env_vars and

@@ -272,7 +272,7 @@ class _Workspace:
             self._git(["reset", "-q", "HEAD", "--", *placed], self.dir)
         try:
             self._git(["commit", "--quiet", "--no-verify", "-m",
-                       f"wip({self.job.task_id}): the agent's uncommitted changes"], self.dir)
+                       work.commit_message or f"wip({self.job.task_id}): the agent's uncommitted changes"], self.dir)
         except GitError as exc:
             if "nothing to commit" not in exc.stdout and "nothing added to commit" not in exc.stdout:
                 raise
