@@ -43,6 +43,7 @@ _SUMMARY_FIELDS = (
     "created_at", "started_at", "finished_at", "last_activity_at", "runs", "attempts", "error_reason",
     "cost_usd", "cost_estimated", "input_tokens", "output_tokens", "landing",
     "depends_on", "blocked_reason", "plan_id", "cancel_reason",
+    "run_on", "worker",  # executor: dask: the box it is pinned to, the worker that ran its latest turn
 )
 _SUMMARY_SET = set(_SUMMARY_FIELDS) | {"inbox", "pr"}
 

@@ -468,6 +468,10 @@ class NewTask(_TextRules):
     landing: Annotated[Landing | None, Field(
         description="auto: land once tested; review: wait for a person's approval; pr: open a GitHub pull "
                     "request and complete when it is merged; null: the project's `landing`.")] = None
+    run_on: Annotated[Annotated[str, StringConstraints(pattern=RUN_ON_RE)] | None, Field(
+        description="executor: dask only: the box (a resource its Dask worker offers, e.g. box-a) this task's "
+                    "agent turns must run on; null: any worker. A project whose executor is local answers "
+                    "422 run_on_needs_dask.")] = None
     ref: Annotated[Ref | None, Field(
         description="A local name other tasks of the same request can list in depends_on.")] = None
     depends_on: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(

@@ -9,7 +9,8 @@ Exit status:
      workflow that cannot run now (unset tracker secret, missing runtime CLI, a runtime without
      its prompts and no guardrails flag), a base branch that does not exist, a token too weak for
      a non-loopback address, a refused or unreadable task store, a data/, .git or --logs-root
-     folder that cannot be written. Nothing is changed.
+     folder that cannot be written, `executor: dask` without Dask distributed installed or
+     without the project's git remote. Nothing is changed.
   3  cannot listen on host:port (e.g. the port is busy); no task was claimed
 Every failure is reported as one line on stderr: `baton-agent: <file or option>: <problem>`.
 
@@ -34,6 +35,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import ConfigError, load_agent_config, resolve_secret, token_problem
+from ..dispatcher.workspace import ProjectGit
+from ..executors import ExecutorUnavailable, build_executor
 from ..gitrepo import GitError, ensure_excluded, toplevel
 from ..guardrails import FLAG as GUARDRAILS_FLAG, ack_path, acknowledge, unguarded
 from ..store import StoreError
@@ -53,7 +56,8 @@ EXIT_OK, EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_CANNOT_LISTEN = 0, 1, 2, 3
 _EPILOG = ("exit status: 0 clean stop (or, with the guardrails flag, acknowledged for an agent already "
            "running); 1 another agent runs for this repository; 2 usage, configuration "
            "or start-up problem (bad agent.yaml or WORKFLOW.md, missing base branch, weak token off loopback, "
-           "refused or unreadable task store, unwritable data/, .git or --logs-root); 3 cannot listen on host:port")
+           "refused or unreadable task store, unwritable data/, .git or --logs-root, executor: dask without "
+           "distributed or a git remote); 3 cannot listen on host:port")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -137,6 +141,29 @@ def load_workflow_start(args: argparse.Namespace,
     return settings, start
 
 
+def check_executor(settings: AgentSettings) -> None:
+    """`executor: dask` must be able to run from here: Dask distributed importable, and the
+    project's git remote there (workers get their work only through git). Writes nothing; opens
+    no connection (a scheduler that is down is a problem on /agent/health, not a refusal)."""
+    config = settings.config
+    if config.executor == "local":
+        return
+    where = settings.project_dir / "agent.yaml"
+    git = ProjectGit(settings.project_dir, config)
+    try:
+        build_executor(config, git).close()
+    except ExecutorUnavailable as exc:
+        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+    try:
+        has_remote = git.has_remote
+    except GitError as exc:
+        raise ConfigError(f"{settings.project_dir}: {exc}") from None
+    if not has_remote:
+        raise ConfigError(f"{where}: executor: {config.executor}: the project has no git remote {config.remote!r} "
+                          f"(remote:): workers get their work only through git; add one with "
+                          f"`git remote add {config.remote} URL` (a URL the workers can fetch from and push to)")
+
+
 def acknowledge_guardrails(settings: AgentSettings, start: WorkflowStart | None = None) -> str:
     """Write the acknowledgement (once) for the configured runtimes that need it, the workflow's
     included; what happened."""
@@ -169,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args)
         settings, start = load_workflow_start(args, settings)
+        check_executor(settings)
     except ConfigError as exc:
         # A configuration error may list one problem per line; each line names file and key.
         print("\n".join(f"baton-agent: {line}" for line in str(exc).splitlines()), file=sys.stderr)
@@ -236,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", start.describe())
             live = LiveWorkflow(start.workflow.path, project_dir=settings.project_dir, first=start.workflow,
                                 hidden=settings.config.hidden_env_vars)
-        app = create_app(settings, store, workflow=live, guardrails_flag=args.acknowledge_guardrails)
+        try:
+            app = create_app(settings, store, workflow=live, guardrails_flag=args.acknowledge_guardrails)
+        except ExecutorUnavailable as exc:  # checked at the start; a package removed since
+            return fail(EXIT_CONFIG, f"{settings.project_dir / 'agent.yaml'}: {exc}")
         if not serve(app, sock=sock, log_level=args.log_level):
             return fail(EXIT_CONFIG, "start-up failed (the reason is logged above)")
         return EXIT_OK

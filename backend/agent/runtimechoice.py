@@ -41,3 +41,19 @@ def unconfigured(tasks: Sequence[NewTask], configured: Sequence[str], *, bulk: b
             return (f"{where}runtime {task.runtime!r} is not configured for this project; "
                     f"available: {', '.join(configured)}")
     return None
+
+
+RUN_ON_NEEDS_DASK = "run_on_needs_dask"  # the error code of unpinnable()'s refusal (422)
+
+
+def unpinnable(tasks: Sequence[NewTask], executor: str, *, bulk: bool = False) -> str | None:
+    """Why one of `tasks` cannot be created here (it names a box to run on, and this project's
+    agent turns run on this machine: executor local), or None. Never accepted to wait forever."""
+    if executor != "local":
+        return None
+    for index, task in enumerate(tasks):
+        if task.run_on is not None:
+            where = f"tasks[{index}]: " if bulk else ""
+            return (f"{where}run_on {task.run_on!r}: run_on needs executor: dask (agent.yaml); this project "
+                    "runs its agents on its own host (executor: local)")
+    return None

@@ -166,6 +166,7 @@ class RunningTask(BaseModel):
     phase: str
     port: int | None  # TASK_PORT during agent turns; None while the task waits in the merge queue
     started_at: str | None
+    worker: str | None = None  # executor: dask: the Dask worker (box) running its current turn
 
 
 class MergeQueueEntry(BaseModel):
@@ -224,6 +225,8 @@ class TaskSummary(BaseModel):
     plan_id: str | None = None  # the plan that created it
     cancel_reason: str | None = None  # why it was cancelled, when someone said (e.g. its issue was closed)
     source: dict | None = None  # {kind: linear|jira, id, identifier, url}: the tracker issue it came from
+    run_on: str | None = None  # executor: dask: the box it is pinned to
+    worker: str | None = None  # executor: dask: the Dask worker that ran (or runs) its latest turn
 
 
 class UsageHour(BaseModel):

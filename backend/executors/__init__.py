@@ -33,7 +33,7 @@ def _dask(config, git) -> Executor:
         from .dask.executor import DaskExecutor
     except ImportError as exc:
         raise ExecutorUnavailable(f"executor: dask needs Dask distributed on this host ({exc}); install it with "
-                                  "pip install 'baton[distributed]'") from None
+                                  "pip install '.[distributed]' in Baton's folder") from None
     return DaskExecutor(config.dask, git)
 
 

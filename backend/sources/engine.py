@@ -74,6 +74,8 @@ REASONS = {
     "template_error": "the WORKFLOW.md prompt template failed",
     "hook_failed": "a WORKFLOW.md hook failed",
     "max_turns": "its turns ran out while the issue was still active",
+    # executor: dask: the machine running the agent crashed, froze or became unreachable, every attempt
+    "worker_lost": "the worker machine running its coding agent was lost",
 }
 # Any marker line of either format, whoever's task: what an agent's own comment may not carry.
 _MARKER_RE = re.compile(r"(?:—\s*)?baton\s*\(\s*task\s+[a-z0-9]{1,32}\s*,\s*[a-z_]{1,20}\s*:\s*[0-9]{1,6}\s*\)"

@@ -5,7 +5,9 @@
 import { el, age } from "./dom.js";
 import { costText, runtimeBadge } from "./runtimes.js";
 import { issueLink, sourceRow } from "./sources.js";
-import { STATUSES, STATUS_LABELS as LABELS, afterText, periods, reasonText, span, usageSince, usageText } from "./words.js";
+import {
+  STATUSES, STATUS_LABELS as LABELS, REQUEUED_TEXT, afterText, periods, reasonText, span, usageSince, usageText,
+} from "./words.js";
 
 export { STATUSES };
 
@@ -95,10 +97,12 @@ function card(project, task, onOpen) {
         ? el("span", { dataset: { role: "cost" }, text: costText(task.cost_usd, task.cost_estimated),
                        title: task.cost_estimated ? "estimated from a price table" : undefined }) : null,
       runsOn ? el("span", { class: "runtime-badge", dataset: { role: "runtime" }, text: runsOn,
-                            title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null),
+                            title: task.agent_runtime ? "ran on" : "chosen runtime" }) : null,
+      machine(task)),
     task.status === "failed" && task.error_reason
       ? el("div", { class: "card-error", dataset: { code: task.error_reason }, title: task.error_reason,
                     text: reasonText(task.error_reason) }) : null,
+    requeuedLine(task),
     blockedLine(task),
     cancelLine(task),
     flags(task)].filter(Boolean));
@@ -130,6 +134,31 @@ function withIssue(node, task, cached) {
 function cancelLine(task) {
   if (task.status !== "cancelled" || !task.cancel_reason) return null;
   return el("div", { class: "card-cancel", dataset: { role: "cancel-reason" }, text: task.cancel_reason });
+}
+
+// ----- executor: dask ----- which machine: the worker that runs (or ran) its latest turn, else
+// the box a waiting task is pinned to. Names come from agent.yaml and the workers: text only.
+function machine(task) {
+  const waiting = task.status === "pending" || task.status === "blocked";
+  if (task.worker && !waiting) {
+    const running = task.status === "in_progress";
+    return el("span", { class: "machine-badge", dataset: { role: "worker" },
+                        text: `${running ? "on" : "ran on"} ${task.worker}`,
+                        title: running ? "the worker machine running it" : "the worker machine that ran its latest turn" });
+  }
+  if (task.run_on && waiting) {
+    return el("span", { class: "machine-badge", dataset: { role: "run-on" }, text: `pinned to ${task.run_on}`,
+                        title: "runs only on this worker machine" });
+  }
+  return null;
+}
+
+// A task back in the queue because the machine running it went away: why it waits again.
+function requeuedLine(task) {
+  const text = task.status === "pending" && REQUEUED_TEXT[task.error_reason];
+  if (!text) return null;
+  return el("div", { class: "card-requeued", dataset: { role: "requeued", code: task.error_reason },
+                     title: task.error_reason, text });
 }
 
 const CHECKS = { success: "checks ✓", failure: "checks ✗", pending: "checks …" };

@@ -141,6 +141,9 @@ function meta(task, projectId) {
     ["Runtime", `${task.runtime || "project default"}${task.agent_runtime ? ` · ran on ${task.agent_runtime}` : ""}`],
     ["Model", task.model || task.agent_model
       ? `${task.model || "runtime default"}${task.agent_model ? ` · reported ${task.agent_model}` : ""}` : ""],
+    // executor: dask: the worker machine of its latest turn, and the box it is pinned to.
+    ["Machine", [task.worker ? `${task.status === "in_progress" ? "on" : "ran on"} ${task.worker}` : "",
+                 task.run_on ? `pinned to ${task.run_on}` : ""].filter(Boolean).join(" · ")],
     ["Cost", costText(task.cost_usd, task.cost_estimated, true)],
     ["Tokens", task.input_tokens !== null && task.input_tokens !== undefined
       ? `${task.input_tokens} in · ${task.output_tokens ?? 0} out · ${task.cache_read_tokens ?? 0} cached` : ""],

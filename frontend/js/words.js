@@ -21,9 +21,13 @@ const REASONS = {
   template_error: "the WORKFLOW.md prompt template failed",
   hook_failed: "a WORKFLOW.md hook failed",
   max_turns: "its turns ran out while the issue was still active",
+  worker_lost: "its worker machine was lost, every attempt",
 };
 
 export const reasonText = (code) => REASONS[code] || (code ? code.replaceAll("_", " ") : "");
+
+// A pending task whose last attempt's machine went away (executor: dask): why it waits again.
+export const REQUEUED_TEXT = { worker_lost: "its worker machine was lost; it was re-queued" };
 
 // A task's status as the board's columns name it.
 // blocked: pending, but a dependency failed or was cancelled (it waits for a person's rerun or cancel).

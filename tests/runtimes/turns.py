@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.dispatcher.process import StopRequest, run_streaming
-from backend.dispatcher.run import _TurnTalk
+from backend.executors.talk import TurnTalk
 from backend.runtimes.base import AgentEvent, RunSummary, TurnRequest
 
 
@@ -20,11 +20,12 @@ def run_turn(runtime, request: TurnRequest, logs: Path) -> tuple[RunSummary, lis
         events.append(ev)
         summary.add(ev)
 
-    talk = _TurnTalk(turn, record, summary)  # the dispatcher's own adapter
+    talk = TurnTalk(turn, record)  # the executors' own adapter
     logs.mkdir(parents=True, exist_ok=True)
     outcome = run_streaming(inv.argv, cwd=inv.cwd, env=inv.env, stdin_text=inv.stdin, stdout_log=logs / "raw.log",
                             stderr_log=logs / "stderr.log", on_line=talk.on_line, wall_timeout=120,
                             stall_timeout=60, stop=StopRequest(), talk=talk if inv.stdin is None else None)
+    summary.failure = summary.failure or talk.failure
     assert outcome.stopped is None, (outcome, (logs / "stderr.log").read_text()[-2000:])
     return summary, events, outcome.exit_code
 

@@ -22,17 +22,21 @@ def runtimes(settings: SettingsDep, dispatcher: DispatcherDep) -> dict:
 
 def document_choices(app: FastAPI, names: list[str]) -> None:
     """The OpenAPI document names the runtimes a new task may choose on this agent (instead of
-    any well-formed name), so that a schema-valid create is one this agent accepts."""
+    any well-formed name), and allows a `run_on` only where agent turns run on other machines
+    (executor: dask), so that a schema-valid create is one this agent accepts."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = generate()  # cached on the app: patched once
-            runtime = schema["components"]["schemas"]["NewTask"]["properties"]["runtime"]
-            for option in runtime.get("anyOf", []):
+            properties = schema["components"]["schemas"]["NewTask"]["properties"]
+            for option in properties["runtime"].get("anyOf", []):
                 if option.get("type") == "string":
                     option.pop("pattern", None)
                     option["enum"] = list(names)
+            if app.state.dispatcher.config.executor == "local":  # a run_on is 422 run_on_needs_dask
+                run_on = properties["run_on"]
+                run_on["anyOf"] = [option for option in run_on.get("anyOf", []) if option.get("type") == "null"]
         return app.openapi_schema
 
     app.openapi = openapi

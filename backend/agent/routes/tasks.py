@@ -16,7 +16,7 @@ from ...store import IdempotencyKeyReusedError, SourceError
 from ...web.errors import ERROR_RESPONSES, ApiError
 from ...web.params import ANY_STATUS, DetailStatusPath, FilenamePath, StatusPath, TaskIdPath
 from ..deps import DispatcherDep, StoreDep
-from ..runtimechoice import unconfigured
+from ..runtimechoice import RUN_ON_NEEDS_DASK, unconfigured, unpinnable
 from ..taskops import NotRunningHere, cancel_task as cancel
 from ..schemas import (
     BulkCreate, CancelRequest, SourceReportAnswer, SourceReportRequest, TaskDetail, TaskList, TasksByStatus,
@@ -98,7 +98,8 @@ def invalid_dependencies(exc: DependencyError) -> ApiError:
 
 
 def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str | None, bulk: bool = False) -> None:
-    """A runtime this project does not configure: 422 naming the ones it does. Not for the
+    """A runtime this project does not configure: 422 naming the ones it does; a `run_on` when
+    the project's agent turns run here (executor: local): 422 run_on_needs_dask. Not for the
     repeat of a create that already happened: it answers what was created then (the store
     decides), even if agent.yaml dropped that runtime since."""
     if idempotency_key is not None and store.created_with(idempotency_key):
@@ -106,13 +107,17 @@ def check_runtimes(tasks: list[NewTask], dispatcher, store, idempotency_key: str
     problem = unconfigured(tasks, list(dispatcher.ctx.runtimes), bulk=bulk)
     if problem is not None:
         raise ApiError(422, "runtime_not_configured", problem)
+    problem = unpinnable(tasks, dispatcher.config.executor, bulk=bulk)
+    if problem is not None:
+        raise ApiError(422, RUN_ON_NEEDS_DASK, problem)
 
 
 @router.post("", status_code=201, response_model=Task)
 def create_task(body: NewTask, store: StoreDep, dispatcher: DispatcherDep,
                 idempotency_key: IdempotencyKey = None) -> Task:
     """`runtime` must be configured for this project (GET /agent/runtimes), else 422
-    runtime_not_configured. `depends_on` must name existing tasks, else 422 invalid_dependencies;
+    runtime_not_configured. `run_on` (a box) needs executor: dask in agent.yaml, else 422
+    run_on_needs_dask. `depends_on` must name existing tasks, else 422 invalid_dependencies;
     a task whose dependency failed or was cancelled is created blocked. `source` (from a tracker
     sync) must come without reports; `tool_grant` needs `source` and is never answered back.
     A repeated Idempotency-Key answers its task even once archived."""

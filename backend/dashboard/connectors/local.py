@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import taskviews
 from ...changefeed import ChangeFeed, change_events
 from ...agent.logsroot import recorded_logs_dir
-from ...agent.runtimechoice import describe, unconfigured
+from ...agent.runtimechoice import RUN_ON_NEEDS_DASK, describe, unconfigured, unpinnable
 from ...runtimes import build_configured
 from ...agent.schemas import BulkCreate, CancelRequest, SourceReportRequest
 from ...config import AgentConfig, ConfigError, load_agent_config
@@ -195,7 +195,7 @@ class LocalConnector(Connector):
             raise Unavailable(str(exc)) from None
 
     async def _check_runtimes(self, tasks: list[NewTask], bulk: bool = False) -> None:
-        if all(task.runtime is None for task in tasks):
+        if all(task.runtime is None and task.run_on is None for task in tasks):
             return  # the default needs no agent.yaml read
         if (missing := self._folder_missing()) is not None:
             raise missing
@@ -203,6 +203,9 @@ class LocalConnector(Connector):
         problem = unconfigured(tasks, config.configured_runtimes, bulk=bulk)
         if problem is not None:
             raise _refuse(422, "runtime_not_configured", problem)
+        problem = unpinnable(tasks, config.executor, bulk=bulk)
+        if problem is not None:
+            raise _refuse(422, RUN_ON_NEEDS_DASK, problem)
 
     async def runtimes(self) -> dict:
         if (missing := self._folder_missing()) is not None:

@@ -2,7 +2,7 @@
 into the task's log as they come, stops it when asked, and tells a lost worker from a turn's
 own ending.
 
-Needs `distributed` (pip install 'baton[distributed]'), the same version as the workers'.
+Needs `distributed` (pip install '.[distributed]'), the same version as the workers'.
 The scheduler must not re-run a task whose worker died (allowed-failures 0): the dispatcher
 decides about retries, as a new attempt. Runs are refused (`problem()`) until it says so.
 """
