@@ -147,3 +147,44 @@ def test_tracker_sync_bench_prints_its_figures():
     assert figures["steady_state"]["calls_per_round"] == [2, 2]
     assert figures["steady_state"]["calls_per_minute"] == 4.0
     assert figures["steady_state"]["tracker_calls_in_3_reconciles_between_polls"] == 0
+
+
+def test_remote_runs_bench_prints_its_figures():
+    # A real dask scheduler, two workers, two agents and a dashboard against local runs, kept small.
+    # In a session of its own: whatever the script started goes with it, even after a timeout.
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "remote_runs.py"), "--tasks", "2",
+                             "--agent-seconds", "0.2", "--json-only"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    figures = json.loads(out)
+    assert (figures["tasks"], figures["agent_seconds"], figures["parallel_runs"]) == (2, 0.2, 2)
+    assert figures["machine"]["cores"] >= 1 and figures["machine"]["load_1m_after"] >= 0
+    local, dask = figures["local"], figures["dask"]
+    for mode in (local, dask):
+        assert mode["commits_landed"] == 2 and mode["wall_s"] > 0 and mode["per_task_s"] > 0
+        assert mode["cli_s"]["n"] == mode["baton_s"]["n"] == 2
+        # The fake's turn: its ticks (0.2 s) plus starting Python; Baton's share comes on top.
+        assert mode["cli_s"]["p50"] >= 0.2 and mode["baton_s"]["p50"] > 0
+        assert mode["event_latency_ms"]["n"] > 0 and mode["event_latency_ms"]["p50"] > 0
+        assert mode["event_latency_ms"]["max"] >= mode["event_latency_ms"]["p95"] >= mode["event_latency_ms"]["p50"]
+        assert mode["event_to_log_ms"]["n"] == mode["event_latency_ms"]["n"]  # every CLI event, both ways
+        assert mode["events_missed_by_board"] == 0
+    assert local["runs_per_worker"] == {"(this host)": 2}
+    assert set(dask["runs_per_worker"]) <= {"box-a", "box-b"} and sum(dask["runs_per_worker"].values()) == 2
+    assert set(dask["phases_s"]) == {"claim_to_cli_start", "cli_end_to_result_taken", "result_taken_to_landed"}
+    assert set(local["phases_s"]) == {"claim_to_cli_start", "cli_end_to_landed"}
+    assert figures["overhead_per_remote_run_s"] == round(dask["baton_s"]["mean"] - local["baton_s"]["mean"], 3)
+    assert figures["event_latency_ms"] == dask["event_latency_ms"]
+    assert set(figures["definitions"]) == {"baton_s", "phases_s", "overhead_per_remote_run_s", "event_latency_ms",
+                                           "event_to_log_ms"}

@@ -780,7 +780,7 @@ class TaskRun:
         try:
             if head and head != work.start_sha:
                 local = f"refs/baton/attempts/{work.branch.rsplit('/', 1)[1]}"
-                git.git(["fetch", "--quiet", "--no-tags", remote, f"+refs/heads/{work.branch}:{local}"])
+                git.fetch(f"+refs/heads/{work.branch}:{local}")
                 try:
                     tip = git.rev(local)
                     if tip != head:

@@ -36,6 +36,9 @@ class PushResult:
     message: str = ""
 
 
+FETCH_TRIES = 4
+
+
 class ProjectGit:
     """The project repository as the dispatcher sees it."""
 
@@ -82,9 +85,22 @@ class ProjectGit:
         seconds ago (several tasks starting together share one fetch)."""
         if not self.has_remote or time.monotonic() - self._fresh_at < max_age:
             return
-        self.git(["fetch", "--quiet", "--no-tags", self.remote,
-                  f"+refs/heads/{self.base}:refs/remotes/{self.remote}/{self.base}"])
+        self.fetch(f"+refs/heads/{self.base}:refs/remotes/{self.remote}/{self.base}")
         self._fresh_at = time.monotonic()
+
+    def fetch(self, refspec: str) -> None:
+        """`git fetch` of one refspec from the remote. Not under admin_lock (a fetch may take long),
+        so it may meet a worktree half made: `worktree add` writes a HEAD of zeros first, and the
+        fetch's connectivity check, which reads every worktree's HEAD, dies on it ("bad object
+        worktrees/<id>/HEAD"). That fetch is simply tried again."""
+        for attempt in range(FETCH_TRIES):
+            try:
+                self.git(["fetch", "--quiet", "--no-tags", self.remote, refspec])
+                return
+            except GitError as exc:
+                if attempt + 1 == FETCH_TRIES or "bad object worktrees/" not in exc.stderr:
+                    raise
+                time.sleep(0.05 * (attempt + 1))  # the `worktree add` is done in milliseconds
 
     def rev(self, ref: str) -> str:
         return self.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"]).strip()
