@@ -245,7 +245,8 @@ class AgentConfig(_Strict):
         if self.dask is not None:
             leaked = sorted(set(self.dask.forward_env) & self.hidden_env_vars)
             if leaked:
-                raise ValueError(f"dask.forward_env: {', '.join(leaked)} is a secret no agent may see "
+                raise ValueError(f"dask.forward_env: {', '.join(leaked)} "
+                                 f"{'is a secret' if len(leaked) == 1 else 'are secrets'} no agent may see "
                                  "(secret_env_vars, BATON_TOKEN, the GitHub token)")
         return self
 
@@ -278,6 +279,8 @@ def _format_error(path: Path, exc: ValidationError) -> str:
                 message += f" (got {type(err['input']).__name__} {err['input']!r})"
         if not key and "port_range_start" in message:
             key = "port_range_start"
+        elif key == "dask" and (named := re.match(r"(scheduler|tls): ", message)):
+            key, message = f"dask.{named.group(1)}", message[named.end():]
         elif not key and (named := re.match(r"([a-z_]+(?:\.[a-z_]+)?): ", message)):
             key, message = named.group(1), message[named.end():]  # a check across keys names its key first
         problems.append(f"{path}: {key or '(top level)'}: {message}")

@@ -149,6 +149,11 @@ def check_executor(settings: AgentSettings) -> None:
     if config.executor == "local":
         return
     where = settings.project_dir / "agent.yaml"
+    tls = config.dask.tls if config.dask is not None else None
+    for key in ("ca_file", "cert_file", "key_file") if tls is not None else ():
+        path = Path(getattr(tls, key)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}: dask.tls.{key}: {path} is not a readable file")
     git = ProjectGit(settings.project_dir, config)
     try:
         build_executor(config, git).close()

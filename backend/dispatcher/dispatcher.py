@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,7 +21,7 @@ from ..agent.basebranch import resolve_settings
 from ..agent.settings import AgentSettings
 from ..archive import Archiver
 from ..executors import build_executor
-from ..gitrepo import has_commits
+from ..gitrepo import GitError, has_commits
 from ..guardrails import Guardrails, unguarded_reason
 from ..models import Owner, Task, TaskStatus, utcnow
 from ..runtimes import build_configured
@@ -89,6 +90,7 @@ class Dispatcher:
         self._held: set[str] = set()  # tasks not to claim now (their workspace is being removed)
         self._has_commits = False  # asked each tick until true (a repository keeps its commits)
         self._last_executor_problem: dict | None = None
+        self._remote_seen: tuple[float, bool] = (float("-inf"), False)
         store.subscribe(self.wake)
         self.ctx.executor.listen(self.wake)  # its scheduler came back: claim now, not at the next poll
         # Worktrees read the store through a read-only copy, refreshed after writes (storeview.py).
@@ -388,15 +390,28 @@ class Dispatcher:
         problems = [problem for problem in (self.prs.problem(), self._executor_problem()) if problem]
         return [dict(problem) for problem in problems]
 
+    def _remote_present(self) -> bool:
+        """The project's remote, asked at most every 2 s (health asks often; a remote removed
+        while the agent runs must still show)."""
+        at, present = self._remote_seen
+        if time.monotonic() - at > 2.0:
+            try:
+                present = self.ctx.git.remote_present()
+            except GitError:
+                present = False
+            self._remote_seen = (time.monotonic(), present)
+        return present
+
     def _executor_problem(self) -> dict | None:
         executor = self.ctx.executor
-        if executor.remote and not self.ctx.git.has_remote:
+        if executor.remote and not self._remote_present():
             return {"code": "no_remote",
                     "message": f"executor: {executor.name} needs the project's remote {self.config.remote!r}: "
                                "workers get their work only through git (add one with git remote add)"}
         problem = executor.problem()
         if problem is not None and problem != self._last_executor_problem:
-            log.error("dispatcher: not claiming tasks: %s", problem["message"])
+            (log.info if problem["code"] == "executor_connecting" else log.error)(
+                "dispatcher: not claiming tasks: %s", problem["message"])
         elif problem is None and self._last_executor_problem is not None:
             log.info("dispatcher: the %s executor is available again; claiming", executor.name)
         self._last_executor_problem = problem
@@ -424,18 +439,20 @@ class Dispatcher:
         """Which pending tasks to claim: those whose runtime can start now (a task for a runtime
         that is not configured at all is claimed too, and fails at once saying so), and, with a
         workflow, that its per-state limits allow beside the runs of this dispatcher; never one
-        held (see hold()). Called holding self._lock, so the runs are those of this round's
+        held (see hold()), nor one pinned to a box (run_on) no worker offers now. Called holding self._lock, so the runs are those of this round's
         earlier claims too."""
         default = self.config.runtime
         workflow = self.ctx.workflow
         held = set(self._held)
+        places = self.ctx.executor.places  # a task pinned to a box no worker offers now waits, pending
         if workflow is None:
-            if not unavailable and not held:
+            if not unavailable and not held and not self.ctx.executor.remote:
                 return None
-            return lambda task: task.id not in held and (task.runtime or default) not in unavailable
+            return lambda task: task.id not in held and (task.runtime or default) not in unavailable \
+                and places(task.run_on)
         running = [run.task for run in self._runs.values()]
         return lambda task: task.id not in held and (task.runtime or default) not in unavailable \
-            and workflow.claimable(task, running)
+            and places(task.run_on) and workflow.claimable(task, running)
 
     def busy(self) -> int:
         """Coding agents running (tasks in the merge queue hold no worker)."""

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..attachments import WORKTREE_DIR
 from ..config import AgentConfig
@@ -86,6 +87,7 @@ class RunContext:
     prs: Any = None  # PullRequests (landing pr): opens and reads GitHub pull requests
     workflow: WorkflowPolicy | None = None  # the project's WORKFLOW.md, for the tasks it governs
     executor: Executor = field(default_factory=LocalExecutor)  # where agent turns run (backend/executors/)
+    local_executor: Executor = field(default_factory=LocalExecutor)  # for turns that must run here anyway
 
 
 class AgentFailed(Exception):
@@ -144,6 +146,8 @@ class TaskRun:
         self._earlier_branch = task.branch is not None
         self._landed = False  # completed: cleanup() removes the worktree and the branch
         self._announced: frozenset[tuple[str, str]] = frozenset()  # attachments the agent was told of
+        self._said_tools_local = False
+        self._turn_phase = ""  # a remote turn's phase, once a worker starts it
 
     # ----- entry point --------------------------------------------------------------------
 
@@ -662,8 +666,19 @@ class TaskRun:
         prompt, images = self._attachments(prompt, resume)
         summary = self._last_summary = RunSummary()
         remote = executor.remote
+        if remote and not read_only and self.ctx.store.grants.get(self.task.id) is not None:
+            # Its tracker tools talk to this host's loopback gateway: a worker could not reach them,
+            # and a WORKFLOW.md task hands its issue over with them. Such a task's turns run here.
+            if not self._said_tools_local:
+                self.say(f"this task's tracker tools need this host: its turns run here, not on a "
+                         f"{executor.name} worker")
+                self._said_tools_local = True
+            executor, remote = self.ctx.local_executor, False
         if remote:
             self._commit_work(commit_message(self.task))  # the worker sees only what is committed
+            pin = self._current().run_on
+            self._turn_phase = self.phase
+            self._phase(f"waiting for a worker{f' on {pin}' if pin else ''}")  # until one starts it
         attempt = f"{self.task.id}-r{self.task.runs}-{uuid.uuid4().hex[:8]}"
 
         def record(ev: AgentEvent) -> None:
@@ -747,15 +762,22 @@ class TaskRun:
             files[rel] = data
             total += len(data)
         settings = config.dask
-        forward = {name: os.environ[name] for name in (settings.forward_env if settings else []) if name in os.environ}
+        hidden = config.hidden_env_vars | self._workflow_hidden()
+        forward = {name: os.environ[name] for name in (settings.forward_env if settings else [])
+                   if name in os.environ and name not in hidden}
         url = git.git(["remote", "get-url", config.remote]).strip()
         if "://" not in url and ":" not in url.split("/")[0]:
             url = str((git.project / url).resolve())  # a path relative to the project means nothing elsewhere
-        return RemoteWork(origin=url, start_sha=start, branch=branch, files=files,
+        elif "://" in url and urlsplit(url).password:
+            raise AgentFailed("runtime_unavailable", f"the URL of the remote {config.remote!r} carries a password: "
+                                                     "workers must not get it (it would be on their command lines); "
+                                                     "give each box its own credentials (an SSH key, a credential "
+                                                     "helper) and drop it from the URL")
+        return RemoteWork(origin=url, start_sha=start, branch=branch, base=git.base or "", files=files,
                           commit_message=commit_message(self.task),
                           images=[str(p.relative_to(self.ws.path)) for p in images],
                           run_on=self._current().run_on,
-                          hidden_env=sorted(config.hidden_env_vars | self._workflow_hidden()),
+                          hidden_env=sorted(hidden),
                           forward_env=forward)
 
     def _drop_attempt_branches(self) -> None:
@@ -773,34 +795,39 @@ class TaskRun:
     def _take_remote_work(self, work: RemoteWork, result: TurnResult | None) -> None:
         """Bring the commit the turn's result names into the task's worktree: only that commit,
         only from this attempt's branch, and only if it builds on the turn's start. Then the
-        attempt's branch goes (a worker that comes back later cannot push to it: its push holds
-        a lease on the start)."""
+        attempt's branch goes (a worker that comes back later cannot push to it: its push needs
+        the branch to be there). A fetch that fails leaves it (the next attempt drops it)."""
         git, remote = self.ctx.git, self.ctx.config.remote
         head = result.head if result is not None and result.lost is None else None
-        try:
-            if head and head != work.start_sha:
-                local = f"refs/baton/attempts/{work.branch.rsplit('/', 1)[1]}"
-                git.fetch(f"+refs/heads/{work.branch}:{local}")
-                try:
-                    tip = git.rev(local)
-                    if tip != head:
-                        raise AgentFailed("internal", f"{work.branch} on {remote} is at {tip[:12]}, not the "
-                                                      f"commit {head[:12]} the worker reported")
-                    if not git.is_ancestor(work.start_sha, head):
-                        raise AgentFailed("agent_moved_refs", f"the remote turn's commit {head[:12]} does not build "
-                                                              f"on its start {work.start_sha[:12]}")
-                    git.git(["reset", "--hard", "--quiet", head], self.ws.path)
-                    self.say(f"took {head[:12]} from {result.worker or 'the worker'} ({work.branch})")
-                finally:
-                    git.git(["update-ref", "-d", local])
-        except GitError as exc:
-            raise AgentFailed("internal", f"could not take the remote turn's work from {work.branch}: "
-                                          f"{exc.stderr.strip()[-500:]}") from None
-        finally:
+        if head and head != work.start_sha:
+            local = f"refs/baton/attempts/{work.branch.rsplit('/', 1)[1]}"
             try:
-                git.git(["push", "--quiet", remote, "--delete", work.branch])
+                git.fetch(f"+refs/heads/{work.branch}:{local}")
             except GitError as exc:
-                log.warning("task %s: could not delete %s on %s: %s", self.task.id, work.branch, remote, exc)
+                raise WorkerLost(f"could not fetch the remote turn's work from {work.branch}: "
+                                 f"{exc.stderr.strip()[-500:]}") from None
+            try:
+                tip = git.rev(local)
+                if tip != head:
+                    raise AgentFailed("internal", f"{work.branch} on {remote} is at {tip[:12]}, not the "
+                                                  f"commit {head[:12]} the worker reported")
+                if not git.is_ancestor(work.start_sha, head):
+                    raise AgentFailed("agent_moved_refs", f"the remote turn's commit {head[:12]} does not build "
+                                                          f"on its start {work.start_sha[:12]}")
+                git.git(["reset", "--hard", "--quiet", head], self.ws.path)
+                self.say(f"took {head[:12]} from {result.worker or 'the worker'} ({work.branch})")
+            except GitError as exc:
+                raise AgentFailed("internal", f"could not take the remote turn's work from {work.branch}: "
+                                              f"{exc.stderr.strip()[-500:]}") from None
+            finally:
+                try:
+                    git.git(["update-ref", "-d", local])
+                except GitError:
+                    pass
+        try:
+            git.git(["push", "--quiet", remote, "--delete", work.branch])
+        except GitError as exc:
+            log.warning("task %s: could not delete %s on %s: %s", self.task.id, work.branch, remote, exc)
 
     def _mcp_servers(self) -> list[McpServer]:
         """The task's tracker tools, when its source granted them: the token goes to a file in
@@ -837,6 +864,8 @@ class TaskRun:
 
     def _agent_started(self, pid: int | None, worker: str | None = None) -> None:
         """The CLI started: here (its pid: Baton's to stop after a crash), or on a worker (named on the card)."""
+        if worker is not None and self._turn_phase:
+            self._phase(self._turn_phase)
         self._update(agent_pid=pid, worker=worker, **{**self._started_fields, "port": self.port})
         self._last_activity_write = time.monotonic()
 
@@ -1067,6 +1096,7 @@ class TaskRun:
         settings = self.ctx.config.dask
         limit = settings.max_attempts if settings is not None else 1
         again = self.task.attempts < limit
+        log.warning("task %s: worker lost (attempt %d of %d): %s", self.task.id, self.task.attempts, limit, message)
         self._phase("failing")
         self.say(f"worker lost: {message}; " + ("the task goes back to the queue as a new attempt"
                                                f" ({self.task.attempts} of {limit})" if again

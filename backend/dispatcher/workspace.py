@@ -57,6 +57,10 @@ class ProjectGit:
 
     @cached_property
     def has_remote(self) -> bool:
+        return self.remote_present()
+
+    def remote_present(self) -> bool:
+        """Asked now (has_remote is asked once per process)."""
         return self.remote in run_git(["remote"], self.project).split()
 
     @property

@@ -44,6 +44,7 @@ class RemoteWork:
     origin: str  # the project's remote URL, as the workers reach it
     start_sha: str  # the commit the turn starts from (pushed to `branch` before the turn)
     branch: str  # this attempt's own branch on the origin: baton/attempts/<task>/<attempt>
+    base: str = ""  # the base branch, fetched too so that the agent's origin/<base> is fresh
     # Files Baton places in a worktree (copy_files, linked files as copies, attachments): their
     # bytes, by path relative to the worktree. Never committed, as on the host.
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -101,6 +102,11 @@ class Executor(Protocol):
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call `listener()` whenever problem() changes."""
+        ...
+
+    def places(self, run_on: str | None) -> bool:
+        """Whether a turn pinned to the box `run_on` (None: anywhere) could start now; the
+        dispatcher does not claim a pinned task whose box is not there."""
         ...
 
     def run_turn(self, spec: TurnSpec) -> TurnResult:

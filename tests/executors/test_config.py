@@ -27,11 +27,11 @@ BAD = [
     ("executor: dask\ndask:\n", "executor", "needs a dask: section"),  # `dask:` with nothing under it
     ("executor: ray\n", "executor", "Input should be 'local' or 'dask'"),
     # Dask has no tokens: plain tcp:// only on loopback, TLS anywhere else, with its files.
-    ("executor: dask\ndask:\n  scheduler: tcp://10.0.0.5:8786\n", "dask", "plain tcp:// only on loopback"),
-    ("executor: dask\ndask:\n  scheduler: tcp://0.0.0.0:8786\n", "dask", "plain tcp:// only on loopback"),
-    ("executor: dask\ndask:\n  scheduler: tcp://localhost.evil.example:8786\n", "dask",
-     "plain tcp:// only on loopback"),
-    ("executor: dask\ndask:\n  scheduler: tls://box.example:8786\n", "dask",
+    ("executor: dask\ndask:\n  scheduler: tcp://10.0.0.5:8786\n", "dask.scheduler", "plain tcp:// off loopback"),
+    ("executor: dask\ndask:\n  scheduler: tcp://0.0.0.0:8786\n", "dask.scheduler", "plain tcp:// off loopback"),
+    ("executor: dask\ndask:\n  scheduler: tcp://localhost.evil.example:8786\n", "dask.scheduler",
+     "plain tcp:// off loopback"),
+    ("executor: dask\ndask:\n  scheduler: tls://box.example:8786\n", "dask.tls",
      "dask.tls must name ca_file, cert_file and key_file"),
     ("executor: dask\ndask:\n  scheduler: tls://box.example:8786\n  tls: {ca_file: ca.pem, cert_file: c.pem}\n",
      "dask.tls.key_file", "Field required"),
@@ -119,7 +119,7 @@ def test_baton_agent_with_a_bad_dask_section_exits_2_naming_it(repo):
     (repo / "agent.yaml").write_text("executor: dask\ndask:\n  scheduler: tcp://10.0.0.5:8786\n")
     result = run_agent(["--port", str(free_port()), "--project-dir", str(repo)], repo)
     assert result.returncode == 2, result.stderr
-    line = f"baton-agent: {repo / 'agent.yaml'}: dask: scheduler tcp://10.0.0.5:8786: plain tcp:// only on loopback"
+    line = f"baton-agent: {repo / 'agent.yaml'}: dask.scheduler: tcp://10.0.0.5:8786 is plain tcp:// off loopback"
     assert line in result.stderr
     assert "Traceback" not in result.stderr
     assert not (repo / "data").exists() and not (repo / "tasks").exists()  # refused before writing anything

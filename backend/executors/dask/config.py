@@ -95,10 +95,10 @@ class DaskConfig(BaseModel):
     def _tls_off_loopback(self) -> DaskConfig:
         parts = urlsplit(self.scheduler)
         if parts.scheme == "tls" and self.tls is None:
-            raise ValueError("scheduler is tls://: dask.tls must name ca_file, cert_file and key_file")
+            raise ValueError("tls: the scheduler is tls://, so dask.tls must name ca_file, cert_file and key_file")
         if parts.scheme == "tcp" and not is_loopback_host(parts.hostname or ""):
             # Dask has no tokens: off loopback, only TLS keeps others from running code on the workers.
-            raise ValueError(f"scheduler {self.scheduler}: plain tcp:// only on loopback; use tls://{parts.netloc} "
+            raise ValueError(f"scheduler: {self.scheduler} is plain tcp:// off loopback; use tls://{parts.netloc} "
                              "with dask.tls (Dask itself has no authentication)")
         return self
 

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from distributed import Client, Event
 from distributed.security import Security
@@ -21,8 +22,8 @@ from distributed.security import Security
 from ...dispatcher.process import ProcessOutcome
 from ...runtimes.base import AgentEvent
 from ..base import ExecutorProblem, TurnResult, TurnSpec
-from .config import DaskConfig
-from .remote import EVENT_TOPIC, RemoteJob, run_remote_turn, stop_event_name
+from .config import DaskConfig, is_loopback_host
+from .remote import EVENT_TOPIC, RemoteJob, redact, run_remote_turn, started_event_name, stop_event_name
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ class DaskExecutor:
         # Asked by a thread of its own: /agent/health and the claim loop read the last answer and
         # never wait for a connection (up to connect_timeout while the scheduler is down).
         self._problem: ExecutorProblem | None = {
-            "code": "executor_unavailable", "message": f"connecting to the Dask scheduler at {settings.scheduler}"}
+            "code": "executor_connecting", "message": f"connecting to the Dask scheduler at {settings.scheduler}"}
         self._listeners: list = []
         self._inboxes: dict[str, queue.Queue] = {}  # by attempt: the runs following their events
+        self._offered: set[str] = set()  # resource names the fitting workers offer (run_on)
         self._stop_watch = threading.Event()
         self._watch: threading.Thread | None = None
 
@@ -119,11 +121,12 @@ class DaskExecutor:
         try:
             client = self.client()
             failures = client.run_on_scheduler(_allowed_failures)
-            workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
-                else client.scheduler_info()["workers"]
+            info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
         except Exception as exc:  # noqa: BLE001 - unreachable, refused, TLS, timeout: all the same to the board
             with self._lock:
-                self._close_client()
+                # A connection still up serves the running turns (closing it would cancel them).
+                if self._client is not None and self._client.status not in ("running", "connecting"):
+                    self._close_client()
             return {"code": "executor_unavailable",
                     "message": f"the Dask scheduler at {where} cannot be reached: {type(exc).__name__}: {exc}"[:500]}
         if failures != 0:
@@ -131,19 +134,41 @@ class DaskExecutor:
                     "message": f"the Dask scheduler at {where} re-runs a task whose worker died (allowed-failures "
                                f"{failures}): an agent would run twice. Start it with "
                                "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0"}
-        needed = set(self.settings.resources)
-        fit = [w for w in workers.values() if needed <= set(w.get("resources") or {})]
+        workers = info.get("workers") or {}
+        # Dask has no authentication: a listener in plain tcp:// off loopback lets anyone who reaches
+        # it run code there (the address we dialled may be loopback while it listens everywhere).
+        exposed = [address for address in [str(info.get("address") or ""), *workers]
+                   if address.startswith("tcp://") and not is_loopback_host(urlsplit(address).hostname or "")]
+        if exposed:
+            return {"code": "executor_misconfigured",
+                    "message": f"Dask listens in plain tcp:// off loopback ({', '.join(exposed[:3])}): anyone who "
+                               "reaches it can run code there. Bind the scheduler and the workers to 127.0.0.1 "
+                               "(--host), or use TLS (tls://, dask.tls)"}
+        needed = self.settings.resources
+        fit = [w for w in workers.values()
+               if all((w.get("resources") or {}).get(name, 0) >= amount for name, amount in needed.items())]
+        self._offered = {name for w in fit for name in (w.get("resources") or {})}
         if not fit:
+            wanted = ", ".join(f"{name}={amount:g}" for name, amount in sorted(needed.items()))
             return {"code": "no_workers",
-                    "message": f"no Dask worker at {where} offers the resources {', '.join(sorted(needed))} "
+                    "message": f"no Dask worker at {where} offers the resources {wanted} "
                                f"({len(workers)} worker{'s' if len(workers) != 1 else ''} connected)"}
         return None
 
+    def places(self, run_on: str | None) -> bool:
+        """Whether a turn pinned to `run_on` (None: anywhere) has a worker now (as last seen)."""
+        return self._problem is None and (run_on is None or run_on in self._offered)
+
     def close(self) -> None:
+        # Without self._lock: client() holds it while connecting (up to connect_timeout).
         self._stop_watch.set()
-        with self._lock:
-            self._closed = True
-            self._close_client()
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
 
     # ----- one turn -----------------------------------------------------------------------
 
@@ -176,7 +201,8 @@ class DaskExecutor:
             return self._follow(spec, client, future, stop_event, inbox, stream)
         finally:
             self._inboxes.pop(spec.attempt, None)
-            for undo in (stop_event.clear, future.release):
+            started_event = Event(started_event_name(spec.attempt), client=client)
+            for undo in (stop_event.clear, started_event.clear, future.release):
                 try:
                     undo()
                 except Exception:  # noqa: BLE001 - the connection may be gone by now
@@ -239,6 +265,11 @@ class DaskExecutor:
         if future.status != "finished":
             return _lost(f"the Dask scheduler dropped the run ({future.status})", stream.worker)
         result: dict = future.result()
+        if result.get("duplicate"):
+            # Dask started the turn again elsewhere (e.g. its first worker was retired gracefully,
+            # which allowed-failures does not count): one attempt never runs twice.
+            return _lost(f"the Dask scheduler started the turn a second time, on {result.get('worker')} "
+                         "(its first worker left)", stream.worker)
         stream.finish(result.get("events") or [], inbox)
         for path, text in ((spec.raw_log, result.get("raw")), (spec.stderr_log, result.get("stderr"))):
             if text:
@@ -250,11 +281,16 @@ class DaskExecutor:
         usage = result.get("usage")
         outcome = ProcessOutcome(exit_code=result.get("exit_code"), stopped=result.get("stopped"),
                                  duration=float(result.get("duration") or 0.0), pid=0)
-        if outcome.stopped in ("stopped", "released", "scheduler unreachable") and spec.stop.is_set():
+        if outcome.stopped in ("stopped", "released", "scheduler unreachable"):
+            if not spec.stop.is_set():  # the worker stopped it itself: nobody was waiting, as it saw
+                return TurnResult(outcome=outcome, head=result.get("head"), worker=result.get("worker"),
+                                  lost=f"the worker {result.get('worker')} stopped the turn by itself "
+                                       f"({outcome.stopped})")
             outcome.stopped = spec.stop.reason
         return TurnResult(outcome=outcome, usage=AgentEvent.model_validate(usage) if usage else None,
                           head=result.get("head"), worker=result.get("worker") or stream.worker,
-                          error=result.get("error"), moved=list(result.get("moved") or []))
+                          error=redact(result["error"]) if result.get("error") else None,
+                          moved=[str(m)[:500] for m in list(result.get("moved") or [])[:50]])
 
 
 class _Stream:
@@ -279,19 +315,31 @@ class _Stream:
 
     def _flush(self) -> None:
         while self.next in self.waiting:
-            self.spec.record(AgentEvent.model_validate(self.waiting.pop(self.next)))
+            dumped = self.waiting.pop(self.next)
             self.next += 1
+            try:
+                ev = AgentEvent.model_validate(dumped)
+            except ValueError:
+                log.warning("attempt event %d is not an event; skipped", self.next - 1)
+                continue
+            self.spec.record(ev)
 
-    def finish(self, events: list[dict], inbox: queue.Queue) -> None:
+    def finish(self, events: list, inbox: queue.Queue) -> None:
+        """After the result: the live events still in flight, then those only the result has
+        (the worker's last ones, numbered)."""
+        numbered = {n: dumped for n, dumped in events if isinstance(n, int)}
+        last = max(numbered, default=0)
         deadline = time.monotonic() + EVENTS_WAIT
-        while self.next <= len(events) and time.monotonic() < deadline:
+        while self.next <= last and time.monotonic() < deadline:
             try:
                 self.take(inbox.get(timeout=0.05))
             except queue.Empty:
                 pass
-        for n, dumped in enumerate(events, start=1):
+        for n, dumped in numbered.items():
             if n >= self.next:
                 self.waiting.setdefault(n, dumped)
+        if self.waiting and self.next not in self.waiting:
+            self.next = min(self.waiting)  # events neither the stream nor the result kept: gone
         self._flush()
 
 

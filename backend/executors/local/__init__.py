@@ -17,6 +17,9 @@ class LocalExecutor:
     def listen(self, listener) -> None:
         pass  # never changes
 
+    def places(self, run_on: str | None) -> bool:
+        return True  # one place: a pin (set while the project ran on Dask) means nothing here
+
     def run_turn(self, spec: TurnSpec) -> TurnResult:
         turn = spec.runtime.turn(spec.request)
         inv = turn.invocation
