@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ...runtimes.section import ENV_NAME_RE
+
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a resource (box) name; always fullmatch
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -73,7 +74,7 @@ class DaskConfig(BaseModel):
     @classmethod
     def _env_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not _ENV_NAME_RE.fullmatch(name):
+            if not ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not the name of an environment variable")
         return value
 

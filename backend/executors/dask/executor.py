@@ -163,12 +163,7 @@ class DaskExecutor:
         # Without self._lock: client() holds it while connecting (up to connect_timeout).
         self._stop_watch.set()
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close(timeout=5)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
+        self._close_client()
 
     # ----- one turn -----------------------------------------------------------------------
 
