@@ -736,6 +736,14 @@ class TaskRun:
         if not git.has_remote:
             raise AgentFailed("runtime_unavailable", f"executor: {self.ctx.executor.name} needs the project's remote "
                                                      f"{config.remote!r}: workers get their work only through git")
+        url = git.git(["remote", "get-url", config.remote]).strip()
+        if "://" in url and urlsplit(url).password:
+            raise AgentFailed("runtime_unavailable", f"the URL of the remote {config.remote!r} carries a password: "
+                                                     "workers must not get it (it would be on their command lines); "
+                                                     "give each box its own credentials (an SSH key, a credential "
+                                                     "helper) and drop it from the URL")
+        if "://" not in url and ":" not in url.split("/")[0]:
+            url = str((git.project / url).resolve())  # a path relative to the project means nothing elsewhere
         start = self.ws.head()
         branch = f"baton/attempts/{self.task.id}/{attempt}"
         self._drop_attempt_branches()
@@ -765,14 +773,6 @@ class TaskRun:
         hidden = config.hidden_env_vars | self._workflow_hidden()
         forward = {name: os.environ[name] for name in (settings.forward_env if settings else [])
                    if name in os.environ and name not in hidden}
-        url = git.git(["remote", "get-url", config.remote]).strip()
-        if "://" not in url and ":" not in url.split("/")[0]:
-            url = str((git.project / url).resolve())  # a path relative to the project means nothing elsewhere
-        elif "://" in url and urlsplit(url).password:
-            raise AgentFailed("runtime_unavailable", f"the URL of the remote {config.remote!r} carries a password: "
-                                                     "workers must not get it (it would be on their command lines); "
-                                                     "give each box its own credentials (an SSH key, a credential "
-                                                     "helper) and drop it from the URL")
         return RemoteWork(origin=url, start_sha=start, branch=branch, base=git.base or "", files=files,
                           commit_message=commit_message(self.task),
                           images=[str(p.relative_to(self.ws.path)) for p in images],
