@@ -223,11 +223,14 @@ class _StopWatch(threading.Thread):
 class _Workspace:
     """The attempt's repository: a clone of the worker's cache of the origin, its own.
 
-    The cache (a bare clone per origin, shared by the box's runs) is only ever touched by the
-    worker's own git, never by the agent's: each attempt gets a clone that borrows the cache's
-    objects (`--shared`) with refs, config and hooks of its own, removed afterwards. What the agent
-    does to that clone (a config, a hook, a replace ref) dies with it. The commit it leaves is
-    fetched back into the cache and pushed from there, with the cache's configuration."""
+    The cache (a bare repository per origin, shared by the box's runs) is not the agent's
+    repository: each attempt gets a clone that borrows the cache's objects (`--shared`) with refs,
+    config and hooks of its own, removed afterwards. What the agent's git does to that clone (a
+    config, a hook, a replace ref) dies with it; a push to the clone's `origin` (the cache) is
+    removed after the turn. The commit it leaves is fetched back into the cache and pushed from
+    there, by the worker's own git (no hooks, no fsmonitor, no replace refs). An agent that writes
+    into the cache's files itself (it runs as the same user) is not contained: like the refs
+    guard, this keeps a confused agent from harming other runs, not a hostile one."""
 
     def __init__(self, job: RemoteJob) -> None:
         self.job = job
@@ -376,7 +379,7 @@ class _Workspace:
         try:
             with self.lock:
                 if self.made:
-                    for ref in (self.fetched, self.returned):
+                    for ref in (self.fetched, self.returned, f"refs/heads/{self.job.work.branch}"):  # agent's push
                         try:
                             self._git(["update-ref", "-d", ref])
                         except GitError:
