@@ -644,7 +644,7 @@ class TaskRun:
     def _agent_turn(self, prompt: str, resume: str | None, fresh: str | None = None, read_only: bool = False) -> None:
         """One agent turn. With `fresh`: if the session `resume` names cannot be continued (the
         turn fails before any session started), a new session gets `fresh` instead."""
-        if resume is not None and self.ctx.executor.remote:
+        if resume is not None and self._turn_executor(read_only).remote:
             # A session lives in the CLI's state on the box, under the folder, that ran it; a
             # remote turn gets a new worktree (maybe on another box): it starts a new session.
             prompt, resume = fresh or prompt, None
@@ -661,19 +661,15 @@ class TaskRun:
     def _one_turn(self, prompt: str, resume: str | None, read_only: bool) -> None:
         self._phase("planning (read-only)" if read_only else "agent running")
         assert self.runtime is not None
-        executor = self.ctx.executor
+        executor = self._turn_executor(read_only)
         self.logs.runtime_dir.mkdir(parents=True, exist_ok=True)
         prompt, images = self._attachments(prompt, resume)
         summary = self._last_summary = RunSummary()
         remote = executor.remote
-        if remote and not read_only and self.ctx.store.grants.get(self.task.id) is not None:
-            # Its tracker tools talk to this host's loopback gateway: a worker could not reach them,
-            # and a WORKFLOW.md task hands its issue over with them. Such a task's turns run here.
-            if not self._said_tools_local:
-                self.say(f"this task's tracker tools need this host: its turns run here, not on a "
-                         f"{executor.name} worker")
-                self._said_tools_local = True
-            executor, remote = self.ctx.local_executor, False
+        if executor is not self.ctx.executor and not self._said_tools_local:
+            self.say(f"this task's tracker tools need this host: its turns run here, not on a "
+                     f"{self.ctx.executor.name} worker")
+            self._said_tools_local = True
         if remote:
             self._commit_work(commit_message(self.task))  # the worker sees only what is committed
             pin = self._current().run_on
@@ -719,6 +715,15 @@ class TaskRun:
         if moved:
             raise AgentFailed("agent_moved_refs", moved)
         self._judge(result.outcome, summary)
+
+    def _turn_executor(self, read_only: bool) -> Executor:
+        """Where this turn runs. A task's tracker tools talk to this host's loopback gateway, which
+        no worker reaches (and a WORKFLOW.md task hands its issue over with them): its turns run
+        here even when the project's run elsewhere."""
+        executor = self.ctx.executor
+        if executor.remote and not read_only and self.ctx.store.grants.get(self.task.id) is not None:
+            return self.ctx.local_executor
+        return executor
 
     def _check_invocation(self, inv: Invocation) -> None:
         self._refuse_secrets_in(inv.argv)

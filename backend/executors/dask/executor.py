@@ -282,7 +282,7 @@ class DaskExecutor:
                                   lost=f"the worker {result.get('worker')} stopped the turn by itself "
                                        f"({outcome.stopped})")
             outcome.stopped = spec.stop.reason
-        return TurnResult(outcome=outcome, usage=AgentEvent.model_validate(usage) if usage else None,
+        return TurnResult(outcome=outcome, usage=_event_or_none(usage),
                           head=result.get("head"), worker=result.get("worker") or stream.worker,
                           error=redact(result["error"]) if result.get("error") else None,
                           moved=[str(m)[:500] for m in list(result.get("moved") or [])[:50]])
@@ -343,6 +343,13 @@ def _needs(spec: TurnSpec, settings: DaskConfig) -> str:
     if spec.remote is not None and spec.remote.run_on:
         names[spec.remote.run_on] = names.get(spec.remote.run_on, 0) + 1
     return ", ".join(f"{name}={amount:g}" for name, amount in sorted(names.items()))
+
+
+def _event_or_none(dumped: Any) -> AgentEvent | None:
+    try:
+        return AgentEvent.model_validate(dumped) if dumped else None
+    except ValueError:
+        return None
 
 
 def _lost(message: str, worker: str | None = None) -> TurnResult:
