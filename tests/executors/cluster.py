@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from support import free_port, wait_for
+from backend.models import TaskStatus
+from support import free_port, task_events, wait_for, wait_task_done
 
 DASK = str(Path(sys.executable).parent / "dask")
 if TYPE_CHECKING:
@@ -33,10 +34,12 @@ START_TIMEOUT = 30.0  # seconds for a process to come up on a loaded 2-core mach
 
 class DaskCluster:
     def __init__(self, root: Path, ttl: str = "5s", env: dict[str, str] | None = None, port: int | None = None,
-                 allowed_failures: int = 0) -> None:
+                 allowed_failures: int = 0, host: str = "127.0.0.1") -> None:
         """`env`: extra variables for the scheduler (e.g. {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "3"});
-        they win over `ttl` and `allowed_failures`."""
+        they win over `ttl` and `allowed_failures`. `host`: where the scheduler listens (0.0.0.0 only
+        to test that Baton refuses it); the address clients dial stays loopback."""
         self.root = Path(root)
+        self.host = host
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.scheduler_env = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": ttl,
@@ -73,7 +76,7 @@ class DaskCluster:
         env = {**os.environ, **self.scheduler_env}
         with open(self.root / "scheduler.log", "ab") as log:
             self.scheduler = subprocess.Popen(
-                [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                [DASK, "scheduler", "--host", self.host, "--port", str(self.port),
                  "--dashboard-address", "127.0.0.1:0"],
                 env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -206,3 +209,16 @@ def processes_of(task_id: str) -> list[int]:
         if state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def says(agent, task_id: str) -> str:
+    """What Baton told the task's transcript (its own lines), for assertions and failure messages."""
+    return "\n".join(e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
+
+
+def done(agent, task_id: str, timeout: float = 60):
+    """The task once finished, which must be completed (else the failure says why)."""
+    task = wait_task_done(agent, task_id, timeout=timeout)
+    assert task.status is TaskStatus.completed, f"{task.status} {task.error_reason}: {task.error_message}\n" \
+                                                f"{says(agent, task_id)}"
+    return task

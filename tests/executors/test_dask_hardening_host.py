@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,7 +31,7 @@ from conftest import fake_task
 from fakes.tools_gateway_standin import PATH, ToolsGateway
 from support import free_port, git, origin_of, run_agent, serve, submit_task, task_events, wait_for, wait_task_done
 
-from .cluster import DASK, START_TIMEOUT, DaskCluster
+from .cluster import DaskCluster, done, says
 
 HEALTH_WAIT = 20.0  # the executor looks at its scheduler every 2 s; margin for a loaded 2-core machine
 
@@ -59,17 +57,6 @@ def shared(tmp_path_factory):
 
 def problems(agent) -> dict[str, str]:
     return {p["code"]: p["message"] for p in agent.client.get("/agent/health").json()["problems"]}
-
-
-def baton_says(agent, task_id: str) -> str:
-    return "\n".join(e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
-
-
-def done(agent, task_id: str, timeout: float = 60):
-    task = wait_task_done(agent, task_id, timeout=timeout)
-    assert task.status is TaskStatus.completed, f"{task.status} {task.error_reason}: {task.error_message}\n" \
-                                                f"{baton_says(agent, task_id)}"
-    return task
 
 
 def write_and_commit(name: str, wait: Path | None = None) -> dict:
@@ -173,26 +160,9 @@ def test_redact_drops_the_user_and_password_of_a_url():
 # ----- 4. plain tcp off loopback --------------------------------------------------------------------
 
 
-class ExposedCluster(DaskCluster):
-    """A scheduler listening on every interface (--host 0.0.0.0): it announces a non-loopback
-    address when the machine has one."""
-
-    def start(self) -> ExposedCluster:
-        env = {**os.environ, **self.scheduler_env}
-        with open(self.root / "scheduler.log", "ab") as log:
-            self.scheduler = subprocess.Popen(
-                [DASK, "scheduler", "--host", "0.0.0.0", "--port", str(self.port),
-                 "--dashboard-address", "127.0.0.1:0"],
-                env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        wait_for(lambda: self._alive("scheduler", self.scheduler) and self._listening(), timeout=START_TIMEOUT,
-                 interval=0.05, what=f"the Dask scheduler on {self.address}")
-        return self
-
-
 @pytest.fixture
 def exposed(tmp_path):
-    cluster = ExposedCluster(tmp_path / "exposed")
+    cluster = DaskCluster(tmp_path / "exposed", host="0.0.0.0")
     try:
         yield cluster
     finally:
@@ -291,7 +261,7 @@ def test_a_task_with_tracker_tools_runs_its_turns_on_the_project_host(shared, da
 
     task = done(agent, task_id)
     assert task.worker is None
-    assert "tracker tools need this host" in baton_says(agent, task_id)
+    assert "tracker tools need this host" in says(agent, task_id)
     # Its tools reached the gateway (a worker's turn gets none), and the CLI ran in the project's worktree.
     assert [c["tool"] for c in gateway.calls] == ["tracker_get_issue"]
     (call,) = [c for c in fake_cli.calls() if c["env"].get("TASK_ID") == task_id]

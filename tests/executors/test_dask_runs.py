@@ -25,7 +25,7 @@ from backend.models import TaskStatus
 from conftest import fake_task
 from support import commit_and_push, git, make_local_repo, origin_of, submit_task, task_events, wait_for, wait_task_done
 
-from .cluster import DaskCluster, processes_of
+from .cluster import DaskCluster, done, processes_of
 
 BOXES = ("box-a", "box-b")
 
@@ -70,18 +70,6 @@ def boxes(tmp_path_factory):
 
 
 # ----- helpers ------------------------------------------------------------------------------------
-
-
-def says(agent, task_id: str) -> str:
-    """What Baton told the task's log (for failure messages)."""
-    return "\n".join(e.get("text", "") for e in task_events(agent, task_id) if e["kind"] == "baton")
-
-
-def done(agent, task_id: str, timeout: float = 60):
-    task = wait_task_done(agent, task_id, timeout=timeout)
-    assert task.status is TaskStatus.completed, f"{task.status} {task.error_reason}: {task.error_message}\n" \
-                                                f"{says(agent, task_id)}"
-    return task
 
 
 def attempt_branches(origin: Path) -> list[str]:
