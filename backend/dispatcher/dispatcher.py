@@ -439,8 +439,8 @@ class Dispatcher:
         """Which pending tasks to claim: those whose runtime can start now (a task for a runtime
         that is not configured at all is claimed too, and fails at once saying so), and, with a
         workflow, that its per-state limits allow beside the runs of this dispatcher; never one
-        held (see hold()), nor one pinned to a box (run_on) no worker offers now. Called holding self._lock, so the runs are those of this round's
-        earlier claims too."""
+        held (see hold()), nor one pinned to a box (run_on) no worker offers now. Called holding
+        self._lock, so the runs are those of this round's earlier claims too."""
         default = self.config.runtime
         workflow = self.ctx.workflow
         held = set(self._held)

@@ -1093,7 +1093,8 @@ class TaskRun:
 
     def _end_lost(self, message: str) -> None:
         """The worker went away mid-turn: nothing of that turn is taken. The task goes back to the
-        queue as a new attempt, or fails after dask.max_attempts lost workers in a row."""
+        queue as a new attempt, or fails once its attempts (claims since its last rerun) reach
+        dask.max_attempts."""
         if self.stop.is_set():  # a cancel or a shutdown came too: that is the ending
             self.say(f"worker lost: {message}")
             self._end_stopped()

@@ -224,6 +224,9 @@ def test_a_turn_waiting_for_its_box_says_so_then_runs_there(shared, dask_config,
         assert entry["worker"] is None
         assert agent.store.get(waiting).status is TaskStatus.in_progress
         assert agent.store.get(waiting).worker is None
+        # After a few seconds the transcript says what the turn waits for: one run's resources.
+        wait_for(lambda: "waiting for a Dask worker with box-a=1, runner=1 free" in says(agent, waiting),
+                 timeout=30, what="the transcript's waiting notice")
     finally:
         go.write_text("")  # released whatever happens: nothing is left holding box-a
 

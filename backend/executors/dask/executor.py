@@ -175,9 +175,7 @@ class DaskExecutor:
                         runtime_name=spec.runtime_name, runtime=spec.runtime, prompt=spec.request.prompt,
                         resume=spec.request.resume, model=spec.request.model, read_only=spec.request.read_only,
                         limits=spec.limits, work=work)
-        resources = dict(self.settings.resources)
-        if work.run_on:
-            resources[work.run_on] = resources.get(work.run_on, 0) + 1.0
+        resources = _resources(self.settings, work.run_on)
         try:
             client = self.client()
         except Exception as exc:  # noqa: BLE001
@@ -224,7 +222,9 @@ class DaskExecutor:
                 break
             if started is None and not noticed and now - submitted > WAITING_NOTICE:
                 noticed = True
-                spec.say(f"waiting for a Dask worker with {_needs(spec, self.settings)} free")
+                wanted = _resources(self.settings, spec.remote.run_on if spec.remote else None)
+                spec.say("waiting for a Dask worker with "
+                         + ", ".join(f"{name}={amount:g}" for name, amount in sorted(wanted.items())) + " free")
             if spec.stop.is_set() and started is None:
                 # Not started on a worker yet: nothing to save. If it starts meanwhile, its worker
                 # sees the key released and stops the CLI itself.
@@ -338,11 +338,12 @@ class _Stream:
         self._flush()
 
 
-def _needs(spec: TurnSpec, settings: DaskConfig) -> str:
-    names = dict(settings.resources)
-    if spec.remote is not None and spec.remote.run_on:
-        names[spec.remote.run_on] = names.get(spec.remote.run_on, 0) + 1
-    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(names.items()))
+def _resources(settings: DaskConfig, run_on: str | None) -> dict[str, float]:
+    """What one run holds on its worker: the configured amounts, and one of the pinned box's."""
+    resources = dict(settings.resources)
+    if run_on:
+        resources[run_on] = resources.get(run_on, 0) + 1.0
+    return resources
 
 
 def _event_or_none(dumped: Any) -> AgentEvent | None:
@@ -359,8 +360,8 @@ def _lost(message: str, worker: str | None = None) -> TurnResult:
 def _lost_reason(exc: BaseException | None, worker: str | None) -> str:
     name = type(exc).__name__ if exc is not None else "unknown"
     if name == "KilledWorker":
-        return (f"the worker {worker or ''} running the turn died or stopped answering "
-                f"(crashed, killed, or frozen past the scheduler's worker-ttl)").replace("worker  ", "worker ")
+        return (f"the worker{f' {worker}' if worker else ''} running the turn died or stopped answering "
+                "(crashed, killed, or frozen past the scheduler's worker-ttl)")
     return f"the run failed on the Dask side ({name}: {str(exc)[:300]})"
 
 

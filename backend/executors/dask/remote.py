@@ -6,8 +6,8 @@ only be behind, never wrong), and makes a worktree of it. The CLI runs there in 
 group with the death signal set; its events go back to the project host as they come
 (Worker.log_event, tagged with the attempt); a stop comes as the attempt's distributed.Event, or
 as the run's key leaving the worker (the host released it, or is gone). Afterwards whatever the
-agent left is committed and the branch is pushed back with a lease on the starting commit, so a
-branch the host has deleted (a newer attempt replaced this one) is never recreated.
+agent left is committed and the branch is pushed back with a lease on its tip as the origin
+holds it, so a branch the host has deleted (a newer attempt replaced this one) is never recreated.
 
 Never raises: whatever goes wrong comes back in the result (`error`), never in Dask's logs of a
 failed task, which would print the job's arguments.
@@ -341,8 +341,8 @@ class _Workspace:
 
     def save_and_push(self) -> str | None:
         """Commit what the agent left (Baton's files excepted), bring that commit into the cache and
-        push it from there to the attempt's branch, with a lease on the starting commit. Returns the
-        commit the branch now holds."""
+        push it from there to the attempt's branch, with a lease on the branch's tip on the origin
+        (the start, or what the agent pushed itself). Returns the commit the branch now holds."""
         if not self.made or not self.dir.is_dir():
             return None
         work, job = self.job.work, self.job
